@@ -1,0 +1,608 @@
+//! Errors: [`ProviderError`] (from identity providers), [`StoreError`] (from token stores) and
+//! [`AuthError`] (what the [`Authorizer`](crate::Authorizer) returns).
+//!
+//! All three are `Clone`, because one failed refresh is reported to every caller that waited
+//! for it; their sources live behind an `Arc`. None of them ever holds a token or a secret: a
+//! provider that builds one from a server answer must keep secrets out of it (the OAuth2 provider
+//! keeps only the RFC 6749 `error` fields and a short excerpt of a body that held no token).
+//!
+//! `Display` says what happened in one lowercase line; the wrapped cause, if any, is
+//! [`source`](std::error::Error::source), as the Rust API guidelines recommend. Use
+//! [`error_chain`] to print both on one line.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed error, the input type of the error constructors.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A cloneable, shared error: the cause inside [`ProviderError`] and [`StoreError`].
+#[derive(Clone)]
+pub struct SharedError(Arc<dyn StdError + Send + Sync>);
+
+impl SharedError {
+    /// Wrap any error.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Self(Arc::from(source.into()))
+    }
+
+    /// A plain message as an error.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self::new(Message(message.into()))
+    }
+
+    /// The wrapped error, for downcasting (`err.get().downcast_ref::<MyError>()`).
+    pub fn get(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl StdError for SharedError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
+}
+
+#[derive(Debug)]
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl StdError for Message {}
+
+/// Why an identity provider could not issue a token.
+///
+/// The variants say who is at fault; [`is_transient`](Self::is_transient) says whether trying
+/// again later may help, and the authorizer's backoff follows it:
+/// transient failures are retried with exponential backoff and jitter (never sooner than
+/// [`retry_after`](Self::retry_after)); permanent ones wait the longest backoff, so a bad
+/// configuration costs the identity provider at most one request a minute.
+///
+/// ```
+/// use authwire::ProviderError;
+/// use std::time::Duration;
+///
+/// let e = ProviderError::rejected(Some(400), "invalid_grant", Some("refresh token revoked".into()));
+/// assert!(!e.is_transient());
+/// assert_eq!(e.to_string(), "identity provider rejected the request: invalid_grant (HTTP 400): refresh token revoked");
+///
+/// let e = ProviderError::transient(std::io::Error::other("connection reset"))
+///     .with_retry_after(Duration::from_secs(3));
+/// assert!(e.is_transient());
+/// assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// The identity provider answered with an error (RFC 6749 section 5.2): bad client
+    /// credentials, a revoked grant, an unknown scope...
+    #[non_exhaustive]
+    Rejected {
+        /// The `error` code, such as `invalid_client`.
+        code: String,
+        /// The `error_description`, if the server sent one.
+        description: Option<String>,
+        /// The `error_uri`, if the server sent one.
+        uri: Option<String>,
+        /// The HTTP status of the answer.
+        status: Option<u16>,
+        /// Whether trying again may help (`temporarily_unavailable`, 5xx, 429).
+        transient: bool,
+        /// How long the server asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The identity provider could not be reached or is failing for now: network error,
+    /// timeout, 5xx, 429.
+    #[non_exhaustive]
+    Unavailable {
+        /// What went wrong.
+        source: SharedError,
+        /// The HTTP status, if an answer arrived.
+        status: Option<u16>,
+        /// How long the server asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The identity provider answered success with something that is not a usable token:
+    /// an HTML page, JSON without `access_token`, a token that cannot go into a header...
+    #[non_exhaustive]
+    InvalidResponse {
+        /// The HTTP status of the answer.
+        status: Option<u16>,
+        /// What is wrong with it.
+        reason: String,
+        /// A short excerpt of the body, only when it cannot hold a token.
+        excerpt: Option<String>,
+    },
+    /// Any other permanent failure of a provider (see [`ProviderError::permanent`]).
+    #[non_exhaustive]
+    Failed {
+        /// What went wrong.
+        source: SharedError,
+        /// How long to wait before trying again, if known.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// RFC 6749 / RFC 8628 error codes after which trying again may succeed.
+const TRANSIENT_CODES: &[&str] = &[
+    "temporarily_unavailable",
+    "server_error",
+    "slow_down",
+    "authorization_pending",
+];
+
+impl ProviderError {
+    /// Temporary failure (network, timeout, 5xx, 429): retried with backoff.
+    pub fn transient(source: impl Into<BoxError>) -> Self {
+        ProviderError::Unavailable {
+            source: SharedError::new(source),
+            status: None,
+            retry_after: None,
+        }
+    }
+
+    /// Permanent failure (bad credentials, revoked grant): not retried in a loop.
+    pub fn permanent(source: impl Into<BoxError>) -> Self {
+        ProviderError::Failed {
+            source: SharedError::new(source),
+            retry_after: None,
+        }
+    }
+
+    /// An RFC 6749 section 5.2 error answer. Transient when the code says so
+    /// (`temporarily_unavailable`, `server_error`, `slow_down`) or the status is 5xx or 429.
+    pub fn rejected(status: Option<u16>, code: impl Into<String>, description: Option<String>) -> Self {
+        let code = code.into();
+        let transient =
+            TRANSIENT_CODES.contains(&code.as_str()) || status.is_some_and(|s| s == 429 || s >= 500);
+        ProviderError::Rejected {
+            code,
+            description,
+            uri: None,
+            status,
+            transient,
+            retry_after: None,
+        }
+    }
+
+    /// A temporary failure with an HTTP status (5xx, 429) and the cause.
+    pub fn unavailable(status: Option<u16>, source: impl Into<BoxError>) -> Self {
+        ProviderError::Unavailable {
+            source: SharedError::new(source),
+            status,
+            retry_after: None,
+        }
+    }
+
+    /// A success answer that is not a usable token. `reason` must not contain a secret.
+    pub fn invalid_response(status: Option<u16>, reason: impl Into<String>) -> Self {
+        ProviderError::InvalidResponse {
+            status,
+            reason: reason.into(),
+            excerpt: None,
+        }
+    }
+
+    /// No answer within `after`.
+    pub fn timeout(after: Duration) -> Self {
+        Self::transient(SharedError::msg(format!("no answer within {after:?}")))
+    }
+
+    /// Ask the authorizer not to try again before `after` (a `Retry-After` header, say).
+    /// Has no effect on [`ProviderError::InvalidResponse`].
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        match &mut self {
+            ProviderError::Rejected { retry_after, .. }
+            | ProviderError::Unavailable { retry_after, .. }
+            | ProviderError::Failed { retry_after, .. } => *retry_after = Some(after),
+            ProviderError::InvalidResponse { .. } => {}
+        }
+        self
+    }
+
+    /// Attach an `error_uri` to a [`ProviderError::Rejected`]; no effect on other variants.
+    pub fn with_error_uri(mut self, error_uri: impl Into<String>) -> Self {
+        if let ProviderError::Rejected { uri, .. } = &mut self {
+            *uri = Some(error_uri.into());
+        }
+        self
+    }
+
+    /// Attach a short excerpt of the body to a [`ProviderError::InvalidResponse`]. The caller
+    /// guarantees that it holds no secret; it is cut to 200 characters.
+    pub fn with_excerpt(mut self, body_excerpt: impl Into<String>) -> Self {
+        if let ProviderError::InvalidResponse { excerpt, .. } = &mut self {
+            let mut s: String = body_excerpt.into();
+            if let Some((cut, _)) = s.char_indices().nth(200) {
+                s.truncate(cut);
+                s.push('…');
+            }
+            *excerpt = Some(s);
+        }
+        self
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProviderError::Rejected { transient, .. } => *transient,
+            ProviderError::Unavailable { .. } => true,
+            ProviderError::InvalidResponse { .. } | ProviderError::Failed { .. } => false,
+        }
+    }
+
+    /// How long the provider asked us to wait before trying again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Rejected { retry_after, .. }
+            | ProviderError::Unavailable { retry_after, .. }
+            | ProviderError::Failed { retry_after, .. } => *retry_after,
+            ProviderError::InvalidResponse { .. } => None,
+        }
+    }
+
+    /// The RFC 6749 `error` code, for [`ProviderError::Rejected`].
+    pub fn error_code(&self) -> Option<&str> {
+        match self {
+            ProviderError::Rejected { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the answer, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ProviderError::Rejected { status, .. }
+            | ProviderError::Unavailable { status, .. }
+            | ProviderError::InvalidResponse { status, .. } => *status,
+            ProviderError::Failed { .. } => None,
+        }
+    }
+
+    /// A short label for metrics and logs: `rejected`, `unavailable`, `invalid_response`, `failed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Rejected { .. } => "rejected",
+            ProviderError::Unavailable { .. } => "unavailable",
+            ProviderError::InvalidResponse { .. } => "invalid_response",
+            ProviderError::Failed { .. } => "failed",
+        }
+    }
+}
+
+fn write_status(f: &mut fmt::Formatter<'_>, status: Option<u16>) -> fmt::Result {
+    match status {
+        Some(s) => write!(f, " (HTTP {s})"),
+        None => Ok(()),
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProviderError::Rejected {
+                code,
+                description,
+                uri,
+                status,
+                ..
+            } => {
+                write!(f, "identity provider rejected the request: {code}")?;
+                write_status(f, *status)?;
+                if let Some(d) = description {
+                    write!(f, ": {d}")?;
+                }
+                if let Some(u) = uri {
+                    write!(f, " (see {u})")?;
+                }
+                Ok(())
+            }
+            ProviderError::Unavailable { source, status, .. } => {
+                write!(f, "identity provider unavailable")?;
+                write_status(f, *status)?;
+                write!(f, ": {source}")
+            }
+            ProviderError::InvalidResponse {
+                status,
+                reason,
+                excerpt,
+            } => {
+                write!(f, "identity provider sent an unusable response")?;
+                write_status(f, *status)?;
+                write!(f, ": {reason}")?;
+                if let Some(e) = excerpt {
+                    write!(f, " (body starts: {e:?})")?;
+                }
+                Ok(())
+            }
+            ProviderError::Failed { source, .. } => write!(f, "token request failed: {source}"),
+        }
+    }
+}
+
+impl StdError for ProviderError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        // Display already printed the wrapped error's own message; hand out its cause.
+        match self {
+            ProviderError::Unavailable { source, .. } | ProviderError::Failed { source, .. } => {
+                source.get().source()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why a [`TokenStore`](crate::TokenStore) could not load, save or delete a token.
+///
+/// ```
+/// use authwire::StoreError;
+/// let e = StoreError::corrupt("/home/me/.cache/authwire/x.json", "expected value at line 1 column 1");
+/// assert!(e.to_string().contains("x.json"));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed: I/O, network, keyring, permissions.
+    #[non_exhaustive]
+    Backend {
+        /// What went wrong (stores put their own typed errors here; downcast with
+        /// [`SharedError::get`]).
+        source: SharedError,
+    },
+    /// A stored entry exists but cannot be read back as a token.
+    #[non_exhaustive]
+    Corrupt {
+        /// Where the entry lives (file path, key name); never its contents.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store did not answer in time.
+    #[non_exhaustive]
+    Timeout {
+        /// How long the authorizer waited.
+        after: Duration,
+    },
+}
+
+impl StoreError {
+    /// A backend failure.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        StoreError::Backend {
+            source: SharedError::new(source),
+        }
+    }
+
+    /// A stored entry that cannot be read back. Name the entry, never its contents.
+    pub fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> Self {
+        StoreError::Corrupt {
+            location: location.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The store did not answer within `after`.
+    pub fn timeout(after: Duration) -> Self {
+        StoreError::Timeout { after }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Backend { source } => write!(f, "token store failed: {source}"),
+            StoreError::Corrupt { location, reason } => write!(
+                f,
+                "stored token at {location} is unreadable ({reason}); delete it to start over"
+            ),
+            StoreError::Timeout { after } => {
+                write!(f, "token store did not answer within {after:?}")
+            }
+        }
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            StoreError::Backend { source } => source.get().source(),
+            _ => None,
+        }
+    }
+}
+
+/// Why the [`Authorizer`](crate::Authorizer) could not produce a valid `Authorization` header.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No valid token is held and the identity provider did not issue one. This is exactly the
+    /// error the provider returned (the same value reaches every caller that waited for it, and
+    /// is returned again without calling the provider until its backoff elapses).
+    Refresh(ProviderError),
+    /// The token store failed and the authorizer was told to require it
+    /// ([`AuthorizerBuilder::require_store`](crate::AuthorizerBuilder::require_store)).
+    Store(StoreError),
+    /// The refresh ended without a result: its task panicked or its runtime shut down.
+    RefreshAborted,
+}
+
+impl AuthError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AuthError::Refresh(e) => e.is_transient(),
+            AuthError::Store(_) | AuthError::RefreshAborted => true,
+        }
+    }
+
+    /// The provider's error, if that is what this is.
+    pub fn provider_error(&self) -> Option<&ProviderError> {
+        match self {
+            AuthError::Refresh(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Refresh(e) => write!(f, "no valid token: {e}"),
+            AuthError::Store(e) => write!(f, "no valid token: {e}"),
+            AuthError::RefreshAborted => f.write_str(
+                "no valid token: the refresh task ended without a result (it panicked or its runtime shut down)",
+            ),
+        }
+    }
+}
+
+impl StdError for AuthError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            AuthError::Refresh(e) => e.source(),
+            AuthError::Store(e) => e.source(),
+            AuthError::RefreshAborted => None,
+        }
+    }
+}
+
+impl From<ProviderError> for AuthError {
+    fn from(e: ProviderError) -> Self {
+        AuthError::Refresh(e)
+    }
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        AuthError::Store(e)
+    }
+}
+
+/// An error and its chain of causes on one line, joined by `": "`.
+///
+/// ```
+/// use authwire::{error_chain, ProviderError};
+/// let io = std::io::Error::other("connection refused");
+/// let e = ProviderError::transient(io);
+/// assert_eq!(error_chain(&e), "identity provider unavailable: connection refused");
+/// ```
+pub fn error_chain(e: &dyn StdError) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        next = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_rfc_codes_and_status() {
+        assert!(!ProviderError::rejected(Some(401), "invalid_client", None).is_transient());
+        assert!(!ProviderError::rejected(Some(400), "invalid_grant", None).is_transient());
+        assert!(ProviderError::rejected(Some(400), "temporarily_unavailable", None).is_transient());
+        assert!(ProviderError::rejected(Some(503), "invalid_request", None).is_transient());
+        assert!(ProviderError::rejected(Some(429), "whatever", None).is_transient());
+        assert!(ProviderError::timeout(Duration::from_secs(1)).is_transient());
+        assert!(!ProviderError::invalid_response(Some(200), "no access_token").is_transient());
+        assert!(!ProviderError::permanent("nope").is_transient());
+    }
+
+    #[test]
+    fn messages_are_lowercase_one_liners_with_context() {
+        let e = ProviderError::rejected(Some(401), "invalid_client", Some("bad secret".into()))
+            .with_error_uri("https://idp/errors");
+        assert_eq!(
+            AuthError::from(e).to_string(),
+            "no valid token: identity provider rejected the request: invalid_client (HTTP 401): bad secret (see https://idp/errors)"
+        );
+        let e =
+            ProviderError::invalid_response(Some(200), "expected JSON").with_excerpt("<html>".repeat(100));
+        let s = e.to_string();
+        assert!(s.starts_with(
+            "identity provider sent an unusable response (HTTP 200): expected JSON (body starts: \"<html>"
+        ));
+        assert!(s.chars().count() < 300, "excerpt is cut: {s}");
+    }
+
+    #[test]
+    fn chain_includes_nested_causes_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("sending request")
+            }
+        }
+        impl StdError for Outer {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = AuthError::Refresh(ProviderError::transient(Outer(std::io::Error::other(
+            "connection refused",
+        ))));
+        assert_eq!(
+            error_chain(&e),
+            "no valid token: identity provider unavailable: sending request: connection refused"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_kept_and_errors_clone() {
+        let e =
+            ProviderError::rejected(Some(429), "slow_down", None).with_retry_after(Duration::from_secs(7));
+        let c = e.clone();
+        assert_eq!(c.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(c.error_code(), Some("slow_down"));
+        assert_eq!(c.status(), Some(429));
+    }
+
+    #[test]
+    fn store_backend_error_can_be_downcast() {
+        let e = StoreError::new(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "denied",
+        ));
+        let StoreError::Backend { source } = &e else {
+            panic!("expected Backend")
+        };
+        let io = source.get().downcast_ref::<std::io::Error>().unwrap();
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+    }
+
+    fn assert_send_sync<T: Send + Sync + Clone + StdError>() {}
+
+    #[test]
+    fn errors_are_send_sync_clone() {
+        assert_send_sync::<ProviderError>();
+        assert_send_sync::<StoreError>();
+        assert_send_sync::<AuthError>();
+    }
+}

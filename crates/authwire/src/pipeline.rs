@@ -1,0 +1,249 @@
+//! The pipeline's steps, each a named function:
+//!
+//! 1. [`check_expiry`]: where the cached token stands now (fresh, refresh due, expired);
+//! 2. refresh: the shared flight in [`crate::authorizer`] (`Authorizer::refresh`);
+//! 3. [`retrieve_access_token`]: the access token out of the token data;
+//! 4. [`prepare_header`]: `<scheme> <token>` as a sensitive [`HeaderValue`], once per token;
+//! 5. [`update_headers`]: put it on the request.
+//!
+//! Steps 3 and 4 run once per token, when a new token arrives, and produce an [`Entry`]; the hot
+//! path then only runs step 1 and clones the prepared header.
+
+use crate::ProviderError;
+use crate::Token;
+use crate::policy::{Freshness, Schedule};
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+use zeroize::Zeroize;
+
+/// A token as the hot path needs it: its schedule and its prepared header.
+pub(crate) struct Entry {
+    pub(crate) token: Arc<Token>,
+    pub(crate) schedule: Schedule,
+    /// The same header value, once per stripe; see [`stripe_index`].
+    headers: Box<[HeaderValue]>,
+    mask: usize,
+}
+
+impl Entry {
+    /// Steps 3 and 4 for a new token. Fails if the token cannot be an HTTP header value.
+    pub(crate) fn prepare(token: Arc<Token>, schedule: Schedule) -> Result<Self, ProviderError> {
+        let access_token = retrieve_access_token(&token);
+        let prepared = prepare_header(token.token_type().scheme(), access_token)?;
+        let stripes = stripe_count();
+        let headers = (0..stripes).map(|_| prepared.stripe()).collect();
+        Ok(Self {
+            token,
+            schedule,
+            headers,
+            mask: stripes - 1,
+        })
+    }
+
+    /// Step 1 for this entry.
+    #[inline(always)]
+    pub(crate) fn check_expiry(&self, now: SystemTime) -> Freshness {
+        check_expiry(&self.schedule, now)
+    }
+
+    /// The prepared header: a clone of this thread's stripe, so that threads on different
+    /// stripes never write to the same cache line.
+    #[inline(always)]
+    pub(crate) fn header(&self) -> HeaderValue {
+        self.headers[stripe_index() & self.mask].clone()
+    }
+
+    /// Whether `value` is the header this entry hands out.
+    pub(crate) fn issued(&self, value: &HeaderValue) -> bool {
+        crate::token::constant_time_eq(self.headers[0].as_bytes(), value.as_bytes())
+    }
+}
+
+/// Step 1: check expiry. See [`crate::policy`] for how the schedule is computed.
+#[inline]
+pub(crate) fn check_expiry(schedule: &Schedule, now: SystemTime) -> Freshness {
+    schedule.check(now)
+}
+
+/// Step 3: retrieve the access token from the token data.
+pub(crate) fn retrieve_access_token(token: &Token) -> &SecretString {
+    token.access_token()
+}
+
+/// The bytes of a prepared header, wiped when the last stripe drops them.
+pub(crate) struct PreparedHeader {
+    bytes: Arc<WipeOnDrop>,
+}
+
+struct WipeOnDrop(Box<[u8]>);
+
+impl Drop for WipeOnDrop {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// The owner of one stripe's bytes. Its alignment puts the reference count that `Bytes`
+/// allocates in front of it on a cache line of its own.
+#[repr(align(128))]
+struct StripeOwner(Arc<WipeOnDrop>);
+
+impl AsRef<[u8]> for StripeOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.0
+    }
+}
+
+impl PreparedHeader {
+    fn stripe(&self) -> HeaderValue {
+        let bytes = Bytes::from_owner(StripeOwner(self.bytes.clone()));
+        // Validated in prepare_header; from_maybe_shared checks again and cannot fail here.
+        let mut value =
+            HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        value.set_sensitive(true);
+        value
+    }
+}
+
+/// Step 4: prepare the `Authorization` header value `<scheme> <token>`, marked sensitive so that
+/// HTTP libraries leave it out of their logs and HPACK tables.
+///
+/// The scheme must be an RFC 9110 token and the access token visible ASCII (RFC 6750 `b64token`
+/// is a subset): a token with a space, CR, LF or any control or non-ASCII character is refused
+/// here, so it can never split or smuggle a header.
+pub(crate) fn prepare_header(
+    scheme: &str,
+    access_token: &SecretString,
+) -> Result<PreparedHeader, ProviderError> {
+    let token = access_token.expose_secret();
+    if scheme.is_empty() || !scheme.bytes().all(is_tchar) {
+        return Err(ProviderError::invalid_response(
+            None,
+            format!("token type {scheme:?} is not a valid Authorization scheme"),
+        ));
+    }
+    if token.is_empty() {
+        return Err(ProviderError::invalid_response(None, "access token is empty"));
+    }
+    if let Some(pos) = token.bytes().position(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(ProviderError::invalid_response(
+            None,
+            format!(
+                "access token has a character that cannot go into an Authorization header (byte {pos} of {})",
+                token.len()
+            ),
+        ));
+    }
+    let mut buf = Vec::with_capacity(scheme.len() + 1 + token.len());
+    buf.extend_from_slice(scheme.as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(token.as_bytes());
+    Ok(PreparedHeader {
+        bytes: Arc::new(WipeOnDrop(buf.into_boxed_slice())),
+    })
+}
+
+/// RFC 9110 section 5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Step 5: update the request's headers, replacing any `Authorization` already there.
+#[inline]
+pub(crate) fn update_headers(headers: &mut HeaderMap, value: HeaderValue) {
+    headers.insert(AUTHORIZATION, value);
+}
+
+/// How many copies of each header an entry keeps: twice the cores, a power of two, at most 64.
+fn stripe_count() -> usize {
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores * 2).next_power_of_two().clamp(1, 64)
+    })
+}
+
+/// This thread's stripe: threads are numbered in the order they first authorize.
+#[inline]
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TokenType;
+    use crate::policy::{Timing, schedule};
+    use std::time::UNIX_EPOCH;
+
+    fn entry(token: Token) -> Result<Entry, ProviderError> {
+        let s = schedule(&token, UNIX_EPOCH, &Timing::default(), 0.0);
+        Entry::prepare(Arc::new(token), s)
+    }
+
+    #[test]
+    fn header_is_scheme_space_token_and_sensitive() {
+        let e = entry(Token::new("abc.DEF-_~+/=")).unwrap();
+        let h = e.header();
+        assert_eq!(h.to_str().unwrap(), "Bearer abc.DEF-_~+/=");
+        assert!(h.is_sensitive());
+        assert!(e.issued(&HeaderValue::from_static("Bearer abc.DEF-_~+/=")));
+        assert!(!e.issued(&HeaderValue::from_static("Bearer abc")));
+    }
+
+    #[test]
+    fn token_type_picks_the_scheme() {
+        let e = entry(Token::new("t").with_token_type(TokenType::DPoP)).unwrap();
+        assert_eq!(e.header().to_str().unwrap(), "DPoP t");
+        let e = entry(Token::new("t").with_token_type(TokenType::Other("MAC".into()))).unwrap();
+        assert_eq!(e.header().to_str().unwrap(), "MAC t");
+    }
+
+    #[test]
+    fn header_unsafe_tokens_are_errors_that_do_not_show_the_token() {
+        for bad in [
+            "SECRET\r\nX-Evil: 1",
+            "SECRET\n",
+            "SECRET with space",
+            "SECRET\u{7f}",
+            "SECRETé",
+            "SECRET\0",
+            "",
+        ] {
+            let e = entry(Token::new(bad))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            let msg = e.to_string();
+            assert!(!msg.contains("SECRET"), "{msg}");
+            assert!(matches!(e, ProviderError::InvalidResponse { .. }));
+        }
+        let e = entry(Token::new("ok").with_token_type(TokenType::Other("Bad Scheme".into())));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn update_headers_replaces_an_existing_authorization() {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic old"));
+        h.append(AUTHORIZATION, HeaderValue::from_static("Basic older"));
+        update_headers(&mut h, HeaderValue::from_static("Bearer new"));
+        let all: Vec<_> = h.get_all(AUTHORIZATION).iter().collect();
+        assert_eq!(all, [HeaderValue::from_static("Bearer new")]);
+    }
+
+    #[test]
+    fn every_stripe_carries_the_same_value() {
+        let e = entry(Token::new("same")).unwrap();
+        assert!(e.headers.len().is_power_of_two());
+        assert!(e.headers.iter().all(|h| h == "Bearer same" && h.is_sensitive()));
+    }
+}

@@ -1,0 +1,81 @@
+//! The [`IdentityProvider`] trait: where tokens come from.
+
+use crate::{CacheKey, ProviderError, Token};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// A source of tokens: an OAuth 2.0 server, a cloud metadata endpoint, a file, a test double.
+///
+/// The [`Authorizer`](crate::Authorizer) calls [`fetch_token`](Self::fetch_token) only when it
+/// needs a new token, once for all concurrent callers, and applies timeouts, backoff and
+/// caching itself; a provider just makes one attempt and classifies its failure
+/// ([`ProviderError::transient`] or [`ProviderError::permanent`]).
+///
+/// # Writing a provider
+///
+/// ```
+/// use authwire::{async_trait, Authorizer, CacheKey, IdentityProvider, ProviderError, Token};
+/// use std::time::{Duration, SystemTime};
+///
+/// /// Reads a token that a sidecar keeps fresh in a file.
+/// struct SidecarFile { path: std::path::PathBuf }
+///
+/// #[async_trait]
+/// impl IdentityProvider for SidecarFile {
+///     async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
+///         let text = tokio::fs::read_to_string(&self.path)
+///             .await
+///             .map_err(ProviderError::transient)?; // a missing file may appear later
+///         let token = text.trim();
+///         if token.is_empty() {
+///             return Err(ProviderError::invalid_response(None, "token file is empty"));
+///         }
+///         Ok(Token::new(token))
+///     }
+///
+///     fn cache_key(&self) -> CacheKey {
+///         CacheKey::new(format!("sidecar-file:{}", self.path.display()))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("authwire-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// std::fs::write(dir.join("token"), "abc123\n")?;
+/// let authorizer = Authorizer::new(SidecarFile { path: dir.join("token") });
+/// let header = authorizer.authorization_header().await?;
+/// assert_eq!(header.to_str()?, "Bearer abc123");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait IdentityProvider: Send + Sync + 'static {
+    /// Obtain a new token. `current` is the token held now for this provider's key, expired or
+    /// not, so that a provider can use its refresh token.
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError>;
+
+    /// What this provider's tokens are stored under (issuer, client, scopes, audience ...).
+    fn cache_key(&self) -> CacheKey;
+}
+
+#[async_trait]
+impl<P: IdentityProvider + ?Sized> IdentityProvider for Arc<P> {
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+        (**self).fetch_token(current).await
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        (**self).cache_key()
+    }
+}
+
+#[async_trait]
+impl<P: IdentityProvider + ?Sized> IdentityProvider for Box<P> {
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+        (**self).fetch_token(current).await
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        (**self).cache_key()
+    }
+}

@@ -1,0 +1,225 @@
+//! The [`TokenStore`] trait, and the one serialisation of a [`Token`] that every store uses.
+
+use crate::{CacheKey, StoreError, Token, TokenType};
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use zeroize::Zeroizing;
+
+/// Persists tokens between runs and shares them between processes.
+///
+/// Stores are for persistence and sharing, not for speed: the [`Authorizer`](crate::Authorizer)
+/// keeps its own in-process copy and consults its store only when it starts and when it
+/// refreshes. It reads the store before it asks the provider (a valid stored token means no
+/// fetch; a stored refresh token is the newest one) and writes every new token before it hands
+/// the token out, so that a rotated refresh token is never lost.
+///
+/// Implementations serialise tokens with [`encode`] and [`decode`], and report a stored entry
+/// that cannot be decoded as [`StoreError::Corrupt`] (never a panic).
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// The token stored under `key`, or `None` if there is none.
+    async fn load(&self, key: &CacheKey) -> Result<Option<Token>, StoreError>;
+    /// Store `token` under `key`, replacing what was there.
+    async fn save(&self, key: &CacheKey, token: &Token) -> Result<(), StoreError>;
+    /// Remove what is stored under `key`; removing a missing key is not an error.
+    async fn delete(&self, key: &CacheKey) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<S: TokenStore + ?Sized> TokenStore for Arc<S> {
+    async fn load(&self, key: &CacheKey) -> Result<Option<Token>, StoreError> {
+        (**self).load(key).await
+    }
+    async fn save(&self, key: &CacheKey, token: &Token) -> Result<(), StoreError> {
+        (**self).save(key, token).await
+    }
+    async fn delete(&self, key: &CacheKey) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+}
+
+/// The version of the stored format that [`encode`] writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(serde::Serialize)]
+struct StoredRef<'a> {
+    v: u32,
+    access_token: &'a str,
+    token_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_at: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_at: Option<f64>,
+}
+
+#[derive(serde::Deserialize)]
+struct Version {
+    v: u32,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredV1 {
+    access_token: SecretString,
+    token_type: String,
+    expires_at: Option<f64>,
+    refresh_token: Option<SecretString>,
+    scope: Option<String>,
+    refresh_at: Option<f64>,
+    issued_at: Option<f64>,
+}
+
+/// Serialise a token for a store: JSON with a format version (`"v": 1`), times (`expires_at`,
+/// `issued_at`, `refresh_at`) as seconds since the Unix epoch, the refresh token included. The buffer is wiped when dropped.
+///
+/// ```
+/// use authwire::{store, Token};
+/// use std::time::{Duration, UNIX_EPOCH};
+///
+/// let token = Token::new("at").with_refresh_token("rt")
+///     .with_expires_at(UNIX_EPOCH + Duration::from_secs(1_900_000_000));
+/// let bytes = store::encode(&token);
+/// let back = store::decode(&bytes).unwrap();
+/// assert_eq!(back.expires_at(), token.expires_at());
+/// assert!(back.refresh_token().is_some());
+/// ```
+pub fn encode(token: &Token) -> Zeroizing<Vec<u8>> {
+    let stored = StoredRef {
+        v: FORMAT_VERSION,
+        access_token: token.access_token().expose_secret(),
+        token_type: token.token_type().scheme(),
+        expires_at: token.expires_at().map(to_epoch_secs),
+        refresh_token: token.refresh_token().map(|r| r.expose_secret()),
+        scope: token.scope(),
+        refresh_at: token.refresh_at().map(to_epoch_secs),
+        issued_at: token.issued_at().map(to_epoch_secs),
+    };
+    // Serialising plain strings and numbers into a Vec cannot fail.
+    Zeroizing::new(serde_json::to_vec(&stored).unwrap_or_default())
+}
+
+/// Why stored bytes could not be read back as a token. Never contains the bytes themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Read back what [`encode`] wrote (this and every earlier format version).
+pub fn decode(bytes: &[u8]) -> Result<Token, DecodeError> {
+    // serde_json's messages name positions and expectations, never the input itself.
+    let Version { v } =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError(format!("not a stored token: {e}")))?;
+    if v != 1 {
+        return Err(DecodeError(format!(
+            "stored format version {v} is not understood by this authwire (it reads version {FORMAT_VERSION})"
+        )));
+    }
+    let s: StoredV1 = serde_json::from_slice(bytes)
+        .map_err(|e| DecodeError(format!("not a version 1 stored token: {e}")))?;
+    if s.access_token.expose_secret().is_empty() {
+        return Err(DecodeError("stored access token is empty".into()));
+    }
+    let mut token =
+        Token::new(s.access_token.expose_secret()).with_token_type(TokenType::from(s.token_type.as_str()));
+    if let Some(at) = s.expires_at {
+        token = token.with_expires_at(
+            from_epoch_secs(at).ok_or_else(|| DecodeError(format!("expires_at {at} is out of range")))?,
+        );
+    }
+    if let Some(at) = s.refresh_at {
+        token = token.with_refresh_at(
+            from_epoch_secs(at).ok_or_else(|| DecodeError(format!("refresh_at {at} is out of range")))?,
+        );
+    }
+    if let Some(at) = s.issued_at {
+        token = token.with_issued_at(
+            from_epoch_secs(at).ok_or_else(|| DecodeError(format!("issued_at {at} is out of range")))?,
+        );
+    }
+    if let Some(rt) = s.refresh_token {
+        token = token.with_refresh_token(rt.expose_secret());
+    }
+    if let Some(scope) = s.scope {
+        token = token.with_scope(scope);
+    }
+    Ok(token)
+}
+
+fn to_epoch_secs(t: SystemTime) -> f64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Seconds since the epoch, up to the year 9999.
+fn from_epoch_secs(secs: f64) -> Option<SystemTime> {
+    const MAX: f64 = 253_402_300_799.0; // 9999-12-31T23:59:59Z
+    if !(0.0..=MAX).contains(&secs) {
+        return None;
+    }
+    Some(UNIX_EPOCH + Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_every_field() {
+        let t = Token::new("a.b.c")
+            .with_token_type(TokenType::DPoP)
+            .with_expires_at(UNIX_EPOCH + Duration::from_millis(1_900_000_000_500))
+            .with_refresh_at(UNIX_EPOCH + Duration::from_secs(1_899_999_000))
+            .with_issued_at(UNIX_EPOCH + Duration::from_secs(1_899_996_400))
+            .with_refresh_token("r")
+            .with_scope("x y");
+        let back = decode(&encode(&t)).unwrap();
+        assert!(back.same_access_token(&t));
+        assert_eq!(back.token_type(), &TokenType::DPoP);
+        let exp = back.expires_at().unwrap().duration_since(UNIX_EPOCH).unwrap();
+        assert!((exp.as_secs_f64() - 1_900_000_000.5).abs() < 0.001);
+        assert_eq!(back.refresh_at(), t.refresh_at());
+        assert_eq!(back.issued_at(), t.issued_at());
+        assert_eq!(back.refresh_token().unwrap().expose_secret(), "r");
+        assert_eq!(back.scope(), Some("x y"));
+    }
+
+    #[test]
+    fn corrupt_input_gives_errors_without_the_content() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"{",
+            b"\xff\xfe",
+            br#"{"v":2,"access_token":"SECRET-X"}"#,
+            br#"{"v":1}"#,
+            br#"{"v":1,"access_token":"","token_type":"Bearer"}"#,
+            br#"{"v":1,"access_token":"SECRET-X","token_type":"Bearer","expires_at":-5}"#,
+            br#"{"v":1,"access_token":"SECRET-X","token_type":"Bearer","expires_at":1e300}"#,
+            br#"{"v":1,"access_token":"SECRET-X","token_type":7}"#,
+        ];
+        for bytes in cases {
+            let e = decode(bytes).unwrap_err();
+            assert!(!e.to_string().contains("SECRET-X"), "{e}");
+        }
+        assert!(
+            decode(br#"{"v":2}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("version 2")
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! The token model: [`Token`], [`TokenType`] and [`CacheKey`].
+
+use secrecy::{ExposeSecret, SecretString};
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+/// An access token and what is known about it, as an identity provider issued it.
+///
+/// The access token and the refresh token are [`SecretString`]s: they are wiped from memory when
+/// dropped and never printed. `Debug` shows every other field and `[redacted]` in their place;
+/// there is no `Display`.
+///
+/// ```
+/// use authwire::{Token, TokenType};
+/// use secrecy::ExposeSecret;
+/// use std::time::{Duration, SystemTime};
+///
+/// let token = Token::new("eyJhbGciOi...")
+///     .with_expires_at(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000))
+///     .with_refresh_token("rt-1")
+///     .with_scope("api:read api:write");
+/// assert_eq!(token.token_type(), &TokenType::Bearer);
+/// assert_eq!(token.access_token().expose_secret(), "eyJhbGciOi...");
+/// assert!(!format!("{token:?}").contains("eyJhbGciOi"));
+/// ```
+#[derive(Clone)]
+pub struct Token {
+    access_token: SecretString,
+    token_type: TokenType,
+    expires_at: Option<SystemTime>,
+    refresh_token: Option<SecretString>,
+    scope: Option<String>,
+    refresh_at: Option<SystemTime>,
+    issued_at: Option<SystemTime>,
+}
+
+impl Token {
+    /// A bearer token with no known expiry, no refresh token and no scope.
+    pub fn new(access_token: impl Into<String>) -> Self {
+        Self {
+            access_token: SecretString::from(access_token.into()),
+            token_type: TokenType::Bearer,
+            expires_at: None,
+            refresh_token: None,
+            scope: None,
+            refresh_at: None,
+            issued_at: None,
+        }
+    }
+
+    /// Set the token type, which decides the `Authorization` scheme.
+    pub fn with_token_type(mut self, token_type: TokenType) -> Self {
+        self.token_type = token_type;
+        self
+    }
+
+    /// Set when the token expires (providers compute it from `expires_in` with the core clock).
+    pub fn with_expires_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Attach a refresh token that a provider can use to obtain the next access token.
+    pub fn with_refresh_token(mut self, refresh_token: impl Into<String>) -> Self {
+        self.refresh_token = Some(SecretString::from(refresh_token.into()));
+        self
+    }
+
+    /// Set the granted scope: space-delimited, as in RFC 6749 section 3.3.
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// A hint from the issuer on when to refresh (for example a `refresh_in` response field).
+    ///
+    /// The authorizer refreshes at this point if it comes before its own refresh window.
+    pub fn with_refresh_at(mut self, at: SystemTime) -> Self {
+        self.refresh_at = Some(at);
+        self
+    }
+
+    /// When the token was issued. The authorizer sets it to the time it received the token if
+    /// the provider did not; its margins are fractions of the lifetime `expires_at - issued_at`.
+    pub fn with_issued_at(mut self, at: SystemTime) -> Self {
+        self.issued_at = Some(at);
+        self
+    }
+
+    /// Replace the refresh token, or remove it with `None`.
+    pub fn set_refresh_token(&mut self, refresh_token: Option<SecretString>) {
+        self.refresh_token = refresh_token;
+    }
+
+    /// Remove and return the refresh token.
+    pub fn take_refresh_token(&mut self) -> Option<SecretString> {
+        self.refresh_token.take()
+    }
+
+    /// The access token.
+    ///
+    /// # Security warning
+    /// Exposing the secret (`ExposeSecret::expose_secret`) gives a `&str` that is no longer
+    /// protected: do not log it, print it or put it in an error message.
+    pub fn access_token(&self) -> &SecretString {
+        &self.access_token
+    }
+
+    /// The token type.
+    pub fn token_type(&self) -> &TokenType {
+        &self.token_type
+    }
+
+    /// When the token expires, if known.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    /// The refresh token, if the issuer sent one.
+    ///
+    /// # Security warning
+    /// As for [`access_token`](Self::access_token): never log the exposed value.
+    pub fn refresh_token(&self) -> Option<&SecretString> {
+        self.refresh_token.as_ref()
+    }
+
+    /// The granted scope, space-delimited.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// The issuer's refresh hint, if any.
+    pub fn refresh_at(&self) -> Option<SystemTime> {
+        self.refresh_at
+    }
+
+    /// When the token was issued, if known.
+    pub fn issued_at(&self) -> Option<SystemTime> {
+        self.issued_at
+    }
+
+    /// Whether two tokens carry the same access token (compared in constant time).
+    pub fn same_access_token(&self, other: &Token) -> bool {
+        constant_time_eq(
+            self.access_token.expose_secret().as_bytes(),
+            other.access_token.expose_secret().as_bytes(),
+        )
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &Redacted)
+            .field("token_type", &self.token_type)
+            .field("expires_at", &self.expires_at)
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| Redacted))
+            .field("scope", &self.scope)
+            .field("refresh_at", &self.refresh_at)
+            .field("issued_at", &self.issued_at)
+            .finish()
+    }
+}
+
+/// Prints `[redacted]` in place of a secret.
+pub(crate) struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The kind of token, which decides the scheme of the `Authorization` header.
+///
+/// Parsed case-insensitively from an OAuth 2.0 `token_type` (RFC 6749 section 7.1):
+///
+/// ```
+/// use authwire::TokenType;
+/// assert_eq!("bearer".parse::<TokenType>().unwrap(), TokenType::Bearer);
+/// assert_eq!("DPOP".parse::<TokenType>().unwrap(), TokenType::DPoP);
+/// assert_eq!("MAC".parse::<TokenType>().unwrap().scheme(), "MAC");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum TokenType {
+    /// `Bearer` (RFC 6750): whoever holds the token may use it.
+    #[default]
+    Bearer,
+    /// `DPoP` (RFC 9449): the token is bound to a key and each request needs a proof.
+    DPoP,
+    /// Any other scheme, kept as the issuer spelled it.
+    Other(String),
+}
+
+impl TokenType {
+    /// The scheme written before the token in the `Authorization` header.
+    pub fn scheme(&self) -> &str {
+        match self {
+            TokenType::Bearer => "Bearer",
+            TokenType::DPoP => "DPoP",
+            TokenType::Other(s) => s,
+        }
+    }
+}
+
+impl FromStr for TokenType {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(if s.eq_ignore_ascii_case("bearer") {
+            TokenType::Bearer
+        } else if s.eq_ignore_ascii_case("dpop") {
+            TokenType::DPoP
+        } else {
+            TokenType::Other(s.to_owned())
+        })
+    }
+}
+
+impl From<&str> for TokenType {
+    fn from(s: &str) -> Self {
+        match s.parse() {
+            Ok(t) => t,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// What a provider's tokens are stored under: one key per distinct configuration (issuer,
+/// client, grant, scopes, audience, ...), so that two configurations never share a token.
+///
+/// ```
+/// use authwire::CacheKey;
+/// let key = CacheKey::new("https://idp.example/token|my-client|api:read");
+/// assert_eq!(key.as_str(), "https://idp.example/token|my-client|api:read");
+/// assert_eq!(key.to_string(), key.as_str());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(Cow<'static, str>);
+
+impl CacheKey {
+    /// A key from any string. Stores escape or hash it as their medium needs.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(Cow::Owned(key.into()))
+    }
+
+    /// A key from a static string, without allocating.
+    pub const fn from_static(key: &'static str) -> Self {
+        Self(Cow::Borrowed(key))
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for CacheKey {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+impl From<String> for CacheKey {
+    fn from(s: String) -> Self {
+        Self::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "tok-SECRET-MARKER-1";
+    const REFRESH: &str = "rt-SECRET-MARKER-2";
+
+    #[test]
+    fn debug_redacts_access_and_refresh_tokens() {
+        let t = Token::new(SECRET).with_refresh_token(REFRESH).with_scope("a b");
+        let dbg = format!("{t:?} {t:#?}");
+        assert!(!dbg.contains("SECRET-MARKER"), "{dbg}");
+        assert!(dbg.contains("[redacted]"));
+        assert!(dbg.contains("a b"), "non-secret fields stay visible: {dbg}");
+    }
+
+    #[test]
+    fn token_type_parsing_is_case_insensitive_and_keeps_unknown_spelling() {
+        assert_eq!(TokenType::from("BeArEr"), TokenType::Bearer);
+        assert_eq!(TokenType::from("dPoP"), TokenType::DPoP);
+        assert_eq!(TokenType::from("N_A"), TokenType::Other("N_A".into()));
+        assert_eq!(TokenType::from("N_A").scheme(), "N_A");
+    }
+
+    #[test]
+    fn same_access_token_compares_the_secret() {
+        let a = Token::new("abc");
+        assert!(a.same_access_token(&Token::new("abc").with_scope("x")));
+        assert!(!a.same_access_token(&Token::new("abd")));
+        assert!(!a.same_access_token(&Token::new("abcd")));
+    }
+
+    #[test]
+    fn refresh_token_can_be_taken_and_replaced() {
+        let mut t = Token::new("a").with_refresh_token("r1");
+        let r = t.take_refresh_token().unwrap();
+        assert_eq!(r.expose_secret(), "r1");
+        assert!(t.refresh_token().is_none());
+        t.set_refresh_token(Some(r));
+        assert_eq!(t.refresh_token().unwrap().expose_secret(), "r1");
+    }
+}

@@ -1,0 +1,223 @@
+//! The shared refresh flight: contention, background refresh, cancellation, invalidation.
+
+use crate::support::{Scripted, ok, settle, t0, token};
+use authwire::{Authorizer, ManualClock};
+use std::sync::Arc;
+use std::time::Duration;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_concurrent_callers_on_a_cold_cache_cause_one_fetch() {
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::gated([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone()).clock(clock).build();
+
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.authorization_header().await })
+        })
+        .collect();
+    // Hold the provider until every caller is waiting on the one flight.
+    let all_joined = async {
+        while auth.metrics().joined_flights < 999 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), all_joined)
+        .await
+        .unwrap_or_else(|_| panic!("callers did not all join: {:?}", auth.metrics()));
+    provider.release(1);
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), "Bearer access-1");
+    }
+    assert_eq!(provider.calls(), 1);
+    assert_eq!(auth.metrics().fetches, 1);
+}
+
+#[tokio::test]
+async fn inside_the_refresh_window_callers_get_the_old_token_at_once_while_one_refresh_runs() {
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::gated([ok(token(1, t0(), HOUR)), ok(token(2, t0(), 2 * HOUR))]);
+    let auth = Authorizer::builder(provider.clone()).clock(clock.clone()).build();
+    provider.release(1);
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+
+    // 4 minutes before expiry: inside the 5-minute window whatever the jitter.
+    clock.advance(HOUR - Duration::from_secs(240));
+    for _ in 0..50 {
+        assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    }
+    settle(|| provider.calls() == 2).await;
+    assert_eq!(provider.completed(), 1, "the refresh is still held at the gate");
+    assert_eq!(auth.metrics().background_refreshes, 1);
+
+    provider.release(1);
+    settle(|| provider.completed() == 2).await;
+    let mut seen_new = false;
+    for _ in 0..1000 {
+        if auth.authorization_header().await.unwrap() == "Bearer access-2" {
+            seen_new = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(seen_new, "the background refresh's token is served once it lands");
+    assert_eq!(provider.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_caller_dropping_its_future_does_not_cancel_the_flight_for_others() {
+    let provider = Scripted::gated([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(ManualClock::new(t0()))
+        .build();
+
+    let first = tokio::spawn({
+        let auth = auth.clone();
+        async move { auth.authorization_header().await }
+    });
+    settle(|| provider.calls() == 1).await;
+    let second = tokio::spawn({
+        let auth = auth.clone();
+        async move { auth.authorization_header().await }
+    });
+    settle(|| auth.metrics().joined_flights == 1).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+
+    provider.release(1);
+    assert_eq!(second.await.unwrap().unwrap(), "Bearer access-1");
+    assert_eq!(provider.calls(), 1);
+    assert!(!provider.dropped_mid_call());
+}
+
+#[tokio::test]
+async fn dropping_the_authorizer_aborts_its_background_refresh() {
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::gated([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone()).clock(clock.clone()).build();
+    provider.release(1);
+    auth.authorization_header().await.unwrap();
+    clock.advance(HOUR - Duration::from_secs(200));
+    auth.authorization_header().await.unwrap(); // starts the background refresh
+    settle(|| provider.calls() == 2).await;
+
+    drop(auth);
+    settle(|| provider.dropped_mid_call()).await;
+    assert_eq!(provider.completed(), 1);
+}
+
+#[tokio::test]
+async fn invalidate_forgets_only_the_rejected_token_and_keeps_its_refresh_token() {
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new([
+        ok(token(1, t0(), HOUR).with_refresh_token("r1")),
+        ok(token(2, t0(), HOUR)),
+    ]);
+    let auth = Authorizer::builder(provider.clone()).clock(clock).build();
+    let first = auth.authorization_header().await.unwrap();
+
+    let unrelated = http::HeaderValue::from_static("Bearer someone-else");
+    assert!(!auth.invalidate(&unrelated));
+    assert!(auth.invalidate(&first));
+    // A second 401 for the same token (another request in flight) changes nothing more.
+    assert!(!auth.invalidate(&first));
+
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
+    assert!(!auth.invalidate(&first), "the old header no longer matches");
+    assert_eq!(provider.calls(), 2);
+    assert_eq!(provider.seen_refresh_tokens(), [None, Some("r1".to_owned())]);
+    assert_eq!(auth.metrics().invalidations, 1);
+}
+
+#[tokio::test]
+async fn token_without_expiry_is_used_until_invalidated() {
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new([
+        ok(authwire::Token::new("forever")),
+        ok(authwire::Token::new("next")),
+    ]);
+    let auth = Authorizer::builder(provider.clone()).clock(clock.clone()).build();
+    let h = auth.authorization_header().await.unwrap();
+    clock.advance(Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(auth.authorization_header().await.unwrap(), h);
+    assert_eq!(provider.calls(), 1);
+    auth.invalidate(&h);
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer next");
+}
+
+#[tokio::test]
+async fn short_lived_tokens_are_not_refetched_on_every_call() {
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new((1..=100).map(|n| ok(token(n, t0(), Duration::from_secs(5)))));
+    let auth = Authorizer::builder(provider.clone()).clock(clock).build();
+    for _ in 0..100 {
+        auth.authorization_header().await.unwrap();
+    }
+    assert_eq!(provider.calls(), 1);
+}
+
+#[tokio::test]
+async fn token_expired_on_arrival_is_reused_for_a_second_not_refetched_per_call() {
+    let clock = ManualClock::new(t0());
+    let stale = token(1, t0() - HOUR, Duration::from_secs(60));
+    let provider = Scripted::new([ok(stale)]);
+    let auth = Authorizer::builder(provider.clone()).clock(clock.clone()).build();
+    for _ in 0..100 {
+        assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    }
+    assert!(provider.calls() <= 2, "{} fetches", provider.calls());
+    clock.advance(Duration::from_secs(2));
+    auth.authorization_header().await.unwrap();
+    assert!(provider.calls() >= 2);
+}
+
+#[tokio::test]
+async fn clock_jumping_forward_past_expiry_refreshes_and_backwards_keeps_serving() {
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new([ok(token(1, t0(), HOUR)), ok(token(2, t0() + 2 * HOUR, HOUR))]);
+    let auth = Authorizer::builder(provider.clone()).clock(clock.clone()).build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    clock.set(t0() - Duration::from_secs(86_400));
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    clock.set(t0() + 2 * HOUR);
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
+    assert_eq!(provider.calls(), 2);
+}
+
+/// A minimal executor, to run the authorizer outside any tokio runtime.
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn works_without_a_tokio_runtime() {
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new([ok(token(1, t0(), HOUR)), ok(token(2, t0(), 2 * HOUR))]);
+    let auth = Authorizer::builder(provider.clone()).clock(clock.clone()).build();
+    assert_eq!(block_on(auth.authorization_header()).unwrap(), "Bearer access-1");
+    // In the window there is no background refresh without a runtime; at expiry the caller
+    // refreshes itself.
+    clock.advance(HOUR - Duration::from_secs(200));
+    assert_eq!(block_on(auth.authorization_header()).unwrap(), "Bearer access-1");
+    assert_eq!(provider.calls(), 1);
+    clock.advance(Duration::from_secs(190));
+    assert_eq!(block_on(auth.authorization_header()).unwrap(), "Bearer access-2");
+}

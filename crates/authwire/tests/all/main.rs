@@ -1,0 +1,7 @@
+//! Integration tests of the core pipeline (one binary, see STYLE.md).
+
+mod failures;
+mod flights;
+mod mocked;
+mod stores;
+mod support;

@@ -1,0 +1,174 @@
+//! The pipeline with a store: read before the first fetch, written before a token is handed out.
+
+use crate::support::{Scripted, TestStore, err, ok, t0, token};
+use authwire::{AuthError, Authorizer, ManualClock, ProviderError};
+use secrecy::ExposeSecret;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn a_valid_stored_token_means_no_fetch_at_all() {
+    let store = TestStore::default();
+    store.put("scripted", token(7, t0(), HOUR));
+    let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(ManualClock::new(t0()))
+        .store(store.clone())
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-7");
+    assert_eq!(provider.calls(), 0);
+    assert_eq!(auth.metrics().store_hits, 1);
+}
+
+#[tokio::test]
+async fn a_new_token_is_saved_before_it_is_handed_out_and_a_restart_reuses_it() {
+    let store = TestStore::default();
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new([ok(token(1, t0(), HOUR).with_refresh_token("r1"))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(clock.clone())
+        .store(store.clone())
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    let saved = store.get("scripted").expect("saved before the call returned");
+    assert_eq!(saved.refresh_token().unwrap().expose_secret(), "r1");
+    drop(auth);
+
+    let restarted = Authorizer::builder(provider.clone())
+        .clock(clock)
+        .store(store.clone())
+        .build();
+    assert_eq!(restarted.authorization_header().await.unwrap(), "Bearer access-1");
+    assert_eq!(provider.calls(), 1, "the restart used the stored token");
+}
+
+#[tokio::test]
+async fn an_expired_stored_token_lends_its_refresh_token_to_the_fetch() {
+    let store = TestStore::default();
+    store.put(
+        "scripted",
+        token(1, t0() - 2 * HOUR, HOUR).with_refresh_token("stored-rt"),
+    );
+    let provider = Scripted::new([ok(token(2, t0(), HOUR).with_refresh_token("rotated-rt"))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(ManualClock::new(t0()))
+        .store(store.clone())
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
+    assert_eq!(provider.seen_refresh_tokens(), [Some("stored-rt".to_owned())]);
+    let saved = store.get("scripted").unwrap();
+    assert_eq!(saved.refresh_token().unwrap().expose_secret(), "rotated-rt");
+}
+
+#[tokio::test]
+async fn a_newer_token_saved_by_another_process_is_adopted_on_refresh() {
+    let store = TestStore::default();
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new([
+        ok(token(1, t0(), HOUR).with_refresh_token("r1")),
+        ok(token(9, t0(), 9 * HOUR)),
+    ]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(clock.clone())
+        .store(store.clone())
+        .build();
+    auth.authorization_header().await.unwrap();
+    // Another replica refreshed and rotated the refresh token.
+    store.put("scripted", token(2, t0() + HOUR, HOUR).with_refresh_token("r2"));
+    clock.advance(HOUR);
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
+    assert_eq!(provider.calls(), 1);
+    // When that one expires too, the fetch uses the newest refresh token, not our stale r1.
+    clock.advance(HOUR);
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-9");
+    assert_eq!(
+        provider.seen_refresh_tokens().last().unwrap().as_deref(),
+        Some("r2")
+    );
+}
+
+#[tokio::test]
+async fn a_failing_store_does_not_fail_requests() {
+    let store = TestStore::default();
+    store.fail_load.store(true, Ordering::SeqCst);
+    store.fail_save.store(true, Ordering::SeqCst);
+    let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(ManualClock::new(t0()))
+        .store(store.clone())
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    assert_eq!(auth.metrics().store_errors, 2);
+    assert_eq!(provider.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_store_is_bounded_by_the_store_timeout() {
+    let store = TestStore::default();
+    store.hang.store(true, Ordering::SeqCst);
+    let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(ManualClock::new(t0()))
+        .store(store.clone())
+        .store_timeout(Duration::from_secs(2))
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    assert_eq!(auth.metrics().store_errors, 1);
+}
+
+#[tokio::test]
+async fn require_store_fails_the_call_but_keeps_the_rotated_refresh_token() {
+    let store = TestStore::default();
+    store.fail_save.store(true, Ordering::SeqCst);
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new([
+        ok(token(1, t0(), HOUR).with_refresh_token("rotated")),
+        ok(token(2, t0(), HOUR)),
+    ]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(clock.clone())
+        .store(store.clone())
+        .require_store(true)
+        .build();
+    let e = auth.authorization_header().await.unwrap_err();
+    assert!(matches!(e, AuthError::Store(_)), "{e:?}");
+    assert!(e.to_string().contains("save failed on purpose"), "{e}");
+
+    store.fail_save.store(false, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(2)); // past the backoff
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
+    assert_eq!(provider.seen_refresh_tokens()[1].as_deref(), Some("rotated"));
+    let saved = store.get("scripted").unwrap();
+    assert_eq!(saved.refresh_token().unwrap().expose_secret(), "rotated");
+}
+
+#[tokio::test]
+async fn an_invalidated_token_is_not_adopted_again_from_the_store() {
+    let store = TestStore::default();
+    let provider = Scripted::new([ok(token(1, t0(), HOUR)), ok(token(2, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(ManualClock::new(t0()))
+        .store(store.clone())
+        .build();
+    let first = auth.authorization_header().await.unwrap();
+    assert!(auth.invalidate(&first));
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
+    assert_eq!(provider.calls(), 2);
+}
+
+#[tokio::test]
+async fn with_an_expired_token_and_a_down_provider_the_error_is_the_providers() {
+    let store = TestStore::default();
+    let provider = Scripted::new([err(ProviderError::rejected(Some(400), "invalid_grant", None))]);
+    let auth = Authorizer::builder(provider)
+        .clock(ManualClock::new(t0()))
+        .store(store)
+        .build();
+    let e = auth.authorization_header().await.unwrap_err();
+    assert_eq!(
+        e.provider_error().and_then(|p| p.error_code()),
+        Some("invalid_grant")
+    );
+}

@@ -1,0 +1,103 @@
+//! Project automation, so that CI and developers run the same commands.
+//!
+//! - `cargo xtask ci`: format check, clippy (warnings are errors), every test including
+//!   doctests, and rustdoc (warnings are errors). This is the test command `.ci/run` calls.
+//! - `cargo xtask bench [FILTER]`: the criterion benchmarks (figures for docs/PERFORMANCE.md).
+
+#![allow(clippy::print_stdout, clippy::disallowed_methods)]
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
+        Some("help" | "--help" | "-h") | None => {
+            usage();
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task {other:?}; run `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage() {
+    println!(
+        "usage: cargo xtask <task>\n\n\
+         tasks:\n  \
+         ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
+         bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)"
+    );
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Run a step, report its time, fail with its name.
+fn step(name: &str, mut cmd: Command) -> Result<(), String> {
+    println!("==> {name}");
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{name}: could not start: {e}"))?;
+    println!(
+        "<== {name}: {} in {:.1?}",
+        if status.success() { "ok" } else { "FAILED" },
+        started.elapsed()
+    );
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{name} failed ({status})"))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    let started = Instant::now();
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    step("cargo fmt --check", fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    step("cargo clippy", clippy)?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--no-fail-fast"]);
+    step("cargo test", test)?;
+
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    step("cargo doc", doc)?;
+
+    println!("ci: all steps passed in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args(["bench", "--workspace", "--benches", "--"]);
+    cmd.args(args);
+    step("cargo bench", cmd)
+}
