@@ -1,0 +1,752 @@
+//! An OAuth 2.0 / OpenID Connect [`IdentityProvider`] for authwire.
+//!
+//! Grants: client credentials (the default), refresh token (automatic whenever the current token
+//! carries one; rotation kept), JWT bearer (RFC 7523), token exchange (RFC 8693) and device
+//! authorization (RFC 8628). Client authentication: `client_secret_basic`,
+//! `client_secret_post`, `private_key_jwt`, `none`. Endpoints come from the configuration or
+//! from discovery.
+//!
+//! # Client credentials
+//!
+//! ```no_run
+//! use authwire::Authorizer;
+//! use authwire_oauth2::{ClientAuthMethod, OAuth2Provider};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let provider = OAuth2Provider::builder()
+//!     .issuer("https://idp.example")          // or .token_url("https://idp.example/oauth2/token")
+//!     .client_id("my-client")
+//!     .client_secret(std::env::var("CLIENT_SECRET")?)
+//!     .auth_method(ClientAuthMethod::ClientSecretBasic)
+//!     .scope("api:read")
+//!     .audience("https://api.example")
+//!     .build()?;
+//! let authorizer = Authorizer::new(provider);
+//! let header = authorizer.authorization_header().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Behaviour
+//!
+//! - **Errors** keep the server's RFC 6749 `error`, `error_description` and `error_uri` and the
+//!   HTTP status. `invalid_client`, `invalid_grant`, `unauthorized_client`, `invalid_scope` are
+//!   permanent; 5xx, 429, timeouts and network errors are transient, with `Retry-After` (seconds
+//!   or HTTP date) honoured. A success status without a usable token is `InvalidResponse`.
+//! - **Refresh tokens**: when the current token has one, it is used first; a rotated one replaces
+//!   it, and when the server sends none the old one is kept. If the server rejects it
+//!   (`invalid_grant`), the configured grant runs instead.
+//! - **Security**: credentials go only over https, or plain http to a loopback address, unless
+//!   [`allow_insecure_http`](OAuth2ProviderBuilder::allow_insecure_http) is called; redirects
+//!   are not followed; bodies are read up to [`MAX_RESPONSE_BYTES`] and never logged; the client
+//!   secret and keys never appear in `Debug` or errors.
+
+mod config;
+mod response;
+
+pub use config::{
+    AssertionSource, BuildError, ClientAuthMethod, DEFAULT_REQUEST_TIMEOUT, DevicePrompt, DevicePromptFn,
+    Grant, MAX_RESPONSE_BYTES, OAuth2ProviderBuilder, PrivateKey, SubjectFn, SubjectTokenSource,
+    TokenExchange,
+};
+pub use response::{parse_error, parse_retry_after, parse_token_response};
+
+use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, Token, async_trait};
+use base64::Engine as _;
+use config::{check_transport, expose, parse_url};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio::sync::OnceCell;
+use tracing::{debug, info};
+use url::Url;
+
+const GRANT_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const GRANT_TYPE_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// An OAuth 2.0 / OpenID Connect token endpoint as an [`IdentityProvider`].
+///
+/// Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct OAuth2Provider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Endpoints,
+    client_id: String,
+    client_secret: Option<SecretString>,
+    auth_method: ClientAuthMethod,
+    grant: Grant,
+    scopes: Vec<String>,
+    audience: Option<String>,
+    resources: Vec<String>,
+    extra_params: Vec<(String, String)>,
+    request_timeout: Duration,
+    http: reqwest::Client,
+    allow_insecure_http: bool,
+    clock: Arc<dyn Clock>,
+    cache_key: CacheKey,
+}
+
+enum Endpoints {
+    Fixed {
+        token: Url,
+        device: Option<Url>,
+    },
+    Discovered {
+        issuer: Url,
+        device_override: Option<Url>,
+        metadata: OnceCell<Arc<Metadata>>,
+    },
+}
+
+/// What discovery found.
+struct Metadata {
+    token_endpoint: Url,
+    device_authorization_endpoint: Option<Url>,
+}
+
+impl OAuth2Provider {
+    /// Configure a provider.
+    pub fn builder() -> OAuth2ProviderBuilder {
+        OAuth2ProviderBuilder::default()
+    }
+
+    fn from_builder(b: OAuth2ProviderBuilder) -> Result<Self, BuildError> {
+        let insecure = b.allow_insecure_http;
+        let client_id = b
+            .client_id
+            .filter(|c| !c.is_empty())
+            .ok_or(BuildError::Missing("client_id"))?;
+        let device_override = b
+            .device_authorization_url
+            .as_deref()
+            .map(|u| parse_url(u, "device_authorization_url", insecure))
+            .transpose()?;
+        let (endpoints, endpoint_for_key) = match (b.token_url, b.issuer) {
+            (Some(_), Some(_)) => {
+                return Err(BuildError::Conflict("set either token_url or issuer, not both"));
+            }
+            (None, None) => return Err(BuildError::Missing("token_url or issuer")),
+            (Some(t), None) => {
+                let token = parse_url(&t, "token_url", insecure)?;
+                let key = token.to_string();
+                (
+                    Endpoints::Fixed {
+                        token,
+                        device: device_override,
+                    },
+                    key,
+                )
+            }
+            (None, Some(i)) => {
+                let issuer = parse_url(&i, "issuer", insecure)?;
+                let key = issuer.to_string();
+                (
+                    Endpoints::Discovered {
+                        issuer,
+                        device_override,
+                        metadata: OnceCell::new(),
+                    },
+                    key,
+                )
+            }
+        };
+        let auth_method = match (b.auth_method, &b.client_secret) {
+            (Some(ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost), None) => {
+                return Err(BuildError::Missing(
+                    "client_secret (for client_secret_basic or client_secret_post)",
+                ));
+            }
+            (Some(m), _) => m,
+            (None, Some(_)) => ClientAuthMethod::ClientSecretBasic,
+            (None, None) => ClientAuthMethod::None,
+        };
+        if matches!(auth_method, ClientAuthMethod::None)
+            && matches!(b.grant, Grant::ClientCredentials)
+            && b.client_secret.is_none()
+        {
+            return Err(BuildError::Conflict(
+                "the client credentials grant needs client authentication: set client_secret or a private_key_jwt auth_method",
+            ));
+        }
+        let http = match b.http_client {
+            Some(c) => c,
+            None => reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("authwire-oauth2/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| BuildError::HttpClient(authwire::error_chain(&e)))?,
+        };
+        let mut sorted_scopes = b.scopes.clone();
+        sorted_scopes.sort();
+        sorted_scopes.dedup();
+        let mut extra = b.extra_params.clone();
+        extra.sort();
+        let cache_key = CacheKey::new(format!(
+            "oauth2|{endpoint_for_key}|{client_id}|{}|scope={}|aud={}|res={}|extra={}",
+            b.grant.name(),
+            sorted_scopes.join(" "),
+            b.audience.as_deref().unwrap_or(""),
+            b.resources.join(" "),
+            extra
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoints,
+                client_id,
+                client_secret: b.client_secret,
+                auth_method,
+                grant: b.grant,
+                scopes: b.scopes,
+                audience: b.audience,
+                resources: b.resources,
+                extra_params: b.extra_params,
+                request_timeout: b.request_timeout,
+                http,
+                allow_insecure_http: insecure,
+                clock: b.clock,
+                cache_key,
+            }),
+        })
+    }
+
+    /// Run the device authorization grant now (RFC 8628): ask for a device code, tell the user
+    /// through `prompt`, poll until they approve, and return the token (with its refresh token,
+    /// for a store). This is what `authwire login` does.
+    pub async fn device_login(
+        &self,
+        prompt: impl Fn(&DevicePrompt) + Send + Sync,
+    ) -> Result<Token, ProviderError> {
+        self.inner.device_flow(&prompt).await
+    }
+
+    /// The token endpoint, discovering it first if configured with an issuer.
+    pub async fn token_endpoint(&self) -> Result<Url, ProviderError> {
+        self.inner.token_endpoint().await
+    }
+}
+
+impl fmt::Debug for OAuth2Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("OAuth2Provider")
+            .field("cache_key", &i.cache_key)
+            .field("client_id", &i.client_id)
+            .field("client_secret", &i.client_secret.as_ref().map(|_| "[redacted]"))
+            .field("auth_method", &i.auth_method)
+            .field("grant", &i.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for OAuth2Provider {
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+        let inner = &self.inner;
+        if let Some(refresh_token) = current.and_then(Token::refresh_token) {
+            match inner.refresh(refresh_token).await {
+                Ok(token) => return Ok(token),
+                Err(e)
+                    if e.error_code() == Some("invalid_grant")
+                        && !matches!(inner.grant, Grant::RefreshToken) =>
+                {
+                    info!(client_id = %inner.client_id, "refresh token rejected (invalid_grant); using the {} grant", inner.grant.name());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        inner.run_grant().await
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        self.inner.cache_key.clone()
+    }
+}
+
+impl Inner {
+    async fn token_endpoint(&self) -> Result<Url, ProviderError> {
+        match &self.endpoints {
+            Endpoints::Fixed { token, .. } => Ok(token.clone()),
+            Endpoints::Discovered { .. } => Ok(self.metadata().await?.token_endpoint.clone()),
+        }
+    }
+
+    async fn device_endpoint(&self) -> Result<Url, ProviderError> {
+        let found = match &self.endpoints {
+            Endpoints::Fixed { device, .. } => device.clone(),
+            Endpoints::Discovered {
+                device_override: Some(d),
+                ..
+            } => Some(d.clone()),
+            Endpoints::Discovered { .. } => self.metadata().await?.device_authorization_endpoint.clone(),
+        };
+        found.ok_or_else(|| {
+            ProviderError::permanent("no device authorization endpoint: set device_authorization_url or use an issuer that publishes one")
+        })
+    }
+
+    /// Discovery, cached after the first success (failures are not cached).
+    async fn metadata(&self) -> Result<&Arc<Metadata>, ProviderError> {
+        let Endpoints::Discovered { issuer, metadata, .. } = &self.endpoints else {
+            unreachable!("metadata() is only called for discovered endpoints")
+        };
+        metadata.get_or_try_init(|| self.discover(issuer)).await
+    }
+
+    async fn discover(&self, issuer: &Url) -> Result<Arc<Metadata>, ProviderError> {
+        let base = issuer.as_str().trim_end_matches('/');
+        let oidc = format!("{base}/.well-known/openid-configuration");
+        // RFC 8414 section 3.1: the well-known segment goes between host and path.
+        let path = issuer.path().trim_end_matches('/');
+        let mut rfc8414 = issuer.clone();
+        rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
+        let mut last_error = None;
+        for url in [oidc, rfc8414.to_string()] {
+            match self.fetch_metadata(&url, base).await {
+                Ok(m) => return Ok(Arc::new(m)),
+                Err(e) => {
+                    debug!(url = %url, error = %e, "discovery document not usable");
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ProviderError::permanent("discovery failed")))
+    }
+
+    async fn fetch_metadata(&self, url: &str, expected_issuer: &str) -> Result<Metadata, ProviderError> {
+        let response = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(self.request_timeout)
+            .send()
+            .await
+            .map_err(network_error)?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after_header(&response);
+        let body = read_limited(response).await?;
+        if status != 200 {
+            return Err(response::parse_error(
+                status,
+                retry_after.as_deref(),
+                &body,
+                self.clock.now(),
+            ));
+        }
+        let doc: Value = serde_json::from_slice(&body).map_err(|_| {
+            ProviderError::invalid_response(Some(status), format!("discovery document at {url} is not JSON"))
+        })?;
+        let field = |name: &str| doc.get(name).and_then(Value::as_str);
+        let issuer = field("issuer").unwrap_or_default();
+        if issuer.trim_end_matches('/') != expected_issuer {
+            return Err(ProviderError::invalid_response(
+                Some(status),
+                format!(
+                    "discovery document names issuer {issuer:?}, expected {expected_issuer:?} (RFC 8414 section 3.3)"
+                ),
+            ));
+        }
+        let endpoint = |name: &'static str| -> Result<Option<Url>, ProviderError> {
+            field(name)
+                .map(|u| {
+                    let url = Url::parse(u).map_err(|e| {
+                        ProviderError::invalid_response(
+                            Some(status),
+                            format!("discovered {name} is not a URL: {e}"),
+                        )
+                    })?;
+                    check_transport(&url, name, self.allow_insecure_http)
+                        .map_err(|e| ProviderError::invalid_response(Some(status), e.to_string()))?;
+                    Ok(url)
+                })
+                .transpose()
+        };
+        let token_endpoint = endpoint("token_endpoint")?.ok_or_else(|| {
+            ProviderError::invalid_response(Some(status), "discovery document has no token_endpoint")
+        })?;
+        Ok(Metadata {
+            token_endpoint,
+            device_authorization_endpoint: endpoint("device_authorization_endpoint")?,
+        })
+    }
+
+    /// The configured grant, without a refresh token.
+    async fn run_grant(&self) -> Result<Token, ProviderError> {
+        let mut form = Form::new();
+        match &self.grant {
+            Grant::ClientCredentials => {
+                form.push("grant_type", "client_credentials");
+            }
+            Grant::JwtBearer(source) => {
+                let assertion = self.assertion(source).await?;
+                form.push("grant_type", GRANT_TYPE_JWT_BEARER);
+                form.push_secret("assertion", assertion);
+            }
+            Grant::TokenExchange(exchange) => {
+                let subject = exchange.subject.subject_token().await.map_err(|e| {
+                    ProviderError::transient(format!(
+                        "could not obtain the subject token: {}",
+                        authwire::error_chain(&*e)
+                    ))
+                })?;
+                form.push("grant_type", GRANT_TYPE_TOKEN_EXCHANGE);
+                form.push_secret("subject_token", subject);
+                form.push("subject_token_type", &exchange.subject_token_type);
+                if let Some(t) = &exchange.requested_token_type {
+                    form.push("requested_token_type", t);
+                }
+            }
+            Grant::DeviceCode(prompt) => {
+                let prompt = prompt.0.clone();
+                return self.device_flow(&move |p: &DevicePrompt| prompt(p)).await;
+            }
+            Grant::RefreshToken => {
+                return Err(ProviderError::rejected(
+                    None,
+                    "login_required",
+                    Some("no refresh token is stored; log in first (authwire login)".into()),
+                ));
+            }
+        }
+        self.push_request_params(&mut form);
+        self.token_request(form).await
+    }
+
+    async fn refresh(&self, refresh_token: &SecretString) -> Result<Token, ProviderError> {
+        let mut form = Form::new();
+        form.push("grant_type", "refresh_token");
+        form.push_secret("refresh_token", refresh_token.clone());
+        // No scope: RFC 6749 section 6 keeps the originally granted scope.
+        let mut token = self.token_request(form).await?;
+        if token.refresh_token().is_none() {
+            // The server did not rotate it: keep using the old one.
+            token.set_refresh_token(Some(refresh_token.clone()));
+        }
+        Ok(token)
+    }
+
+    fn push_request_params(&self, form: &mut Form) {
+        if !self.scopes.is_empty() {
+            form.push("scope", &self.scopes.join(" "));
+        }
+        if let Some(a) = &self.audience {
+            form.push("audience", a);
+        }
+        for r in &self.resources {
+            form.push("resource", r);
+        }
+        for (k, v) in &self.extra_params {
+            form.push(k, v);
+        }
+    }
+
+    async fn assertion(&self, source: &AssertionSource) -> Result<SecretString, ProviderError> {
+        match source {
+            AssertionSource::Fn(f) => f().map(SecretString::from).map_err(|e| {
+                ProviderError::transient(format!(
+                    "could not obtain the assertion: {}",
+                    authwire::error_chain(&*e)
+                ))
+            }),
+            AssertionSource::Signed { key, issuer, subject } => {
+                let audience = self.token_endpoint().await?;
+                self.sign_jwt(key, issuer, subject, audience.as_str(), Duration::from_secs(300))
+            }
+        }
+    }
+
+    fn sign_jwt(
+        &self,
+        key: &PrivateKey,
+        iss: &str,
+        sub: &str,
+        aud: &str,
+        life: Duration,
+    ) -> Result<SecretString, ProviderError> {
+        let now = self
+            .clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut header = jsonwebtoken::Header::new(key.algorithm);
+        header.kid = key.key_id.clone();
+        let claims = serde_json::json!({
+            "iss": iss, "sub": sub, "aud": aud,
+            "iat": now, "exp": now + life.as_secs(),
+            "jti": random_id(),
+        });
+        jsonwebtoken::encode(&header, &claims, &key.key)
+            .map(SecretString::from)
+            .map_err(|e| ProviderError::permanent(format!("could not sign the assertion: {e}")))
+    }
+
+    /// POST a form to the token endpoint with client authentication, and read the answer.
+    async fn token_request(&self, form: Form) -> Result<Token, ProviderError> {
+        let endpoint = self.token_endpoint().await?;
+        self.post(&endpoint, form)
+            .await
+            .and_then(|(status, retry_after, body)| {
+                response::parse_token_response(status, retry_after.as_deref(), &body, self.clock.now())
+            })
+    }
+
+    async fn post(
+        &self,
+        endpoint: &Url,
+        mut form: Form,
+    ) -> Result<(u16, Option<String>, Vec<u8>), ProviderError> {
+        let mut request = self.http.post(endpoint.clone()).timeout(self.request_timeout);
+        match &self.auth_method {
+            ClientAuthMethod::ClientSecretBasic => {
+                let secret = self.client_secret.as_ref().map(expose).unwrap_or_default();
+                // RFC 6749 section 2.3.1: form-urlencode id and secret, then base64.
+                let pair = format!("{}:{}", form_encode(&self.client_id), form_encode(secret));
+                let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+                let mut value = reqwest::header::HeaderValue::from_str(&value)
+                    .map_err(|_| ProviderError::permanent("client credentials cannot form a Basic header"))?;
+                value.set_sensitive(true);
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
+            ClientAuthMethod::ClientSecretPost => {
+                form.push("client_id", &self.client_id);
+                if let Some(s) = &self.client_secret {
+                    form.push_secret("client_secret", s.clone());
+                }
+            }
+            ClientAuthMethod::PrivateKeyJwt { key } => {
+                let assertion = self.sign_jwt(
+                    key,
+                    &self.client_id,
+                    &self.client_id,
+                    endpoint.as_str(),
+                    Duration::from_secs(60),
+                )?;
+                form.push("client_id", &self.client_id);
+                form.push("client_assertion_type", CLIENT_ASSERTION_TYPE);
+                form.push_secret("client_assertion", assertion);
+            }
+            ClientAuthMethod::None => {
+                form.push("client_id", &self.client_id);
+            }
+        }
+        let response = request
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(form.finish())
+            .send()
+            .await
+            .map_err(network_error)?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after_header(&response);
+        let body = read_limited(response).await?;
+        Ok((status, retry_after, body))
+    }
+
+    /// RFC 8628: device authorization request, user prompt, polling.
+    async fn device_flow(
+        &self,
+        prompt: &(dyn Fn(&DevicePrompt) + Send + Sync),
+    ) -> Result<Token, ProviderError> {
+        let endpoint = self.device_endpoint().await?;
+        let mut form = Form::new();
+        if !self.scopes.is_empty() {
+            form.push("scope", &self.scopes.join(" "));
+        }
+        let (status, retry_after, body) = self.post(&endpoint, form).await?;
+        if !(200..300).contains(&status) {
+            return Err(response::parse_error(
+                status,
+                retry_after.as_deref(),
+                &body,
+                self.clock.now(),
+            ));
+        }
+        let doc: Value = serde_json::from_slice(&body).map_err(|_| {
+            ProviderError::invalid_response(Some(status), "device authorization response is not JSON")
+        })?;
+        let text = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_owned);
+        let device_code = text("device_code").ok_or_else(|| {
+            ProviderError::invalid_response(Some(status), "device authorization response has no device_code")
+        })?;
+        let user_code = text("user_code").ok_or_else(|| {
+            ProviderError::invalid_response(Some(status), "device authorization response has no user_code")
+        })?;
+        let verification_uri = text("verification_uri")
+            .or_else(|| text("verification_url")) // an older draft's name, still served by some
+            .ok_or_else(|| {
+                ProviderError::invalid_response(
+                    Some(status),
+                    "device authorization response has no verification_uri",
+                )
+            })?;
+        let expires_in = Duration::from_secs(doc.get("expires_in").and_then(Value::as_u64).unwrap_or(600));
+        let mut interval = Duration::from_secs(doc.get("interval").and_then(Value::as_u64).unwrap_or(5));
+        prompt(&DevicePrompt {
+            user_code,
+            verification_uri,
+            verification_uri_complete: text("verification_uri_complete"),
+            expires_in,
+        });
+        let deadline = self.clock.now() + expires_in;
+        let device_code = SecretString::from(device_code);
+        loop {
+            tokio::time::sleep(interval).await;
+            if self.clock.now() >= deadline {
+                return Err(ProviderError::rejected(
+                    None,
+                    "expired_token",
+                    Some("the device code expired before the user approved it".into()),
+                ));
+            }
+            let mut form = Form::new();
+            form.push("grant_type", GRANT_TYPE_DEVICE_CODE);
+            form.push_secret("device_code", device_code.clone());
+            match self.token_request(form).await {
+                Ok(token) => return Ok(token),
+                Err(e) => match e.error_code() {
+                    Some("authorization_pending") => continue,
+                    // RFC 8628 section 3.5: slow down by 5 seconds for this and later polls.
+                    Some("slow_down") => interval += Duration::from_secs(5),
+                    _ => return Err(e),
+                },
+            }
+        }
+    }
+}
+
+/// A form body being built. Secret values are exposed only here, when serialised for the wire.
+struct Form {
+    fields: Vec<(String, FieldValue)>,
+}
+
+enum FieldValue {
+    Plain(String),
+    Secret(SecretString),
+}
+
+impl Form {
+    fn new() -> Self {
+        Self { fields: Vec::new() }
+    }
+
+    fn push(&mut self, name: &str, value: &str) {
+        self.fields
+            .push((name.to_owned(), FieldValue::Plain(value.to_owned())));
+    }
+
+    fn push_secret(&mut self, name: &str, value: SecretString) {
+        self.fields.push((name.to_owned(), FieldValue::Secret(value)));
+    }
+
+    fn finish(self) -> Vec<u8> {
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.fields {
+            let value = match v {
+                FieldValue::Plain(p) => p.as_str(),
+                FieldValue::Secret(sec) => sec.expose_secret(),
+            };
+            s.append_pair(k, value);
+        }
+        s.finish().into_bytes()
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn network_error(e: reqwest::Error) -> ProviderError {
+    // reqwest errors name the URL, never the body or headers.
+    let what = if e.is_timeout() {
+        "request timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    ProviderError::transient(NetworkError { what, source: e })
+}
+
+#[derive(Debug)]
+struct NetworkError {
+    what: &'static str,
+    source: reqwest::Error,
+}
+
+impl fmt::Display for NetworkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.source.url() {
+            Some(url) => write!(
+                f,
+                "{} to {}",
+                self.what,
+                url.as_str().split('?').next().unwrap_or_default()
+            ),
+            None => f.write_str(self.what),
+        }
+    }
+}
+
+impl std::error::Error for NetworkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.source)
+    }
+}
+
+fn retry_after_header(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Read a body, refusing more than [`MAX_RESPONSE_BYTES`].
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    let status = response.status().as_u16();
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(ProviderError::invalid_response(
+            Some(status),
+            format!("response body is larger than {MAX_RESPONSE_BYTES} bytes"),
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(network_error)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(ProviderError::invalid_response(
+                Some(status),
+                format!("response body is larger than {MAX_RESPONSE_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::with_capacity(32);
+    for i in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(i);
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// docs/providers.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/providers.md")]
+pub struct ProvidersGuide;

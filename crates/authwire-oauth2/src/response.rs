@@ -1,0 +1,406 @@
+//! Reading token endpoint answers: RFC 6749 section 5.1 (success) and 5.2 (error), and the
+//! `Retry-After` header (RFC 9110 section 10.2.3). Pure functions of status, headers, body and
+//! the current time, so they are tested and fuzzed without a server.
+//!
+//! Nothing here logs or quotes a body that may hold a token: an excerpt is taken only from a
+//! body that is not JSON (an HTML error page, say), and a JSON body is described by its keys.
+
+use authwire::{ProviderError, Token, TokenType};
+use serde_json::{Map, Value};
+use std::time::{Duration, SystemTime};
+
+/// Longest `expires_in` taken literally (100 years); longer values are capped.
+const MAX_EXPIRES_IN: f64 = 100.0 * 365.0 * 24.0 * 3600.0;
+
+/// Parse a token endpoint answer into a token, or the error it describes.
+///
+/// `retry_after` is the raw `Retry-After` header value, if any; `now` turns `expires_in` into
+/// `expires_at` and an HTTP-date `Retry-After` into a delay.
+pub fn parse_token_response(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Token, ProviderError> {
+    match status {
+        200..=299 => parse_success(status, body, now),
+        300..=399 => Err(ProviderError::invalid_response(
+            Some(status),
+            "the token endpoint answered with a redirect, which is not followed (credentials must not be replayed to another URL)",
+        )),
+        _ => Err(parse_error(status, retry_after, body, now)),
+    }
+}
+
+fn parse_success(status: u16, body: &[u8], now: SystemTime) -> Result<Token, ProviderError> {
+    let object = json_object(body).map_err(|why| {
+        let mut e =
+            ProviderError::invalid_response(Some(status), format!("expected a JSON token response, {why}"));
+        if let Some(x) = excerpt(body) {
+            e = e.with_excerpt(x);
+        }
+        e
+    })?;
+    let access_token = match object.get("access_token") {
+        Some(Value::String(t)) if !t.is_empty() => t.clone(),
+        Some(Value::String(_)) => {
+            return Err(ProviderError::invalid_response(
+                Some(status),
+                "access_token is empty",
+            ));
+        }
+        Some(_) => {
+            return Err(ProviderError::invalid_response(
+                Some(status),
+                "access_token is not a string",
+            ));
+        }
+        None => {
+            return Err(ProviderError::invalid_response(
+                Some(status),
+                format!("JSON without access_token (keys: {})", keys(&object)),
+            ));
+        }
+    };
+    let mut token = Token::new(access_token);
+    match object.get("token_type") {
+        Some(Value::String(t)) => token = token.with_token_type(TokenType::from(t.as_str())),
+        None | Some(Value::Null) => {} // required by RFC 6749, but often omitted: Bearer
+        Some(_) => {
+            return Err(ProviderError::invalid_response(
+                Some(status),
+                "token_type is not a string",
+            ));
+        }
+    }
+    if let Some(secs) = seconds_field(&object, "expires_in", status)? {
+        token = token.with_expires_at(now + secs);
+    }
+    if let Some(secs) = seconds_field(&object, "refresh_in", status)? {
+        token = token.with_refresh_at(now + secs);
+    }
+    match object.get("refresh_token") {
+        Some(Value::String(r)) if !r.is_empty() => token = token.with_refresh_token(r.clone()),
+        Some(Value::String(_) | Value::Null) | None => {}
+        Some(_) => {
+            return Err(ProviderError::invalid_response(
+                Some(status),
+                "refresh_token is not a string",
+            ));
+        }
+    }
+    match object.get("scope") {
+        Some(Value::String(s)) => token = token.with_scope(s.clone()),
+        Some(Value::Array(list)) => {
+            // Not RFC 6749, but seen in the wild: a list of scopes.
+            let joined: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+            token = token.with_scope(joined.join(" "));
+        }
+        _ => {}
+    }
+    Ok(token)
+}
+
+/// A duration in seconds given as a JSON number or a numeric string. Negative values count as
+/// zero (the token is expired on arrival); absurdly large ones are capped.
+fn seconds_field(
+    object: &Map<String, Value>,
+    name: &str,
+    status: u16,
+) -> Result<Option<Duration>, ProviderError> {
+    let value = match object.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    match value {
+        Some(v) if v.is_finite() => Ok(Some(Duration::from_secs_f64(v.clamp(0.0, MAX_EXPIRES_IN)))),
+        _ => Err(ProviderError::invalid_response(
+            Some(status),
+            format!("{name} is not a number of seconds"),
+        )),
+    }
+}
+
+/// RFC 6749 section 5.2, or a classification by status when the body is not an OAuth error.
+pub fn parse_error(status: u16, retry_after: Option<&str>, body: &[u8], now: SystemTime) -> ProviderError {
+    let retry_after = retry_after.and_then(|v| parse_retry_after(v, now));
+    let with_retry = |e: ProviderError| match retry_after {
+        Some(d) => e.with_retry_after(d),
+        None => e,
+    };
+    if let Ok(object) = json_object(body) {
+        if let Some(Value::String(code)) = object.get("error") {
+            let description = object
+                .get("error_description")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let mut e = ProviderError::rejected(Some(status), code.clone(), description);
+            if let Some(uri) = object.get("error_uri").and_then(Value::as_str) {
+                e = e.with_error_uri(uri);
+            }
+            return with_retry(e);
+        }
+    }
+    let transient = status == 408 || status == 429 || status >= 500;
+    if transient {
+        return with_retry(ProviderError::unavailable(
+            Some(status),
+            format!("the token endpoint answered HTTP {status}"),
+        ));
+    }
+    let mut e = ProviderError::invalid_response(Some(status), "an error status without an OAuth error body");
+    if let Some(x) = excerpt(body) {
+        e = e.with_excerpt(x);
+    }
+    e
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date (a date in the past means "now").
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(format!("got JSON {}", json_kind(&other))),
+        Err(_) if body.is_empty() => Err("got an empty body".into()),
+        Err(_) if std::str::from_utf8(body).is_err() => Err("got a body that is not UTF-8".into()),
+        Err(_) => Err("got a body that is not JSON".into()),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn keys(object: &Map<String, Value>) -> String {
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).take(10).collect();
+    keys.sort_unstable();
+    if keys.is_empty() {
+        "none".into()
+    } else {
+        keys.join(", ")
+    }
+}
+
+/// The start of a body that is not JSON, for diagnosis; `None` for JSON-looking bodies or bodies
+/// that mention a token, which could carry secrets.
+fn excerpt(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(400)]);
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('{') || trimmed.starts_with('[') || trimmed.contains("token")
+    {
+        return None;
+    }
+    Some(
+        trimmed
+            .chars()
+            .filter(|c| !c.is_control() || *c == ' ')
+            .take(200)
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::time::UNIX_EPOCH;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_900_000_000)
+    }
+
+    fn ok(body: &str) -> Result<Token, ProviderError> {
+        parse_token_response(200, None, body.as_bytes(), now())
+    }
+
+    #[test]
+    fn full_rfc_6749_response() {
+        let t = ok(
+            r#"{"access_token":"2YotnFZFEjr1zCsicMWpAA","token_type":"example","expires_in":3600,
+            "refresh_token":"tGzv3JOkF0XG5Qx2TlKWIA","example_parameter":"example_value","scope":"a b"}"#,
+        )
+        .unwrap();
+        assert_eq!(t.access_token().expose_secret(), "2YotnFZFEjr1zCsicMWpAA");
+        assert_eq!(t.token_type(), &TokenType::Other("example".into()));
+        assert_eq!(t.expires_at(), Some(now() + Duration::from_secs(3600)));
+        assert_eq!(
+            t.refresh_token().unwrap().expose_secret(),
+            "tGzv3JOkF0XG5Qx2TlKWIA"
+        );
+        assert_eq!(t.scope(), Some("a b"));
+    }
+
+    #[test]
+    fn token_type_is_case_insensitive_and_optional() {
+        assert_eq!(
+            ok(r#"{"access_token":"x","token_type":"bearer"}"#)
+                .unwrap()
+                .token_type(),
+            &TokenType::Bearer
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"x","token_type":"DPoP"}"#)
+                .unwrap()
+                .token_type(),
+            &TokenType::DPoP
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"x"}"#).unwrap().token_type(),
+            &TokenType::Bearer
+        );
+    }
+
+    #[test]
+    fn expires_in_as_number_string_float_negative_zero_and_huge() {
+        let at = |body: &str| ok(body).unwrap().expires_at();
+        assert_eq!(
+            at(r#"{"access_token":"x","expires_in":"60"}"#),
+            Some(now() + Duration::from_secs(60))
+        );
+        assert_eq!(
+            at(r#"{"access_token":"x","expires_in":59.5}"#),
+            Some(now() + Duration::from_millis(59_500))
+        );
+        assert_eq!(at(r#"{"access_token":"x","expires_in":-5}"#), Some(now()));
+        assert_eq!(at(r#"{"access_token":"x","expires_in":0}"#), Some(now()));
+        assert!(
+            at(r#"{"access_token":"x","expires_in":1e300}"#).unwrap()
+                < now() + Duration::from_secs(101 * 365 * 86400)
+        );
+        assert_eq!(at(r#"{"access_token":"x"}"#), None);
+        assert_eq!(at(r#"{"access_token":"x","expires_in":null}"#), None);
+        for bad in [r#""soon""#, "true", "[]", "{}"] {
+            let e = ok(&format!(r#"{{"access_token":"x","expires_in":{bad}}}"#)).unwrap_err();
+            assert!(e.to_string().contains("expires_in is not a number"), "{e}");
+        }
+    }
+
+    #[test]
+    fn success_status_with_unusable_bodies() {
+        let html = parse_token_response(200, None, b"<html><body>Login</body></html>", now()).unwrap_err();
+        assert!(matches!(
+            html,
+            ProviderError::InvalidResponse {
+                status: Some(200),
+                ..
+            }
+        ));
+        assert!(
+            html.to_string().contains("not JSON") && html.to_string().contains("<html>"),
+            "{html}"
+        );
+        let missing = ok(r#"{"token":"SECRET-X","expires_in":5}"#).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("without access_token (keys: expires_in, token)"),
+            "{missing}"
+        );
+        assert!(!missing.to_string().contains("SECRET-X"));
+        assert!(ok("[1,2]").unwrap_err().to_string().contains("an array"));
+        assert!(ok("").unwrap_err().to_string().contains("empty body"));
+        assert!(
+            parse_token_response(200, None, b"\xff\xfe\x00", now())
+                .unwrap_err()
+                .to_string()
+                .contains("not UTF-8")
+        );
+        assert!(ok(r#"{"access_token":""}"#).is_err());
+        assert!(ok(r#"{"access_token":42}"#).is_err());
+    }
+
+    #[test]
+    fn rfc_6749_errors_keep_their_fields_and_classification() {
+        let body =
+            br#"{"error":"invalid_client","error_description":"bad secret","error_uri":"https://idp/e"}"#;
+        let e = parse_token_response(401, None, body, now()).unwrap_err();
+        let ProviderError::Rejected {
+            code,
+            description,
+            uri,
+            status,
+            transient,
+            ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (
+                code.as_str(),
+                description.as_deref(),
+                uri.as_deref(),
+                *status,
+                *transient
+            ),
+            (
+                "invalid_client",
+                Some("bad secret"),
+                Some("https://idp/e"),
+                Some(401),
+                false
+            )
+        );
+        for code in ["invalid_grant", "unauthorized_client", "invalid_scope"] {
+            let body = format!(r#"{{"error":"{code}"}}"#);
+            assert!(
+                !parse_token_response(400, None, body.as_bytes(), now())
+                    .unwrap_err()
+                    .is_transient()
+            );
+        }
+        let e = parse_token_response(503, Some("7"), br#"{"error":"temporarily_unavailable"}"#, now())
+            .unwrap_err();
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn status_classification_without_an_oauth_body() {
+        for status in [500, 502, 503, 504, 429, 408] {
+            let e = parse_token_response(status, None, b"<h1>oops</h1>", now()).unwrap_err();
+            assert!(e.is_transient(), "{status}");
+            assert_eq!(e.status(), Some(status));
+        }
+        let e = parse_token_response(404, None, b"not here", now()).unwrap_err();
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("not here"));
+        let e = parse_token_response(302, None, b"", now()).unwrap_err();
+        assert!(e.to_string().contains("redirect"));
+    }
+
+    #[test]
+    fn retry_after_seconds_and_http_date() {
+        assert_eq!(parse_retry_after("120", now()), Some(Duration::from_secs(120)));
+        let date = httpdate::fmt_http_date(now() + Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&date, now()), Some(Duration::from_secs(90)));
+        let past = httpdate::fmt_http_date(now() - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&past, now()), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now()), None);
+        let e = parse_token_response(429, Some(&date), b"", now()).unwrap_err();
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn refresh_in_becomes_a_refresh_hint() {
+        let t = ok(r#"{"access_token":"x","expires_in":7200,"refresh_in":3600}"#).unwrap();
+        assert_eq!(t.refresh_at(), Some(now() + Duration::from_secs(3600)));
+    }
+}

@@ -1,0 +1,211 @@
+//! Every error class, over real HTTP: what the provider reports, and that no secret is in it.
+
+use crate::confidential;
+use authwire::{IdentityProvider, ProviderError};
+use authwire_oauth2::{BuildError, MAX_RESPONSE_BYTES, OAuth2Provider};
+use authwire_testkit::{Client, Fault, IdentityServer};
+use std::time::Duration;
+
+async fn fetch_with_fault(fault: Fault) -> ProviderError {
+    let idp = IdentityServer::start().await;
+    idp.inject(fault);
+    let provider = confidential(&idp)
+        .request_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let e = provider.fetch_token(None).await.unwrap_err();
+    let text = format!("{e} {e:?} {}", authwire::error_chain(&e));
+    assert!(!text.contains(Client::CONFIDENTIAL_SECRET), "{text}");
+    e
+}
+
+#[tokio::test]
+async fn server_errors_are_transient_with_their_status() {
+    for status in [500, 502, 503, 504] {
+        let e =
+            fetch_with_fault(Fault::status(status, "<html>upstream down</html>").content_type("text/html"))
+                .await;
+        assert!(e.is_transient(), "{status}: {e}");
+        assert_eq!(e.status(), Some(status));
+    }
+}
+
+#[tokio::test]
+async fn too_many_requests_honours_retry_after_in_seconds_and_as_a_date() {
+    let e = fetch_with_fault(Fault::oauth_error(429, "slow_down", "rate limited").retry_after("17")).await;
+    assert!(e.is_transient());
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(17)));
+
+    let date =
+        httpdate::fmt_http_date(authwire::Clock::now(&authwire::SystemClock) + Duration::from_secs(120));
+    let e = fetch_with_fault(Fault::status(429, "").retry_after(date)).await;
+    let after = e.retry_after().unwrap();
+    assert!(
+        after > Duration::from_secs(110) && after <= Duration::from_secs(120),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn html_page_with_200_is_an_invalid_response_with_an_excerpt() {
+    let e = fetch_with_fault(
+        Fault::status(200, "<html><title>Captive portal</title></html>").content_type("text/html"),
+    )
+    .await;
+    assert!(
+        matches!(
+            e,
+            ProviderError::InvalidResponse {
+                status: Some(200),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("Captive portal"), "{e}");
+}
+
+#[tokio::test]
+async fn json_without_access_token_names_the_keys_not_the_values() {
+    let e = fetch_with_fault(Fault::status(
+        200,
+        r#"{"token":"SECRET-IN-BODY","expires_in":60}"#,
+    ))
+    .await;
+    assert!(
+        e.to_string()
+            .contains("without access_token (keys: expires_in, token)"),
+        "{e}"
+    );
+    assert!(!format!("{e:?}").contains("SECRET-IN-BODY"));
+}
+
+#[tokio::test]
+async fn oauth_errors_keep_code_description_and_status() {
+    let e = fetch_with_fault(Fault::oauth_error(
+        400,
+        "invalid_scope",
+        "scope admin is not allowed",
+    ))
+    .await;
+    assert_eq!(e.error_code(), Some("invalid_scope"));
+    assert_eq!(e.status(), Some(400));
+    assert!(!e.is_transient());
+    assert_eq!(
+        e.to_string(),
+        "identity provider rejected the request: invalid_scope (HTTP 400): scope admin is not allowed"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused() {
+    let huge = vec![b'a'; 10 * 1024 * 1024];
+    let e = fetch_with_fault(Fault::status(200, huge)).await;
+    assert!(
+        e.to_string()
+            .contains(&format!("larger than {MAX_RESPONSE_BYTES} bytes")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_server_times_out_as_transient() {
+    let e = fetch_with_fault(Fault::status(200, "{}").delay(Duration::from_secs(30))).await;
+    assert!(e.is_transient());
+    assert!(
+        authwire::error_chain(&e).contains("timed out"),
+        "{}",
+        authwire::error_chain(&e)
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let e =
+        fetch_with_fault(Fault::status(302, "").header("location", "https://elsewhere.example/token")).await;
+    assert!(e.to_string().contains("redirect"), "{e}");
+    assert!(!e.is_transient());
+}
+
+#[tokio::test]
+async fn connection_refused_is_transient() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    drop(listener);
+    let provider = OAuth2Provider::builder()
+        .token_url(url)
+        .client_id("c")
+        .client_secret("s")
+        .build()
+        .unwrap();
+    let e = provider.fetch_token(None).await.unwrap_err();
+    assert!(e.is_transient());
+    assert!(
+        authwire::error_chain(&e).contains("could not connect"),
+        "{}",
+        authwire::error_chain(&e)
+    );
+}
+
+#[tokio::test]
+async fn invalid_utf8_and_non_numeric_expiry_are_invalid_responses() {
+    let e = fetch_with_fault(Fault::status(200, b"\xff\xfe\xfd".to_vec())).await;
+    assert!(e.to_string().contains("not UTF-8"), "{e}");
+    let e = fetch_with_fault(Fault::status(200, r#"{"access_token":"x","expires_in":"soon"}"#)).await;
+    assert!(e.to_string().contains("expires_in is not a number"), "{e}");
+}
+
+#[test]
+fn plain_http_to_a_remote_host_needs_an_explicit_opt_in() {
+    let b = || OAuth2Provider::builder().client_id("c").client_secret("s");
+    let e = b().token_url("http://idp.example/token").build().unwrap_err();
+    assert!(matches!(e, BuildError::InsecureUrl { .. }), "{e:?}");
+    assert!(
+        b().token_url("http://idp.example/token")
+            .allow_insecure_http()
+            .build()
+            .is_ok()
+    );
+    assert!(b().token_url("https://idp.example/token").build().is_ok());
+    assert!(b().issuer("http://idp.example").build().is_err());
+}
+
+#[test]
+fn build_errors_say_what_is_missing() {
+    let e = OAuth2Provider::builder().client_id("c").build().unwrap_err();
+    assert_eq!(e.to_string(), "token_url or issuer is required");
+    let e = OAuth2Provider::builder()
+        .token_url("https://x/t")
+        .build()
+        .unwrap_err();
+    assert_eq!(e.to_string(), "client_id is required");
+    let e = OAuth2Provider::builder()
+        .token_url("https://x/t")
+        .issuer("https://x")
+        .client_id("c")
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, BuildError::Conflict(_)));
+    let e = OAuth2Provider::builder()
+        .token_url("https://x/t")
+        .client_id("c")
+        .build()
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("client credentials grant needs client authentication"),
+        "{e}"
+    );
+    let e = OAuth2Provider::builder()
+        .token_url("not a url")
+        .client_id("c")
+        .build()
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        BuildError::InvalidUrl {
+            setting: "token_url",
+            ..
+        }
+    ));
+}

@@ -1,0 +1,323 @@
+//! Every grant and every client-authentication method.
+
+use crate::confidential;
+use authwire::{Authorizer, Clock, IdentityProvider, SystemClock, Token, TokenType};
+use authwire_oauth2::{ClientAuthMethod, Grant, OAuth2Provider, PrivateKey, SubjectFn, TokenExchange};
+use authwire_testkit::{CLIENT_PRIVATE_KEY_PEM, Client, IdentityServer, Settings};
+use secrecy::ExposeSecret;
+use std::sync::{Arc, Mutex};
+
+#[tokio::test]
+async fn client_credentials_with_basic_auth_form_encodes_id_and_secret() {
+    let idp = IdentityServer::start().await;
+    let provider = confidential(&idp)
+        .scope("api:read api:write")
+        .audience("https://api.example")
+        .build()
+        .unwrap();
+    let token = provider.fetch_token(None).await.unwrap();
+    assert_eq!(token.token_type(), &TokenType::Bearer);
+    assert!(token.expires_at().is_some());
+    assert_eq!(token.scope(), Some("api:read api:write"));
+    assert_eq!(idp.auth_methods(), ["client_secret_basic"]);
+    let form = idp.last_form();
+    assert_eq!(form["grant_type"], "client_credentials");
+    assert_eq!(form["scope"], "api:read api:write");
+    assert_eq!(form["audience"], "https://api.example");
+    assert!(
+        !form.contains_key("client_secret"),
+        "basic auth keeps the secret out of the body"
+    );
+}
+
+#[tokio::test]
+async fn client_credentials_with_post_auth() {
+    let idp = IdentityServer::start().await;
+    let provider = confidential(&idp)
+        .auth_method(ClientAuthMethod::ClientSecretPost)
+        .build()
+        .unwrap();
+    provider.fetch_token(None).await.unwrap();
+    assert_eq!(idp.auth_methods(), ["client_secret_post"]);
+    assert_eq!(idp.last_form()["client_secret"], "<present>");
+}
+
+#[tokio::test]
+async fn client_credentials_with_private_key_jwt() {
+    let idp = IdentityServer::start().await;
+    let key = PrivateKey::rsa_pem(CLIENT_PRIVATE_KEY_PEM.as_bytes())
+        .unwrap()
+        .with_key_id("client-key-1");
+    let provider = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::PRIVATE_KEY_JWT_ID)
+        .auth_method(ClientAuthMethod::PrivateKeyJwt { key })
+        .build()
+        .unwrap();
+    provider.fetch_token(None).await.unwrap();
+    // A second request signs a fresh assertion (a new jti): the server refuses replays.
+    provider.fetch_token(None).await.unwrap();
+    assert_eq!(idp.auth_methods(), ["private_key_jwt", "private_key_jwt"]);
+    assert!(!format!("{provider:?}").contains("PRIVATE KEY"));
+}
+
+#[tokio::test]
+async fn wrong_secret_is_a_permanent_invalid_client() {
+    let idp = IdentityServer::start().await;
+    let provider = confidential(&idp).client_secret("wrong-SECRET").build().unwrap();
+    let e = provider.fetch_token(None).await.unwrap_err();
+    assert_eq!(e.error_code(), Some("invalid_client"));
+    assert_eq!(e.status(), Some(401));
+    assert!(!e.is_transient());
+    assert!(!e.to_string().contains("wrong-SECRET"));
+}
+
+#[tokio::test]
+async fn refresh_token_is_used_first_and_its_rotation_is_kept() {
+    let idp = IdentityServer::builder()
+        .settings(Settings {
+            refresh_token_for_client_credentials: true,
+            ..Settings::default()
+        })
+        .start()
+        .await;
+    let provider = confidential(&idp).build().unwrap();
+    let first = provider.fetch_token(None).await.unwrap();
+    let rt1 = first.refresh_token().unwrap().expose_secret().to_owned();
+    let second = provider.fetch_token(Some(&first)).await.unwrap();
+    let rt2 = second.refresh_token().unwrap().expose_secret().to_owned();
+    assert_ne!(rt1, rt2, "rotated");
+    assert_eq!(idp.grant_count("refresh_token"), 1);
+    assert_eq!(idp.grant_count("client_credentials"), 1);
+    assert!(
+        !idp.last_form().contains_key("scope"),
+        "a refresh keeps the original scope"
+    );
+
+    // Replaying the rotated-away token is reuse: the server revokes the family and the provider
+    // falls back to the configured grant.
+    let third = provider.fetch_token(Some(&first)).await.unwrap();
+    assert_eq!(idp.grant_count("client_credentials"), 2);
+    let e = provider.fetch_token(Some(&second)).await;
+    assert!(e.is_ok(), "family revoked: rt2 fails, client credentials again");
+    assert_eq!(idp.grant_count("client_credentials"), 3);
+    assert!(third.refresh_token().is_some());
+}
+
+#[tokio::test]
+async fn when_the_server_does_not_rotate_the_old_refresh_token_is_kept() {
+    let idp = IdentityServer::builder()
+        .settings(Settings {
+            rotate_refresh_tokens: false,
+            refresh_token_for_client_credentials: true,
+            ..Settings::default()
+        })
+        .start()
+        .await;
+    let provider = confidential(&idp).build().unwrap();
+    let first = provider.fetch_token(None).await.unwrap();
+    let second = provider.fetch_token(Some(&first)).await.unwrap();
+    assert_eq!(
+        second.refresh_token().unwrap().expose_secret(),
+        first.refresh_token().unwrap().expose_secret()
+    );
+}
+
+#[tokio::test]
+async fn refresh_only_grant_uses_a_stored_refresh_token_and_says_login_required_without_one() {
+    let idp = IdentityServer::start().await;
+    let provider = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::PUBLIC_ID)
+        .grant(Grant::RefreshToken)
+        .build()
+        .unwrap();
+    let e = provider.fetch_token(None).await.unwrap_err();
+    assert_eq!(e.error_code(), Some("login_required"));
+    let rt = idp.issue_refresh_token(Client::PUBLIC_ID, Some("api:read"));
+    let stored = Token::new("expired-access").with_refresh_token(rt);
+    let token = provider.fetch_token(Some(&stored)).await.unwrap();
+    assert_eq!(
+        idp.auth_methods(),
+        ["none"],
+        "login_required was said without asking the server"
+    );
+    assert!(token.refresh_token().is_some());
+}
+
+#[tokio::test]
+async fn jwt_bearer_assertion_signed_here() {
+    let idp = IdentityServer::start().await;
+    let key = PrivateKey::rsa_pem(CLIENT_PRIVATE_KEY_PEM.as_bytes()).unwrap();
+    let provider = confidential(&idp)
+        .grant(Grant::jwt_bearer_signed(key, "assertion-issuer", "user-42"))
+        .build()
+        .unwrap();
+    provider.fetch_token(None).await.unwrap();
+    assert_eq!(idp.grant_count("urn:ietf:params:oauth:grant-type:jwt-bearer"), 1);
+    assert_eq!(idp.last_form()["assertion"], "<present>");
+}
+
+#[tokio::test]
+async fn jwt_bearer_with_a_bad_assertion_is_invalid_grant() {
+    let idp = IdentityServer::start().await;
+    let provider = confidential(&idp)
+        .grant(Grant::jwt_bearer(|| Ok("not.a.jwt".into())))
+        .build()
+        .unwrap();
+    let e = provider.fetch_token(None).await.unwrap_err();
+    assert_eq!(e.error_code(), Some("invalid_grant"));
+}
+
+#[tokio::test]
+async fn token_exchange_of_another_authorizers_token() {
+    let idp = IdentityServer::start().await;
+    let upstream = Authorizer::new(confidential(&idp).scope("upstream").build().unwrap());
+    let exchange = TokenExchange::new(upstream.clone())
+        .requested_token_type("urn:ietf:params:oauth:token-type:access_token");
+    let provider = confidential(&idp)
+        .grant(exchange)
+        .audience("downstream-api")
+        .build()
+        .unwrap();
+    let token = provider.fetch_token(None).await.unwrap();
+    assert!(token.expires_at().is_some());
+    let form = idp.last_form();
+    assert_eq!(
+        form["grant_type"],
+        "urn:ietf:params:oauth:grant-type:token-exchange"
+    );
+    assert_eq!(
+        form["subject_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(form["audience"], "downstream-api");
+    assert_eq!(upstream.metrics().fetches, 1);
+
+    let bad = confidential(&idp)
+        .grant(Grant::token_exchange(SubjectFn(|| Ok("forged".to_owned()))))
+        .build()
+        .unwrap();
+    assert_eq!(
+        bad.fetch_token(None).await.unwrap_err().error_code(),
+        Some("invalid_grant")
+    );
+}
+
+#[tokio::test]
+async fn device_code_prompts_the_user_and_polls_until_approved() {
+    let idp = Arc::new(IdentityServer::builder().start().await);
+    let provider = OAuth2Provider::builder()
+        .issuer(idp.issuer())
+        .client_id(Client::PUBLIC_ID)
+        .grant(Grant::RefreshToken)
+        .scope("offline_access")
+        .build()
+        .unwrap();
+    let prompted = Arc::new(Mutex::new(None));
+    let seen = prompted.clone();
+    let approver = idp.clone();
+    let token = provider
+        .device_login(move |p| {
+            *seen.lock().unwrap() = Some(p.clone());
+            assert!(approver.approve_device(&p.user_code));
+        })
+        .await
+        .unwrap();
+    let prompt = prompted.lock().unwrap().clone().unwrap();
+    assert!(prompt.verification_uri.ends_with("/device"));
+    assert!(
+        prompt
+            .verification_uri_complete
+            .unwrap()
+            .contains(&prompt.user_code)
+    );
+    assert!(
+        token.refresh_token().is_some(),
+        "a device login yields a refresh token to store"
+    );
+    assert_eq!(idp.grant_count("urn:ietf:params:oauth:grant-type:device_code"), 1);
+}
+
+#[tokio::test]
+async fn device_code_honours_slow_down_and_reports_denial() {
+    let idp = Arc::new(
+        IdentityServer::builder()
+            .settings(Settings {
+                device_slow_down_once: true,
+                auto_approve_devices: true,
+                ..Settings::default()
+            })
+            .start()
+            .await,
+    );
+    let provider = OAuth2Provider::builder()
+        .issuer(idp.issuer())
+        .client_id(Client::PUBLIC_ID)
+        .grant(Grant::RefreshToken)
+        .build()
+        .unwrap();
+    let started = SystemClock.now();
+    provider.device_login(|_| {}).await.unwrap();
+    let waited = SystemClock.now().duration_since(started).unwrap();
+    assert!(
+        waited >= std::time::Duration::from_secs(5),
+        "slow_down adds 5 s to the interval: {waited:?}"
+    );
+    assert_eq!(idp.grant_count("urn:ietf:params:oauth:grant-type:device_code"), 2);
+
+    idp.update(|s| {
+        s.auto_approve_devices = false;
+        s.device_slow_down_once = false;
+    });
+    let denier = idp.clone();
+    let e = provider
+        .device_login(move |p| assert!(denier.deny_device(&p.user_code)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_code(), Some("access_denied"));
+}
+
+#[tokio::test]
+async fn cache_keys_differ_for_every_setting_that_changes_the_token() {
+    let idp = IdentityServer::start().await;
+    let base = || confidential(&idp);
+    let keys = [
+        base().build().unwrap().cache_key(),
+        base().scope("a").build().unwrap().cache_key(),
+        base().scope("b").build().unwrap().cache_key(),
+        base().audience("x").build().unwrap().cache_key(),
+        base().resource("urn:r").build().unwrap().cache_key(),
+        base().client_id("other").build().unwrap().cache_key(),
+        base().grant(Grant::RefreshToken).build().unwrap().cache_key(),
+        base().extra_param("tenant", "t1").build().unwrap().cache_key(),
+    ];
+    let unique: std::collections::HashSet<_> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "{keys:?}");
+    // Scope order does not matter.
+    assert_eq!(
+        base().scope("a b").build().unwrap().cache_key(),
+        base().scope("b").scope("a").build().unwrap().cache_key()
+    );
+    assert!(!keys[0].as_str().contains(Client::CONFIDENTIAL_SECRET));
+}
+
+#[tokio::test]
+async fn device_code_grant_runs_the_device_flow_when_there_is_no_refresh_token() {
+    let idp = Arc::new(IdentityServer::start().await);
+    let approver = idp.clone();
+    let provider = OAuth2Provider::builder()
+        .issuer(idp.issuer())
+        .client_id(Client::PUBLIC_ID)
+        .grant(Grant::device_code(move |p| {
+            approver.approve_device(&p.user_code);
+        }))
+        .build()
+        .unwrap();
+    let first = provider.fetch_token(None).await.unwrap();
+    assert!(first.refresh_token().is_some());
+    // With a refresh token in hand, no second device flow.
+    provider.fetch_token(Some(&first)).await.unwrap();
+    assert_eq!(idp.grant_count("urn:ietf:params:oauth:grant-type:device_code"), 1);
+    assert_eq!(idp.grant_count("refresh_token"), 1);
+}

@@ -1,0 +1,1050 @@
+//! The loopback identity provider.
+
+use crate::{CLIENT_PUBLIC_KEY_PEM, IDP_PRIVATE_KEY_PEM, IDP_PUBLIC_KEY_PEM};
+use authwire::{Clock, SystemClock};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const KEY_ID: &str = "testkit-idp-1";
+const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+const ASSERTION_TYPE_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// A registered client.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// The `client_id`.
+    pub id: String,
+    /// The secret, for `client_secret_basic` / `client_secret_post`; `None` for public clients
+    /// and `private_key_jwt` clients.
+    pub secret: Option<String>,
+    /// The public key (SPKI PEM) for `private_key_jwt`.
+    pub public_key_pem: Option<String>,
+}
+
+impl Client {
+    /// The confidential client registered by default.
+    pub const CONFIDENTIAL_ID: &'static str = "client-1";
+    /// Its secret. It contains characters that `client_secret_basic` must form-encode.
+    pub const CONFIDENTIAL_SECRET: &'static str = "s3cret:with%special+chars";
+    /// The public client (no authentication) registered by default.
+    pub const PUBLIC_ID: &'static str = "public-1";
+    /// The `private_key_jwt` client registered by default, with [`crate::CLIENT_PUBLIC_KEY_PEM`].
+    pub const PRIVATE_KEY_JWT_ID: &'static str = "jwt-client-1";
+
+    /// A client that authenticates with a secret.
+    pub fn confidential(id: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            secret: Some(secret.into()),
+            public_key_pem: None,
+        }
+    }
+
+    /// A public client.
+    pub fn public(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            secret: None,
+            public_key_pem: None,
+        }
+    }
+
+    /// A client that authenticates with a JWT signed by the private half of `public_key_pem`.
+    pub fn private_key_jwt(id: impl Into<String>, public_key_pem: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            secret: None,
+            public_key_pem: Some(public_key_pem.into()),
+        }
+    }
+}
+
+/// Behaviour switches of the identity server; change them at run time with
+/// [`IdentityServer::update`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long issued access tokens live.
+    pub token_lifetime: Duration,
+    /// Issue JWT access tokens (RS256) rather than opaque ones.
+    pub jwt_access_tokens: bool,
+    /// Send `expires_in` in token responses.
+    pub send_expires_in: bool,
+    /// Issue a refresh token with client-credentials grants too (most servers do not).
+    pub refresh_token_for_client_credentials: bool,
+    /// Rotate refresh tokens: each use returns a new one and a reused one revokes the family.
+    pub rotate_refresh_tokens: bool,
+    /// The `interval` of device authorizations, in seconds.
+    pub device_interval_secs: u64,
+    /// Approve device authorizations as soon as they are made.
+    pub auto_approve_devices: bool,
+    /// Answer the first device-code poll of each authorization with `slow_down`.
+    pub device_slow_down_once: bool,
+    /// How long a token request takes before it is answered.
+    pub token_delay: Duration,
+    /// Serve `/.well-known/openid-configuration` (otherwise only the RFC 8414 document).
+    pub openid_discovery: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            token_lifetime: Duration::from_secs(3600),
+            jwt_access_tokens: true,
+            send_expires_in: true,
+            refresh_token_for_client_credentials: false,
+            rotate_refresh_tokens: true,
+            device_interval_secs: 0,
+            auto_approve_devices: false,
+            device_slow_down_once: false,
+            token_delay: Duration::ZERO,
+            openid_discovery: true,
+        }
+    }
+}
+
+/// A canned failure for the next token requests (see [`IdentityServer::inject`]).
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// HTTP status to answer with.
+    pub status: u16,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The `Content-Type`.
+    pub content_type: &'static str,
+    /// A `Retry-After` header value.
+    pub retry_after: Option<String>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// How many requests get this answer.
+    pub count: usize,
+    /// More headers.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Fault {
+    /// An answer with this status and body, once.
+    pub fn status(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            body: body.into(),
+            content_type: "application/json",
+            retry_after: None,
+            delay: Duration::ZERO,
+            count: 1,
+            headers: Vec::new(),
+        }
+    }
+
+    /// An RFC 6749 section 5.2 error answer, once.
+    pub fn oauth_error(status: u16, error: &str, description: &str) -> Self {
+        Self::status(
+            status,
+            json!({"error": error, "error_description": description}).to_string(),
+        )
+    }
+
+    /// Set the `Content-Type`.
+    pub fn content_type(mut self, content_type: &'static str) -> Self {
+        self.content_type = content_type;
+        self
+    }
+
+    /// Add a `Retry-After` header.
+    pub fn retry_after(mut self, value: impl Into<String>) -> Self {
+        self.retry_after = Some(value.into());
+        self
+    }
+
+    /// Add a header to the answer.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Wait before answering.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Answer this many requests with it.
+    pub fn times(mut self, count: usize) -> Self {
+        self.count = count;
+        self
+    }
+}
+
+struct RefreshRecord {
+    client_id: String,
+    subject: String,
+    scope: Option<String>,
+    family: u64,
+    used: bool,
+}
+
+struct DeviceRecord {
+    client_id: String,
+    user_code: String,
+    scope: Option<String>,
+    approved: bool,
+    denied: bool,
+    polls: u32,
+}
+
+pub(crate) struct IdpState {
+    pub(crate) clock: Arc<dyn Clock>,
+    issuer: String,
+    settings: Mutex<Settings>,
+    clients: Mutex<HashMap<String, Client>>,
+    refresh_tokens: Mutex<HashMap<String, RefreshRecord>>,
+    revoked_families: Mutex<HashSet<u64>>,
+    devices: Mutex<HashMap<String, DeviceRecord>>,
+    seen_jti: Mutex<HashSet<String>>,
+    /// Opaque access tokens issued, with their expiry and subject.
+    opaque: Mutex<HashMap<String, (SystemTime, String)>>,
+    faults: Mutex<VecDeque<Fault>>,
+    serial: AtomicU64,
+    token_requests: AtomicUsize,
+    tokens_issued: AtomicUsize,
+    discovery_requests: AtomicUsize,
+    grants: Mutex<HashMap<String, usize>>,
+    auth_methods: Mutex<Vec<String>>,
+    last_form: Mutex<HashMap<String, String>>,
+    signing_key: EncodingKey,
+    pub(crate) verifying_key: DecodingKey,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Configure an [`IdentityServer`] before it starts.
+pub struct IdentityServerBuilder {
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+    clients: Vec<Client>,
+}
+
+impl IdentityServerBuilder {
+    /// Read time from `clock` (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Start with these settings.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Register another client.
+    pub fn client(mut self, client: Client) -> Self {
+        self.clients.push(client);
+        self
+    }
+
+    /// Bind `127.0.0.1:0` and serve.
+    pub async fn start(self) -> IdentityServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let mut clients: HashMap<String, Client> = [
+            Client::confidential(Client::CONFIDENTIAL_ID, Client::CONFIDENTIAL_SECRET),
+            Client::public(Client::PUBLIC_ID),
+            Client::private_key_jwt(Client::PRIVATE_KEY_JWT_ID, CLIENT_PUBLIC_KEY_PEM),
+        ]
+        .into_iter()
+        .map(|c| (c.id.clone(), c))
+        .collect();
+        for c in self.clients {
+            clients.insert(c.id.clone(), c);
+        }
+        let state = Arc::new(IdpState {
+            clock: self.clock,
+            issuer: format!("http://{addr}"),
+            settings: Mutex::new(self.settings),
+            clients: Mutex::new(clients),
+            refresh_tokens: Mutex::default(),
+            revoked_families: Mutex::default(),
+            devices: Mutex::default(),
+            seen_jti: Mutex::default(),
+            opaque: Mutex::default(),
+            faults: Mutex::default(),
+            serial: AtomicU64::new(1),
+            token_requests: AtomicUsize::new(0),
+            tokens_issued: AtomicUsize::new(0),
+            discovery_requests: AtomicUsize::new(0),
+            grants: Mutex::default(),
+            auth_methods: Mutex::default(),
+            last_form: Mutex::default(),
+            signing_key: EncodingKey::from_rsa_pem(IDP_PRIVATE_KEY_PEM.as_bytes()).expect("test key"),
+            verifying_key: DecodingKey::from_rsa_pem(IDP_PUBLIC_KEY_PEM.as_bytes()).expect("test key"),
+        });
+        let router = Router::new()
+            .route("/.well-known/openid-configuration", get(openid_discovery))
+            .route("/.well-known/oauth-authorization-server", get(discovery))
+            .route("/jwks", get(jwks))
+            .route("/token", post(token))
+            .route("/device_authorization", post(device_authorization))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        IdentityServer { addr, state, task }
+    }
+}
+
+/// An identity provider on a loopback port; it stops when dropped.
+pub struct IdentityServer {
+    addr: SocketAddr,
+    pub(crate) state: Arc<IdpState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for IdentityServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl IdentityServer {
+    /// Start with the default settings and clients.
+    pub async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    /// Configure before starting.
+    pub fn builder() -> IdentityServerBuilder {
+        IdentityServerBuilder {
+            clock: Arc::new(SystemClock),
+            settings: Settings::default(),
+            clients: Vec::new(),
+        }
+    }
+
+    /// The issuer URL, `http://127.0.0.1:PORT`.
+    pub fn issuer(&self) -> String {
+        self.state.issuer.clone()
+    }
+
+    /// The token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.state.issuer)
+    }
+
+    /// The JWKS endpoint.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/jwks", self.state.issuer)
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Change settings while running.
+    pub fn update(&self, change: impl FnOnce(&mut Settings)) {
+        change(&mut lock(&self.state.settings));
+    }
+
+    /// Answer the next token requests with `fault` (queued after earlier faults).
+    pub fn inject(&self, fault: Fault) {
+        lock(&self.state.faults).push_back(fault);
+    }
+
+    /// Drop every queued fault.
+    pub fn clear_faults(&self) {
+        lock(&self.state.faults).clear();
+    }
+
+    /// Token endpoint requests received (including failed ones).
+    pub fn token_requests(&self) -> usize {
+        self.state.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Access tokens issued.
+    pub fn tokens_issued(&self) -> usize {
+        self.state.tokens_issued.load(Ordering::SeqCst)
+    }
+
+    /// Discovery documents served.
+    pub fn discovery_requests(&self) -> usize {
+        self.state.discovery_requests.load(Ordering::SeqCst)
+    }
+
+    /// Token requests by `grant_type`.
+    pub fn grant_count(&self, grant_type: &str) -> usize {
+        lock(&self.state.grants).get(grant_type).copied().unwrap_or(0)
+    }
+
+    /// The client-authentication method of each token request, in order
+    /// (`client_secret_basic`, `client_secret_post`, `private_key_jwt`, `none`).
+    pub fn auth_methods(&self) -> Vec<String> {
+        lock(&self.state.auth_methods).clone()
+    }
+
+    /// The form parameters of the last token request, without secrets
+    /// (`client_secret`, `client_assertion`, `assertion`, `refresh_token`, `subject_token`,
+    /// `device_code` are replaced by `<present>`).
+    pub fn last_form(&self) -> HashMap<String, String> {
+        lock(&self.state.last_form).clone()
+    }
+
+    /// Approve the device authorization with this user code. Returns whether it existed.
+    pub fn approve_device(&self, user_code: &str) -> bool {
+        let mut devices = lock(&self.state.devices);
+        let found = devices.values_mut().find(|d| d.user_code == user_code);
+        found.map(|d| d.approved = true).is_some()
+    }
+
+    /// Deny the device authorization with this user code.
+    pub fn deny_device(&self, user_code: &str) -> bool {
+        let mut devices = lock(&self.state.devices);
+        let found = devices.values_mut().find(|d| d.user_code == user_code);
+        found.map(|d| d.denied = true).is_some()
+    }
+
+    /// Revoke every refresh token issued so far.
+    pub fn revoke_all_refresh_tokens(&self) {
+        let families: Vec<u64> = lock(&self.state.refresh_tokens)
+            .values()
+            .map(|r| r.family)
+            .collect();
+        lock(&self.state.revoked_families).extend(families);
+    }
+
+    /// Issue a refresh token for `client_id` directly (as if a user had logged in earlier).
+    pub fn issue_refresh_token(&self, client_id: &str, scope: Option<&str>) -> String {
+        self.state
+            .new_refresh_token(client_id, client_id, scope.map(str::to_owned), None)
+    }
+
+    /// Sign a JWT access token for `subject` with the server's key, as the token endpoint would.
+    pub fn mint_access_token(&self, subject: &str, lifetime: Duration) -> String {
+        self.state
+            .jwt_access_token(subject, subject, None, None, lifetime)
+    }
+}
+
+impl IdpState {
+    fn next_serial(&self) -> u64 {
+        self.serial.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn now_secs(&self) -> u64 {
+        secs(self.clock.now())
+    }
+
+    fn new_refresh_token(
+        &self,
+        client_id: &str,
+        subject: &str,
+        scope: Option<String>,
+        family: Option<u64>,
+    ) -> String {
+        let n = self.next_serial();
+        let token = format!("rt-{n}-{}", random_hex());
+        lock(&self.refresh_tokens).insert(
+            token.clone(),
+            RefreshRecord {
+                client_id: client_id.to_owned(),
+                subject: subject.to_owned(),
+                scope,
+                family: family.unwrap_or(n),
+                used: false,
+            },
+        );
+        token
+    }
+
+    fn jwt_access_token(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: Option<&str>,
+        audience: Option<&str>,
+        lifetime: Duration,
+    ) -> String {
+        let now = self.now_secs();
+        // `exp` is whole seconds: round up, so that the token lives at least `expires_in`.
+        let exp = secs(self.clock.now() + lifetime) + 1;
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(KEY_ID.into());
+        let claims = json!({
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience.unwrap_or("testkit-api"),
+            "client_id": client_id,
+            "scope": scope,
+            "iat": now,
+            "nbf": now,
+            "exp": exp,
+            "jti": format!("at-{}", self.next_serial()),
+        });
+        jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign with the test key")
+    }
+
+    /// Whether `token` is a valid access token issued here, and its subject.
+    pub(crate) fn check_access_token(&self, token: &str) -> Result<String, &'static str> {
+        if let Some((exp, sub)) = lock(&self.opaque).get(token) {
+            return if self.clock.now() < *exp {
+                Ok(sub.clone())
+            } else {
+                Err("the access token expired")
+            };
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false; // checked against the server's clock below
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
+        let data = jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation)
+            .map_err(|_| "the access token is not one this server issued")?;
+        let exp = data.claims["exp"].as_u64().ok_or("the access token has no exp")?;
+        if self.now_secs() >= exp {
+            return Err("the access token expired");
+        }
+        Ok(data.claims["sub"].as_str().unwrap_or_default().to_owned())
+    }
+
+    fn issue(
+        &self,
+        client_id: &str,
+        subject: &str,
+        scope: Option<String>,
+        audience: Option<&str>,
+        refresh: Option<String>,
+    ) -> Value {
+        let settings = lock(&self.settings).clone();
+        let access = if settings.jwt_access_tokens {
+            self.jwt_access_token(
+                subject,
+                client_id,
+                scope.as_deref(),
+                audience,
+                settings.token_lifetime,
+            )
+        } else {
+            let t = format!("opaque-{}-{}", self.next_serial(), random_hex());
+            lock(&self.opaque).insert(
+                t.clone(),
+                (self.clock.now() + settings.token_lifetime, subject.to_owned()),
+            );
+            t
+        };
+        self.tokens_issued.fetch_add(1, Ordering::SeqCst);
+        let mut body = json!({"access_token": access, "token_type": "Bearer"});
+        if settings.send_expires_in {
+            body["expires_in"] = json!(settings.token_lifetime.as_secs());
+        }
+        if let Some(s) = scope {
+            body["scope"] = json!(s);
+        }
+        if let Some(r) = refresh {
+            body["refresh_token"] = json!(r);
+        }
+        body
+    }
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    format!("{:016x}", h.finish())
+}
+
+type Form = HashMap<String, String>;
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+fn ok_json(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+async fn openid_discovery(state: State<Arc<IdpState>>) -> Response {
+    if !lock(&state.settings).openid_discovery {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    discovery(state).await
+}
+
+async fn discovery(State(s): State<Arc<IdpState>>) -> Response {
+    s.discovery_requests.fetch_add(1, Ordering::SeqCst);
+    let i = &s.issuer;
+    axum::Json(json!({
+        "issuer": i,
+        "token_endpoint": format!("{i}/token"),
+        "jwks_uri": format!("{i}/jwks"),
+        "device_authorization_endpoint": format!("{i}/device_authorization"),
+        "grant_types_supported": [GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, GRANT_DEVICE_CODE],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+    }))
+    .into_response()
+}
+
+async fn jwks(State(s): State<Arc<IdpState>>) -> Response {
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&s.signing_key, Algorithm::RS256)
+        .expect("jwk from the test key");
+    jwk.common.key_id = Some(KEY_ID.into());
+    axum::Json(json!({ "keys": [jwk] })).into_response()
+}
+
+fn parse_form(body: &[u8]) -> Form {
+    // serde_urlencoded via axum would reject unusual bodies; parse leniently and let the
+    // handlers answer invalid_request for what is missing.
+    let text = String::from_utf8_lossy(body);
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect()
+}
+
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi * 16 + lo);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// RFC 6749 section 2.3: which client is this, and did it prove it?
+#[allow(clippy::result_large_err)] // a test server: the error is the finished HTTP answer
+fn authenticate(s: &IdpState, headers: &HeaderMap, form: &Form) -> Result<(Client, &'static str), Response> {
+    let invalid = |why: &str| {
+        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", why);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"testkit\""),
+        );
+        r
+    };
+    let clients = lock(&s.clients);
+    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let encoded = auth
+            .strip_prefix("Basic ")
+            .ok_or_else(|| invalid("unsupported Authorization scheme"))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| invalid("Basic credentials are not base64"))?;
+        let decoded = String::from_utf8(decoded).map_err(|_| invalid("Basic credentials are not UTF-8"))?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| invalid("Basic credentials without ':'"))?;
+        // RFC 6749 section 2.3.1: both parts are form-urlencoded before base64.
+        let (id, secret) = (form_decode(id), form_decode(secret));
+        let client = clients.get(&id).ok_or_else(|| invalid("unknown client"))?;
+        if client.secret.as_deref() != Some(secret.as_str()) {
+            return Err(invalid("client authentication failed"));
+        }
+        return Ok((client.clone(), "client_secret_basic"));
+    }
+    if form.get("client_assertion_type").map(String::as_str) == Some(ASSERTION_TYPE_JWT) {
+        let assertion = form
+            .get("client_assertion")
+            .ok_or_else(|| invalid("client_assertion missing"))?;
+        let unverified = jsonwebtoken::dangerous::insecure_decode::<Value>(assertion)
+            .map_err(|_| invalid("client_assertion is not a JWT"))?;
+        let iss = unverified.claims["iss"].as_str().unwrap_or_default().to_owned();
+        let client = clients.get(&iss).ok_or_else(|| invalid("unknown client"))?;
+        let pem = client
+            .public_key_pem
+            .as_ref()
+            .ok_or_else(|| invalid("client has no registered key"))?;
+        let key = DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| invalid("bad registered key"))?;
+        let claims = verify_assertion(
+            s,
+            assertion,
+            &key,
+            &[s.issuer.clone(), format!("{}/token", s.issuer)],
+        )
+        .map_err(invalid)?;
+        if claims["sub"].as_str() != Some(client.id.as_str()) {
+            return Err(invalid("client_assertion sub must be the client_id"));
+        }
+        if form.get("client_id").is_some_and(|id| id != &client.id) {
+            return Err(invalid("client_id does not match the assertion"));
+        }
+        return Ok((client.clone(), "private_key_jwt"));
+    }
+    let id = form
+        .get("client_id")
+        .ok_or_else(|| invalid("no client authentication"))?;
+    let client = clients.get(id).ok_or_else(|| invalid("unknown client"))?;
+    match (&client.secret, form.get("client_secret")) {
+        (Some(expected), Some(given)) if expected == given => Ok((client.clone(), "client_secret_post")),
+        (Some(_), _) => Err(invalid("client authentication failed")),
+        (None, Some(_)) => Err(invalid("public clients have no secret")),
+        (None, None) if client.public_key_pem.is_some() => {
+            Err(invalid("this client must use private_key_jwt"))
+        }
+        (None, None) => Ok((client.clone(), "none")),
+    }
+}
+
+/// Verify a JWT assertion signed by `key`: audience, expiry, single use of `jti`.
+fn verify_assertion(
+    s: &IdpState,
+    jwt: &str,
+    key: &DecodingKey,
+    audiences: &[String],
+) -> Result<Value, &'static str> {
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.algorithms = vec![
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+    ];
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    let data = jsonwebtoken::decode::<Value>(jwt, key, &validation)
+        .map_err(|_| "assertion signature or format is invalid")?;
+    let c = data.claims;
+    let aud_ok = match &c["aud"] {
+        Value::String(a) => audiences.contains(a),
+        Value::Array(list) => list
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| audiences.iter().any(|x| x == a))),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err("assertion audience is not this server");
+    }
+    if c["exp"].as_u64().is_none_or(|exp| exp <= s.now_secs()) {
+        return Err("assertion expired");
+    }
+    if let Some(jti) = c["jti"].as_str() {
+        if !lock(&s.seen_jti).insert(jti.to_owned()) {
+            return Err("assertion jti was used before");
+        }
+    }
+    Ok(c)
+}
+
+async fn token(State(s): State<Arc<IdpState>>, headers: HeaderMap, body: Bytes) -> Response {
+    s.token_requests.fetch_add(1, Ordering::SeqCst);
+    let delay = lock(&s.settings).token_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let fault = {
+        let mut faults = lock(&s.faults);
+        let fault = faults.front_mut().map(|f| {
+            f.count -= 1;
+            f.clone()
+        });
+        if faults.front().is_some_and(|f| f.count == 0) {
+            faults.pop_front();
+        }
+        fault
+    };
+    if let Some(f) = fault {
+        tokio::time::sleep(f.delay).await;
+        let mut r = (
+            StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            f.body,
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(f.content_type));
+        if let Some(ra) = f.retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            r.headers_mut().insert(header::RETRY_AFTER, ra);
+        }
+        for (name, value) in f.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                r.headers_mut().insert(name, v);
+            }
+        }
+        return r;
+    }
+
+    let form = parse_form(&body);
+    {
+        let redacted = form
+            .iter()
+            .map(|(k, v)| {
+                let secret = [
+                    "client_secret",
+                    "client_assertion",
+                    "assertion",
+                    "refresh_token",
+                    "subject_token",
+                    "device_code",
+                ];
+                (
+                    k.clone(),
+                    if secret.contains(&k.as_str()) {
+                        "<present>".to_owned()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect();
+        *lock(&s.last_form) = redacted;
+    }
+    let grant = form.get("grant_type").cloned().unwrap_or_default();
+    *lock(&s.grants).entry(grant.clone()).or_default() += 1;
+
+    let (client, method) = match authenticate(&s, &headers, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    lock(&s.auth_methods).push(method.to_owned());
+    let scope = form.get("scope").cloned();
+    let audience = form.get("audience").map(String::as_str);
+
+    match grant.as_str() {
+        GRANT_CLIENT_CREDENTIALS => {
+            if method == "none" {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "unauthorized_client",
+                    "public clients cannot use client credentials",
+                );
+            }
+            let refresh = lock(&s.settings)
+                .refresh_token_for_client_credentials
+                .then(|| s.new_refresh_token(&client.id, &client.id, scope.clone(), None));
+            ok_json(s.issue(&client.id, &client.id, scope, audience, refresh))
+        }
+        GRANT_REFRESH_TOKEN => refresh_grant(&s, &client, &form),
+        GRANT_JWT_BEARER => {
+            let Some(assertion) = form.get("assertion") else {
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "assertion missing");
+            };
+            let key = DecodingKey::from_rsa_pem(CLIENT_PUBLIC_KEY_PEM.as_bytes()).expect("test key");
+            match verify_assertion(
+                &s,
+                assertion,
+                &key,
+                &[s.issuer.clone(), format!("{}/token", s.issuer)],
+            ) {
+                Ok(claims) => {
+                    let sub = claims["sub"].as_str().unwrap_or_default().to_owned();
+                    ok_json(s.issue(&client.id, &sub, scope, audience, None))
+                }
+                Err(why) => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why),
+            }
+        }
+        GRANT_TOKEN_EXCHANGE => {
+            let (Some(subject), Some(subject_type)) =
+                (form.get("subject_token"), form.get("subject_token_type"))
+            else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "subject_token and subject_token_type are required",
+                );
+            };
+            if subject_type != TOKEN_TYPE_ACCESS {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "unsupported subject_token_type",
+                );
+            }
+            match s.check_access_token(subject) {
+                Ok(sub) => {
+                    let mut body = s.issue(&client.id, &sub, scope, audience, None);
+                    body["issued_token_type"] = json!(TOKEN_TYPE_ACCESS);
+                    ok_json(body)
+                }
+                Err(why) => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why),
+            }
+        }
+        GRANT_DEVICE_CODE => device_grant(&s, &client, &form),
+        "" => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type missing"),
+        _ => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "this grant type is not supported",
+        ),
+    }
+}
+
+fn refresh_grant(s: &IdpState, client: &Client, form: &Form) -> Response {
+    let Some(presented) = form.get("refresh_token") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refresh_token missing",
+        );
+    };
+    let rotate = lock(&s.settings).rotate_refresh_tokens;
+    let (subject, scope, family) = {
+        let mut tokens = lock(&s.refresh_tokens);
+        let Some(record) = tokens.get_mut(presented) else {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
+        };
+        if record.client_id != client.id {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "refresh token was issued to another client",
+            );
+        }
+        if lock(&s.revoked_families).contains(&record.family) {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "refresh token revoked");
+        }
+        if record.used {
+            // Reuse of a rotated refresh token: revoke the whole family (OAuth 2.0 Security BCP).
+            lock(&s.revoked_families).insert(record.family);
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "refresh token reuse detected; the token family is revoked",
+            );
+        }
+        if rotate {
+            record.used = true;
+        }
+        (record.subject.clone(), record.scope.clone(), record.family)
+    };
+    let scope = form.get("scope").cloned().or(scope);
+    let new_refresh = rotate.then(|| s.new_refresh_token(&client.id, &subject, scope.clone(), Some(family)));
+    ok_json(s.issue(
+        &client.id,
+        &subject,
+        scope,
+        form.get("audience").map(String::as_str),
+        new_refresh,
+    ))
+}
+
+fn device_grant(s: &IdpState, client: &Client, form: &Form) -> Response {
+    let Some(code) = form.get("device_code") else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "device_code missing");
+    };
+    let slow_down_once = lock(&s.settings).device_slow_down_once;
+    let scope = {
+        let mut devices = lock(&s.devices);
+        let Some(d) = devices.get_mut(code) else {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "expired_token",
+                "unknown or expired device code",
+            );
+        };
+        if d.client_id != client.id {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "device code was issued to another client",
+            );
+        }
+        d.polls += 1;
+        if slow_down_once && d.polls == 1 {
+            return oauth_error(StatusCode::BAD_REQUEST, "slow_down", "polling too fast");
+        }
+        if d.denied {
+            devices.remove(code);
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "access_denied",
+                "the user denied the request",
+            );
+        }
+        if !d.approved {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "authorization_pending",
+                "waiting for the user",
+            );
+        }
+        let scope = d.scope.clone();
+        devices.remove(code);
+        scope
+    };
+    let subject = format!("user-of-{}", client.id);
+    let refresh = s.new_refresh_token(&client.id, &subject, scope.clone(), None);
+    ok_json(s.issue(&client.id, &subject, scope, None, Some(refresh)))
+}
+
+async fn device_authorization(State(s): State<Arc<IdpState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = parse_form(&body);
+    let (client, _) = match authenticate(&s, &headers, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let settings = lock(&s.settings).clone();
+    let n = s.next_serial();
+    let device_code = format!("dc-{n}-{}", random_hex());
+    let user_code = format!("WXYZ-{:04}", n % 10_000);
+    lock(&s.devices).insert(
+        device_code.clone(),
+        DeviceRecord {
+            client_id: client.id.clone(),
+            user_code: user_code.clone(),
+            scope: form.get("scope").cloned(),
+            approved: settings.auto_approve_devices,
+            denied: false,
+            polls: 0,
+        },
+    );
+    let verification_uri = format!("{}/device", s.issuer);
+    ok_json(json!({
+        "device_code": device_code,
+        "user_code": user_code,
+        "verification_uri": verification_uri,
+        "verification_uri_complete": format!("{verification_uri}?user_code={user_code}"),
+        "expires_in": 600,
+        "interval": settings.device_interval_secs,
+    }))
+}

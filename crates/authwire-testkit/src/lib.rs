@@ -1,0 +1,36 @@
+//! Test support for authwire (not published).
+//!
+//! - [`IdentityServer`]: an OAuth 2.0 / OpenID Connect identity provider on a loopback port, with
+//!   discovery, JWKS, a token endpoint for every grant and client-authentication method the
+//!   OAuth2 provider speaks, refresh-token rotation with reuse detection, the device
+//!   authorization grant, fault injection and request counters.
+//! - [`ResourceServer`]: a protected API on its own loopback port that checks bearer tokens and
+//!   answers 401 with `WWW-Authenticate: Bearer error="invalid_token"` when they are expired or
+//!   wrong.
+//!
+//! Both read time through an [`authwire::Clock`], so tests can drive them with a
+//! [`authwire::ManualClock`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let idp = authwire_testkit::IdentityServer::start().await;
+//! assert!(idp.issuer().starts_with("http://127.0.0.1:"));
+//! assert_eq!(idp.token_url(), format!("{}/token", idp.issuer()));
+//! # }
+//! ```
+
+mod idp;
+mod resource;
+
+pub use idp::{Client, Fault, IdentityServer, IdentityServerBuilder, Settings};
+pub use resource::ResourceServer;
+
+/// The identity server's RSA signing key (PKCS#8 PEM). A test key: never use it elsewhere.
+pub const IDP_PRIVATE_KEY_PEM: &str = include_str!("keys/idp.key.pem");
+/// The identity server's public key (SPKI PEM), also published at its JWKS endpoint.
+pub const IDP_PUBLIC_KEY_PEM: &str = include_str!("keys/idp.pub.pem");
+/// The private key of the test client registered for `private_key_jwt` and JWT bearer
+/// assertions ([`Client::PRIVATE_KEY_JWT_ID`]). A test key: never use it elsewhere.
+pub const CLIENT_PRIVATE_KEY_PEM: &str = include_str!("keys/client.key.pem");
+/// The public key of that client, registered with the identity server.
+pub const CLIENT_PUBLIC_KEY_PEM: &str = include_str!("keys/client.pub.pem");

@@ -1,0 +1,170 @@
+//! The protected resource: an API that accepts only valid bearer tokens from the identity server.
+
+use crate::IdentityServer;
+use crate::idp::IdpState;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+struct ResourceState {
+    idp: Arc<IdpState>,
+    requests: AtomicUsize,
+    unauthorized: AtomicUsize,
+    forced_401s: AtomicUsize,
+    always_401: std::sync::atomic::AtomicBool,
+    authorization_seen: Mutex<Vec<Option<String>>>,
+    bodies_seen: Mutex<Vec<Vec<u8>>>,
+}
+
+/// A protected API on its own loopback port. Every path answers `200` with a small JSON body
+/// (`{"ok": true, "sub": ..., "path": ..., "method": ...}`) for a valid bearer token from the
+/// identity server, and `401` with `WWW-Authenticate: Bearer error="invalid_token"` otherwise.
+/// Stops when dropped.
+pub struct ResourceServer {
+    addr: SocketAddr,
+    state: Arc<ResourceState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ResourceServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ResourceServer {
+    /// Serve on `127.0.0.1:0`, trusting tokens of `idp`.
+    pub async fn start(idp: &IdentityServer) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let state = Arc::new(ResourceState {
+            idp: idp.state.clone(),
+            requests: AtomicUsize::new(0),
+            unauthorized: AtomicUsize::new(0),
+            forced_401s: AtomicUsize::new(0),
+            always_401: Default::default(),
+            authorization_seen: Mutex::default(),
+            bodies_seen: Mutex::default(),
+        });
+        let router = Router::new().fallback(handle).with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { addr, state, task }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered 401.
+    pub fn unauthorized(&self) -> usize {
+        self.state.unauthorized.load(Ordering::SeqCst)
+    }
+
+    /// Answer the next `n` requests 401 whatever their token (as after a revocation).
+    pub fn reject_next(&self, n: usize) {
+        self.state.forced_401s.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Answer every request 401 (`true`) or check tokens again (`false`).
+    pub fn always_reject(&self, on: bool) {
+        self.state.always_401.store(on, Ordering::SeqCst);
+    }
+
+    /// The `Authorization` header of every request received, in order.
+    pub fn authorization_seen(&self) -> Vec<Option<String>> {
+        self.state
+            .authorization_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The body of every request received, in order.
+    pub fn bodies_seen(&self) -> Vec<Vec<u8>> {
+        self.state
+            .bodies_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn unauthorized(state: &ResourceState, description: &str) -> Response {
+    state.unauthorized.fetch_add(1, Ordering::SeqCst);
+    let challenge =
+        format!("Bearer realm=\"testkit\", error=\"invalid_token\", error_description=\"{description}\"");
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": "invalid_token"})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Response {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    state
+        .authorization_seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(authorization.clone());
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    state
+        .bodies_seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(body.to_vec());
+
+    if state.always_401.load(Ordering::SeqCst) {
+        return unauthorized(&state, "rejected by test");
+    }
+    let forced = state
+        .forced_401s
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if forced {
+        return unauthorized(&state, "token revoked");
+    }
+    let Some(token) = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")) else {
+        let mut r = unauthorized(&state, "no bearer token");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"testkit\""),
+        );
+        return r;
+    };
+    match state.idp.check_access_token(token) {
+        Ok(sub) => axum::Json(json!({
+            "ok": true,
+            "sub": sub,
+            "path": parts.uri.path(),
+            "method": parts.method.as_str(),
+        }))
+        .into_response(),
+        Err(why) => unauthorized(&state, why),
+    }
+}
