@@ -130,18 +130,18 @@ pub fn parse_error(status: u16, retry_after: Option<&str>, body: &[u8], now: Sys
         Some(d) => e.with_retry_after(d),
         None => e,
     };
-    if let Ok(object) = json_object(body) {
-        if let Some(Value::String(code)) = object.get("error") {
-            let description = object
-                .get("error_description")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let mut e = ProviderError::rejected(Some(status), code.clone(), description);
-            if let Some(uri) = object.get("error_uri").and_then(Value::as_str) {
-                e = e.with_error_uri(uri);
-            }
-            return with_retry(e);
+    if let Ok(object) = json_object(body)
+        && let Some(Value::String(code)) = object.get("error")
+    {
+        let description = object
+            .get("error_description")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut e = ProviderError::rejected(Some(status), code.clone(), description);
+        if let Some(uri) = object.get("error_uri").and_then(Value::as_str) {
+            e = e.with_error_uri(uri);
         }
+        return with_retry(e);
     }
     let transient = status == 408 || status == 429 || status >= 500;
     if transient {

@@ -769,10 +769,10 @@ fn verify_assertion(
     if c["exp"].as_u64().is_none_or(|exp| exp <= s.now_secs()) {
         return Err("assertion expired");
     }
-    if let Some(jti) = c["jti"].as_str() {
-        if !lock(&s.seen_jti).insert(jti.to_owned()) {
-            return Err("assertion jti was used before");
-        }
+    if let Some(jti) = c["jti"].as_str()
+        && !lock(&s.seen_jti).insert(jti.to_owned())
+    {
+        return Err("assertion jti was used before");
     }
     Ok(c)
 }

@@ -8,7 +8,9 @@
 //!   answers 401 with `WWW-Authenticate: Bearer error="invalid_token"` when they are expired or
 //!   wrong.
 //!
-//! Both read time through an [`authwire::Clock`], so tests can drive them with a
+//! - [`conformance::store_conformance`]: the behaviour every `TokenStore` must have.
+//!
+//! The servers read time through an [`authwire::Clock`], so tests can drive them with a
 //! [`authwire::ManualClock`].
 //!
 //! ```
@@ -19,9 +21,12 @@
 //! # }
 //! ```
 
+pub mod conformance;
+mod doubles;
 mod idp;
 mod resource;
 
+pub use doubles::SequenceProvider;
 pub use idp::{Client, Fault, IdentityServer, IdentityServerBuilder, Settings};
 pub use resource::ResourceServer;
 

@@ -253,10 +253,10 @@ impl Authorizer {
                 Counters::bump(&self.inner.shared.counters.joined_flights);
                 (flight.rx.clone(), None)
             } else {
-                if let (Some(not_before), Some(error)) = (control.retry_not_before, &control.last_error) {
-                    if now < not_before {
-                        return Err(error.clone());
-                    }
+                if let (Some(not_before), Some(error)) = (control.retry_not_before, &control.last_error)
+                    && now < not_before
+                {
+                    return Err(error.clone());
                 }
                 Inner::start_flight(&self.inner, &mut control, Trigger::NoValidToken)
             }
@@ -366,11 +366,11 @@ impl Inner {
         if control.flight.is_some() {
             return;
         }
-        if let Some(not_before) = control.retry_not_before {
-            if now < not_before {
-                this.gate.store(nanos_since_epoch(not_before), Ordering::Release);
-                return;
-            }
+        if let Some(not_before) = control.retry_not_before
+            && now < not_before
+        {
+            this.gate.store(nanos_since_epoch(not_before), Ordering::Release);
+            return;
         }
         if tokio::runtime::Handle::try_current().is_err() {
             // No runtime to run it on: the refresh happens when the token expires.
@@ -566,14 +566,16 @@ impl Shared {
             let ours = held.as_ref().is_some_and(|h| h.same_access_token(stored));
             let now = self.clock.now();
             let unexpired = stored.expires_at().is_none_or(|exp| exp > now);
-            if !rejected && !ours && unexpired && newer_than(stored, held.as_deref()) {
-                if let Ok(entry) = self.prepare(stored.clone(), now) {
-                    if entry.check_expiry(now) != Freshness::Expired {
-                        Counters::bump(&self.counters.store_hits);
-                        debug!(cache_key = %self.key, "refresh found a valid token in the store");
-                        return Outcome::Ready(entry);
-                    }
-                }
+            if !rejected
+                && !ours
+                && unexpired
+                && newer_than(stored, held.as_deref())
+                && let Ok(entry) = self.prepare(stored.clone(), now)
+                && entry.check_expiry(now) != Freshness::Expired
+            {
+                Counters::bump(&self.counters.store_hits);
+                debug!(cache_key = %self.key, "refresh found a valid token in the store");
+                return Outcome::Ready(entry);
             }
         }
 
@@ -602,10 +604,10 @@ impl Shared {
             token = token.with_issued_at(now);
         }
         // RFC 6749 section 6: a new refresh token replaces the old one; none means keep the old.
-        if token.refresh_token().is_none() {
-            if let Some(rt) = current.as_deref().and_then(Token::refresh_token) {
-                token.set_refresh_token(Some(rt.clone()));
-            }
+        if token.refresh_token().is_none()
+            && let Some(rt) = current.as_deref().and_then(Token::refresh_token)
+        {
+            token.set_refresh_token(Some(rt.clone()));
         }
         let token = Arc::new(token);
         // Steps 3 and 4, once for this token.

@@ -77,10 +77,10 @@ impl Schedule {
     /// Step 1: check expiry.
     #[inline]
     pub(crate) fn check(&self, now: SystemTime) -> Freshness {
-        if let Some(until) = self.usable_until {
-            if now >= until {
-                return Freshness::Expired;
-            }
+        if let Some(until) = self.usable_until
+            && now >= until
+        {
+            return Freshness::Expired;
         }
         match self.refresh_at {
             Some(at) if now >= at => Freshness::RefreshDue,
@@ -121,10 +121,10 @@ pub(crate) fn schedule(
         Duration::ZERO
     };
     let mut refresh_at = (expires_at - window + jitter).min(usable_until);
-    if let Some(hint) = token.refresh_at() {
-        if hint >= received_at {
-            refresh_at = refresh_at.min(hint);
-        }
+    if let Some(hint) = token.refresh_at()
+        && hint >= received_at
+    {
+        refresh_at = refresh_at.min(hint);
     }
     Schedule {
         refresh_at: Some(refresh_at),

@@ -1,0 +1,341 @@
+//! A file-backed [`TokenStore`] for authwire: tokens survive restarts and are shared by the
+//! processes of one user.
+//!
+//! ```
+//! use authwire::{CacheKey, Token, TokenStore};
+//! use authwire_file::FileStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), authwire::StoreError> {
+//! # let dir = std::env::temp_dir().join(format!("authwire-file-doc-{}", std::process::id()));
+//! let store = FileStore::new(&dir)?;           // created 0700 if missing
+//! let key = CacheKey::new("https://idp.example|cli");
+//! store.save(&key, &Token::new("t").with_refresh_token("r")).await?;
+//! assert!(store.load(&key).await?.is_some());
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **One file per cache key**, named `<readable prefix>-<SHA-256 of the key>.json`, holding the
+//!   token as [`authwire::store::encode`] writes it (format version 1, refresh token included).
+//! - **Atomic writes**: the token is written to a temporary file in the same folder, flushed to
+//!   disk (`fsync`), then renamed over the old file, and the folder is flushed. A reader sees the
+//!   old token or the new one, never a torn file, even if the writer crashes.
+//! - **Writers take turns**: an advisory lock on `.authwire.lock` in the folder serialises writers,
+//!   across processes too.
+//! - **Private**: on Unix the folder is created `0700` and files `0600`; a folder or file that
+//!   group or others can access is refused with an error that says how to fix it.
+//! - **Corruption is an error, not a panic**: an unreadable file is [`StoreError::Corrupt`]
+//!   naming the file (the authorizer then fetches a new token, which overwrites it).
+
+use authwire::{CacheKey, StoreError, Token, TokenStore, async_trait};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The largest token file read; larger files are reported as corrupt.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+const LOCK_FILE: &str = ".authwire.lock";
+
+/// Tokens in files under one folder. Cheap to clone.
+#[derive(Clone)]
+pub struct FileStore {
+    dir: Arc<PathBuf>,
+}
+
+/// What went wrong with the store's files; the source of [`StoreError::Backend`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FileStoreError {
+    /// Group or others can access the folder or a file.
+    Permissions {
+        /// The path.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// The mode it should have.
+        expected: u32,
+    },
+    /// The path exists but is not a folder.
+    NotADirectory(PathBuf),
+    /// An I/O operation failed.
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for FileStoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileStoreError::Permissions { path, mode, expected } => write!(
+                f,
+                "refusing to use {}: its mode {mode:o} lets other users access tokens; run `chmod {expected:o} {}`",
+                path.display(),
+                path.display()
+            ),
+            FileStoreError::NotADirectory(p) => write!(f, "{} exists and is not a folder", p.display()),
+            FileStoreError::Io { op, path, source } => {
+                write!(f, "could not {op} {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for FileStoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FileStoreError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| {
+        StoreError::new(FileStoreError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+impl FileStore {
+    /// A store in `dir`, created (mode `0700`) if missing. Fails if `dir` is not a folder or if
+    /// group or others can access it.
+    pub fn new(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        match fs::metadata(&dir) {
+            Ok(m) if !m.is_dir() => return Err(StoreError::new(FileStoreError::NotADirectory(dir))),
+            Ok(m) => check_private(&dir, &m, 0o700)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_private_dir(&dir)?,
+            Err(e) => return Err(io_error("inspect", &dir)(e)),
+        }
+        Ok(Self { dir: Arc::new(dir) })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file that holds `key`'s token.
+    pub fn path_for(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(file_name(key))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Path) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || f(&dir))
+            .await
+            .map_err(|e| StoreError::new(format!("file store task failed: {e}")))?
+    }
+}
+
+/// `<prefix>-<sha256>.json`: the prefix keeps file names readable, the hash keeps them unique
+/// and safe whatever the key holds (`/`, `..`, unicode, 1 KB).
+fn file_name(key: &CacheKey) -> String {
+    let digest = Sha256::digest(key.as_str().as_bytes());
+    let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let prefix: String = key
+        .as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{prefix}-{hash}.json")
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error("create", dir))
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(dir).map_err(io_error("create", dir))
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path, meta: &fs::Metadata, expected: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(StoreError::new(FileStoreError::Permissions {
+            path: path.to_owned(),
+            mode,
+            expected,
+        }));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_: &Path, _: &fs::Metadata, _: u32) -> Result<(), StoreError> {
+    Ok(())
+}
+
+fn private_file_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o
+}
+
+/// Hold the folder's writer lock while `f` runs.
+fn with_lock<T>(dir: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let lock = private_file_options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error("open the lock file", &path))?;
+    lock.lock().map_err(io_error("lock", &path))?;
+    let result = f();
+    drop(lock); // closing the file releases the lock
+    result
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("flush", dir))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn load_file(path: &Path) -> Result<Option<Token>, StoreError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("open", path)(e)),
+    };
+    let meta = file.metadata().map_err(io_error("inspect", path))?;
+    check_private(path, &meta, 0o600)?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(StoreError::corrupt(
+            path.display().to_string(),
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    let mut bytes = authwire::secrecy::zeroize::Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error("read", path))?;
+    authwire::store::decode(&bytes)
+        .map(Some)
+        .map_err(|e| StoreError::corrupt(path.display().to_string(), e.to_string()))
+}
+
+fn save_file(dir: &Path, path: &Path, token: &Token) -> Result<(), StoreError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let bytes = authwire::store::encode(token);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("token");
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    with_lock(dir, || {
+        let written = (|| {
+            let mut file = private_file_options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io_error("create", &tmp))?;
+            file.write_all(&bytes).map_err(io_error("write", &tmp))?;
+            file.sync_all().map_err(io_error("flush", &tmp))?;
+            fs::rename(&tmp, path).map_err(io_error("replace", path))?;
+            sync_dir(dir)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    })
+}
+
+fn delete_file(dir: &Path, path: &Path) -> Result<(), StoreError> {
+    with_lock(dir, || match fs::remove_file(path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("delete", path)(e)),
+    })
+}
+
+#[async_trait]
+impl TokenStore for FileStore {
+    async fn load(&self, key: &CacheKey) -> Result<Option<Token>, StoreError> {
+        let path = self.path_for(key);
+        self.blocking(move |_| load_file(&path)).await
+    }
+
+    async fn save(&self, key: &CacheKey, token: &Token) -> Result<(), StoreError> {
+        let path = self.path_for(key);
+        let token = token.clone();
+        self.blocking(move |dir| save_file(dir, &path, &token)).await
+    }
+
+    async fn delete(&self, key: &CacheKey) -> Result<(), StoreError> {
+        let path = self.path_for(key);
+        self.blocking(move |dir| delete_file(dir, &path)).await
+    }
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore").field("dir", &self.dir).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_safe_readable_and_distinct() {
+        let a = file_name(&CacheKey::new("https://idp/token|client|a/b"));
+        let b = file_name(&CacheKey::new("https://idp/token|client|a_b"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("https___idp_token_client_a_b-"), "{a}");
+        let long = file_name(&CacheKey::new("x".repeat(5000)));
+        assert!(long.len() < 120, "{}", long.len());
+        let dots = file_name(&CacheKey::new("../../etc/passwd"));
+        assert!(!dots.contains('/') && !dots.starts_with('.'), "{dots}");
+    }
+}
+
+/// docs/stores.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/stores.md")]
+pub struct StoresGuide;
