@@ -16,6 +16,7 @@ struct ResourceState {
     requests: AtomicUsize,
     unauthorized: AtomicUsize,
     forced_401s: AtomicUsize,
+    bare_401s: AtomicUsize,
     always_401: std::sync::atomic::AtomicBool,
     authorization_seen: Mutex<Vec<Option<String>>>,
     bodies_seen: Mutex<Vec<Vec<u8>>>,
@@ -49,6 +50,7 @@ impl ResourceServer {
             requests: AtomicUsize::new(0),
             unauthorized: AtomicUsize::new(0),
             forced_401s: AtomicUsize::new(0),
+            bare_401s: AtomicUsize::new(0),
             always_401: Default::default(),
             authorization_seen: Mutex::default(),
             bodies_seen: Mutex::default(),
@@ -78,6 +80,12 @@ impl ResourceServer {
     /// Answer the next `n` requests 401 whatever their token (as after a revocation).
     pub fn reject_next(&self, n: usize) {
         self.state.forced_401s.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Answer the next `n` requests 401 with a bare `Bearer realm="testkit"` challenge, which
+    /// does not say whether the token is to blame.
+    pub fn reject_next_without_reason(&self, n: usize) {
+        self.state.bare_401s.fetch_add(n, Ordering::SeqCst);
     }
 
     /// Answer every request 401 (`true`) or check tokens again (`false`).
@@ -141,6 +149,18 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
 
     if state.always_401.load(Ordering::SeqCst) {
         return unauthorized(&state, "rejected by test");
+    }
+    let bare = state
+        .bare_401s
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if bare {
+        let mut r = unauthorized(&state, "");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"testkit\""),
+        );
+        return r;
     }
     let forced = state
         .forced_401s

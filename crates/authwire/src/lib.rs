@@ -62,6 +62,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authorizer;
+pub mod challenge;
 mod clock;
 pub mod error;
 mod metrics;
@@ -85,11 +86,6 @@ pub use policy::{
 pub use provider::IdentityProvider;
 pub use store::TokenStore;
 pub use token::{CacheKey, Token, TokenType};
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;
 
 /// The `http` crate, whose `HeaderMap`, `HeaderValue` and `Request` this API uses.
 pub use http;

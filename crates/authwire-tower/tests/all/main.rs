@@ -1,0 +1,110 @@
+//! The layer around a real hyper client, against the testkit's servers over loopback.
+
+use authwire::{AuthError, Authorizer};
+use authwire_oauth2::OAuth2Provider;
+use authwire_testkit::{Client, IdentityServer, ResourceServer};
+use authwire_tower::{AuthLayer, BoxError};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use tower_layer::Layer;
+use tower_service::Service;
+
+async fn servers(secret: &str) -> (IdentityServer, ResourceServer, Authorizer) {
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    let provider = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::CONFIDENTIAL_ID)
+        .client_secret(secret)
+        .build()
+        .unwrap();
+    (idp, api, Authorizer::new(provider))
+}
+
+fn hyper_client() -> HyperClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    HyperClient::builder(TokioExecutor::new()).build_http()
+}
+
+async fn send<S>(service: &mut S, request: http::Request<Full<Bytes>>) -> Result<(u16, String), BoxError>
+where
+    S: Service<
+            http::Request<Full<Bytes>>,
+            Response = http::Response<hyper::body::Incoming>,
+            Error = BoxError,
+        >,
+{
+    std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+    let response = service.call(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn get(url: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(url).body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test]
+async fn a_hyper_client_through_the_layer_gets_in() {
+    let (idp, api, authorizer) = servers(Client::CONFIDENTIAL_SECRET).await;
+    let mut service = AuthLayer::new(authorizer).layer(hyper_client());
+    for _ in 0..3 {
+        let (status, body) = send(&mut service, get(&format!("{}/v1/things", api.url())))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""ok":true"#), "{body}");
+    }
+    assert_eq!(idp.tokens_issued(), 1, "the token is cached across requests");
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_forgotten_so_the_next_request_refreshes() {
+    let (idp, api, authorizer) = servers(Client::CONFIDENTIAL_SECRET).await;
+    let mut service = AuthLayer::new(authorizer.clone()).layer(hyper_client());
+    send(&mut service, get(&api.url())).await.unwrap();
+    api.reject_next(1);
+    let (status, _) = send(&mut service, get(&api.url())).await.unwrap();
+    assert_eq!(status, 401, "no retry in the default mode");
+    assert_eq!(authorizer.metrics().invalidations, 1);
+    let (status, _) = send(&mut service, get(&api.url())).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(idp.tokens_issued(), 2);
+}
+
+#[tokio::test]
+async fn retry_once_replays_a_rejected_request_with_a_fresh_token() {
+    let (idp, api, authorizer) = servers(Client::CONFIDENTIAL_SECRET).await;
+    let mut service = AuthLayer::new(authorizer).retry_once().layer(hyper_client());
+    send(&mut service, get(&api.url())).await.unwrap();
+    api.reject_next(1);
+    let post = http::Request::post(api.url())
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
+    let (status, _) = send(&mut service, post).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(api.requests(), 3);
+    assert_eq!(idp.tokens_issued(), 2);
+    assert_eq!(api.bodies_seen()[2], b"payload");
+
+    api.always_reject(true);
+    let (status, _) = send(&mut service, get(&api.url())).await.unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(
+        api.requests(),
+        5,
+        "exactly one retry against a server that always says 401"
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_the_request_is_not_sent_and_the_error_is_typed() {
+    let (_idp, api, authorizer) = servers("wrong").await;
+    let mut service = AuthLayer::new(authorizer).layer(hyper_client());
+    let e = send(&mut service, get(&api.url())).await.unwrap_err();
+    let auth = authwire_tower::auth_error(&e).expect("an AuthError");
+    assert!(matches!(auth, AuthError::Refresh(_)));
+    assert_eq!(api.requests(), 0);
+}
