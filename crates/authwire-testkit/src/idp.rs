@@ -224,6 +224,7 @@ pub(crate) struct IdpState {
     token_requests: AtomicUsize,
     tokens_issued: AtomicUsize,
     discovery_requests: AtomicUsize,
+    jwks_requests: AtomicUsize,
     grants: Mutex<HashMap<String, usize>>,
     auth_methods: Mutex<Vec<String>>,
     last_form: Mutex<HashMap<String, String>>,
@@ -293,6 +294,7 @@ impl IdentityServerBuilder {
             token_requests: AtomicUsize::new(0),
             tokens_issued: AtomicUsize::new(0),
             discovery_requests: AtomicUsize::new(0),
+            jwks_requests: AtomicUsize::new(0),
             grants: Mutex::default(),
             auth_methods: Mutex::default(),
             last_form: Mutex::default(),
@@ -389,6 +391,11 @@ impl IdentityServer {
     /// Discovery documents served.
     pub fn discovery_requests(&self) -> usize {
         self.state.discovery_requests.load(Ordering::SeqCst)
+    }
+
+    /// JWKS documents served.
+    pub fn jwks_requests(&self) -> usize {
+        self.state.jwks_requests.load(Ordering::SeqCst)
     }
 
     /// Token requests by `grant_type`.
@@ -619,6 +626,7 @@ async fn discovery(State(s): State<Arc<IdpState>>) -> Response {
 }
 
 async fn jwks(State(s): State<Arc<IdpState>>) -> Response {
+    s.jwks_requests.fetch_add(1, Ordering::SeqCst);
     let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&s.signing_key, Algorithm::RS256)
         .expect("jwk from the test key");
     jwk.common.key_id = Some(KEY_ID.into());

@@ -1,0 +1,320 @@
+//! Signature verification against a JWKS (feature `verify`).
+
+use crate::inspect::{Claims, JwtError, MAX_TOKEN_BYTES};
+use authwire::{Clock, SystemClock};
+use base64::Engine as _;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::Mutex;
+
+/// The JWKS is fetched again for an unknown `kid` at most this often.
+pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// The largest JWKS document read.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// Verifies JWTs: signature against a JWKS, algorithm allow-list, `exp`/`nbf` against the
+/// [`Clock`], and `iss`/`aud` when configured. Cheap to clone.
+///
+/// The allow-list defaults to the asymmetric algorithms (RS256/384/512, PS256/384/512,
+/// ES256/384, EdDSA): `none` is never accepted, and HMAC algorithms only when listed, so a
+/// public key can never be used as an HMAC secret (the "HS/RS confusion").
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Source,
+    keys: Mutex<Cache>,
+    algorithms: Vec<Algorithm>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    min_refresh: Duration,
+    leeway: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+enum Source {
+    Url { url: String, http: reqwest::Client },
+    Fixed,
+}
+
+struct Cache {
+    set: JwkSet,
+    fetched_at: Option<SystemTime>,
+}
+
+/// Configures a [`Verifier`].
+pub struct VerifierBuilder {
+    jwks_url: Option<String>,
+    jwks: Option<JwkSet>,
+    algorithms: Vec<Algorithm>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    min_refresh: Duration,
+    leeway: Duration,
+    clock: Arc<dyn Clock>,
+    http: Option<reqwest::Client>,
+}
+
+impl Verifier {
+    /// Configure a verifier.
+    pub fn builder() -> VerifierBuilder {
+        VerifierBuilder {
+            jwks_url: None,
+            jwks: None,
+            algorithms: vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+                Algorithm::ES256,
+                Algorithm::ES384,
+                Algorithm::EdDSA,
+            ],
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            min_refresh: DEFAULT_MIN_REFRESH_INTERVAL,
+            leeway: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
+            http: None,
+        }
+    }
+
+    /// Verify `token` and return its claims.
+    pub async fn verify(&self, token: &str) -> Result<Claims, JwtError> {
+        let token = token.trim();
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(JwtError::TooLarge { size: token.len() });
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| fail(format!("bad header: {e}")))?;
+        if !self.inner.algorithms.contains(&header.alg) {
+            return Err(fail(format!("algorithm {:?} is not allowed", header.alg)));
+        }
+        let key = self.key_for(header.kid.as_deref()).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.validate_exp = false; // checked below against the Clock
+        validation.validate_nbf = false;
+        validation.set_required_spec_claims::<&str>(&[]);
+        if self.inner.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.inner.audiences);
+        }
+        if !self.inner.issuers.is_empty() {
+            validation.set_issuer(&self.inner.issuers);
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+            .map_err(|e| fail(format!("{:?}", e.kind())))?;
+        let header_map = header_object(token)?;
+        let claims = Claims::from_parts(header_map, data.claims)?;
+        let now = self.inner.clock.now();
+        if let Some(exp) = claims.expires_at()
+            && now >= exp + self.inner.leeway
+        {
+            return Err(fail("the token has expired".into()));
+        }
+        if let Some(nbf) = claims.not_before()
+            && now + self.inner.leeway < nbf
+        {
+            return Err(fail("the token is not valid yet (nbf)".into()));
+        }
+        Ok(claims)
+    }
+
+    /// The key for `kid`; an unknown `kid` refreshes the JWKS, at most once per
+    /// `min_refresh_interval`.
+    async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, JwtError> {
+        let mut cache = self.inner.keys.lock().await;
+        if let Some(key) = find(&cache.set, kid)? {
+            return Ok(key);
+        }
+        let Source::Url { url, http } = &self.inner.source else {
+            return Err(fail(format!("no key with kid {kid:?}")));
+        };
+        let now = self.inner.clock.now();
+        let recently = cache
+            .fetched_at
+            .is_some_and(|at| now.duration_since(at).unwrap_or_default() < self.inner.min_refresh);
+        if recently {
+            return Err(fail(format!(
+                "no key with kid {kid:?} (the JWKS was fetched less than {:?} ago)",
+                self.inner.min_refresh
+            )));
+        }
+        cache.set = fetch_jwks(http, url).await?;
+        cache.fetched_at = Some(now);
+        find(&cache.set, kid)?.ok_or_else(|| fail(format!("no key with kid {kid:?} in the JWKS at {url}")))
+    }
+}
+
+fn fail(reason: String) -> JwtError {
+    JwtError::Verification { reason }
+}
+
+fn find(set: &JwkSet, kid: Option<&str>) -> Result<Option<DecodingKey>, JwtError> {
+    let jwk = match kid {
+        Some(kid) => set.find(kid),
+        // Without a kid, only an unambiguous set will do.
+        None if set.keys.len() == 1 => set.keys.first(),
+        None => None,
+    };
+    jwk.map(|k| DecodingKey::from_jwk(k).map_err(|e| fail(format!("unusable key in the JWKS: {e}"))))
+        .transpose()
+}
+
+fn header_object(token: &str) -> Result<Map<String, Value>, JwtError> {
+    let first = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(first.trim_end_matches('='))
+        .map_err(|_| JwtError::Base64 { part: "header" })?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(JwtError::NotJson { part: "header" }),
+    }
+}
+
+async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<JwkSet, JwtError> {
+    let mut response = http
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| fail(format!("could not fetch the JWKS from {url}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(fail(format!(
+            "the JWKS at {url} answered HTTP {}",
+            response.status().as_u16()
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| fail(format!("reading the JWKS: {e}")))?
+    {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(fail(format!(
+                "the JWKS at {url} is larger than {MAX_JWKS_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| fail(format!("the JWKS at {url} is not a JWK set: {e}")))
+}
+
+impl VerifierBuilder {
+    /// Fetch keys from this JWKS URL (on first use, and again for an unknown `kid`).
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.jwks_url = Some(url.into());
+        self
+    }
+
+    /// Use these keys (a JWK set, as JSON).
+    pub fn jwks_json(mut self, json: &str) -> Result<Self, JwtError> {
+        let set: JwkSet = serde_json::from_str(json).map_err(|e| fail(format!("not a JWK set: {e}")))?;
+        self.jwks = Some(set);
+        Ok(self)
+    }
+
+    /// Accept only these algorithms.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Require `iss` to be this issuer (repeatable: any of them).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuers.push(issuer.into());
+        self
+    }
+
+    /// Require `aud` to contain this audience (repeatable: any of them).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Fetch the JWKS again for an unknown `kid` at most this often
+    /// (default [`DEFAULT_MIN_REFRESH_INTERVAL`], 60 s).
+    pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
+        self.min_refresh = interval;
+        self
+    }
+
+    /// Tolerate this much clock skew on `exp` and `nbf` (default 30 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Read time from `clock`.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Fetch the JWKS with this client.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Build; needs a JWKS URL or keys, and at least one algorithm.
+    pub fn build(self) -> Result<Verifier, JwtError> {
+        if self.algorithms.is_empty() {
+            return Err(fail("no algorithm is allowed".into()));
+        }
+        let (source, set) = match (self.jwks_url, self.jwks) {
+            (Some(url), None) => {
+                let http = match self.http {
+                    Some(h) => h,
+                    None => reqwest::Client::builder()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .build()
+                        .map_err(|e| fail(format!("HTTP client: {e}")))?,
+                };
+                (Source::Url { url, http }, JwkSet { keys: Vec::new() })
+            }
+            (None, Some(set)) => (Source::Fixed, set),
+            _ => return Err(fail("give either a JWKS URL or keys".into())),
+        };
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                source,
+                keys: Mutex::new(Cache {
+                    set,
+                    fetched_at: None,
+                }),
+                algorithms: self.algorithms,
+                issuers: self.issuers,
+                audiences: self.audiences,
+                min_refresh: self.min_refresh,
+                leeway: self.leeway,
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.inner.source {
+            Source::Url { url, .. } => url.as_str(),
+            Source::Fixed => "fixed keys",
+        };
+        f.debug_struct("Verifier")
+            .field("source", &source)
+            .field("algorithms", &self.inner.algorithms)
+            .field("issuers", &self.inner.issuers)
+            .field("audiences", &self.inner.audiences)
+            .finish()
+    }
+}
