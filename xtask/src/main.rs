@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("demo") => demo(),
         Some("help" | "--help" | "-h") | None => {
             usage();
             Ok(())
@@ -35,6 +36,7 @@ fn usage() {
     println!(
         "usage: cargo xtask <task>\n\n\
          tasks:\n  \
+         demo            the pipeline at work against a loopback identity provider (under a minute)\n  \
          ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)"
     );
@@ -114,6 +116,33 @@ fn ci() -> Result<(), String> {
 
     println!("ci: all steps passed in {:.1?}", started.elapsed());
     Ok(())
+}
+
+fn demo() -> Result<(), String> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "authwire-cli",
+        "--bin",
+        "authwire",
+        "--example",
+        "demo",
+    ]);
+    step("build the demo and the authwire binary", build)?;
+    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let demo = target.join("debug/examples/demo");
+    let cli = target.join("debug/authwire");
+    let status = Command::new(&demo)
+        .env("AUTHWIRE_DEMO_CLI", &cli)
+        .status()
+        .map_err(|e| format!("could not start {}: {e}", demo.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the demo failed ({status})"))
+    }
 }
 
 fn bench(args: &[String]) -> Result<(), String> {

@@ -205,6 +205,37 @@ impl Authorizer {
         true
     }
 
+    /// Step 1 as an observation: where the cached token stands now. Starts nothing (unlike the
+    /// calls that hand out a token, which start a refresh when one is due).
+    ///
+    /// ```
+    /// # use authwire::{Authorizer, TokenState};
+    /// # fn show(authorizer: &Authorizer) {
+    /// match authorizer.state() {
+    ///     TokenState::Missing => println!("no token yet"),
+    ///     TokenState::Fresh { expires_in } => println!("valid, expires in {expires_in:?}"),
+    ///     TokenState::RefreshDue { .. } => println!("valid, refresh due"),
+    ///     TokenState::Expired => println!("expired"),
+    ///     _ => println!("a state added after this was written"),
+    /// }
+    /// # }
+    /// ```
+    pub fn state(&self) -> TokenState {
+        let Some(entry) = self.inner.current.load_full() else {
+            return TokenState::Missing;
+        };
+        let now = self.inner.shared.clock.now();
+        let expires_in = entry
+            .token
+            .expires_at()
+            .map(|e| e.duration_since(now).unwrap_or_default());
+        match entry.check_expiry(now) {
+            Freshness::Fresh => TokenState::Fresh { expires_in },
+            Freshness::RefreshDue => TokenState::RefreshDue { expires_in },
+            Freshness::Expired => TokenState::Expired,
+        }
+    }
+
     /// The counters of this authorizer (shared by its clones).
     pub fn metrics(&self) -> Metrics {
         self.inner.shared.counters.snapshot()
@@ -266,6 +297,26 @@ impl Authorizer {
         }
         wait_for(rx).await
     }
+}
+
+/// Where an authorizer's cached token stands (see [`Authorizer::state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenState {
+    /// No token is cached.
+    Missing,
+    /// A token is cached and used as is. `expires_in` is `None` for tokens without a known expiry.
+    Fresh {
+        /// Time left before `expires_at`.
+        expires_in: Option<Duration>,
+    },
+    /// A token is cached and used, and a background refresh is due.
+    RefreshDue {
+        /// Time left before `expires_at`.
+        expires_in: Option<Duration>,
+    },
+    /// The cached token is no longer used: the next call refreshes first.
+    Expired,
 }
 
 /// The future of [`Authorizer::authorization_header`]: the cached path on its first poll, and
@@ -456,14 +507,21 @@ impl Inner {
                 control.last_error = Some(error.clone());
                 self.degraded.store(true, Ordering::Relaxed);
                 self.gate.store(nanos_since_epoch(not_before), Ordering::Release);
+                // Log the cause itself (the provider's or the store's error), not the wrapper
+                // that callers get.
+                let cause: &dyn std::fmt::Display = match &error {
+                    AuthError::Refresh(e) => e,
+                    AuthError::Store(e) => e,
+                    other => other,
+                };
                 match self.current.load_full() {
                     Some(entry) if entry.check_expiry(now) != Freshness::Expired => {
-                        warn!(cache_key = %shared.key, error = %error, retry_in = ?delay,
+                        warn!(cache_key = %shared.key, error = %cause, retry_in = ?delay,
                             "token refresh failed; serving the still-valid token meanwhile");
                         Ok(entry)
                     }
                     _ => {
-                        warn!(cache_key = %shared.key, error = %error, retry_in = ?delay,
+                        warn!(cache_key = %shared.key, error = %cause, retry_in = ?delay,
                             "token refresh failed and no valid token is held");
                         Err(error)
                     }

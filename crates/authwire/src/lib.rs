@@ -73,7 +73,7 @@ pub mod store;
 mod token;
 
 pub use async_trait::async_trait;
-pub use authorizer::{AuthorizationHeader, Authorize, Authorizer, AuthorizerBuilder};
+pub use authorizer::{AuthorizationHeader, Authorize, Authorizer, AuthorizerBuilder, TokenState};
 #[cfg(any(test, feature = "test-util"))]
 pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};

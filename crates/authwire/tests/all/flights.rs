@@ -68,6 +68,38 @@ async fn inside_the_refresh_window_callers_get_the_old_token_at_once_while_one_r
 }
 
 #[tokio::test]
+async fn state_reports_step_one_without_starting_anything() {
+    use authwire::TokenState;
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(clock.clone())
+        .jitter(false)
+        .build();
+    assert_eq!(auth.state(), TokenState::Missing);
+    auth.authorization_header().await.unwrap();
+    assert_eq!(
+        auth.state(),
+        TokenState::Fresh {
+            expires_in: Some(HOUR)
+        }
+    );
+    clock.advance(HOUR - Duration::from_secs(100));
+    assert_eq!(
+        auth.state(),
+        TokenState::RefreshDue {
+            expires_in: Some(Duration::from_secs(100))
+        }
+    );
+    clock.advance(Duration::from_secs(80));
+    assert_eq!(auth.state(), TokenState::Expired);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(provider.calls(), 1, "state() started no refresh");
+}
+
+#[tokio::test]
 async fn a_caller_dropping_its_future_does_not_cancel_the_flight_for_others() {
     let provider = Scripted::gated([ok(token(1, t0(), HOUR))]);
     let auth = Authorizer::builder(provider.clone())

@@ -1,0 +1,283 @@
+//! Where the CLI's credentials come from: flags, a profile in the config file, the environment.
+//! The client secret never comes from argv (other users can read it there).
+
+use crate::{CliError, Credentials};
+use authwire::{Authorizer, TokenStore};
+use authwire_file::FileStore;
+use authwire_keyring::KeyringStore;
+use authwire_oauth2::{ClientAuthMethod, Grant, OAuth2Provider, PrivateKey};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The environment variable that holds the client secret.
+pub(crate) const SECRET_ENV: &str = "AUTHWIRE_CLIENT_SECRET";
+
+/// `$XDG_CONFIG_HOME/authwire/config.toml`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    profiles: BTreeMap<String, Profile>,
+}
+
+/// One `[profiles.NAME]` table; every field is optional and a flag overrides it.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    issuer: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    scope: Vec<String>,
+    audience: Option<String>,
+    #[serde(default)]
+    resource: Vec<String>,
+    auth_method: Option<String>,
+    private_key_file: Option<PathBuf>,
+    cache: Option<String>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+}
+
+/// Which token cache to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CacheKind {
+    /// The OS keyring.
+    Keyring,
+    /// A 0600 file under `$XDG_CACHE_HOME/authwire/`.
+    File,
+    /// No cache: fetch every time.
+    None,
+}
+
+/// How the client authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AuthMethod {
+    /// `client_secret_basic`.
+    Basic,
+    /// `client_secret_post`.
+    Post,
+    /// `private_key_jwt` (with `--private-key-file`).
+    PrivateKeyJwt,
+    /// A public client.
+    None,
+}
+
+/// A token cache and how to name it to the user.
+pub(crate) type Cache = (Arc<dyn TokenStore>, String);
+
+/// The resolved configuration.
+pub(crate) struct Settings {
+    pub(crate) provider: OAuth2Provider,
+    pub(crate) store: Option<Cache>,
+    pub(crate) allow_insecure_http: bool,
+    pub(crate) endpoint: String,
+}
+
+pub(crate) fn config_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("authwire"))
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("authwire"))
+}
+
+fn load_profile(name: &str) -> Result<Profile, CliError> {
+    let path = config_dir()
+        .ok_or_else(|| CliError::config("cannot find the config folder: set XDG_CONFIG_HOME or HOME"))?
+        .join("config.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| CliError::config(format!("profile {name:?} needs {}: {e}", path.display())))?;
+    let file: ConfigFile = toml::from_str(&text)
+        .map_err(|e| CliError::config(format!("{} is not valid: {}", path.display(), e.message())))?;
+    let known: Vec<&str> = file.profiles.keys().map(String::as_str).collect();
+    file.profiles.get(name).cloned().ok_or_else(|| {
+        CliError::config(format!(
+            "no profile {name:?} in {} (profiles: {})",
+            path.display(),
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })
+}
+
+fn read_secret_file(path: &Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::config(format!(
+            "cannot read the client secret file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+pub(crate) fn resolve(c: &Credentials, login: bool) -> Result<Settings, CliError> {
+    let profile = match &c.profile {
+        Some(name) => load_profile(name)?,
+        None => Profile::default(),
+    };
+    let issuer = c.issuer.clone().or(profile.issuer);
+    let token_url = c.token_url.clone().or(profile.token_url);
+    let client_id = c.client_id.clone().or(profile.client_id).ok_or_else(|| {
+        CliError::config("no client id: pass --client-id or use a --profile that sets client_id")
+    })?;
+    let secret = match c
+        .client_secret_file
+        .as_deref()
+        .or(profile.client_secret_file.as_deref())
+    {
+        Some(path) => Some(read_secret_file(path)?),
+        None => std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty()),
+    };
+    let auth_method = match (c.auth_method, profile.auth_method.as_deref()) {
+        (Some(m), _) => Some(m),
+        (None, Some(name)) => Some(
+            <AuthMethod as clap::ValueEnum>::from_str(name, true).map_err(|_| {
+                CliError::config(format!(
+                    "auth_method {name:?} is not basic, post, private-key-jwt or none"
+                ))
+            })?,
+        ),
+        (None, None) => None,
+    };
+    let private_key = c.private_key_file.clone().or(profile.private_key_file);
+    let allow_insecure_http = c.allow_insecure_http || profile.allow_insecure_http;
+
+    let mut b = OAuth2Provider::builder().client_id(&client_id);
+    let endpoint = match (&issuer, &token_url) {
+        (_, Some(t)) => {
+            b = b.token_url(t);
+            t.clone()
+        }
+        (Some(i), None) => {
+            b = b.issuer(i);
+            i.clone()
+        }
+        (None, None) => {
+            return Err(CliError::config(
+                "no identity provider: pass --issuer or --token-url, or use a --profile",
+            ));
+        }
+    };
+    let confidential = secret.is_some() || private_key.is_some();
+    if let Some(s) = &secret {
+        b = b.client_secret(s);
+    }
+    match auth_method {
+        Some(AuthMethod::Basic) => b = b.auth_method(ClientAuthMethod::ClientSecretBasic),
+        Some(AuthMethod::Post) => b = b.auth_method(ClientAuthMethod::ClientSecretPost),
+        Some(AuthMethod::None) => b = b.auth_method(ClientAuthMethod::None),
+        Some(AuthMethod::PrivateKeyJwt) | None if private_key.is_some() => {
+            let path = private_key.as_deref().unwrap_or(Path::new(""));
+            let pem = std::fs::read(path).map_err(|e| {
+                CliError::config(format!("cannot read the private key {}: {e}", path.display()))
+            })?;
+            let key = PrivateKey::rsa_pem(&pem)
+                .or_else(|_| PrivateKey::ec_pem(&pem))
+                .map_err(|e| CliError::config(format!("{}: {e}", path.display())))?;
+            b = b.auth_method(ClientAuthMethod::PrivateKeyJwt { key });
+        }
+        Some(AuthMethod::PrivateKeyJwt) => {
+            return Err(CliError::config(
+                "--auth-method private-key-jwt needs --private-key-file",
+            ));
+        }
+        None => {}
+    }
+    // A client that can authenticate gets its own tokens; a public one refreshes what `login`
+    // stored, and `login` itself needs a refresh-token provider under the same cache key.
+    b = b.grant(if confidential && !login {
+        Grant::ClientCredentials
+    } else {
+        Grant::RefreshToken
+    });
+    for s in c.scope.iter().chain(&profile.scope) {
+        b = b.scope(s);
+    }
+    if let Some(a) = c.audience.clone().or(profile.audience) {
+        b = b.audience(a);
+    }
+    for r in c.resource.iter().chain(&profile.resource) {
+        b = b.resource(r);
+    }
+    if allow_insecure_http {
+        b = b.allow_insecure_http();
+    }
+    let provider = b.build().map_err(|e| CliError::config(e.to_string()))?;
+
+    let cache = match (c.cache, profile.cache.as_deref()) {
+        (Some(k), _) => Some(k),
+        (None, Some(name)) => Some(
+            <CacheKind as clap::ValueEnum>::from_str(name, true)
+                .map_err(|_| CliError::config(format!("cache {name:?} is not keyring, file or none")))?,
+        ),
+        (None, None) => None,
+    };
+    let store = open_store(cache)?;
+    Ok(Settings {
+        provider,
+        store,
+        allow_insecure_http,
+        endpoint,
+    })
+}
+
+fn file_store() -> Result<Cache, CliError> {
+    let dir = cache_dir()
+        .ok_or_else(|| CliError::config("cannot find the cache folder: set XDG_CACHE_HOME or HOME"))?
+        .join("tokens");
+    let store = FileStore::new(&dir).map_err(|e| CliError::config(authwire::error_chain(&e)))?;
+    Ok((Arc::new(store), format!("file cache {}", dir.display())))
+}
+
+fn open_store(kind: Option<CacheKind>) -> Result<Option<Cache>, CliError> {
+    match kind {
+        Some(CacheKind::None) => Ok(None),
+        Some(CacheKind::File) => file_store().map(Some),
+        Some(CacheKind::Keyring) => {
+            let store = KeyringStore::new("authwire");
+            store
+                .backend_available()
+                .map_err(|e| CliError::config(format!("{e} (or pass --cache file)")))?;
+            Ok(Some((Arc::new(store), "OS keyring".into())))
+        }
+        None => {
+            let keyring = KeyringStore::new("authwire");
+            if keyring.backend_available().is_ok() {
+                return Ok(Some((Arc::new(keyring), "OS keyring".into())));
+            }
+            let (store, description) = file_store()?;
+            // Said once: a marker in the cache folder remembers that the user was told.
+            if let Some(dir) = cache_dir() {
+                let marker = dir.join(".told-file-cache");
+                if !marker.exists() {
+                    eprintln!("authwire: no OS keyring here; caching tokens in {description} (mode 0600)");
+                    let _ = std::fs::write(marker, b"");
+                }
+            }
+            Ok(Some((store, description)))
+        }
+    }
+}
+
+/// The authorizer for these settings. With a store, a token that cannot be saved fails the
+/// command: a rotated refresh token must not be lost when the process exits.
+pub(crate) fn authorizer(s: &Settings) -> Authorizer {
+    let mut b = Authorizer::builder(s.provider.clone());
+    if let Some((store, _)) = &s.store {
+        b = b.store(store.clone()).require_store(true);
+    }
+    b.build()
+}

@@ -1,0 +1,531 @@
+//! The real `authwire` binary against the testkit's identity server and API over loopback.
+
+use authwire_testkit::{Client, Fault, IdentityServer, ResourceServer, Settings};
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// A private HOME, config and cache folder for one test.
+struct Sandbox {
+    root: PathBuf,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(0);
+        let root = std::env::temp_dir().join(format!("authwire-cli-{}-{:x}", std::process::id(), h.finish()));
+        std::fs::create_dir_all(root.join("config/authwire")).unwrap();
+        Self { root }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+struct Run<'a> {
+    sandbox: &'a Sandbox,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    stdin: Option<String>,
+}
+
+impl<'a> Run<'a> {
+    fn new(sandbox: &'a Sandbox, args: &[&str]) -> Self {
+        Self {
+            sandbox,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![("AUTHWIRE_CLIENT_SECRET", Client::CONFIDENTIAL_SECRET.into())],
+            stdin: None,
+        }
+    }
+
+    fn env(mut self, name: &'static str, value: &str) -> Self {
+        self.env.retain(|(n, _)| *n != name);
+        self.env.push((name, value.into()));
+        self
+    }
+
+    fn stdin(mut self, input: &str) -> Self {
+        self.stdin = Some(input.into());
+        self
+    }
+
+    async fn output(self) -> Out {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_authwire"));
+        cmd.args(&self.args)
+            .env_remove("AUTHWIRE_CLIENT_SECRET")
+            .env_remove("RUST_LOG")
+            .env("HOME", self.sandbox.path("home"))
+            .env("XDG_CONFIG_HOME", self.sandbox.path("config"))
+            .env("XDG_CACHE_HOME", self.sandbox.path("cache"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("run authwire");
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(input) = self.stdin {
+            stdin.write_all(input.as_bytes()).await.unwrap();
+        }
+        drop(stdin);
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("authwire finished")
+            .unwrap();
+        Out(output)
+    }
+}
+
+struct Out(Output);
+
+impl Out {
+    fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    /// The error is one line that names a cause, with no debug dump.
+    fn assert_one_line_error(&self) -> String {
+        let err = self.stderr();
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line expected:\n{err}");
+        assert!(lines[0].starts_with("authwire: "), "{err}");
+        assert!(
+            !err.contains("Rejected {") && !err.contains("Error {"),
+            "no debug dump: {err}"
+        );
+        lines[0].to_owned()
+    }
+}
+
+fn creds(idp: &IdentityServer) -> Vec<String> {
+    vec![
+        "--token-url".into(),
+        idp.token_url(),
+        "--client-id".into(),
+        Client::CONFIDENTIAL_ID.into(),
+        "--cache".into(),
+        "file".into(),
+    ]
+}
+
+fn args<'a>(cmd: &[&'a str], creds: &'a [String]) -> Vec<&'a str> {
+    cmd.iter()
+        .copied()
+        .chain(creds.iter().map(String::as_str))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_prints_the_token_alone_and_the_cache_is_reused_across_runs() {
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    let c = creds(&idp);
+    let first = Run::new(&sb, &args(&["token"], &c)).output().await;
+    assert_eq!(first.code(), 0, "{}", first.stderr());
+    let token = first.stdout();
+    assert!(token.ends_with('\n') && token.matches('\n').count() == 1);
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT");
+
+    let second = Run::new(&sb, &args(&["token"], &c)).output().await;
+    assert_eq!(second.stdout(), token, "the same cached token");
+    assert_eq!(
+        idp.tokens_issued(),
+        1,
+        "the second run made no request to the identity provider"
+    );
+    let files: Vec<_> = std::fs::read_dir(sb.path("cache/authwire/tokens"))
+        .unwrap()
+        .collect();
+    assert!(!files.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_json_and_header() {
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    let c = creds(&idp);
+    let out = Run::new(
+        &sb,
+        &args(&["token", "--json", "--scope", "a b", "--scope", "c"], &c),
+    )
+    .output()
+    .await;
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let v: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["access_token", "expires_at", "scope", "token_type"]);
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["scope"], "a b c");
+    assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
+
+    let header = Run::new(&sb, &args(&["header", "--scope", "a b c"], &c))
+        .output()
+        .await;
+    assert_eq!(
+        header.stdout(),
+        format!("Authorization: Bearer {}\n", v["access_token"].as_str().unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_sends_the_request_with_the_header_and_reports_http_errors() {
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    let sb = Sandbox::new();
+    let c = creds(&idp);
+    let url = format!("{}/v1/things", api.url());
+    let out = Run::new(&sb, &args(&["curl", &url], &c)).output().await;
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(out.stdout().contains(r#""ok":true"#), "{}", out.stdout());
+
+    let out = Run::new(
+        &sb,
+        &args(
+            &[
+                "curl",
+                "-i",
+                "-X",
+                "PUT",
+                "-H",
+                "X-Trace: 42",
+                "-d",
+                "name=x",
+                &url,
+            ],
+            &c,
+        ),
+    )
+    .output()
+    .await;
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(out.stdout().starts_with("HTTP/1.1 200 OK\n"), "{}", out.stdout());
+    assert!(out.stdout().contains(r#""method":"PUT""#));
+    assert_eq!(api.bodies_seen().last().unwrap(), b"name=x");
+
+    // A revoked token: one refresh, one retry, success.
+    api.reject_next(1);
+    let out = Run::new(&sb, &args(&["curl", &url], &c)).output().await;
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+
+    api.always_reject(true);
+    let out = Run::new(&sb, &args(&["curl", &url], &c)).output().await;
+    assert_eq!(out.code(), 22, "an HTTP error exits 22, as curl -f");
+    assert!(out.stderr().contains("401"), "{}", out.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_with_the_device_flow_then_token_then_logout() {
+    let idp = IdentityServer::builder()
+        .settings(Settings {
+            auto_approve_devices: true,
+            ..Settings::default()
+        })
+        .start()
+        .await;
+    let sb = Sandbox::new();
+    let public = [
+        "--issuer".to_string(),
+        idp.issuer(),
+        "--client-id".into(),
+        Client::PUBLIC_ID.into(),
+        "--cache".into(),
+        "file".into(),
+    ];
+    let before = Run::new(&sb, &args(&["token"], &public))
+        .env("AUTHWIRE_CLIENT_SECRET", "")
+        .output()
+        .await;
+    assert_eq!(before.code(), 3);
+    assert!(before.assert_one_line_error().contains("run `authwire login`"));
+
+    let login = Run::new(&sb, &args(&["login"], &public))
+        .env("AUTHWIRE_CLIENT_SECRET", "")
+        .output()
+        .await;
+    assert_eq!(login.code(), 0, "{}", login.stderr());
+    assert!(
+        login.stderr().contains("enter the code WXYZ-"),
+        "{}",
+        login.stderr()
+    );
+    assert!(login.stderr().contains("with a refresh token"));
+
+    let token = Run::new(&sb, &args(&["token"], &public))
+        .env("AUTHWIRE_CLIENT_SECRET", "")
+        .output()
+        .await;
+    assert_eq!(token.code(), 0, "{}", token.stderr());
+    assert!(idp.grant_count("refresh_token") <= 1);
+
+    let logout = Run::new(&sb, &args(&["logout"], &public))
+        .env("AUTHWIRE_CLIENT_SECRET", "")
+        .output()
+        .await;
+    assert_eq!(logout.code(), 0, "{}", logout.stderr());
+    let after = Run::new(&sb, &args(&["token"], &public))
+        .env("AUTHWIRE_CLIENT_SECRET", "")
+        .output()
+        .await;
+    assert_eq!(after.code(), 3, "logged out: {}", after.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_shows_claims_and_expiry_in_human_time() {
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    let token = idp.mint_access_token("svc-9", Duration::from_secs(252));
+    for out in [
+        Run::new(&sb, &["inspect", &token]).output().await,
+        Run::new(&sb, &["inspect", "-"]).stdin(&token).output().await,
+    ] {
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        let text = out.stdout();
+        assert!(text.contains(r#""sub": "svc-9""#), "{text}");
+        assert!(text.contains(r#""alg": "RS256""#), "{text}");
+        assert!(
+            text.contains("expires in 4m1") || text.contains("expires in 4m0"),
+            "{text}"
+        );
+        assert!(!text.contains(&token), "the token itself is not printed");
+    }
+    let out = Run::new(&sb, &["inspect", "not-a-jwt"]).output().await;
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.assert_one_line_error()
+            .contains("expected 3 dot-separated segments")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_file_supplies_the_settings() {
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    let secret_file = sb.path("secret");
+    std::fs::write(&secret_file, format!("{}\n", Client::CONFIDENTIAL_SECRET)).unwrap();
+    std::fs::write(
+        sb.path("config/authwire/config.toml"),
+        format!(
+            "[profiles.dev]\ntoken_url = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\nscope = [\"api:read\"]\ncache = \"none\"\n",
+            idp.token_url(),
+            Client::CONFIDENTIAL_ID,
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let out = Run::new(&sb, &["token", "--json", "--profile", "dev"])
+        .env("AUTHWIRE_CLIENT_SECRET", "")
+        .output()
+        .await;
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(out.stdout().contains(r#""scope":"api:read""#));
+
+    let out = Run::new(&sb, &["token", "--profile", "prod"]).output().await;
+    assert_eq!(out.code(), 1);
+    let line = out.assert_one_line_error();
+    assert!(
+        line.contains(r#"no profile "prod""#) && line.contains("profiles: dev"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gives_a_one_line_error_with_the_fix() {
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    let c = creds(&idp);
+
+    let wrong = Run::new(&sb, &args(&["token"], &c))
+        .env("AUTHWIRE_CLIENT_SECRET", "wrong-secret")
+        .output()
+        .await;
+    assert_eq!(wrong.code(), 3);
+    let line = wrong.assert_one_line_error();
+    assert!(
+        line.contains("invalid_client") && line.contains("check --client-id and AUTHWIRE_CLIENT_SECRET"),
+        "{line}"
+    );
+
+    let missing = Run::new(&sb, &["token", "--client-id", "x", "--cache", "none"])
+        .output()
+        .await;
+    assert_eq!(missing.code(), 1);
+    assert!(
+        missing
+            .assert_one_line_error()
+            .contains("pass --issuer or --token-url")
+    );
+
+    let port = {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let down = Run::new(
+        &sb,
+        &[
+            "token",
+            "--token-url",
+            &format!("http://127.0.0.1:{port}/token"),
+            "--client-id",
+            "c",
+            "--cache",
+            "none",
+        ],
+    )
+    .output()
+    .await;
+    assert_eq!(down.code(), 3);
+    let line = down.assert_one_line_error();
+    assert!(
+        line.contains("could not connect") && line.contains("is the identity provider"),
+        "{line}"
+    );
+
+    idp.inject(Fault::status(200, "<html><body>Sign in</body></html>").content_type("text/html"));
+    let html = Run::new(&sb, &args(&["token"], &c)).output().await;
+    assert_eq!(html.code(), 3);
+    assert!(html.assert_one_line_error().contains("not JSON"));
+
+    let insecure = Run::new(
+        &sb,
+        &[
+            "token",
+            "--token-url",
+            "http://idp.example/token",
+            "--client-id",
+            "c",
+        ],
+    )
+    .output()
+    .await;
+    assert_eq!(insecure.code(), 1);
+    assert!(insecure.assert_one_line_error().contains("allow_insecure_http"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_output_or_traces() {
+    let idp = IdentityServer::builder()
+        .settings(Settings {
+            refresh_token_for_client_credentials: true,
+            ..Settings::default()
+        })
+        .start()
+        .await;
+    let api = ResourceServer::start(&idp).await;
+    let sb = Sandbox::new();
+    let c = creds(&idp);
+    let header = Run::new(&sb, &args(&["header"], &c)).output().await;
+    let token = header
+        .stdout()
+        .trim()
+        .trim_start_matches("Authorization: Bearer ")
+        .to_owned();
+    let stored = std::fs::read_dir(sb.path("cache/authwire/tokens"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a cached token file");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(stored).unwrap()).unwrap();
+    let refresh = stored["refresh_token"].as_str().unwrap().to_owned();
+
+    let url = api.url();
+    for cmd in [
+        vec!["token", "-v"],
+        vec!["header", "-v"],
+        vec!["curl", "-v", "-i", url.as_str()],
+        vec!["inspect", "-v"],
+    ] {
+        let out = Run::new(&sb, &args(&cmd, &c)).output().await;
+        assert_eq!(out.code(), 0, "{cmd:?}: {}", out.stderr());
+        let (stdout, stderr) = (out.stdout(), out.stderr());
+        for secret in [Client::CONFIDENTIAL_SECRET, refresh.as_str()] {
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "{cmd:?} leaked a secret"
+            );
+        }
+        assert!(
+            !stderr.contains(&token),
+            "{cmd:?}: the -v trace shows the access token"
+        );
+        if cmd[0] != "token" && cmd[0] != "header" {
+            assert!(!stdout.contains(&token), "{cmd:?}: the access token is printed");
+        }
+        assert!(
+            stderr.contains("step 1 check")
+                && stderr.contains("step 2 refresh")
+                && stderr.contains("step 3 retrieve"),
+            "{stderr}"
+        );
+    }
+    let curl = Run::new(&sb, &args(&["curl", "-v", url.as_str()], &c))
+        .output()
+        .await;
+    assert!(
+        curl.stderr().contains("step 4 prepare") && curl.stderr().contains("step 5 update"),
+        "{}",
+        curl.stderr()
+    );
+    assert!(curl.stderr().contains("cache hit"), "{}", curl.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_cache_is_the_os_keyring() {
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    // A client id unique to this run, so that the (shared) keyring holds no earlier token.
+    let client = format!("cli-keyring-{}", std::process::id());
+    let idp = Arc::new(idp);
+    let c = [
+        "--token-url".to_string(),
+        idp.token_url(),
+        "--client-id".into(),
+        Client::CONFIDENTIAL_ID.into(),
+        "--audience".into(),
+        client,
+    ];
+    for _ in 0..2 {
+        let out = Run::new(&sb, &args(&["token", "-v"], &c)).output().await;
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        assert!(out.stderr().contains("OS keyring"), "{}", out.stderr());
+    }
+    assert_eq!(
+        idp.tokens_issued(),
+        1,
+        "the keyring cache was reused by the second process"
+    );
+    let out = Run::new(&sb, &args(&["logout"], &c)).output().await;
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert!(
+        !sb.path("cache/authwire/tokens").exists(),
+        "no file cache was used"
+    );
+}
+
+#[tokio::test]
+async fn completions_are_generated() {
+    let sb = Sandbox::new();
+    let out = Run::new(&sb, &["completions", "bash"]).output().await;
+    assert_eq!(out.code(), 0);
+    assert!(out.stdout().contains("_authwire()"), "{}", out.stdout());
+}
