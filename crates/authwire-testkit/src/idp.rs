@@ -225,6 +225,7 @@ pub(crate) struct IdpState {
     tokens_issued: AtomicUsize,
     discovery_requests: AtomicUsize,
     jwks_requests: AtomicUsize,
+    errors: Mutex<HashMap<String, usize>>,
     grants: Mutex<HashMap<String, usize>>,
     auth_methods: Mutex<Vec<String>>,
     last_form: Mutex<HashMap<String, String>>,
@@ -295,6 +296,7 @@ impl IdentityServerBuilder {
             tokens_issued: AtomicUsize::new(0),
             discovery_requests: AtomicUsize::new(0),
             jwks_requests: AtomicUsize::new(0),
+            errors: Mutex::default(),
             grants: Mutex::default(),
             auth_methods: Mutex::default(),
             last_form: Mutex::default(),
@@ -396,6 +398,11 @@ impl IdentityServer {
     /// JWKS documents served.
     pub fn jwks_requests(&self) -> usize {
         self.state.jwks_requests.load(Ordering::SeqCst)
+    }
+
+    /// Error answers of the token endpoint with this RFC 6749 `error` code (`invalid_grant`...).
+    pub fn errors(&self, code: &str) -> usize {
+        lock(&self.state.errors).get(code).copied().unwrap_or(0)
     }
 
     /// Token requests by `grant_type`.
@@ -585,13 +592,20 @@ fn random_hex() -> String {
 
 type Form = HashMap<String, String>;
 
+/// Marks an error answer with its code, for the counters (not part of the OAuth answer).
+const ERROR_CODE_HEADER: &str = "x-testkit-error";
+
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (
+    let mut r = (
         status,
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(json!({"error": error, "error_description": description})),
     )
-        .into_response()
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(error) {
+        r.headers_mut().insert(ERROR_CODE_HEADER, v);
+    }
+    r
 }
 
 fn ok_json(body: Value) -> Response {
@@ -786,6 +800,18 @@ fn verify_assertion(
 }
 
 async fn token(State(s): State<Arc<IdpState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let response = token_inner(s.clone(), headers, body).await;
+    if let Some(code) = response
+        .headers()
+        .get(ERROR_CODE_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        *lock(&s.errors).entry(code.to_owned()).or_default() += 1;
+    }
+    response
+}
+
+async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Bytes) -> Response {
     s.token_requests.fetch_add(1, Ordering::SeqCst);
     let delay = lock(&s.settings).token_delay;
     if !delay.is_zero() {

@@ -24,10 +24,12 @@
 pub mod conformance;
 mod doubles;
 mod idp;
+mod redis;
 mod resource;
 
 pub use doubles::SequenceProvider;
 pub use idp::{Client, Fault, IdentityServer, IdentityServerBuilder, Settings};
+pub use redis::RedisServer;
 pub use resource::ResourceServer;
 
 /// The identity server's RSA signing key (PKCS#8 PEM). A test key: never use it elsewhere.

@@ -21,6 +21,7 @@ use crate::clock::SharedClock;
 use crate::metrics::{Counters, Metrics};
 use crate::pipeline::{Entry, update_headers};
 use crate::policy::{self, Freshness, Timing};
+use crate::store::{LeaseGuard, RefreshLease};
 use crate::{
     AuthError, CacheKey, Clock, IdentityProvider, ProviderError, StoreError, SystemClock, Token, TokenStore,
 };
@@ -93,6 +94,7 @@ struct Shared {
     timing: Timing,
     refresh_timeout: Duration,
     store_timeout: Duration,
+    lease_ttl: Duration,
     require_store: bool,
     counters: Counters,
 }
@@ -616,32 +618,116 @@ impl Shared {
 
         // A valid token in the store that is newer than ours (another process refreshed, or
         // this is a restart) is used without a fetch.
-        if let Some(stored) = &stored {
-            let rejected = input
-                .rejected
-                .as_ref()
-                .is_some_and(|r| r.same_access_token(stored));
-            let ours = held.as_ref().is_some_and(|h| h.same_access_token(stored));
-            let now = self.clock.now();
-            let unexpired = stored.expires_at().is_none_or(|exp| exp > now);
-            if !rejected
-                && !ours
-                && unexpired
-                && newer_than(stored, held.as_deref())
-                && let Ok(entry) = self.prepare(stored.clone(), now)
-                && entry.check_expiry(now) != Freshness::Expired
-            {
-                Counters::bump(&self.counters.store_hits);
-                debug!(cache_key = %self.key, "refresh found a valid token in the store");
-                return Outcome::Ready(entry);
-            }
+        if let Some(entry) = stored.as_ref().and_then(|s| self.adoptable(s, input)) {
+            return self.adopt(entry);
         }
 
         // The provider gets the newest token we know of, for its refresh token.
-        let current = match (stored, held) {
-            (Some(s), Some(h)) => Some(if newer_than(&s, Some(&h)) { s } else { h }),
-            (s, h) => s.or(h),
+        let mut current = newest(stored, held);
+        let mut lease = None;
+        if let Some(store) = &self.store {
+            match self.coordinate(store.as_ref(), input).await {
+                Coordination::Adopt(entry) => return self.adopt(entry),
+                Coordination::Refresh {
+                    guard,
+                    newest: fresher,
+                } => {
+                    lease = guard;
+                    current = newest(fresher, current);
+                }
+            }
+        }
+        let outcome = self.fetch(current, input).await;
+        if let Some(guard) = lease {
+            guard.release().await;
+        }
+        outcome
+    }
+
+    /// A stored token to use instead of fetching: valid, newer than ours, not the one a server
+    /// rejected.
+    fn adoptable(&self, stored: &Arc<Token>, input: &FlightInput) -> Option<Arc<Entry>> {
+        let held = input.held.as_deref();
+        let rejected = input
+            .rejected
+            .as_ref()
+            .is_some_and(|r| r.same_access_token(stored));
+        let ours = held.is_some_and(|h| h.same_access_token(stored));
+        let now = self.clock.now();
+        let unexpired = stored.expires_at().is_none_or(|exp| exp > now);
+        if rejected || ours || !unexpired || !newer_than(stored, held) {
+            return None;
+        }
+        self.prepare(stored.clone(), now)
+            .ok()
+            .filter(|entry| entry.check_expiry(now) != Freshness::Expired)
+    }
+
+    fn adopt(&self, entry: Arc<Entry>) -> Outcome {
+        Counters::bump(&self.counters.store_hits);
+        debug!(cache_key = %self.key, "refresh found a valid token in the store");
+        Outcome::Ready(entry)
+    }
+
+    /// Take the store's refresh lease, or wait for the process that holds it. Falls back to
+    /// refreshing alone when the store cannot coordinate (it failed, or the lease outlived its
+    /// TTL), so that the store is never a single point of failure.
+    async fn coordinate(&self, store: &dyn TokenStore, input: &FlightInput) -> Coordination {
+        let alone = Coordination::Refresh {
+            guard: None,
+            newest: None,
         };
+        let polls = (self.lease_ttl.as_millis() / FLEET_POLL_INTERVAL.as_millis()).max(1) as u32;
+        for attempt in 0..=polls {
+            let lease = bounded(
+                input.timeouts,
+                self.store_timeout,
+                store.begin_refresh(&self.key, self.lease_ttl),
+            )
+            .await
+            .unwrap_or(Err(StoreError::timeout(self.store_timeout)));
+            match lease {
+                Ok(RefreshLease::Held(guard)) => {
+                    // Rotation safety: the newest refresh token may have been saved since the
+                    // first read; read again now that no one else refreshes.
+                    let fresher = self.load_stored(input.timeouts).await;
+                    if let Some(entry) = fresher.as_ref().and_then(|s| self.adoptable(s, input)) {
+                        guard.release().await;
+                        return Coordination::Adopt(entry);
+                    }
+                    return Coordination::Refresh {
+                        guard: Some(guard),
+                        newest: fresher,
+                    };
+                }
+                Ok(RefreshLease::HeldElsewhere) if input.timeouts && attempt < polls => {
+                    if attempt == 0 {
+                        debug!(cache_key = %self.key, "another process is refreshing; waiting for its token");
+                    }
+                    tokio::time::sleep(FLEET_POLL_INTERVAL).await;
+                    let stored = self.load_stored(input.timeouts).await;
+                    if let Some(entry) = stored.as_ref().and_then(|s| self.adoptable(s, input)) {
+                        return Coordination::Adopt(entry);
+                    }
+                }
+                Ok(RefreshLease::HeldElsewhere) => {
+                    warn!(cache_key = %self.key, lease_ttl = ?self.lease_ttl,
+                        "the refresh lease stayed taken by another process; refreshing alone");
+                    return alone;
+                }
+                Ok(_) => return alone, // Uncoordinated
+                Err(e) => {
+                    Counters::bump(&self.counters.store_errors);
+                    warn!(cache_key = %self.key, error = %e, "could not coordinate the refresh through the store; refreshing alone");
+                    return alone;
+                }
+            }
+        }
+        alone
+    }
+
+    /// Call the provider, prepare and save the new token.
+    async fn fetch(&self, current: Option<Arc<Token>>, input: &FlightInput) -> Outcome {
         Counters::bump(&self.counters.fetches);
         let fetched = match bounded(
             input.timeouts,
@@ -741,6 +827,27 @@ impl Shared {
     }
 }
 
+/// The newer of two tokens, either of which may be missing.
+fn newest(a: Option<Arc<Token>>, b: Option<Arc<Token>>) -> Option<Arc<Token>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if newer_than(&a, Some(&b)) { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+enum Coordination {
+    /// Another process refreshed: use its token.
+    Adopt(Arc<Entry>),
+    /// Refresh here, holding the lease if there is one; `newest` is a token read after taking it.
+    Refresh {
+        guard: Option<Box<dyn LeaseGuard>>,
+        newest: Option<Arc<Token>>,
+    },
+}
+
+/// How often a process waiting for another's refresh reads the store.
+const FLEET_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Whether `a` is a newer token than `b`: it expires later (a token without expiry is not newer
 /// than one with an expiry).
 fn newer_than(a: &Token, b: Option<&Token>) -> bool {
@@ -800,6 +907,7 @@ pub struct AuthorizerBuilder {
     timing: Timing,
     refresh_timeout: Duration,
     store_timeout: Duration,
+    lease_ttl: Option<Duration>,
     require_store: bool,
     cache_key: Option<CacheKey>,
 }
@@ -813,6 +921,7 @@ impl AuthorizerBuilder {
             timing: Timing::default(),
             refresh_timeout: policy::DEFAULT_REFRESH_TIMEOUT,
             store_timeout: policy::DEFAULT_STORE_TIMEOUT,
+            lease_ttl: None,
             require_store: false,
             cache_key: None,
         }
@@ -877,6 +986,14 @@ impl AuthorizerBuilder {
         self
     }
 
+    /// How long a fleet-wide refresh lease may be held (see [`TokenStore::begin_refresh`]):
+    /// the longest a process waits for another's refresh before refreshing alone. Default:
+    /// the refresh timeout plus twice the store timeout (40 s with the defaults).
+    pub fn refresh_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = Some(ttl);
+        self
+    }
+
     /// Fail the call with [`AuthError::Store`] when a new token cannot be saved, instead of
     /// serving it unsaved (default: off). For tools whose refresh token would otherwise be lost
     /// at exit; the token is kept in memory and the save is retried with the next refresh.
@@ -908,6 +1025,9 @@ impl AuthorizerBuilder {
                     timing: self.timing,
                     refresh_timeout: self.refresh_timeout,
                     store_timeout: self.store_timeout,
+                    lease_ttl: self
+                        .lease_ttl
+                        .unwrap_or(self.refresh_timeout + 2 * self.store_timeout),
                     require_store: self.require_store,
                     counters: Counters::default(),
                 }),

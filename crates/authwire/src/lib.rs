@@ -84,7 +84,7 @@ pub use policy::{
     DEFAULT_REFRESH_WINDOW, DEFAULT_STORE_TIMEOUT,
 };
 pub use provider::IdentityProvider;
-pub use store::TokenStore;
+pub use store::{LeaseGuard, RefreshLease, TokenStore};
 pub use token::{CacheKey, Token, TokenType};
 
 /// The `http` crate, whose `HeaderMap`, `HeaderValue` and `Request` this API uses.

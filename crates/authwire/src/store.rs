@@ -25,6 +25,47 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn save(&self, key: &CacheKey, token: &Token) -> Result<(), StoreError>;
     /// Remove what is stored under `key`; removing a missing key is not an error.
     async fn delete(&self, key: &CacheKey) -> Result<(), StoreError>;
+
+    /// Coordinate a refresh of `key` with other processes that share this store, so that one
+    /// of them calls the identity provider and the others use the token it saves.
+    ///
+    /// Called by the authorizer after its store read found no usable token and before it calls
+    /// the provider. `ttl` bounds how long a lease may be held: a process that dies holding it
+    /// blocks the others no longer than that. The default does no coordination, which is right
+    /// for stores that only one process uses.
+    async fn begin_refresh(&self, key: &CacheKey, ttl: Duration) -> Result<RefreshLease, StoreError> {
+        let _ = (key, ttl);
+        Ok(RefreshLease::Uncoordinated)
+    }
+}
+
+/// The answer of [`TokenStore::begin_refresh`].
+#[non_exhaustive]
+pub enum RefreshLease {
+    /// No coordination: this process refreshes on its own.
+    Uncoordinated,
+    /// This process holds the lease: it refreshes, saves the token, then releases the lease.
+    Held(Box<dyn LeaseGuard>),
+    /// Another process holds the lease: wait for the token it will save.
+    HeldElsewhere,
+}
+
+impl std::fmt::Debug for RefreshLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RefreshLease::Uncoordinated => "Uncoordinated",
+            RefreshLease::Held(_) => "Held",
+            RefreshLease::HeldElsewhere => "HeldElsewhere",
+        })
+    }
+}
+
+/// A held refresh lease. Release it when the refresh is over; one that is never released
+/// expires by itself.
+#[async_trait]
+pub trait LeaseGuard: Send + Sync {
+    /// Give the lease up, so another process may refresh.
+    async fn release(self: Box<Self>);
 }
 
 #[async_trait]
@@ -37,6 +78,9 @@ impl<S: TokenStore + ?Sized> TokenStore for Arc<S> {
     }
     async fn delete(&self, key: &CacheKey) -> Result<(), StoreError> {
         (**self).delete(key).await
+    }
+    async fn begin_refresh(&self, key: &CacheKey, ttl: Duration) -> Result<RefreshLease, StoreError> {
+        (**self).begin_refresh(key, ttl).await
     }
 }
 

@@ -172,3 +172,119 @@ async fn with_an_expired_token_and_a_down_provider_the_error_is_the_providers() 
         Some("invalid_grant")
     );
 }
+
+/// A store whose lease is held by "another process" until `release_after` polls, at which point
+/// that process's token appears in the store (or not, if `other_saves` is false).
+#[derive(Clone)]
+struct LeasedElsewhere {
+    inner: TestStore,
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+    release_after: usize,
+    other_saves: Option<authwire::Token>,
+    fail: bool,
+}
+
+#[authwire::async_trait]
+impl TokenStore for LeasedElsewhere {
+    async fn load(&self, key: &CacheKey) -> Result<Option<authwire::Token>, authwire::StoreError> {
+        self.inner.load(key).await
+    }
+    async fn save(&self, key: &CacheKey, token: &authwire::Token) -> Result<(), authwire::StoreError> {
+        self.inner.save(key, token).await
+    }
+    async fn delete(&self, key: &CacheKey) -> Result<(), authwire::StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn begin_refresh(
+        &self,
+        key: &CacheKey,
+        _ttl: Duration,
+    ) -> Result<RefreshLease, authwire::StoreError> {
+        if self.fail {
+            return Err(authwire::StoreError::new("redis is down"));
+        }
+        let n = self.polls.fetch_add(1, Ordering::SeqCst);
+        if n < self.release_after {
+            if n + 1 == self.release_after
+                && let Some(t) = &self.other_saves
+            {
+                self.inner.save(key, t).await?;
+            }
+            return Ok(RefreshLease::HeldElsewhere);
+        }
+        Ok(RefreshLease::Held(Box::new(NoopGuard)))
+    }
+}
+
+struct NoopGuard;
+
+#[authwire::async_trait]
+impl authwire::LeaseGuard for NoopGuard {
+    async fn release(self: Box<Self>) {}
+}
+
+use authwire::{CacheKey, RefreshLease, TokenStore};
+use std::sync::Arc;
+
+fn leased(release_after: usize, other_saves: Option<authwire::Token>) -> LeasedElsewhere {
+    LeasedElsewhere {
+        inner: TestStore::default(),
+        polls: Arc::default(),
+        release_after,
+        other_saves,
+        fail: false,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_another_process_refreshes_its_token_is_awaited_not_fetched_again() {
+    let store = leased(3, Some(token(9, t0(), HOUR)));
+    let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(ManualClock::new(t0()))
+        .store(store.clone())
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-9");
+    assert_eq!(provider.calls(), 0, "the other process's token was used");
+    assert_eq!(auth.metrics().store_hits, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_that_is_never_released_stops_blocking_after_its_ttl() {
+    let store = leased(usize::MAX, None);
+    let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(ManualClock::new(t0()))
+        .store(store.clone())
+        .refresh_lease_ttl(Duration::from_secs(2))
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    assert_eq!(provider.calls(), 1, "refreshed alone once the lease TTL passed");
+    assert!(store.polls.load(Ordering::SeqCst) >= 20, "it waited, polling");
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_lease_frees_without_a_token_this_process_takes_it_and_refreshes() {
+    let store = leased(2, None);
+    let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(ManualClock::new(t0()))
+        .store(store.clone())
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    assert_eq!(store.polls.load(Ordering::SeqCst), 3);
+    assert_eq!(provider.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_coordinate_does_not_stop_the_refresh() {
+    let mut store = leased(0, None);
+    store.fail = true;
+    let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(ManualClock::new(t0()))
+        .store(store)
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    assert_eq!(auth.metrics().store_errors, 1);
+}
