@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
         Some("demo") => demo(),
+        Some("soak") => soak(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             usage();
             Ok(())
@@ -38,7 +39,8 @@ fn usage() {
          tasks:\n  \
          demo            the pipeline at work against a loopback identity provider (under a minute)\n  \
          ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
-         bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)"
+         bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
+         soak [--minutes N]  the soak: 64 tasks, 2 s tokens, random IdP faults (see docs/RELIABILITY.md)"
     );
 }
 
@@ -143,6 +145,22 @@ fn demo() -> Result<(), String> {
     } else {
         Err(format!("the demo failed ({status})"))
     }
+}
+
+fn soak(args: &[String]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "authwire-reliability",
+        "--example",
+        "soak",
+        "--",
+    ]);
+    cmd.args(args);
+    step("soak", cmd)
 }
 
 fn bench(args: &[String]) -> Result<(), String> {

@@ -100,6 +100,9 @@ pub struct Settings {
     pub token_delay: Duration,
     /// Serve `/.well-known/openid-configuration` (otherwise only the RFC 8414 document).
     pub openid_discovery: bool,
+    /// Put this marker in every opaque access token and refresh token issued, so that a test can
+    /// search logs and errors for secrets.
+    pub secret_marker: Option<String>,
 }
 
 impl Default for Settings {
@@ -115,6 +118,7 @@ impl Default for Settings {
             device_slow_down_once: false,
             token_delay: Duration::ZERO,
             openid_discovery: true,
+            secret_marker: None,
         }
     }
 }
@@ -476,7 +480,8 @@ impl IdpState {
         family: Option<u64>,
     ) -> String {
         let n = self.next_serial();
-        let token = format!("rt-{n}-{}", random_hex());
+        let marker = lock(&self.settings).secret_marker.clone().unwrap_or_default();
+        let token = format!("rt-{marker}{n}-{}", random_hex());
         lock(&self.refresh_tokens).insert(
             token.clone(),
             RefreshRecord {
@@ -557,7 +562,8 @@ impl IdpState {
                 settings.token_lifetime,
             )
         } else {
-            let t = format!("opaque-{}-{}", self.next_serial(), random_hex());
+            let marker = settings.secret_marker.clone().unwrap_or_default();
+            let t = format!("opaque-{marker}{}-{}", self.next_serial(), random_hex());
             lock(&self.opaque).insert(
                 t.clone(),
                 (self.clock.now() + settings.token_lifetime, subject.to_owned()),
@@ -893,9 +899,10 @@ async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Bytes) -> Respo
                     "public clients cannot use client credentials",
                 );
             }
-            let refresh = lock(&s.settings)
-                .refresh_token_for_client_credentials
-                .then(|| s.new_refresh_token(&client.id, &client.id, scope.clone(), None));
+            // Read the flag first: the settings lock must not be held while issuing.
+            let with_refresh = lock(&s.settings).refresh_token_for_client_credentials;
+            let refresh =
+                with_refresh.then(|| s.new_refresh_token(&client.id, &client.id, scope.clone(), None));
             ok_json(s.issue(&client.id, &client.id, scope, audience, refresh))
         }
         GRANT_REFRESH_TOKEN => refresh_grant(&s, &client, &form),

@@ -24,11 +24,13 @@
 pub mod conformance;
 mod doubles;
 mod idp;
+mod raw;
 mod redis;
 mod resource;
 
 pub use doubles::SequenceProvider;
 pub use idp::{Client, Fault, IdentityServer, IdentityServerBuilder, Settings};
+pub use raw::{Misbehavior, RawServer};
 pub use redis::RedisServer;
 pub use resource::ResourceServer;
 

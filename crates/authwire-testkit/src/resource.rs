@@ -18,8 +18,20 @@ struct ResourceState {
     forced_401s: AtomicUsize,
     bare_401s: AtomicUsize,
     always_401: std::sync::atomic::AtomicBool,
-    authorization_seen: Mutex<Vec<Option<String>>>,
-    bodies_seen: Mutex<Vec<Vec<u8>>>,
+    authorization_seen: Mutex<std::collections::VecDeque<Option<String>>>,
+    bodies_seen: Mutex<std::collections::VecDeque<Vec<u8>>>,
+}
+
+/// How many requests' headers and bodies are remembered (the oldest are forgotten first), so a
+/// long soak does not grow without bound.
+const REMEMBERED: usize = 10_000;
+
+fn remember<T>(list: &Mutex<std::collections::VecDeque<T>>, item: T) {
+    let mut list = list.lock().unwrap_or_else(|e| e.into_inner());
+    if list.len() == REMEMBERED {
+        list.pop_front();
+    }
+    list.push_back(item);
 }
 
 /// A protected API on its own loopback port. Every path answers `200` with a small JSON body
@@ -93,22 +105,20 @@ impl ResourceServer {
         self.state.always_401.store(on, Ordering::SeqCst);
     }
 
-    /// The `Authorization` header of every request received, in order.
+    /// The `Authorization` header of the requests received, in order (the last 10,000).
     pub fn authorization_seen(&self) -> Vec<Option<String>> {
-        self.state
+        let seen = self
+            .state
             .authorization_seen
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .unwrap_or_else(|e| e.into_inner());
+        seen.iter().cloned().collect()
     }
 
-    /// The body of every request received, in order.
+    /// The body of the requests received, in order (the last 10,000).
     pub fn bodies_seen(&self) -> Vec<Vec<u8>> {
-        self.state
-            .bodies_seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let seen = self.state.bodies_seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter().cloned().collect()
     }
 }
 
@@ -135,17 +145,9 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    state
-        .authorization_seen
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(authorization.clone());
+    remember(&state.authorization_seen, authorization.clone());
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    state
-        .bodies_seen
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(body.to_vec());
+    remember(&state.bodies_seen, body.to_vec());
 
     if state.always_401.load(Ordering::SeqCst) {
         return unauthorized(&state, "rejected by test");

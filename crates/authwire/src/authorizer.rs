@@ -289,6 +289,11 @@ impl Authorizer {
                 if let (Some(not_before), Some(error)) = (control.retry_not_before, &control.last_error)
                     && now < not_before
                 {
+                    // Refreshing fails: a token past its margin but not expired still serves.
+                    if let Some(entry) = self.inner.current.load_full().filter(|e| e.not_yet_expired(now)) {
+                        Counters::bump(&self.inner.shared.counters.stale_served);
+                        return Ok(entry);
+                    }
                     return Err(error.clone());
                 }
                 Inner::start_flight(&self.inner, &mut control, Trigger::NoValidToken)
@@ -517,7 +522,7 @@ impl Inner {
                     other => other,
                 };
                 match self.current.load_full() {
-                    Some(entry) if entry.check_expiry(now) != Freshness::Expired => {
+                    Some(entry) if entry.not_yet_expired(now) => {
                         warn!(cache_key = %shared.key, error = %cause, retry_in = ?delay,
                             "token refresh failed; serving the still-valid token meanwhile");
                         Ok(entry)

@@ -51,6 +51,13 @@ impl Entry {
         check_expiry(&self.schedule, now)
     }
 
+    /// Whether the token itself has not expired yet (its `expires_at`, without the margin).
+    /// While refreshing fails, a token is served until then: the margin is spent rather than a
+    /// request failed.
+    pub(crate) fn not_yet_expired(&self, now: SystemTime) -> bool {
+        self.token.expires_at().is_none_or(|exp| now < exp)
+    }
+
     /// The prepared header: a clone of this thread's stripe, so that threads on different
     /// stripes never write to the same cache line.
     #[inline(always)]

@@ -209,3 +209,24 @@ async fn a_panicking_provider_gives_an_error_and_a_backoff_not_a_panic() {
         Err(AuthError::RefreshAborted)
     ));
 }
+
+#[tokio::test]
+async fn while_refreshing_fails_a_token_is_served_through_its_margin_until_it_truly_expires() {
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new([ok(token(1, t0(), HOUR)), err(down())]);
+    let auth = Authorizer::builder(provider.clone()).clock(clock.clone()).build();
+    auth.authorization_header().await.unwrap();
+    // Past the 30 s margin, 10 s before expires_at: the refresh fails, the token still serves.
+    clock.advance(HOUR - Duration::from_secs(10));
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    assert_eq!(
+        auth.authorization_header().await.unwrap(),
+        "Bearer access-1",
+        "during the backoff too"
+    );
+    assert!(auth.metrics().stale_served >= 1);
+    // Truly expired: the provider's error.
+    clock.advance(Duration::from_secs(11));
+    let e = auth.authorization_header().await.unwrap_err();
+    assert_eq!(e.provider_error().and_then(ProviderError::status), Some(503));
+}
