@@ -334,16 +334,8 @@ impl Inner {
         let status = response.status().as_u16();
         let retry_after = retry_after_header(&response);
         let body = read_limited(response).await?;
-        if status != 200 {
-            return Err(response::parse_error(
-                status,
-                retry_after.as_deref(),
-                &body,
-                self.clock.now(),
-            ));
-        }
-        let doc: Value = serde_json::from_slice(&body).map_err(|_| {
-            ProviderError::invalid_response(Some(status), format!("discovery document at {url} is not JSON"))
+        let doc = self.json_answer(status, retry_after.as_deref(), &body, || {
+            format!("discovery document at {url}")
         })?;
         let field = |name: &str| doc.get(name).and_then(Value::as_str);
         let issuer = field("issuer").unwrap_or_default();
@@ -377,6 +369,21 @@ impl Inner {
             token_endpoint,
             device_authorization_endpoint: endpoint("device_authorization_endpoint")?,
         })
+    }
+
+    /// A success answer's JSON document, or the error the answer describes.
+    fn json_answer(
+        &self,
+        status: u16,
+        retry_after: Option<&str>,
+        body: &[u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<Value, ProviderError> {
+        if !(200..300).contains(&status) {
+            return Err(response::parse_error(status, retry_after, body, self.clock.now()));
+        }
+        serde_json::from_slice(body)
+            .map_err(|_| ProviderError::invalid_response(Some(status), format!("{} is not JSON", what())))
     }
 
     /// The configured grant, without a refresh token.
@@ -562,16 +569,8 @@ impl Inner {
             form.push("scope", &self.scopes.join(" "));
         }
         let (status, retry_after, body) = self.post(&endpoint, form).await?;
-        if !(200..300).contains(&status) {
-            return Err(response::parse_error(
-                status,
-                retry_after.as_deref(),
-                &body,
-                self.clock.now(),
-            ));
-        }
-        let doc: Value = serde_json::from_slice(&body).map_err(|_| {
-            ProviderError::invalid_response(Some(status), "device authorization response is not JSON")
+        let doc = self.json_answer(status, retry_after.as_deref(), &body, || {
+            "device authorization response".into()
         })?;
         let text = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_owned);
         let device_code = text("device_code").ok_or_else(|| {

@@ -141,10 +141,12 @@ async fn eight_processes_share_one_refresh_per_token_lifetime() {
     // A 3 s token is refreshed 1.5-1.8 s after it is issued: about 12 refreshes in 20 s, plus
     // the first fetch. Eight processes refreshing on their own would cause about eight times that.
     assert!((8..=20).contains(&issued), "{issued} tokens for the whole fleet");
-    assert_eq!(
-        sum(&reports, "fetches"),
-        issued,
-        "every fetch by some process, counted once"
+    // Every token was fetched by one process; a process may count one more fetch that was in
+    // flight when it stopped.
+    let fetches = sum(&reports, "fetches");
+    assert!(
+        (issued..=issued + 8).contains(&fetches),
+        "{fetches} fetches for {issued} tokens"
     );
     assert!(
         sum(&reports, "store_hits") > issued,
@@ -240,9 +242,15 @@ async fn when_the_lease_holder_dies_mid_refresh_another_process_takes_over_withi
     let waited = authwire::Clock::now(&authwire::SystemClock)
         .duration_since(waited)
         .unwrap();
+    // The holder's lease lives 3 s; the survivor takes over when it expires (with slack for a
+    // loaded CI machine), not after its own 40 s default lease TTL.
     assert!(
-        waited < Duration::from_secs(4),
-        "took over within the holder's 3 s lease: {waited:?}"
+        waited > Duration::from_millis(500),
+        "the survivor waited for the lease instead of refreshing at once: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(7),
+        "took over once the holder's 3 s lease expired: {waited:?}"
     );
     assert_eq!(idp.tokens_issued(), 1);
 }
