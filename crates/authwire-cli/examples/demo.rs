@@ -6,7 +6,7 @@
 //! an identity provider outage survived on the still-valid token; then the same from a terminal
 //! with the `authwire` binary.
 
-#![allow(missing_docs, clippy::print_stdout, clippy::disallowed_methods)]
+#![allow(missing_docs, clippy::print_stdout)]
 
 use authwire::secrecy::ExposeSecret;
 use authwire::{Authorizer, Clock, Metrics, SystemClock, TokenState};
@@ -15,7 +15,7 @@ use authwire_reqwest::AuthMiddleware;
 use authwire_testkit::{Client, Fault, IdentityServer, ResourceServer, Settings};
 use reqwest_middleware::ClientWithMiddleware;
 use sha2::{Digest, Sha256};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -26,7 +26,7 @@ struct Demo {
     api: ResourceServer,
     authorizer: Authorizer,
     client: ClientWithMiddleware,
-    start: Instant,
+    start: SystemTime,
     sent: u32,
     ok: u32,
     forced_401s: usize,
@@ -34,7 +34,7 @@ struct Demo {
 
 impl Demo {
     fn t(&self) -> String {
-        format!("{:5.2}s", self.start.elapsed().as_secs_f64())
+        format!("{:5.2}s", elapsed(self.start).as_secs_f64())
     }
 
     /// One request, narrated step by step.
@@ -122,6 +122,11 @@ fn fingerprint(token: &str) -> String {
     format!("#{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2])
 }
 
+/// Time since `start`, read through the Clock seam.
+fn elapsed(start: SystemTime) -> Duration {
+    SystemClock.now().duration_since(start).unwrap_or_default()
+}
+
 fn section(title: &str) {
     println!("\n== {title}");
 }
@@ -185,7 +190,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         api,
         authorizer,
         client,
-        start: Instant::now(),
+        start: SystemClock.now(),
         sent: 0,
         ok: 0,
         forced_401s: 0,
@@ -208,7 +213,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "3. Refresh ahead of expiry: inside the refresh window, callers still get the current token at once",
     );
     let before = d.authorizer.metrics().fetches;
-    while d.authorizer.metrics().fetches == before && d.start.elapsed() < Duration::from_secs(20) {
+    while d.authorizer.metrics().fetches == before && elapsed(d.start) < Duration::from_secs(20) {
         sleep_ms(400).await;
         d.request("/v1/orders").await;
     }
@@ -314,6 +319,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let _ = std::fs::remove_dir_all(&home);
     }
-    println!("\ndone in {:.1}s", d.start.elapsed().as_secs_f64());
+    println!("\ndone in {:.1}s", elapsed(d.start).as_secs_f64());
     Ok(())
 }

@@ -181,13 +181,14 @@ impl CliError {
 /// The -v trace: numbered pipeline steps with the time since start, on stderr.
 struct Trace {
     on: bool,
-    start: std::time::Instant,
+    start: SystemTime,
 }
 
 impl Trace {
     fn step(&self, step: &str, what: &str) {
         if self.on {
-            let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+            let now = authwire::Clock::now(&authwire::SystemClock);
+            let ms = now.duration_since(self.start).unwrap_or_default().as_secs_f64() * 1000.0;
             eprintln!("authwire: [{ms:8.1} ms] {step}: {what}");
         }
     }
@@ -211,10 +212,9 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    #[allow(clippy::disallowed_methods)] // a wall-clock stopwatch for -v, not a time check
     let trace = Trace {
         on: cli.verbose,
-        start: std::time::Instant::now(),
+        start: authwire::Clock::now(&authwire::SystemClock),
     };
     match runtime.block_on(run(cli, &trace)) {
         Ok(code) => ExitCode::from(code),

@@ -8,15 +8,20 @@
 //!
 //! Target: zero failures seen by callers, and no memory growth.
 
-#![allow(missing_docs, clippy::print_stdout, clippy::disallowed_methods)]
+#![allow(missing_docs, clippy::print_stdout)]
 
-use authwire::Authorizer;
+use authwire::{Authorizer, Clock, SystemClock};
 use authwire_oauth2::OAuth2Provider;
 use authwire_reqwest::AuthMiddleware;
 use authwire_testkit::{Client, Fault, IdentityServer, ResourceServer, Settings};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
+
+/// Time since `start`, read through the Clock seam.
+fn elapsed(start: SystemTime) -> Duration {
+    SystemClock.now().duration_since(start).unwrap_or_default()
+}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -87,7 +92,7 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let down_ms = Arc::new(AtomicU64::new(0));
     let rss_start = rss_kib();
-    let start = Instant::now();
+    let start = SystemClock.now();
     println!(
         "soak: {minutes} min, 64 tasks, 2 s tokens, random identity-provider faults; RSS at start {rss_start} KiB"
     );
@@ -133,9 +138,9 @@ async fn main() {
     };
 
     let mut next_report = Duration::from_secs(10);
-    while start.elapsed() < duration {
+    while elapsed(start) < duration {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if start.elapsed() >= next_report {
+        if elapsed(start) >= next_report {
             next_report += Duration::from_secs(10);
             report(&start, &counts, &authorizer, &idp, &down_ms, rss_start);
         }
@@ -156,7 +161,7 @@ async fn main() {
 }
 
 fn report(
-    start: &Instant,
+    start: &SystemTime,
     c: &Counts,
     a: &Authorizer,
     idp: &IdentityServer,
@@ -164,7 +169,7 @@ fn report(
     rss_start: u64,
 ) {
     let m = a.metrics();
-    let elapsed = start.elapsed();
+    let elapsed = elapsed(*start);
     let up = 100.0 - 100.0 * down_ms.load(Relaxed) as f64 / elapsed.as_millis() as f64;
     println!(
         "{:6.0}s  requests {:>8}  ok {:>8}  failed {}/{}/{} (http/auth/401)  IdP up {up:4.1}%  token requests {:>5}  tokens {:>4}  refreshes {:>4} (background {:>4})  stale served {:>6}  RSS {} KiB (start {rss_start})",
