@@ -106,9 +106,12 @@ pub(crate) fn schedule(
     };
     let lifetime = expires_at.duration_since(received_at).unwrap_or(Duration::ZERO);
     if lifetime.is_zero() {
+        // Expired on arrival (a broken issuer or clock): use it for a moment, with no background
+        // refresh before then, so that at most one fetch a second can follow.
+        let until = received_at + MIN_TOKEN_REUSE;
         return Schedule {
-            refresh_at: Some(received_at),
-            usable_until: Some(received_at + MIN_TOKEN_REUSE),
+            refresh_at: Some(until),
+            usable_until: Some(until),
         };
     }
     let margin = timing.expiry_margin.min(lifetime / MAX_MARGIN_DIVISOR);
@@ -245,7 +248,11 @@ mod tests {
     fn token_expired_on_arrival_is_reused_briefly_not_refetched_per_call() {
         let t = Token::new("x").with_expires_at(at(0) - Duration::from_secs(10));
         let s = schedule(&t, at(0), &Timing::default(), 0.0);
-        assert_eq!(s.check(at(0)), Freshness::RefreshDue);
+        assert_eq!(
+            s.check(at(0)),
+            Freshness::Fresh,
+            "no background refetch right away"
+        );
         assert_eq!(s.check(at(0) + MIN_TOKEN_REUSE), Freshness::Expired);
     }
 
