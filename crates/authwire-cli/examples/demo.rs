@@ -10,7 +10,6 @@
 
 use authwire::secrecy::ExposeSecret;
 use authwire::{Authorizer, Clock, Metrics, SystemClock, TokenState};
-use authwire_oauth2::OAuth2Provider;
 use authwire_reqwest::AuthMiddleware;
 use authwire_testkit::{Client, Fault, IdentityServer, ResourceServer, Settings};
 use reqwest_middleware::ClientWithMiddleware;
@@ -171,12 +170,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .start()
         .await;
     let api = ResourceServer::start(&idp).await;
-    let provider = OAuth2Provider::builder()
-        .token_url(idp.token_url())
-        .client_id(Client::CONFIDENTIAL_ID)
-        .client_secret(Client::CONFIDENTIAL_SECRET)
-        .scope("orders:read")
-        .build()?;
+    let provider = idp.confidential_client().scope("orders:read").build()?;
     // Short backoffs so the outage below plays out in seconds (defaults: 1 s to 60 s).
     let authorizer = Authorizer::builder(provider)
         .backoff(Duration::from_millis(300), Duration::from_millis(500))

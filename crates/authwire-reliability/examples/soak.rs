@@ -11,9 +11,8 @@
 #![allow(missing_docs, clippy::print_stdout)]
 
 use authwire::{Authorizer, Clock, SystemClock};
-use authwire_oauth2::OAuth2Provider;
 use authwire_reqwest::AuthMiddleware;
-use authwire_testkit::{Client, Fault, IdentityServer, ResourceServer, Settings};
+use authwire_testkit::{Fault, IdentityServer, ResourceServer, Settings};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
@@ -73,10 +72,8 @@ async fn main() {
             .await,
     );
     let api = ResourceServer::start(&idp).await;
-    let provider = OAuth2Provider::builder()
-        .token_url(idp.token_url())
-        .client_id(Client::CONFIDENTIAL_ID)
-        .client_secret(Client::CONFIDENTIAL_SECRET)
+    let provider = idp
+        .confidential_client()
         .request_timeout(Duration::from_millis(300))
         .build()
         .unwrap();

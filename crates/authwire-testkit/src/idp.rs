@@ -359,6 +359,11 @@ impl IdentityServer {
         format!("{}/token", self.state.issuer)
     }
 
+    /// An OAuth2 provider builder for the default confidential client of this server.
+    pub fn confidential_client(&self) -> authwire_oauth2::OAuth2ProviderBuilder {
+        crate::confidential_client(self.token_url())
+    }
+
     /// The JWKS endpoint.
     pub fn jwks_url(&self) -> String {
         format!("{}/jwks", self.state.issuer)

@@ -34,6 +34,15 @@ pub use raw::{Misbehavior, RawServer};
 pub use redis::RedisServer;
 pub use resource::ResourceServer;
 
+/// An OAuth2 provider for the default confidential client ([`Client::CONFIDENTIAL_ID`] and its
+/// secret) at `token_url`; finish it with whatever the test needs, then `build()`.
+pub fn confidential_client(token_url: impl Into<String>) -> authwire_oauth2::OAuth2ProviderBuilder {
+    authwire_oauth2::OAuth2Provider::builder()
+        .token_url(token_url)
+        .client_id(Client::CONFIDENTIAL_ID)
+        .client_secret(Client::CONFIDENTIAL_SECRET)
+}
+
 /// The identity server's RSA signing key (PKCS#8 PEM). A test key: never use it elsewhere.
 pub const IDP_PRIVATE_KEY_PEM: &str = include_str!("keys/idp.key.pem");
 /// The identity server's public key (SPKI PEM), also published at its JWKS endpoint.

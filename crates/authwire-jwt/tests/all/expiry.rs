@@ -3,17 +3,11 @@
 use authwire::{Authorizer, Clock, IdentityProvider, ManualClock, SystemClock};
 use authwire_jwt::JwtExpiry;
 use authwire_oauth2::OAuth2Provider;
-use authwire_testkit::{Client, IdentityServer, ResourceServer, Settings};
+use authwire_testkit::{IdentityServer, ResourceServer, Settings};
 use std::time::Duration;
 
 fn provider(idp: &IdentityServer, clock: impl Clock) -> OAuth2Provider {
-    OAuth2Provider::builder()
-        .token_url(idp.token_url())
-        .client_id(Client::CONFIDENTIAL_ID)
-        .client_secret(Client::CONFIDENTIAL_SECRET)
-        .clock(clock)
-        .build()
-        .unwrap()
+    idp.confidential_client().clock(clock).build().unwrap()
 }
 
 #[tokio::test]

@@ -2,8 +2,7 @@
 
 use authwire::{Authorizer, IdentityProvider, ManualClock, SystemClock};
 use authwire_jwt::{JwtError, JwtExpiry, Verifier};
-use authwire_oauth2::OAuth2Provider;
-use authwire_testkit::{CLIENT_PRIVATE_KEY_PEM, Client, IdentityServer};
+use authwire_testkit::{CLIENT_PRIVATE_KEY_PEM, IdentityServer};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use std::time::Duration;
@@ -155,12 +154,7 @@ async fn an_unknown_kid_refreshes_the_jwks_at_most_once_a_minute() {
 #[tokio::test]
 async fn jwt_expiry_can_verify_before_trusting_exp() {
     let idp = IdentityServer::start().await;
-    let provider = OAuth2Provider::builder()
-        .token_url(idp.token_url())
-        .client_id(Client::CONFIDENTIAL_ID)
-        .client_secret(Client::CONFIDENTIAL_SECRET)
-        .build()
-        .unwrap();
+    let provider = idp.confidential_client().build().unwrap();
     let verified = JwtExpiry::new(provider.clone()).verify_with(verifier(&idp));
     assert!(verified.fetch_token(None).await.is_ok());
     let wrong_audience = Verifier::builder()

@@ -2,9 +2,8 @@
 //! identity provider.
 
 use authwire::Authorizer;
-use authwire_oauth2::OAuth2Provider;
 use authwire_redis::RedisStore;
-use authwire_testkit::{Client, Fault, IdentityServer, RedisServer, ResourceServer, Settings};
+use authwire_testkit::{Fault, IdentityServer, RedisServer, ResourceServer, Settings};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -57,10 +56,7 @@ async fn fleet_child() {
         return;
     };
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
-    let provider = OAuth2Provider::builder()
-        .token_url(config["token_url"].as_str().unwrap())
-        .client_id(Client::CONFIDENTIAL_ID)
-        .client_secret(Client::CONFIDENTIAL_SECRET)
+    let provider = authwire_testkit::confidential_client(config["token_url"].as_str().unwrap())
         .build()
         .unwrap();
     let mut builder = Authorizer::builder(provider)
@@ -225,12 +221,7 @@ async fn when_the_lease_holder_dies_mid_refresh_another_process_takes_over_withi
     );
     holder.kill().await.unwrap();
 
-    let provider = OAuth2Provider::builder()
-        .token_url(idp.token_url())
-        .client_id(Client::CONFIDENTIAL_ID)
-        .client_secret(Client::CONFIDENTIAL_SECRET)
-        .build()
-        .unwrap();
+    let provider = idp.confidential_client().build().unwrap();
     let survivor = Authorizer::builder(provider)
         .store(RedisStore::connect(&redis.url()).await.unwrap())
         .build();
@@ -266,12 +257,7 @@ async fn requests_keep_succeeding_when_redis_stops() {
         .start()
         .await;
     let api = ResourceServer::start(&idp).await;
-    let provider = OAuth2Provider::builder()
-        .token_url(idp.token_url())
-        .client_id(Client::CONFIDENTIAL_ID)
-        .client_secret(Client::CONFIDENTIAL_SECRET)
-        .build()
-        .unwrap();
+    let provider = idp.confidential_client().build().unwrap();
     let store = RedisStore::builder(redis.url())
         .command_timeout(Duration::from_millis(200))
         .connect()

@@ -10,16 +10,13 @@
 
 use authwire::{AuthError, Authorizer, ManualClock, ProviderError, SystemClock};
 use authwire_oauth2::OAuth2Provider;
-use authwire_testkit::{Client, Fault, IdentityServer, Misbehavior, RawServer, Settings};
+use authwire_testkit::{Fault, IdentityServer, Misbehavior, RawServer, Settings};
 use std::time::Duration;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn provider(token_url: String, clock: &ManualClock) -> OAuth2Provider {
-    OAuth2Provider::builder()
-        .token_url(token_url)
-        .client_id(Client::CONFIDENTIAL_ID)
-        .client_secret(Client::CONFIDENTIAL_SECRET)
+    authwire_testkit::confidential_client(token_url)
         .request_timeout(Duration::from_millis(700))
         .clock(clock.clone())
         .build()
