@@ -323,17 +323,12 @@ impl Inner {
     }
 
     async fn fetch_metadata(&self, url: &str, expected_issuer: &str) -> Result<Metadata, ProviderError> {
-        let response = self
+        let request = self
             .http
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(self.request_timeout)
-            .send()
-            .await
-            .map_err(network_error)?;
-        let status = response.status().as_u16();
-        let retry_after = retry_after_header(&response);
-        let body = read_limited(response).await?;
+            .timeout(self.request_timeout);
+        let (status, retry_after, body) = send(request).await?;
         let doc = self.json_answer(status, retry_after.as_deref(), &body, || {
             format!("discovery document at {url}")
         })?;
@@ -545,17 +540,13 @@ impl Inner {
                 form.push("client_id", &self.client_id);
             }
         }
-        let response = request
-            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(form.finish())
-            .send()
-            .await
-            .map_err(network_error)?;
-        let status = response.status().as_u16();
-        let retry_after = retry_after_header(&response);
-        let body = read_limited(response).await?;
-        Ok((status, retry_after, body))
+        send(
+            request
+                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(reqwest::header::ACCEPT, "application/json")
+                .body(form.finish()),
+        )
+        .await
     }
 
     /// RFC 8628: device authorization request, user prompt, polling.
@@ -707,6 +698,15 @@ fn retry_after_header(response: &reqwest::Response) -> Option<String> {
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// Send a request; the answer's status, `Retry-After` and body (size-limited).
+async fn send(request: reqwest::RequestBuilder) -> Result<(u16, Option<String>, Vec<u8>), ProviderError> {
+    let response = request.send().await.map_err(network_error)?;
+    let status = response.status().as_u16();
+    let retry_after = retry_after_header(&response);
+    let body = read_limited(response).await?;
+    Ok((status, retry_after, body))
 }
 
 /// Read a body, refusing more than [`MAX_RESPONSE_BYTES`].
