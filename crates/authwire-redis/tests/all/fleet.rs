@@ -27,7 +27,13 @@ fn child_config(
 
 fn spawn_child(config: &str) -> tokio::process::Child {
     tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["fleet::fleet_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "fleet::fleet_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -49,7 +55,10 @@ async fn report(child: tokio::process::Child) -> serde_json::Value {
 
 /// Run as a child process: an authorizer over the shared Redis (if any) sending requests to the
 /// API every 50 ms for the configured time.
+/// Ignored: the entry point of the child processes, not a test (the parents run it with
+/// `--ignored`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "entry point of the fleet tests' child processes"]
 #[allow(clippy::print_stdout)]
 async fn fleet_child() {
     let Ok(config) = std::env::var(CHILD_ENV) else {
