@@ -423,11 +423,11 @@ async fn curl(s: &Settings, args: CurlArgs, trace: &Trace) -> Result<u8, CliErro
         .map_err(|e| CliError::config(format!("{} is not a URL: {e}", args.url)))?;
     let origin = url.origin().ascii_serialization();
     let authorizer = settings::authorizer(s);
-    let mut middleware = authwire_reqwest::AuthMiddleware::builder(authorizer.clone()).origin(origin.clone());
-    if s.allow_insecure_http {
-        middleware = middleware.allow_insecure_http();
-    }
-    let middleware = middleware.build().map_err(|e| CliError::config(e.to_string()))?;
+    let middleware = authwire_reqwest::AuthMiddleware::builder(authorizer.clone())
+        .origin(origin.clone())
+        .allow_insecure_http(s.allow_insecure_http)
+        .build()
+        .map_err(|e| CliError::config(e.to_string()))?;
     let http = reqwest::Client::builder()
         .build()
         .map_err(|e| CliError::config(format!("HTTP client: {}", error_chain(&e))))?;

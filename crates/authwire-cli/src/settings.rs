@@ -212,9 +212,7 @@ pub(crate) fn resolve(c: &Credentials, login: bool) -> Result<Settings, CliError
     for r in c.resource.iter().chain(&profile.resource) {
         b = b.resource(r);
     }
-    if allow_insecure_http {
-        b = b.allow_insecure_http();
-    }
+    b = b.allow_insecure_http(allow_insecure_http);
     let provider = b.build().map_err(|e| CliError::config(e.to_string()))?;
 
     let cache = match (c.cache, profile.cache.as_deref()) {

@@ -5,7 +5,6 @@ use authwire::{Authorizer, BoxError, Clock, SystemClock, async_trait};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
@@ -303,7 +302,7 @@ impl fmt::Display for BuildError {
             BuildError::InvalidUrl { setting, reason } => write!(f, "{setting} is not a valid URL: {reason}"),
             BuildError::InsecureUrl { setting, host } => write!(
                 f,
-                "{setting} uses plain http to {host}, which would expose credentials; use https, or call allow_insecure_http() to opt in"
+                "{setting} uses plain http to {host}, which would expose credentials; use https, or call allow_insecure_http(true) to opt in"
             ),
             BuildError::Conflict(what) => f.write_str(what),
             BuildError::Key(why) => write!(f, "private key could not be read: {why}"),
@@ -336,12 +335,7 @@ pub(crate) fn check_transport(
 }
 
 fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
+    url.host_str().is_some_and(authwire::is_loopback_host)
 }
 
 pub(crate) fn parse_url(
@@ -483,10 +477,10 @@ impl OAuth2ProviderBuilder {
         self
     }
 
-    /// Allow plain http to hosts that are not loopback. Tokens and secrets then cross the
-    /// network readable by anyone on the path.
-    pub fn allow_insecure_http(mut self) -> Self {
-        self.allow_insecure_http = true;
+    /// Allow plain http to hosts that are not loopback (`true`), or refuse it (`false`, the
+    /// default). Tokens and secrets then cross the network readable by anyone on the path.
+    pub fn allow_insecure_http(mut self, on: bool) -> Self {
+        self.allow_insecure_http = on;
         self
     }
 
@@ -544,7 +538,7 @@ mod tests {
         let e = parse_url("http://idp.example/token", "token_url", false).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "token_url uses plain http to idp.example, which would expose credentials; use https, or call allow_insecure_http() to opt in"
+            "token_url uses plain http to idp.example, which would expose credentials; use https, or call allow_insecure_http(true) to opt in"
         );
     }
 

@@ -39,85 +39,23 @@
 //!   `reqwest_middleware::Error::Middleware` holding the [`AuthError`], reachable with
 //!   `err.downcast_ref::<AuthError>()` on the inner `anyhow::Error`.
 
-use authwire::{AuthError, Authorizer};
-use http::{Extensions, HeaderValue, StatusCode, header::AUTHORIZATION};
+use authwire::{Admission, Answer, Authorizer, Origins, RejectionRules, RetryDecision, Target};
+use http::Extensions;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
 use std::fmt;
 use tracing::debug;
 use url::Url;
 
+pub use authwire::OriginError;
+
 /// The middleware; cheap to clone (it holds an [`Authorizer`] and the allowed origins).
 #[derive(Clone)]
 pub struct AuthMiddleware {
     authorizer: Authorizer,
-    origins: Option<Vec<Origin>>,
-    retry_on_any_401: bool,
+    origins: Origins,
+    rules: RejectionRules,
 }
-
-/// A scheme, host and port, compared as RFC 6454 origins.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Origin {
-    scheme: String,
-    host: String,
-    port: Option<u16>,
-}
-
-impl Origin {
-    fn of(url: &Url) -> Option<Self> {
-        Some(Self {
-            scheme: url.scheme().to_ascii_lowercase(),
-            host: url.host_str()?.to_ascii_lowercase(),
-            port: url.port_or_known_default(),
-        })
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.port {
-            Some(p) => write!(f, "{}://{}:{p}", self.scheme, self.host),
-            None => write!(f, "{}://{}", self.scheme, self.host),
-        }
-    }
-}
-
-/// Why an [`AuthMiddleware`] could not be built.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum OriginError {
-    /// An origin is not a URL with a host.
-    Invalid {
-        /// What was given.
-        origin: String,
-    },
-    /// An origin is plain http to a host that is not loopback.
-    Insecure {
-        /// What was given.
-        origin: String,
-    },
-    /// No origin was given.
-    Empty,
-}
-
-impl fmt::Display for OriginError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OriginError::Invalid { origin } => {
-                write!(f, "{origin:?} is not an origin like https://api.example")
-            }
-            OriginError::Insecure { origin } => write!(
-                f,
-                "{origin} is plain http to a host that is not loopback: tokens would cross the network readable; use https, or call allow_insecure_http()"
-            ),
-            OriginError::Empty => f.write_str(
-                "no origin given: name the APIs that get the token, or use AuthMiddleware::any_origin",
-            ),
-        }
-    }
-}
-
-impl std::error::Error for OriginError {}
 
 impl AuthMiddleware {
     /// Attach tokens to requests for these origins only (`https://api.example`,
@@ -127,132 +65,91 @@ impl AuthMiddleware {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut b = Self::builder(authorizer);
-        for o in origins {
-            b = b.origin(o.as_ref());
-        }
-        b.build()
+        Ok(Self::with_origins(authorizer, Origins::new(origins)?))
     }
 
-    /// Attach tokens to every request, whatever its destination. Only for clients that talk to
-    /// a single API.
-    pub fn any_origin(authorizer: Authorizer) -> Self {
+    /// Attach tokens to requests for `origins` (the core's [`Origins`], shared with the other
+    /// adapters).
+    pub fn with_origins(authorizer: Authorizer, origins: Origins) -> Self {
         Self {
             authorizer,
-            origins: None,
-            retry_on_any_401: false,
+            origins,
+            rules: RejectionRules::default(),
         }
+    }
+
+    /// Attach tokens to every request, whatever its destination (still never over plain http
+    /// to a host that is not loopback). Only for clients that talk to a single API.
+    pub fn any_origin(authorizer: Authorizer) -> Self {
+        Self::with_origins(authorizer, Origins::any())
     }
 
     /// Configure a middleware.
     pub fn builder(authorizer: Authorizer) -> AuthMiddlewareBuilder {
         AuthMiddlewareBuilder {
             authorizer,
-            origins: Vec::new(),
-            any_origin: false,
-            allow_insecure_http: false,
-            retry_on_any_401: false,
+            origins: Origins::builder(),
+            rules: RejectionRules::default(),
         }
-    }
-
-    fn applies_to(&self, url: &Url) -> bool {
-        match (&self.origins, Origin::of(url)) {
-            (None, _) => true,
-            (Some(allowed), Some(origin)) => allowed.contains(&origin),
-            (Some(_), None) => false,
-        }
-    }
-
-    fn token_was_rejected(&self, response: &Response) -> bool {
-        response.status() == StatusCode::UNAUTHORIZED
-            && (self.retry_on_any_401 || authwire::challenge::token_rejected(response.headers()))
     }
 }
 
 /// Configures an [`AuthMiddleware`].
 pub struct AuthMiddlewareBuilder {
     authorizer: Authorizer,
-    origins: Vec<String>,
-    any_origin: bool,
-    allow_insecure_http: bool,
-    retry_on_any_401: bool,
+    origins: authwire::OriginsBuilder,
+    rules: RejectionRules,
 }
 
 impl AuthMiddlewareBuilder {
     /// Attach tokens to requests for this origin; repeatable.
     pub fn origin(mut self, origin: impl Into<String>) -> Self {
-        self.origins.push(origin.into());
+        self.origins = self.origins.origin(origin);
         self
     }
 
     /// Attach tokens to every request.
     pub fn any_origin(mut self) -> Self {
-        self.any_origin = true;
+        self.origins = self.origins.any_origin(true);
         self
     }
 
-    /// Allow plain `http` origins that are not loopback.
-    pub fn allow_insecure_http(mut self) -> Self {
-        self.allow_insecure_http = true;
+    /// Allow plain `http` to hosts that are not loopback (default: refused).
+    pub fn allow_insecure_http(mut self, on: bool) -> Self {
+        self.origins = self.origins.allow_insecure_http(on);
         self
     }
 
     /// Refresh and retry on every 401, not only on those whose challenge says `invalid_token`
     /// (for servers that answer a bare 401).
     pub fn retry_on_any_401(mut self, on: bool) -> Self {
-        self.retry_on_any_401 = on;
+        self.rules = self.rules.retry_on_any_401(on);
         self
     }
 
     /// Check the origins and build.
     pub fn build(self) -> Result<AuthMiddleware, OriginError> {
-        let origins = if self.any_origin {
-            None
-        } else {
-            if self.origins.is_empty() {
-                return Err(OriginError::Empty);
-            }
-            let parsed = self
-                .origins
-                .iter()
-                .map(|o| parse_origin(o, self.allow_insecure_http))
-                .collect::<Result<Vec<_>, _>>()?;
-            Some(parsed)
-        };
         Ok(AuthMiddleware {
             authorizer: self.authorizer,
-            origins,
-            retry_on_any_401: self.retry_on_any_401,
+            origins: self.origins.build()?,
+            rules: self.rules,
         })
     }
 }
 
-fn parse_origin(given: &str, allow_insecure_http: bool) -> Result<Origin, OriginError> {
-    let invalid = || OriginError::Invalid {
-        origin: given.to_owned(),
-    };
-    let url = Url::parse(given).map_err(|_| invalid())?;
-    let origin = Origin::of(&url).ok_or_else(invalid)?;
-    match origin.scheme.as_str() {
-        "https" => Ok(origin),
-        "http" if allow_insecure_http || is_loopback(&url) => Ok(origin),
-        "http" => Err(OriginError::Insecure {
-            origin: origin.to_string(),
-        }),
-        _ => Err(invalid()),
+/// A request's target, borrowed from its URL.
+fn target<'a>(method: &'a http::Method, url: &'a Url) -> Target<'a> {
+    Target {
+        method,
+        scheme: url.scheme(),
+        host: url.host_str().unwrap_or(""),
+        port: url.port(),
+        path: url.path(),
+        query: url.query(),
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-fn auth_failed(e: AuthError) -> reqwest_middleware::Error {
+fn auth_failed(e: impl std::error::Error + Send + Sync + 'static) -> reqwest_middleware::Error {
     reqwest_middleware::Error::middleware(e)
 }
 
@@ -264,82 +161,45 @@ impl Middleware for AuthMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        if !self.applies_to(request.url()) {
-            return next.run(request, extensions).await;
-        }
-        let sent: HeaderValue = self
-            .authorizer
-            .authorization_header()
-            .await
-            .map_err(auth_failed)?;
-        request.headers_mut().insert(AUTHORIZATION, sent.clone());
+        // The headers are moved out while the target borrows the method and URL.
+        let mut headers = std::mem::take(request.headers_mut());
+        let target = target(request.method(), request.url());
+        let sent = match self.origins.admits(&target) {
+            Admission::Authorize => self.authorizer.authorize_target(&target, &mut headers).await,
+            Admission::Refuse(e) => return Err(auth_failed(e)),
+            _ => {
+                *request.headers_mut() = headers;
+                return next.run(request, extensions).await;
+            }
+        };
+        *request.headers_mut() = headers;
+        let sent = sent.map_err(auth_failed)?;
         let replay = request.try_clone();
         let response = next.clone().run(request, extensions).await?;
-        if !self.token_was_rejected(&response) {
-            return Ok(response);
+        // reqwest follows redirects inside `next`: if the answer's URL is not the one we sent
+        // to, it came through a redirect, and the first hop may have processed the request.
+        let redirected = replay.as_ref().is_none_or(|r| r.url() != response.url());
+        let answer = Answer::new(response.status(), response.headers())
+            .redirected(redirected)
+            .replayable(replay.is_some());
+        match (self.authorizer.decide(&answer, &sent, self.rules).await, replay) {
+            (RetryDecision::RetryWith(retry), Some(mut again)) => {
+                debug!("token rejected; retrying once with a fresh token");
+                retry.apply(again.headers_mut());
+                next.run(again, extensions).await
+            }
+            _ => Ok(response),
         }
-        // The server rejected the token: forget it (unless a refresh already replaced it), so
-        // that this and every later request gets a fresh one.
-        self.authorizer.invalidate(&sent);
-        let Some(mut retry) = replay else {
-            debug!("401 for a request whose body cannot be replayed; not retrying");
-            return Ok(response);
-        };
-        let fresh = match self.authorizer.authorization_header().await {
-            Ok(fresh) if fresh != sent => fresh,
-            // No new token (the provider gave the same one back) or none at all: the 401 stands.
-            _ => return Ok(response),
-        };
-        debug!("401 with a rejected token; retrying once with a fresh token");
-        retry.headers_mut().insert(AUTHORIZATION, fresh);
-        next.run(retry, extensions).await
     }
 }
 
 impl fmt::Debug for AuthMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let origins = self
-            .origins
-            .as_ref()
-            .map(|o| o.iter().map(ToString::to_string).collect::<Vec<_>>());
         f.debug_struct("AuthMiddleware")
             .field("authorizer", &self.authorizer)
-            .field("origins", &origins)
-            .field("retry_on_any_401", &self.retry_on_any_401)
+            .field("origins", &self.origins.to_string())
+            .field("rules", &self.rules)
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins_compare_scheme_host_and_port() {
-        let o = |s: &str| Origin::of(&Url::parse(s).unwrap()).unwrap();
-        assert_eq!(o("https://API.example/x?y"), o("https://api.example:443"));
-        assert_ne!(o("https://api.example"), o("http://api.example"));
-        assert_ne!(o("https://api.example"), o("https://api.example:8443"));
-        assert_ne!(o("https://api.example"), o("https://api.example.evil.test"));
-    }
-
-    #[test]
-    fn insecure_origins_need_an_opt_in() {
-        assert!(parse_origin("http://127.0.0.1:8080", false).is_ok());
-        assert!(parse_origin("http://localhost", false).is_ok());
-        assert!(matches!(
-            parse_origin("http://api.example", false),
-            Err(OriginError::Insecure { .. })
-        ));
-        assert!(parse_origin("http://api.example", true).is_ok());
-        assert!(matches!(
-            parse_origin("api.example", false),
-            Err(OriginError::Invalid { .. })
-        ));
-        assert!(matches!(
-            parse_origin("ftp://x", true),
-            Err(OriginError::Invalid { .. })
-        ));
     }
 }
 

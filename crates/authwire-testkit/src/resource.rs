@@ -37,7 +37,8 @@ fn remember<T>(list: &Mutex<std::collections::VecDeque<T>>, item: T) {
 /// A protected API on its own loopback port. Every path answers `200` with a small JSON body
 /// (`{"ok": true, "sub": ..., "path": ..., "method": ...}`) for a valid bearer token from the
 /// identity server, and `401` with `WWW-Authenticate: Bearer error="invalid_token"` otherwise.
-/// Stops when dropped.
+/// `/see-other/<path>` and `/redirect-to/<port>/<path>` redirect (303, and 307 to another
+/// loopback port). Stops when dropped.
 pub struct ResourceServer {
     addr: SocketAddr,
     state: Arc<ResourceState>,
@@ -137,6 +138,14 @@ fn unauthorized(state: &ResourceState, description: &str) -> Response {
     r
 }
 
+fn redirect(status: StatusCode, location: String) -> Response {
+    let mut r = status.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
 async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Response {
     state.requests.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = request.into_parts();
@@ -149,6 +158,19 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
     remember(&state.bodies_seen, body.to_vec());
 
+    // `/see-other/<path>` answers `303 See Other` to `/<path>` (as a form post's handler
+    // does), `/redirect-to/<port>/<path>` answers `307` to that port on loopback; neither
+    // checks tokens: the redirect itself is what a test looks at.
+    if let Some(rest) = parts.uri.path().strip_prefix("/see-other/") {
+        return redirect(StatusCode::SEE_OTHER, format!("/{rest}"));
+    }
+    if let Some(rest) = parts.uri.path().strip_prefix("/redirect-to/") {
+        let (port, path) = rest.split_once('/').unwrap_or((rest, ""));
+        return redirect(
+            StatusCode::TEMPORARY_REDIRECT,
+            format!("http://127.0.0.1:{port}/{path}"),
+        );
+    }
     if state.always_401.load(Ordering::SeqCst) {
         return unauthorized(&state, "rejected by test");
     }

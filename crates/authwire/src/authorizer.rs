@@ -21,6 +21,7 @@ use crate::clock::SharedClock;
 use crate::metrics::{Counters, Metrics};
 use crate::pipeline::{Entry, update_headers};
 use crate::policy::{self, Freshness, Timing};
+use crate::request::{Answer, RejectionRules, RetryDecision, Target};
 use crate::store::{LeaseGuard, RefreshLease};
 use crate::{
     AuthError, CacheKey, Clock, IdentityProvider, ProviderError, StoreError, SystemClock, Token, TokenStore,
@@ -111,6 +112,14 @@ struct Control {
     failures: u32,
     retry_not_before: Option<SystemTime>,
     last_error: Option<AuthError>,
+    /// When the current token was published.
+    published_at: Option<SystemTime>,
+    /// A server rejected a token and its replacement has not been published yet.
+    rejection_pending: bool,
+    /// The current token replaced one that a server rejected.
+    published_for_rejection: bool,
+    /// Consecutive rejection-caused refreshes (each doubles the wait before the next).
+    rejection_streak: u32,
 }
 
 type FlightResult = Result<Arc<Entry>, AuthError>;
@@ -155,7 +164,79 @@ impl Authorizer {
     /// Steps 1-5 on an [`http::Request`]. Step 5 sees the whole request (method and URI), as
     /// sender-constrained token types will need.
     pub async fn authorize_request<B>(&self, request: &mut http::Request<B>) -> Result<(), AuthError> {
-        self.authorize(request.headers_mut()).await
+        let (parts, headers) = split_request(request);
+        let target = Target::from_uri(&parts.0, &parts.1);
+        self.authorize_target(&target, headers).await.map(drop)
+    }
+
+    /// Steps 1-5 for a request to `target`: the request-level entry point of every HTTP
+    /// adapter (see [`crate::request`]). Returns the header that was put on `headers`, for
+    /// [`Authorizer::decide`] once the answer is in.
+    pub fn authorize_target<'a>(
+        &'a self,
+        target: &Target<'_>,
+        headers: &'a mut HeaderMap,
+    ) -> AuthorizeTarget<'a> {
+        // Bearer tokens do not depend on the target; proofs of possession will.
+        let _ = target;
+        AuthorizeTarget {
+            header: self.authorization_header(),
+            headers,
+        }
+    }
+
+    /// Steps 1-5 for `target` without waiting: when the cached token is usable now, put its
+    /// header on `headers` and return it; else `None` and `headers` is untouched (call
+    /// [`authorize_target`](Self::authorize_target)). For adapters whose cached path is
+    /// synchronous (a tower `Service::call`).
+    #[inline]
+    pub fn try_authorize_target(&self, target: &Target<'_>, headers: &mut HeaderMap) -> Option<HeaderValue> {
+        let _ = target;
+        let value = self.cached_authorization_header()?;
+        update_headers(headers, value.clone());
+        Some(value)
+    }
+
+    /// The rules for a rejected request, in one place: given what came back for a request that
+    /// carried `sent`, forget the token if the answer rejects it ([`Authorizer::invalidate`],
+    /// rate-limited), and say whether to send the request once more with a new header.
+    ///
+    /// A retry is offered only when the answer rejected the token, the adapter can replay the
+    /// request, no redirect happened (the first hop may have processed it), and a different
+    /// token is now available. The answer to that retry is final: adapters do not call `decide`
+    /// for it.
+    pub async fn decide(
+        &self,
+        answer: &Answer<'_>,
+        sent: &HeaderValue,
+        rules: RejectionRules,
+    ) -> RetryDecision {
+        if !self.judge(answer, sent, rules) {
+            return RetryDecision::Done;
+        }
+        if !answer.is_replayable() {
+            debug!(cache_key = %self.inner.shared.key, "token rejected; the request cannot be replayed, so it is not retried");
+            return RetryDecision::Done;
+        }
+        if answer.is_redirected() {
+            debug!(cache_key = %self.inner.shared.key, "token rejected after a redirect; not retried (the first hop may have processed the request)");
+            return RetryDecision::Done;
+        }
+        match self.authorization_header().await {
+            Ok(fresh) if fresh != *sent => RetryDecision::RetryWith(crate::request::Retry::new(fresh)),
+            // No new token (throttled, or the provider gave the same one back) or none at all.
+            _ => RetryDecision::Done,
+        }
+    }
+
+    /// The synchronous half of [`Authorizer::decide`]: whether `answer` rejects the token, and
+    /// if so, forget the token that was `sent` (rate-limited). For adapters that never retry.
+    pub fn judge(&self, answer: &Answer<'_>, sent: &HeaderValue, rules: RejectionRules) -> bool {
+        if !answer.rejects_token(rules) {
+            return false;
+        }
+        self.invalidate(sent);
+        true
     }
 
     /// Steps 1-4: the `Authorization` header value for the current token (marked sensitive).
@@ -191,6 +272,12 @@ impl Authorizer {
     ///
     /// Comparing with the rejected header means that many requests failing with the same token
     /// cause one refresh, not one each. The token's refresh token is kept for that refresh.
+    ///
+    /// Refreshes caused by rejections are rate-limited: when the token was itself fetched
+    /// because of a rejection and is rejected again before the minimum backoff has passed
+    /// (doubling with each such round, up to the maximum backoff), it is kept, `false` is
+    /// returned and [`Metrics::throttled_rejections`] counts it. A server that rejects every
+    /// token then costs one fetch per backoff, not one per request.
     pub fn invalidate(&self, rejected: &HeaderValue) -> bool {
         let inner = &self.inner;
         let mut control = inner.lock();
@@ -200,6 +287,23 @@ impl Authorizer {
         if !entry.issued(rejected) {
             return false;
         }
+        // A token fetched because the previous one was rejected, and rejected again moments
+        // later: the problem is not the token (a misconfigured audience, a server that rejects
+        // everything). Refetching would only hammer the identity provider; wait, doubling.
+        let now = inner.shared.clock.now();
+        if control.published_for_rejection
+            && let Some(published) = control.published_at
+        {
+            let cooldown = rejection_cooldown(control.rejection_streak, &inner.shared.timing);
+            if now < published + cooldown {
+                Counters::bump(&inner.shared.counters.throttled_rejections);
+                warn!(cache_key = %inner.shared.key, retry_in = ?(published + cooldown).duration_since(now).unwrap_or_default(),
+                    "a token fetched after a rejection was rejected again at once; not refetching yet (check the token's audience and scopes)");
+                return false;
+            }
+            control.rejection_streak = control.rejection_streak.saturating_add(1);
+        }
+        control.rejection_pending = true;
         inner.current.store(None);
         control.rejected = Some(entry.token.clone());
         Counters::bump(&inner.shared.counters.invalidations);
@@ -377,6 +481,36 @@ impl Future for Authorize<'_> {
     }
 }
 
+/// The future of [`Authorizer::authorize_target`]: steps 1-5, then the header that was sent.
+#[must_use = "futures do nothing unless polled"]
+pub struct AuthorizeTarget<'a> {
+    header: AuthorizationHeader<'a>,
+    headers: &'a mut HeaderMap,
+}
+
+impl Future for AuthorizeTarget<'_> {
+    type Output = Result<HeaderValue, AuthError>;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        Pin::new(&mut this.header).poll(cx).map(|result| {
+            let value = result?;
+            // Step 5.
+            update_headers(this.headers, value.clone());
+            Ok(value)
+        })
+    }
+}
+
+impl fmt::Debug for AuthorizeTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizeTarget")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for Authorize<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authorize")
@@ -487,6 +621,11 @@ impl Inner {
                 self.current.store(Some(entry.clone()));
                 control.held = Some(entry.token.clone());
                 control.rejected = None;
+                control.published_at = Some(now);
+                control.published_for_rejection = std::mem::take(&mut control.rejection_pending);
+                if !control.published_for_rejection {
+                    control.rejection_streak = 0;
+                }
                 control.failures = 0;
                 control.retry_not_before = None;
                 control.last_error = None;
@@ -870,6 +1009,22 @@ async fn bounded<F: Future>(enabled: bool, limit: Duration, f: F) -> Option<F::O
     } else {
         Some(f.await)
     }
+}
+
+/// How long a token fetched after a rejection must live before a rejection of it causes another
+/// fetch: the minimum backoff, doubled for each consecutive rejection-caused refresh, at most
+/// the maximum backoff.
+fn rejection_cooldown(streak: u32, timing: &Timing) -> Duration {
+    timing
+        .min_backoff
+        .saturating_mul(1u32 << streak.min(20))
+        .min(timing.max_backoff)
+}
+
+/// A request's method and URI (borrowed apart from its headers, which step 5 writes).
+fn split_request<B>(request: &mut http::Request<B>) -> ((http::Method, http::Uri), &mut HeaderMap) {
+    let parts = (request.method().clone(), request.uri().clone());
+    (parts, request.headers_mut())
 }
 
 fn nanos_since_epoch(t: SystemTime) -> u64 {

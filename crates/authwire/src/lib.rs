@@ -69,11 +69,14 @@ mod metrics;
 mod pipeline;
 mod policy;
 mod provider;
+pub mod request;
 pub mod store;
 mod token;
 
 pub use async_trait::async_trait;
-pub use authorizer::{AuthorizationHeader, Authorize, Authorizer, AuthorizerBuilder, TokenState};
+pub use authorizer::{
+    AuthorizationHeader, Authorize, AuthorizeTarget, Authorizer, AuthorizerBuilder, TokenState,
+};
 #[cfg(any(test, feature = "test-util"))]
 pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
@@ -83,7 +86,11 @@ pub use policy::{
     DEFAULT_EXPIRY_MARGIN, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, DEFAULT_REFRESH_TIMEOUT,
     DEFAULT_REFRESH_WINDOW, DEFAULT_STORE_TIMEOUT,
 };
-pub use provider::IdentityProvider;
+pub use provider::{IdentityProvider, StaticTokenProvider};
+pub use request::{
+    Admission, Answer, OriginError, Origins, OriginsBuilder, RejectionRules, Retry, RetryDecision, Target,
+    is_loopback_host,
+};
 pub use store::{LeaseGuard, RefreshLease, TokenStore};
 pub use token::{CacheKey, Token, TokenType};
 

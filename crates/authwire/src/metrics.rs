@@ -27,6 +27,10 @@ pub struct Metrics {
     pub store_errors: u64,
     /// Tokens forgotten because a server rejected them ([`Authorizer::invalidate`](crate::Authorizer::invalidate)).
     pub invalidations: u64,
+    /// Rejections that did not cause a refetch: the token had been fetched moments before,
+    /// after another rejection, so the problem is not the token (see
+    /// [`Authorizer::invalidate`](crate::Authorizer::invalidate)).
+    pub throttled_rejections: u64,
 }
 
 #[derive(Default)]
@@ -40,6 +44,7 @@ pub(crate) struct Counters {
     pub(crate) stale_served: AtomicU64,
     pub(crate) store_errors: AtomicU64,
     pub(crate) invalidations: AtomicU64,
+    pub(crate) throttled_rejections: AtomicU64,
 }
 
 impl Counters {
@@ -58,6 +63,7 @@ impl Counters {
             stale_served: self.stale_served.load(Relaxed),
             store_errors: self.store_errors.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
+            throttled_rejections: self.throttled_rejections.load(Relaxed),
         }
     }
 }

@@ -128,6 +128,20 @@ pub(crate) fn prepare_header(
     access_token: &SecretString,
 ) -> Result<PreparedHeader, ProviderError> {
     let token = access_token.expose_secret();
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // RFC 6749 section 7.1: a client must not use a token whose type it does not
+        // understand. A DPoP-bound token without a proof is refused by every resource server.
+        let why = if scheme.eq_ignore_ascii_case("dpop") {
+            "is bound to a DPoP key and needs a proof with every request, which this client does not make; ask the identity provider for Bearer tokens"
+        } else {
+            "is not one this client can use (RFC 6749 section 7.1); ask the identity provider for Bearer tokens"
+        };
+        let shown: String = scheme.chars().filter(|c| c.is_ascii_graphic()).take(32).collect();
+        return Err(ProviderError::invalid_response(
+            None,
+            format!("token type {shown:?} {why}"),
+        ));
+    }
     if scheme.is_empty() || !scheme.bytes().all(is_tchar) {
         return Err(ProviderError::invalid_response(
             None,
@@ -146,6 +160,7 @@ pub(crate) fn prepare_header(
             ),
         ));
     }
+    let scheme = "Bearer"; // the one type allowed above, spelled as RFC 6750 does
     let mut buf = Vec::with_capacity(scheme.len() + 1 + token.len());
     buf.extend_from_slice(scheme.as_bytes());
     buf.push(b' ');
@@ -208,11 +223,28 @@ mod tests {
     }
 
     #[test]
-    fn token_type_picks_the_scheme() {
-        let e = entry(Token::new("t").with_token_type(TokenType::DPoP)).unwrap();
-        assert_eq!(e.header().to_str().unwrap(), "DPoP t");
-        let e = entry(Token::new("t").with_token_type(TokenType::Other("MAC".into()))).unwrap();
-        assert_eq!(e.header().to_str().unwrap(), "MAC t");
+    fn token_types_this_client_cannot_use_are_refused_not_sent() {
+        // Issue 12, item 15: a DPoP token went out as `DPoP <token>` without a proof, and any
+        // other type as its own scheme.
+        for t in [
+            TokenType::DPoP,
+            TokenType::Other("MAC".into()),
+            TokenType::Other("N_A".into()),
+        ] {
+            let e = entry(Token::new("SECRET").with_token_type(t.clone()))
+                .err()
+                .unwrap_or_else(|| panic!("{t:?} accepted"));
+            let msg = e.to_string();
+            assert!(msg.contains("Bearer"), "{msg}");
+            assert!(!msg.contains("SECRET"), "{msg}");
+            assert!(!e.is_transient());
+        }
+        let e = entry(Token::new("t").with_token_type(TokenType::Other("bearer".into()))).unwrap();
+        assert_eq!(
+            e.header().to_str().unwrap(),
+            "Bearer t",
+            "the scheme is case-insensitive"
+        );
     }
 
     #[test]

@@ -79,3 +79,78 @@ impl<P: IdentityProvider + ?Sized> IdentityProvider for Box<P> {
         (**self).cache_key()
     }
 }
+
+/// A provider that always hands out one pre-issued token: for tests, examples, and users who
+/// are given a token by other means (like tower-http's `bearer(token)`).
+///
+/// The token is kept as a [`SecretString`](secrecy::SecretString) and never shown by `Debug`.
+/// A server's rejection of it cannot be cured by a refetch: the adapters see the same token
+/// come back and do not retry.
+///
+/// ```
+/// use authwire::{Authorizer, StaticTokenProvider};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), authwire::AuthError> {
+/// let authorizer = Authorizer::new(StaticTokenProvider::new("pre-issued"));
+/// assert_eq!(authorizer.authorization_header().await?, "Bearer pre-issued");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct StaticTokenProvider {
+    token: Token,
+    key: CacheKey,
+}
+
+impl StaticTokenProvider {
+    /// Hand out `token` as a Bearer token without a known expiry.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self::from_token(Token::new(token))
+    }
+
+    /// Hand out `token` as it is (its type, expiry and scope included).
+    pub fn from_token(token: Token) -> Self {
+        Self {
+            token,
+            key: CacheKey::from_static("static"),
+        }
+    }
+
+    /// Store tokens under `static:<name>` instead of `static` (for several static tokens in
+    /// one store).
+    pub fn named(mut self, name: &str) -> Self {
+        self.key = CacheKey::new(format!("static:{name}"));
+        self
+    }
+}
+
+impl std::fmt::Debug for StaticTokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticTokenProvider")
+            .field("token", &self.token)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for StaticTokenProvider {
+    async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
+        Ok(self.token.clone())
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        self.key.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_does_not_show_the_token() {
+        let p = StaticTokenProvider::new("SECRET-static-token").named("n");
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert_eq!(p.cache_key().as_str(), "static:n");
+    }
+}

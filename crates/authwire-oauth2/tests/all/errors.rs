@@ -162,7 +162,7 @@ fn plain_http_to_a_remote_host_needs_an_explicit_opt_in() {
     assert!(matches!(e, BuildError::InsecureUrl { .. }), "{e:?}");
     assert!(
         b().token_url("http://idp.example/token")
-            .allow_insecure_http()
+            .allow_insecure_http(true)
             .build()
             .is_ok()
     );

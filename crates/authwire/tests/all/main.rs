@@ -3,5 +3,6 @@
 mod failures;
 mod flights;
 mod mocked;
+mod rejections;
 mod stores;
 mod support;

@@ -85,13 +85,30 @@ async fn expired_token_is_passed_to_the_provider_with_its_refresh_token() {
 }
 
 #[tokio::test]
-async fn token_scheme_follows_token_type() {
+async fn a_token_type_the_client_cannot_use_is_an_error_and_its_refresh_token_is_kept() {
+    // Issue 12, item 15 (RFC 6749 section 7.1): before, this went out as `mac x`.
     let mut p = provider();
+    p.expect_fetch_token().times(1).returning(|_| {
+        Ok(Token::new("x")
+            .with_token_type("mac".into())
+            .with_refresh_token("r-mac"))
+    });
     p.expect_fetch_token()
         .times(1)
-        .returning(|_| Ok(Token::new("x").with_token_type("mac".into())));
-    let auth = Authorizer::new(p);
-    assert_eq!(auth.authorization_header().await.unwrap(), "mac x");
+        .withf(|current| {
+            current
+                .as_ref()
+                .and_then(Token::refresh_token)
+                .map(|r| r.expose_secret())
+                == Some("r-mac")
+        })
+        .returning(|_| Ok(Token::new("y")));
+    let clock = ManualClock::new(t0());
+    let auth = Authorizer::builder(p).clock(clock.clone()).build();
+    let e = auth.authorization_header().await.unwrap_err();
+    assert!(e.to_string().contains("\"mac\""), "{e}");
+    clock.advance(Duration::from_secs(120)); // past the backoff
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer y");
 }
 
 #[tokio::test]
