@@ -39,22 +39,32 @@
 //!
 //! # Behaviour
 //!
+//! - **Scoping.** [`AuthLayer::for_origins`] attaches the token only to requests for those
+//!   origins (scheme, host, port); other requests pass through untouched. [`AuthLayer::new`]
+//!   attaches it to every request. In both modes a request over plain `http` to a host that is
+//!   not loopback is refused with an error (the token would cross the network readable) unless
+//!   the [`Origins`] allow it by name. Relative URIs (a tonic channel's requests, above the
+//!   layer that adds its origin) are authorized by [`AuthLayer::new`] only.
 //! - The header is inserted before the inner service is called; when the token is cached, that is
 //!   a header clone and no allocation (the response future is not boxed).
 //! - `poll_ready` passes through to the inner service.
-//! - On a 401 whose `WWW-Authenticate` says `invalid_token`, the token that was sent is forgotten
-//!   ([`Authorizer::invalidate`]), so the next request gets a fresh one.
-//! - With [`AuthLayer::retry_once`], such a request is also retried once with a fresh token. That
-//!   needs a body that can be replayed, so that mode requires `B: Clone` (hyper's `Full<Bytes>`,
-//!   `String`, `()`); streaming bodies (tonic's, hyper's `Incoming`) use the default mode.
-//! - Errors are [`BoxError`]s: an [`AuthError`] when no token can be had (the request is then not
-//!   sent; `err.downcast_ref::<AuthError>()`), or the inner service's error.
+//! - A response that rejects the token (a 401 whose `WWW-Authenticate` says `invalid_token`, or
+//!   gRPC `grpc-status: 16` UNAUTHENTICATED in a trailers-only response) makes the authorizer
+//!   forget the token that was sent ([`Authorizer::judge`]), so the next request gets a fresh one.
+//! - With [`AuthLayer::retry_once`], such a request is also retried once with a fresh token
+//!   ([`Authorizer::decide`]). That needs a body that can be replayed, so that mode requires
+//!   `B: Clone` (hyper's `Full<Bytes>`, `String`, `()`); streaming bodies (tonic's, hyper's
+//!   `Incoming`) use the default mode. Put redirect-following layers *outside* this one, so that
+//!   every hop is scoped and no redirected request is replayed.
+//! - Errors are [`BoxError`]s: an [`AuthError`] when no token can be had, an [`OriginError`]
+//!   when the destination is refused (the request is then not sent;
+//!   `err.downcast_ref::<AuthError>()`), or the inner service's error.
 //!
 //! [tower]: https://docs.rs/tower
 
-use authwire::{AuthError, Authorizer};
-use http::header::AUTHORIZATION;
-use http::{HeaderValue, Request, Response, StatusCode};
+use authwire::{Admission, Answer, AuthError, Authorizer, RejectionRules, RetryDecision, Target};
+pub use authwire::{OriginError, Origins};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -63,8 +73,9 @@ use std::task::{Context, Poll, ready};
 use tower_layer::Layer;
 use tower_service::Service;
 
-/// The error type of [`AuthService`]: an [`AuthError`] or the inner service's error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The error type of [`AuthService`]: an [`AuthError`], an [`OriginError`], or the inner
+/// service's error.
+pub type BoxError = authwire::BoxError;
 
 /// Mode marker: insert the header, forget rejected tokens, do not retry (any body type).
 #[derive(Clone, Copy, Debug, Default)]
@@ -79,14 +90,32 @@ pub struct RetryOnce;
 #[derive(Clone)]
 pub struct AuthLayer<M = NoRetry> {
     authorizer: Authorizer,
+    origins: Origins,
     _mode: PhantomData<M>,
 }
 
 impl AuthLayer {
-    /// A layer that authorizes every request with `authorizer`.
+    /// A layer that authorizes every request with `authorizer` (never over plain http to a host
+    /// that is not loopback).
     pub fn new(authorizer: Authorizer) -> Self {
+        Self::with_origins(authorizer, Origins::any())
+    }
+
+    /// A layer that authorizes requests for these origins only (`https://api.example`,
+    /// `http://127.0.0.1:8080`, ...); other requests pass through untouched.
+    pub fn for_origins<I, S>(authorizer: Authorizer, origins: I) -> Result<Self, OriginError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Ok(Self::with_origins(authorizer, Origins::new(origins)?))
+    }
+
+    /// A layer that authorizes requests admitted by `origins`.
+    pub fn with_origins(authorizer: Authorizer, origins: Origins) -> Self {
         Self {
             authorizer,
+            origins,
             _mode: PhantomData,
         }
     }
@@ -95,6 +124,7 @@ impl AuthLayer {
     pub fn retry_once(self) -> AuthLayer<RetryOnce> {
         AuthLayer {
             authorizer: self.authorizer,
+            origins: self.origins,
             _mode: PhantomData,
         }
     }
@@ -107,6 +137,7 @@ impl<S, M> Layer<S> for AuthLayer<M> {
         AuthService {
             inner,
             authorizer: self.authorizer.clone(),
+            origins: self.origins.clone(),
             _mode: PhantomData,
         }
     }
@@ -116,6 +147,7 @@ impl<M> fmt::Debug for AuthLayer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthLayer")
             .field("authorizer", &self.authorizer)
+            .field("origins", &self.origins.to_string())
             .finish()
     }
 }
@@ -125,6 +157,7 @@ impl<M> fmt::Debug for AuthLayer<M> {
 pub struct AuthService<S, M = NoRetry> {
     inner: S,
     authorizer: Authorizer,
+    origins: Origins,
     _mode: PhantomData<M>,
 }
 
@@ -133,15 +166,56 @@ impl<S: fmt::Debug, M> fmt::Debug for AuthService<S, M> {
         f.debug_struct("AuthService")
             .field("inner", &self.inner)
             .field("authorizer", &self.authorizer)
+            .field("origins", &self.origins.to_string())
             .finish()
     }
 }
 
-fn rejected<B>(response: &Response<B>) -> bool {
-    response.status() == StatusCode::UNAUTHORIZED && authwire::challenge::token_rejected(response.headers())
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What the synchronous part of `call` found.
+enum Start {
+    /// The cached token is on the request: this header.
+    Cached(HeaderValue),
+    /// No usable cached token: wait for one.
+    Wait,
+    /// Not for this layer's origins.
+    PassThrough,
+    /// Refused destination.
+    Refused(OriginError),
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// Scope the request and, when the token is cached, authorize it in place.
+fn start<B>(authorizer: &Authorizer, origins: &Origins, request: &mut Request<B>) -> Start {
+    // The headers are moved out while the target borrows the method and URI.
+    let mut headers = std::mem::take(request.headers_mut());
+    let target = Target::from_uri(request.method(), request.uri());
+    let start = match origins.admits(&target) {
+        Admission::Authorize => match authorizer.try_authorize_target(&target, &mut headers) {
+            Some(sent) => Start::Cached(sent),
+            None => Start::Wait,
+        },
+        Admission::Refuse(e) => Start::Refused(e),
+        _ => Start::PassThrough,
+    };
+    *request.headers_mut() = headers;
+    start
+}
+
+/// Steps 1-5 for a request that had to wait for a token.
+async fn authorize<B>(authorizer: &Authorizer, request: &mut Request<B>) -> Result<HeaderValue, AuthError> {
+    let mut headers = std::mem::take(request.headers_mut());
+    let sent = {
+        let target = Target::from_uri(request.method(), request.uri());
+        authorizer.authorize_target(&target, &mut headers).await
+    };
+    *request.headers_mut() = headers;
+    sent
+}
+
+fn answer<B>(response: &Response<B>) -> Answer<'_> {
+    Answer::new(response.status(), response.headers())
+}
 
 impl<S, B, ResBody> Service<Request<B>> for AuthService<S, NoRetry>
 where
@@ -159,33 +233,31 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if let Some(header) = self.authorizer.cached_authorization_header() {
-            request.headers_mut().insert(AUTHORIZATION, header.clone());
-            return ResponseFuture {
-                state: State::Sent {
-                    future: self.inner.call(request),
-                    sent: header,
-                    authorizer: self.authorizer.clone(),
-                },
-            };
-        }
-        // No usable cached token: wait for one, then call the service that was made ready.
-        let ready = take_ready(&mut self.inner);
-        let authorizer = self.authorizer.clone();
-        ResponseFuture {
-            state: State::Refreshing {
-                future: Box::pin(async move {
-                    let mut ready = ready;
-                    let header = authorizer.authorization_header().await?;
-                    request.headers_mut().insert(AUTHORIZATION, header.clone());
-                    let response = ready.call(request).await.map_err(Into::into)?;
-                    if rejected(&response) {
-                        authorizer.invalidate(&header);
-                    }
-                    Ok(response)
-                }),
+        let state = match start(&self.authorizer, &self.origins, &mut request) {
+            Start::Cached(sent) => State::Sent {
+                future: self.inner.call(request),
+                sent: Some((sent, self.authorizer.clone())),
             },
-        }
+            Start::PassThrough => State::Sent {
+                future: self.inner.call(request),
+                sent: None,
+            },
+            Start::Refused(e) => State::Refused { error: Some(e) },
+            Start::Wait => {
+                // Wait for a token, then call the service that was made ready.
+                let mut ready = take_ready(&mut self.inner);
+                let authorizer = self.authorizer.clone();
+                State::Refreshing {
+                    future: Box::pin(async move {
+                        let sent = authorize(&authorizer, &mut request).await?;
+                        let response = ready.call(request).await.map_err(Into::into)?;
+                        authorizer.judge(&answer(&response), &sent, RejectionRules::default());
+                        Ok(response)
+                    }),
+                }
+            }
+        };
+        ResponseFuture { state }
     }
 }
 
@@ -206,30 +278,36 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let ready = take_ready(&mut self.inner);
+        let mut ready = take_ready(&mut self.inner);
         let mut spare = self.inner.clone();
         let authorizer = self.authorizer.clone();
+        let admission = start_admission(&self.origins, &request);
         Box::pin(async move {
-            let mut ready = ready;
-            let sent = authorizer.authorization_header().await?;
-            let mut replay = clone_request(&request);
-            request.headers_mut().insert(AUTHORIZATION, sent.clone());
-            let response = ready.call(request).await.map_err(Into::into)?;
-            if !rejected(&response) {
-                return Ok(response);
+            match admission {
+                Admission::Authorize => {}
+                Admission::Refuse(e) => return Err(e.into()),
+                _ => return ready.call(request).await.map_err(Into::into),
             }
-            authorizer.invalidate(&sent);
-            let fresh = match authorizer.authorization_header().await {
-                Ok(fresh) if fresh != sent => fresh,
-                _ => return Ok(response), // no new token: the 401 stands
+            let mut replay = clone_request(&request);
+            let sent = authorize(&authorizer, &mut request).await?;
+            let response = ready.call(request).await.map_err(Into::into)?;
+            let seen = answer(&response).replayable(true);
+            let RetryDecision::RetryWith(retry) =
+                authorizer.decide(&seen, &sent, RejectionRules::default()).await
+            else {
+                return Ok(response);
             };
-            replay.headers_mut().insert(AUTHORIZATION, fresh);
+            retry.apply(replay.headers_mut());
             std::future::poll_fn(|cx| spare.poll_ready(cx))
                 .await
                 .map_err(Into::into)?;
             spare.call(replay).await.map_err(Into::into)
         })
     }
+}
+
+fn start_admission<B>(origins: &Origins, request: &Request<B>) -> Admission {
+    origins.admits(&Target::from_uri(request.method(), request.uri()))
 }
 
 /// The service that `poll_ready` prepared, leaving a fresh clone in its place (tower's usual
@@ -259,10 +337,13 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<F, ResBody> {
-        // The header came from the cache and the request is with the inner service.
-        Sent { #[pin] future: F, sent: HeaderValue, authorizer: Authorizer },
+        // The request is with the inner service: with the cached token (`sent`), or passed
+        // through untouched (`None`).
+        Sent { #[pin] future: F, sent: Option<(HeaderValue, Authorizer)> },
         // Waiting for a token first.
         Refreshing { future: BoxFuture<Result<Response<ResBody>, BoxError>> },
+        // The destination was refused; the request was not sent.
+        Refused { error: Option<OriginError> },
     }
 }
 
@@ -275,18 +356,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Sent {
-                future,
-                sent,
-                authorizer,
-            } => {
+            StateProj::Sent { future, sent } => {
                 let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                if rejected(&response) {
-                    authorizer.invalidate(sent);
+                if let Some((sent, authorizer)) = sent {
+                    authorizer.judge(&answer(&response), sent, RejectionRules::default());
                 }
                 Poll::Ready(Ok(response))
             }
             StateProj::Refreshing { future } => future.as_mut().poll(cx),
+            StateProj::Refused { error } => Poll::Ready(Err(error
+                .take()
+                .map_or_else(|| "polled after completion".into(), Into::into))),
         }
     }
 }
@@ -296,9 +376,16 @@ impl<F, ResBody> fmt::Debug for ResponseFuture<F, ResBody> {
         let state = match self.state {
             State::Sent { .. } => "sent",
             State::Refreshing { .. } => "refreshing",
+            State::Refused { .. } => "refused",
         };
         f.debug_struct("ResponseFuture").field("state", &state).finish()
     }
+}
+
+/// The headers of a gRPC answer say UNAUTHENTICATED (for tests and diagnostics).
+#[doc(hidden)]
+pub fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
+    Answer::new(http::StatusCode::OK, headers).rejects_token(RejectionRules::default())
 }
 
 /// Whether `error` is an authorization failure, and which.

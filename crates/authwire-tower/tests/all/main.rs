@@ -1,5 +1,7 @@
 //! The layer around a real hyper client, against the testkit's servers over loopback.
 
+mod grpc;
+
 use authwire::{AuthError, Authorizer};
 use authwire_oauth2::OAuth2Provider;
 use authwire_testkit::{Client, IdentityServer, ResourceServer};
@@ -77,7 +79,9 @@ async fn a_rejected_token_is_forgotten_so_the_next_request_refreshes() {
 #[tokio::test]
 async fn retry_once_replays_a_rejected_request_with_a_fresh_token() {
     let (idp, api, authorizer) = servers(Client::CONFIDENTIAL_SECRET).await;
-    let mut service = AuthLayer::new(authorizer).retry_once().layer(hyper_client());
+    let mut service = AuthLayer::new(authorizer.clone())
+        .retry_once()
+        .layer(hyper_client());
     send(&mut service, get(&api.url())).await.unwrap();
     api.reject_next(1);
     let post = http::Request::post(api.url())
@@ -94,9 +98,11 @@ async fn retry_once_replays_a_rejected_request_with_a_fresh_token() {
     assert_eq!(status, 401);
     assert_eq!(
         api.requests(),
-        5,
-        "exactly one retry against a server that always says 401"
+        4,
+        "no retry: the token fetched after a rejection moments ago was rejected again (issue 12 item 13)"
     );
+    assert_eq!(authorizer.metrics().throttled_rejections, 1);
+    assert_eq!(idp.tokens_issued(), 2, "no refetch storm");
 }
 
 #[tokio::test]
@@ -107,4 +113,85 @@ async fn without_a_token_the_request_is_not_sent_and_the_error_is_typed() {
     let auth = authwire_tower::auth_error(&e).expect("an AuthError");
     assert!(matches!(auth, AuthError::Refresh(_)));
     assert_eq!(api.requests(), 0);
+}
+
+#[tokio::test]
+async fn for_origins_attaches_the_token_to_named_origins_only() {
+    // Issue 12, item 4: the layer attached the token to any host.
+    let (idp, api, authorizer) = servers(Client::CONFIDENTIAL_SECRET).await;
+    let other = ResourceServer::start(&idp).await;
+    let mut service = AuthLayer::for_origins(authorizer, [api.url()])
+        .unwrap()
+        .layer(hyper_client());
+    let (status, _) = send(&mut service, get(&format!("{}/v1", api.url())))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = send(&mut service, get(&format!("{}/v1", other.url())))
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "passed through without a token");
+    assert_eq!(other.authorization_seen(), [None]);
+    assert!(
+        AuthLayer::for_origins(
+            Authorizer::new(authwire::StaticTokenProvider::new("t")),
+            ["http://api.example"]
+        )
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn plain_http_off_loopback_is_refused_in_every_mode() {
+    // Issue 12, item 4: `AuthLayer::new` sent the token over plain http to any host. The
+    // inner service records what reached it; nothing is sent anywhere.
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let inner = {
+        let reached = reached.clone();
+        tower_service_fn(move |_req: http::Request<Full<Bytes>>| {
+            reached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok::<_, BoxError>(http::Response::new(())))
+        })
+    };
+    let authorizer = Authorizer::new(authwire::StaticTokenProvider::new("t0k3n"));
+    let mut service = AuthLayer::new(authorizer.clone()).layer(inner.clone());
+    std::future::poll_fn(|cx| service.poll_ready(cx)).await.unwrap();
+    let e = service.call(get("http://api.example/v1")).await.unwrap_err();
+    assert!(e.downcast_ref::<authwire::OriginError>().is_some(), "{e}");
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0, "not sent");
+    // Loopback and https are fine; insecure http by name too.
+    service.call(get("http://127.0.0.1:9/v1")).await.unwrap();
+    service.call(get("https://api.example/v1")).await.unwrap();
+    let origins = authwire::Origins::builder()
+        .any_origin(true)
+        .allow_insecure_http(true)
+        .build()
+        .unwrap();
+    let mut opted = AuthLayer::with_origins(authorizer, origins).layer(inner);
+    opted.call(get("http://api.example/v1")).await.unwrap();
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// A cloneable service from a closure (tower's `service_fn`, without the dependency).
+fn tower_service_fn<F>(f: F) -> ServiceFn<F> {
+    ServiceFn(f)
+}
+
+#[derive(Clone)]
+struct ServiceFn<F>(F);
+
+impl<F, Fut, Req, Res> Service<Req> for ServiceFn<F>
+where
+    F: FnMut(Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Res, BoxError>>,
+{
+    type Response = Res;
+    type Error = BoxError;
+    type Future = Fut;
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Req) -> Fut {
+        (self.0)(req)
+    }
 }
