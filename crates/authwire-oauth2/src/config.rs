@@ -365,7 +365,7 @@ pub struct OAuth2ProviderBuilder {
     pub(crate) resources: Vec<String>,
     pub(crate) extra_params: Vec<(String, String)>,
     pub(crate) request_timeout: Duration,
-    pub(crate) http_client: Option<reqwest::Client>,
+    pub(crate) http_client: Option<reqwest::ClientBuilder>,
     pub(crate) allow_insecure_http: bool,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -470,9 +470,23 @@ impl OAuth2ProviderBuilder {
         self
     }
 
-    /// Send requests with this client. It should not follow redirects
-    /// (`redirect::Policy::none()`); the provider refuses redirect answers either way.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+    /// Build the HTTP client from this builder (proxies, root certificates, timeouts...).
+    ///
+    /// It takes a builder, not a client, because the provider sets its redirect policy to
+    /// `none`: requests to the token endpoint carry credentials (client secret, refresh token,
+    /// assertion), and must never follow a redirect, whoever configured the client. A redirect
+    /// answer is an error that names the configuration to fix.
+    ///
+    /// ```
+    /// let provider = authwire_oauth2::OAuth2Provider::builder()
+    ///     .token_url("https://idp.example/token")
+    ///     .client_id("c")
+    ///     .client_secret("s")
+    ///     .http_client(reqwest::Client::builder().pool_max_idle_per_host(2))
+    ///     .build()?;
+    /// # let _ = provider; Ok::<(), authwire_oauth2::BuildError>(())
+    /// ```
+    pub fn http_client(mut self, client: reqwest::ClientBuilder) -> Self {
         self.http_client = Some(client);
         self
     }

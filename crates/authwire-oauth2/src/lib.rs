@@ -174,14 +174,15 @@ impl OAuth2Provider {
                 "the client credentials grant needs client authentication: set client_secret or a private_key_jwt auth_method",
             ));
         }
-        let http = match b.http_client {
-            Some(c) => c,
-            None => reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("authwire-oauth2/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| BuildError::HttpClient(authwire::error_chain(&e)))?,
-        };
+        // Whoever supplied the builder, credential-bearing requests never follow a redirect.
+        let http = b
+            .http_client
+            .unwrap_or_else(|| {
+                reqwest::Client::builder().user_agent(concat!("authwire-oauth2/", env!("CARGO_PKG_VERSION")))
+            })
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| BuildError::HttpClient(authwire::error_chain(&e)))?;
         let mut sorted_scopes = b.scopes.clone();
         sorted_scopes.sort();
         sorted_scopes.dedup();
@@ -494,17 +495,33 @@ impl Inner {
     /// POST a form to the token endpoint with client authentication, and read the answer.
     async fn token_request(&self, form: Form) -> Result<Token, ProviderError> {
         let endpoint = self.token_endpoint().await?;
-        self.post(&endpoint, form)
-            .await
-            .and_then(|(status, retry_after, body)| {
-                response::parse_token_response(status, retry_after.as_deref(), &body, self.clock.now())
-            })
+        self.post(&endpoint, form, |status, retry_after, body| {
+            response::parse_token_response(status, retry_after, body, self.clock.now())
+        })
+        .await
     }
 
-    async fn post(
+    /// POST `form` with client authentication and `parse` the answer. Every error, whatever
+    /// the server put in it, is scrubbed of what this request carried
+    /// ([`ProviderError::redact_sent`]).
+    async fn post<T>(
+        &self,
+        endpoint: &Url,
+        form: Form,
+        parse: impl FnOnce(u16, Option<&str>, &[u8]) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        let mut sent = form.secrets();
+        let answer = self.send_form(endpoint, form, &mut sent).await;
+        answer
+            .and_then(|(status, retry_after, body)| parse(status, retry_after.as_deref(), &body))
+            .map_err(|e| e.redact_sent(&sent))
+    }
+
+    async fn send_form(
         &self,
         endpoint: &Url,
         mut form: Form,
+        sent: &mut Vec<SecretString>,
     ) -> Result<(u16, Option<String>, Vec<u8>), ProviderError> {
         let mut request = self.http.post(endpoint.clone()).timeout(self.request_timeout);
         match &self.auth_method {
@@ -512,7 +529,10 @@ impl Inner {
                 let secret = self.client_secret.as_ref().map(expose).unwrap_or_default();
                 // RFC 6749 section 2.3.1: form-urlencode id and secret, then base64.
                 let pair = format!("{}:{}", form_encode(&self.client_id), form_encode(secret));
-                let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                sent.extend(encodings(secret));
+                sent.push(SecretString::from(encoded.clone()));
+                let value = format!("Basic {encoded}");
                 let mut value = reqwest::header::HeaderValue::from_str(&value)
                     .map_err(|_| ProviderError::permanent("client credentials cannot form a Basic header"))?;
                 value.set_sensitive(true);
@@ -521,6 +541,7 @@ impl Inner {
             ClientAuthMethod::ClientSecretPost => {
                 form.push("client_id", &self.client_id);
                 if let Some(s) = &self.client_secret {
+                    sent.extend(encodings(expose(s)));
                     form.push_secret("client_secret", s.clone());
                 }
             }
@@ -534,6 +555,7 @@ impl Inner {
                 )?;
                 form.push("client_id", &self.client_id);
                 form.push("client_assertion_type", CLIENT_ASSERTION_TYPE);
+                sent.extend(encodings(expose(&assertion)));
                 form.push_secret("client_assertion", assertion);
             }
             ClientAuthMethod::None => {
@@ -559,10 +581,14 @@ impl Inner {
         if !self.scopes.is_empty() {
             form.push("scope", &self.scopes.join(" "));
         }
-        let (status, retry_after, body) = self.post(&endpoint, form).await?;
-        let doc = self.json_answer(status, retry_after.as_deref(), &body, || {
-            "device authorization response".into()
-        })?;
+        let (status, doc) = self
+            .post(&endpoint, form, |status, retry_after, body| {
+                let doc = self.json_answer(status, retry_after, body, || {
+                    "device authorization response".into()
+                })?;
+                Ok((status, doc))
+            })
+            .await?;
         let text = |name: &str| doc.get(name).and_then(Value::as_str).map(str::to_owned);
         let device_code = text("device_code").ok_or_else(|| {
             ProviderError::invalid_response(Some(status), "device authorization response has no device_code")
@@ -637,6 +663,18 @@ impl Form {
         self.fields.push((name.to_owned(), FieldValue::Secret(value)));
     }
 
+    /// Every secret value of the form, as sent and as form-encoded.
+    fn secrets(&self) -> Vec<SecretString> {
+        self.fields
+            .iter()
+            .filter_map(|(_, v)| match v {
+                FieldValue::Secret(s) => Some(encodings(s.expose_secret())),
+                FieldValue::Plain(_) => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     fn finish(self) -> Vec<u8> {
         let mut s = form_urlencoded::Serializer::new(String::new());
         for (k, v) in &self.fields {
@@ -647,6 +685,16 @@ impl Form {
             s.append_pair(k, value);
         }
         s.finish().into_bytes()
+    }
+}
+
+/// A secret as sent: raw, and form-encoded when that differs.
+fn encodings(secret: &str) -> Vec<SecretString> {
+    let encoded = form_encode(secret);
+    if encoded == secret {
+        vec![SecretString::from(secret.to_owned())]
+    } else {
+        vec![SecretString::from(secret.to_owned()), SecretString::from(encoded)]
     }
 }
 
@@ -702,8 +750,22 @@ fn retry_after_header(response: &reqwest::Response) -> Option<String> {
 
 /// Send a request; the answer's status, `Retry-After` and body (size-limited).
 async fn send(request: reqwest::RequestBuilder) -> Result<(u16, Option<String>, Vec<u8>), ProviderError> {
-    let response = request.send().await.map_err(network_error)?;
+    let (client, request) = request.build_split();
+    let request = request.map_err(network_error)?;
+    let url = request.url().clone();
+    let response = client.execute(request).await.map_err(network_error)?;
     let status = response.status().as_u16();
+    // Redirects are off in every client we build; a redirect answer, or an answer from another
+    // URL, is refused and its body is not read.
+    if response.status().is_redirection() || response.url() != &url {
+        return Err(ProviderError::invalid_response(
+            Some(status),
+            format!(
+                "{} answered with a redirect; requests that carry credentials never follow redirects: configure the URL it points to",
+                url.as_str().split('?').next().unwrap_or_default()
+            ),
+        ));
+    }
     let retry_after = retry_after_header(&response);
     let body = read_limited(response).await?;
     Ok((status, retry_after, body))

@@ -203,7 +203,10 @@ fn keys(object: &Map<String, Value>) -> String {
 fn excerpt(body: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(&body[..body.len().min(400)]);
     let trimmed = text.trim_start();
-    if trimmed.is_empty() || trimmed.starts_with('{') || trimmed.starts_with('[') || trimmed.contains("token")
+    if trimmed.is_empty()
+        || trimmed.starts_with('{')
+        || trimmed.starts_with('[')
+        || trimmed.to_ascii_lowercase().contains("token")
     {
         return None;
     }

@@ -140,6 +140,9 @@ pub struct Fault {
     pub count: usize,
     /// More headers.
     pub headers: Vec<(&'static str, String)>,
+    /// Put the request (its form body and `Authorization` header) into the answer, as a
+    /// careless or hostile server does: in `error_description` for JSON, verbatim otherwise.
+    pub echo_request: bool,
 }
 
 impl Fault {
@@ -153,7 +156,16 @@ impl Fault {
             delay: Duration::ZERO,
             count: 1,
             headers: Vec::new(),
+            echo_request: false,
         }
+    }
+
+    /// An RFC 6749 error whose `error_description` repeats the request it answers (form body
+    /// and `Authorization` header), with a control character or two, once.
+    pub fn echo_request(status: u16) -> Self {
+        let mut f = Self::status(status, Vec::new());
+        f.echo_request = true;
+        f
     }
 
     /// An RFC 6749 section 5.2 error answer, once.
@@ -841,9 +853,29 @@ async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Bytes) -> Respo
     };
     if let Some(f) = fault {
         tokio::time::sleep(f.delay).await;
+        let body = if f.echo_request {
+            let form = String::from_utf8_lossy(&body);
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let decoded: String = form_urlencoded::parse(form.as_bytes())
+                .map(|(k, v)| format!("{k}={v}\r\n"))
+                .collect();
+            if f.content_type == "application/json" {
+                json!({"error": "invalid_request",
+                       "error_description": format!("bad request\u{1b}[31m: {form} decoded {decoded} auth {auth}")})
+                .to_string()
+                .into_bytes()
+            } else {
+                format!("<html>bad request: {form} {auth}</html>").into_bytes()
+            }
+        } else {
+            f.body
+        };
         let mut r = (
             StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            f.body,
+            body,
         )
             .into_response();
         r.headers_mut()

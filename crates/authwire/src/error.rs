@@ -169,8 +169,13 @@ impl ProviderError {
 
     /// An RFC 6749 section 5.2 error answer. Transient when the code says so
     /// (`temporarily_unavailable`, `server_error`, `slow_down`) or the status is 5xx or 429.
+    ///
+    /// `code` and `description` come from the server: they are cut (64 and 300 characters) and
+    /// stripped of control characters, so that a server cannot flood logs or move a terminal's
+    /// cursor.
     pub fn rejected(status: Option<u16>, code: impl Into<String>, description: Option<String>) -> Self {
-        let code = code.into();
+        let code = server_text(&code.into(), 64);
+        let description = description.map(|d| server_text(&d, MAX_DESCRIPTION));
         let transient =
             TRANSIENT_CODES.contains(&code.as_str()) || status.is_some_and(|s| s == 429 || s >= 500);
         ProviderError::Rejected {
@@ -221,7 +226,7 @@ impl ProviderError {
     /// Attach an `error_uri` to a [`ProviderError::Rejected`]; no effect on other variants.
     pub fn with_error_uri(mut self, error_uri: impl Into<String>) -> Self {
         if let ProviderError::Rejected { uri, .. } = &mut self {
-            *uri = Some(error_uri.into());
+            *uri = Some(server_text(&error_uri.into(), 200));
         }
         self
     }
@@ -230,12 +235,7 @@ impl ProviderError {
     /// guarantees that it holds no secret; it is cut to 200 characters.
     pub fn with_excerpt(mut self, body_excerpt: impl Into<String>) -> Self {
         if let ProviderError::InvalidResponse { excerpt, .. } = &mut self {
-            let mut s: String = body_excerpt.into();
-            if let Some((cut, _)) = s.char_indices().nth(200) {
-                s.truncate(cut);
-                s.push('…');
-            }
-            *excerpt = Some(s);
+            *excerpt = Some(server_text(&body_excerpt.into(), 200));
         }
         self
     }
@@ -277,6 +277,66 @@ impl ProviderError {
         }
     }
 
+    /// Remove from this error's text anything that was sent in the request it answers.
+    ///
+    /// A server may echo a request back in its error (`error_description`, an HTML page), and a
+    /// provider's errors reach logs, terminals and callers. A provider calls this with every
+    /// secret it sent (client secret, refresh token, assertion, device code, in every encoding
+    /// it used); any run of 8 or more characters shared with one of them (compared without
+    /// case), and any whole occurrence of a shorter one, becomes `[redacted]`.
+    ///
+    /// ```
+    /// use authwire::ProviderError;
+    /// use authwire::secrecy::SecretString;
+    /// let sent = [SecretString::from("s3cr3t-client-secret-value")];
+    /// let e = ProviderError::rejected(Some(400), "invalid_request", Some("bad client_secret=s3cr3t-client-SECRET-value&x".into()));
+    /// let shown = e.redact_sent(&sent).to_string();
+    /// assert!(!shown.to_lowercase().contains("client-secret"), "{shown}");
+    /// assert!(shown.contains("[redacted]"));
+    /// ```
+    pub fn redact_sent(self, sent: &[secrecy::SecretString]) -> Self {
+        use secrecy::ExposeSecret;
+        let secrets: Vec<&str> = sent
+            .iter()
+            .map(|s| s.expose_secret())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if secrets.is_empty() {
+            return self;
+        }
+        let fix = |text: &mut String| {
+            if let Some(clean) = redact(text, &secrets) {
+                *text = clean;
+            }
+        };
+        let fix_source = |source: &mut SharedError| {
+            if let Some(clean) = redact(&source.to_string(), &secrets) {
+                *source = SharedError::msg(clean);
+            }
+        };
+        let mut e = self;
+        match &mut e {
+            ProviderError::Rejected {
+                code,
+                description,
+                uri,
+                ..
+            } => {
+                fix(code);
+                description.iter_mut().for_each(fix);
+                uri.iter_mut().for_each(fix);
+            }
+            ProviderError::InvalidResponse { reason, excerpt, .. } => {
+                fix(reason);
+                excerpt.iter_mut().for_each(fix);
+            }
+            ProviderError::Unavailable { source, .. } | ProviderError::Failed { source, .. } => {
+                fix_source(source)
+            }
+        }
+        e
+    }
+
     /// A short label for metrics and logs: `rejected`, `unavailable`, `invalid_response`, `failed`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -286,6 +346,60 @@ impl ProviderError {
             ProviderError::Failed { .. } => "failed",
         }
     }
+}
+
+/// The longest `error_description` an error keeps, in characters.
+const MAX_DESCRIPTION: usize = 300;
+
+/// Text from a server as an error keeps it: control characters removed, at most `max`
+/// characters (then `…`).
+fn server_text(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(max).collect();
+    if s.chars().filter(|c| !c.is_control()).nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Shared runs of at least this many characters count as an echo of a secret.
+const ECHO_RUN: usize = 8;
+
+/// `text` with every echo of `secrets` replaced by `[redacted]`, or `None` if there was none.
+fn redact(text: &str, secrets: &[&str]) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let hay = lower.as_bytes();
+    let mut marked = vec![false; hay.len()];
+    for secret in secrets {
+        let secret = secret.to_ascii_lowercase();
+        let needle = secret.as_bytes();
+        let run = ECHO_RUN.min(needle.len());
+        if hay.len() < run {
+            continue;
+        }
+        for start in 0..=hay.len() - run {
+            let window = &hay[start..start + run];
+            if needle.windows(run).any(|w| w == window) {
+                marked[start..start + run].iter_mut().for_each(|m| *m = true);
+            }
+        }
+    }
+    if !marked.contains(&true) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_run = false;
+    for (i, c) in text.char_indices() {
+        if marked[i] {
+            if !in_run {
+                out.push_str("[redacted]");
+                in_run = true;
+            }
+        } else {
+            in_run = false;
+            out.push(c);
+        }
+    }
+    Some(out)
 }
 
 fn write_status(f: &mut fmt::Formatter<'_>, status: Option<u16>) -> fmt::Result {
@@ -604,5 +718,58 @@ mod tests {
         assert_send_sync::<ProviderError>();
         assert_send_sync::<StoreError>();
         assert_send_sync::<AuthError>();
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    #[test]
+    fn echoes_of_what_was_sent_are_redacted_whole_partial_and_in_any_case() {
+        let sent = [
+            SecretString::from("rt-SECRETMARK-42-abcdef0123"),
+            SecretString::from("pw"), // short: whole occurrences only
+        ];
+        for (echo, gone) in [
+            ("refresh_token=rt-SECRETMARK-42-abcdef0123&x=1", "secretmark"),
+            ("prefix RT-secretmark-42 suffix", "secretmark"), // partial, other case
+            ("the password pw was wrong", " pw "),
+        ] {
+            let e = ProviderError::rejected(Some(400), "invalid_grant", Some(echo.into())).redact_sent(&sent);
+            let shown = e.to_string().to_ascii_lowercase();
+            assert!(!shown.contains(gone), "{shown}");
+            assert!(shown.contains("[redacted]"), "{shown}");
+        }
+        // Nothing sent in it: unchanged.
+        let e = ProviderError::rejected(Some(400), "invalid_grant", Some("refresh token revoked".into()));
+        assert_eq!(
+            e.redact_sent(&sent).to_string(),
+            "identity provider rejected the request: invalid_grant (HTTP 400): refresh token revoked"
+        );
+        let e = ProviderError::invalid_response(Some(500), "html")
+            .with_excerpt("<p>rt-SECRETMARK-42-abcdef0123</p>")
+            .redact_sent(&sent);
+        assert!(!e.to_string().contains("SECRETMARK"), "{e}");
+        let e = ProviderError::transient(std::io::Error::other("reset after rt-SECRETMARK-42"))
+            .redact_sent(&sent);
+        assert!(!e.to_string().contains("SECRETMARK"), "{e}");
+    }
+
+    #[test]
+    fn server_text_is_bounded_and_has_no_control_characters() {
+        let long = format!("a\u{1b}[31mred\r\nInjected: header{}", "x".repeat(5000));
+        let e = ProviderError::rejected(Some(400), format!("code\n{}", "c".repeat(500)), Some(long));
+        let ProviderError::Rejected {
+            code, description, ..
+        } = &e
+        else {
+            unreachable!()
+        };
+        let d = description.as_deref().unwrap();
+        assert!(!d.chars().any(char::is_control), "{d:?}");
+        assert!(d.chars().count() <= MAX_DESCRIPTION + 1);
+        assert!(code.chars().count() <= 65 && !code.contains('\n'));
     }
 }

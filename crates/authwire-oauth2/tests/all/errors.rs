@@ -209,3 +209,83 @@ fn build_errors_say_what_is_missing() {
         }
     ));
 }
+
+#[tokio::test]
+async fn a_token_endpoint_redirect_is_refused_even_with_a_user_supplied_client() {
+    // Issue 12, item 2: with `.http_client(..)`, a 307 carried the whole form (client secret
+    // included) to another origin, and the token it returned was accepted.
+    let idp = IdentityServer::start().await;
+    let elsewhere = IdentityServer::start().await; // would issue a token for the same client
+    let redirector = authwire_testkit::ResourceServer::start(&idp).await;
+    let port = elsewhere
+        .token_url()
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    for method in [
+        authwire_oauth2::ClientAuthMethod::ClientSecretPost,
+        authwire_oauth2::ClientAuthMethod::ClientSecretBasic,
+    ] {
+        let provider = OAuth2Provider::builder()
+            .token_url(format!("{}/redirect-to/{port}/token", redirector.url()))
+            .client_id(Client::CONFIDENTIAL_ID)
+            .client_secret(Client::CONFIDENTIAL_SECRET)
+            .auth_method(method)
+            // A client builder that follows redirects by default.
+            .http_client(reqwest::Client::builder())
+            .build()
+            .unwrap();
+        let e = provider.fetch_token(None).await.unwrap_err();
+        assert!(e.to_string().contains("redirect"), "{e}");
+        assert!(!e.is_transient(), "a configuration error, not an outage");
+        assert_eq!(elsewhere.token_requests(), 0, "nothing reached the other origin");
+    }
+}
+
+#[tokio::test]
+async fn secrets_echoed_back_by_the_server_never_reach_the_error() {
+    // Issue 12, item 3: an error body that echoes the request put the client secret (and the
+    // refresh token) into the error text, WARN logs and the CLI's stderr.
+    let idp = IdentityServer::start().await;
+    for method in [
+        authwire_oauth2::ClientAuthMethod::ClientSecretPost,
+        authwire_oauth2::ClientAuthMethod::ClientSecretBasic,
+    ] {
+        for fault in [
+            Fault::echo_request(400),
+            Fault::echo_request(500).content_type("text/html"),
+            Fault::echo_request(200).content_type("text/html"),
+        ] {
+            idp.inject(fault);
+            let provider = confidential(&idp).auth_method(method.clone()).build().unwrap();
+            let current = authwire::Token::new("old").with_refresh_token("rt-ECHOED-refresh-token-1234");
+            let e = provider.fetch_token(Some(&current)).await.unwrap_err();
+            let text = format!("{e} {e:?} {}", authwire::error_chain(&e));
+            for secret in [Client::CONFIDENTIAL_SECRET, "ECHOED-refresh", "echoed-refresh"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+            let basic = base64_of_pair();
+            assert!(
+                !text.contains(&basic[..12]),
+                "the Basic header's base64 in {text}"
+            );
+            assert!(
+                !text.chars().any(|c| c.is_control()),
+                "control characters in {text:?}"
+            );
+        }
+    }
+}
+
+fn base64_of_pair() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        Client::CONFIDENTIAL_ID,
+        Client::CONFIDENTIAL_SECRET
+    ))
+}
