@@ -136,7 +136,14 @@ impl<P: IdentityProvider> IdentityProvider for JwtExpiry<P> {
         if !self.always && token.expires_at().is_some() && !self.verifies() {
             return Ok(token);
         }
-        match self.claims(token.access_token().expose_secret()).await? {
+        let claims = self.claims(token.access_token().expose_secret()).await;
+        // Verification failed (a JWKS outage, a bad signature): the access token is refused,
+        // but a refresh token that came with it is handed back, never dropped.
+        let claims = claims.map_err(|e| match token.refresh_token() {
+            Some(rt) => e.with_refresh_token(rt.clone()),
+            None => e,
+        })?;
+        match claims {
             Ok(claims) => {
                 self.check_drift(&claims);
                 Ok(match claims.expires_at() {

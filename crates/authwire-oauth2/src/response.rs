@@ -41,6 +41,19 @@ fn parse_success(status: u16, body: &[u8], now: SystemTime) -> Result<Token, Pro
         }
         e
     })?;
+    // A refresh token that came with an answer we refuse is handed back with the error: the
+    // server may have rotated it, and redeeming the old one again would revoke the login.
+    parse_token_object(status, &object, now).map_err(|e| match object.get("refresh_token") {
+        Some(Value::String(r)) if !r.is_empty() => e.with_refresh_token(r.clone().into()),
+        _ => e,
+    })
+}
+
+fn parse_token_object(
+    status: u16,
+    object: &Map<String, Value>,
+    now: SystemTime,
+) -> Result<Token, ProviderError> {
     let access_token = match object.get("access_token") {
         Some(Value::String(t)) if !t.is_empty() => t.clone(),
         Some(Value::String(_)) => {
@@ -58,7 +71,7 @@ fn parse_success(status: u16, body: &[u8], now: SystemTime) -> Result<Token, Pro
         None => {
             return Err(ProviderError::invalid_response(
                 Some(status),
-                format!("JSON without access_token (keys: {})", keys(&object)),
+                format!("JSON without access_token (keys: {})", keys(object)),
             ));
         }
     };
@@ -73,10 +86,10 @@ fn parse_success(status: u16, body: &[u8], now: SystemTime) -> Result<Token, Pro
             ));
         }
     }
-    if let Some(secs) = seconds_field(&object, "expires_in", status)? {
+    if let Some(secs) = seconds_field(object, "expires_in", status)? {
         token = token.with_expires_at(now + secs);
     }
-    if let Some(secs) = seconds_field(&object, "refresh_in", status)? {
+    if let Some(secs) = seconds_field(object, "refresh_in", status)? {
         token = token.with_refresh_at(now + secs);
     }
     match object.get("refresh_token") {
@@ -267,6 +280,30 @@ mod tests {
         assert_eq!(
             ok(r#"{"access_token":"x"}"#).unwrap().token_type(),
             &TokenType::Bearer
+        );
+    }
+
+    #[test]
+    fn a_refused_success_answer_hands_back_its_refresh_token() {
+        // Issue 12, item 7: the rotated refresh token beside an unusable expires_in was lost.
+        for body in [
+            r#"{"access_token":"x","expires_in":"soon","refresh_token":"rt-rotated"}"#,
+            r#"{"access_token":42,"refresh_token":"rt-rotated"}"#,
+            r#"{"refresh_token":"rt-rotated"}"#,
+        ] {
+            let e = ok(body).unwrap_err();
+            assert_eq!(
+                e.received_refresh_token().map(|r| r.expose_secret()),
+                Some("rt-rotated"),
+                "{body}"
+            );
+            assert!(!format!("{e} {e:?}").contains("rt-rotated"));
+        }
+        assert!(
+            ok(r#"{"access_token":"x","expires_in":"soon"}"#)
+                .unwrap_err()
+                .received_refresh_token()
+                .is_none()
         );
     }
 

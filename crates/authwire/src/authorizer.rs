@@ -885,7 +885,17 @@ impl Shared {
         };
         let mut token = match fetched {
             Ok(token) => token,
-            Err(e) => return self.failed(e, None),
+            Err(mut e) => {
+                // The provider refused an answer that carried a refresh token: keep it.
+                let newer = match e.take_refresh_token() {
+                    Some(rt) => Some(
+                        self.keep_refresh_token(current.as_deref(), rt, input.timeouts)
+                            .await,
+                    ),
+                    None => None,
+                };
+                return self.failed(e, newer);
+            }
         };
         let now = self.clock.now();
         if token.issued_at().is_none() {
@@ -901,7 +911,12 @@ impl Shared {
         // Steps 3 and 4, once for this token.
         let entry = match self.prepare(token.clone(), now) {
             Ok(entry) => entry,
-            Err(e) => return self.failed(e, Some(token)),
+            Err(e) => {
+                if token.refresh_token().is_some() {
+                    self.save_kept(&token, input.timeouts).await;
+                }
+                return self.failed(e, Some(token));
+            }
         };
         if token.expires_at().is_some_and(|exp| exp <= now) {
             warn!(cache_key = %self.key, "the identity provider issued a token that is already expired by this machine's clock; check the clock");
@@ -923,6 +938,37 @@ impl Shared {
             "token refreshed"
         );
         Outcome::Ready(entry)
+    }
+
+    /// A token to remember (and save) for its refresh token only: `current` with `refresh_token`
+    /// in place of its own, or, with no current token, one that is expired from the start so
+    /// that nobody serves it.
+    async fn keep_refresh_token(
+        &self,
+        current: Option<&Token>,
+        refresh_token: secrecy::SecretString,
+        timeouts: bool,
+    ) -> Arc<Token> {
+        let mut token = current
+            .cloned()
+            .unwrap_or_else(|| Token::new("unusable").with_expires_at(UNIX_EPOCH + Duration::from_secs(1)));
+        token.set_refresh_token(Some(refresh_token));
+        let token = Arc::new(token);
+        self.save_kept(&token, timeouts).await;
+        token
+    }
+
+    /// Save a token kept for its refresh token after a refused answer.
+    async fn save_kept(&self, token: &Token, timeouts: bool) {
+        match self.save(token, timeouts).await {
+            Ok(()) => {
+                info!(cache_key = %self.key, "kept the refresh token that came with a refused answer");
+            }
+            Err(e) => {
+                Counters::bump(&self.counters.store_errors);
+                warn!(cache_key = %self.key, error = %e, "could not save the refresh token that came with a refused answer; it is kept in memory");
+            }
+        }
     }
 
     fn failed(&self, error: ProviderError, newer: Option<Arc<Token>>) -> Outcome {

@@ -108,6 +108,9 @@ pub enum ProviderError {
         transient: bool,
         /// How long the server asked us to wait.
         retry_after: Option<Duration>,
+        /// A refresh token that came with the refused answer; see
+        /// [`ProviderError::received_refresh_token`].
+        kept: Option<KeptRefreshToken>,
     },
     /// The identity provider could not be reached or is failing for now: network error,
     /// timeout, 5xx, 429.
@@ -119,6 +122,9 @@ pub enum ProviderError {
         status: Option<u16>,
         /// How long the server asked us to wait.
         retry_after: Option<Duration>,
+        /// A refresh token that came with the refused answer; see
+        /// [`ProviderError::received_refresh_token`].
+        kept: Option<KeptRefreshToken>,
     },
     /// The identity provider answered success with something that is not a usable token:
     /// an HTML page, JSON without `access_token`, a token that cannot go into a header...
@@ -130,6 +136,9 @@ pub enum ProviderError {
         reason: String,
         /// A short excerpt of the body, only when it cannot hold a token.
         excerpt: Option<String>,
+        /// A refresh token that came with the refused answer; see
+        /// [`ProviderError::received_refresh_token`].
+        kept: Option<KeptRefreshToken>,
     },
     /// Any other permanent failure of a provider (see [`ProviderError::permanent`]).
     #[non_exhaustive]
@@ -138,7 +147,20 @@ pub enum ProviderError {
         source: SharedError,
         /// How long to wait before trying again, if known.
         retry_after: Option<Duration>,
+        /// A refresh token that came with the refused answer; see
+        /// [`ProviderError::received_refresh_token`].
+        kept: Option<KeptRefreshToken>,
     },
+}
+
+/// A refresh token carried by a [`ProviderError`]: shown by neither `Debug` nor `Display`.
+#[derive(Clone)]
+pub struct KeptRefreshToken(secrecy::SecretString);
+
+impl fmt::Debug for KeptRefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// RFC 6749 / RFC 8628 error codes after which trying again may succeed.
@@ -156,6 +178,7 @@ impl ProviderError {
             source: SharedError::new(source),
             status: None,
             retry_after: None,
+            kept: None,
         }
     }
 
@@ -164,6 +187,7 @@ impl ProviderError {
         ProviderError::Failed {
             source: SharedError::new(source),
             retry_after: None,
+            kept: None,
         }
     }
 
@@ -185,6 +209,7 @@ impl ProviderError {
             status,
             transient,
             retry_after: None,
+            kept: None,
         }
     }
 
@@ -194,6 +219,7 @@ impl ProviderError {
             source: SharedError::new(source),
             status,
             retry_after: None,
+            kept: None,
         }
     }
 
@@ -203,6 +229,7 @@ impl ProviderError {
             status,
             reason: reason.into(),
             excerpt: None,
+            kept: None,
         }
     }
 
@@ -274,6 +301,41 @@ impl ProviderError {
             | ProviderError::Unavailable { status, .. }
             | ProviderError::InvalidResponse { status, .. } => *status,
             ProviderError::Failed { .. } => None,
+        }
+    }
+
+    /// Attach a refresh token that arrived with an answer the provider could not use (a token
+    /// response with an unusable `expires_in`, an access token that failed verification).
+    ///
+    /// A refresh token received is never lost: the [`Authorizer`](crate::Authorizer) keeps it
+    /// and saves it to its store, so the next refresh redeems it and not the old one (which an
+    /// identity provider with reuse detection would treat as theft, revoking the login).
+    pub fn with_refresh_token(mut self, refresh_token: secrecy::SecretString) -> Self {
+        *self.kept_mut() = Some(KeptRefreshToken(refresh_token));
+        self
+    }
+
+    /// The refresh token attached by [`with_refresh_token`](Self::with_refresh_token).
+    pub fn received_refresh_token(&self) -> Option<&secrecy::SecretString> {
+        match self {
+            ProviderError::Rejected { kept, .. }
+            | ProviderError::Unavailable { kept, .. }
+            | ProviderError::InvalidResponse { kept, .. }
+            | ProviderError::Failed { kept, .. } => kept.as_ref().map(|k| &k.0),
+        }
+    }
+
+    /// Take the attached refresh token out (the authorizer does, before sharing the error).
+    pub(crate) fn take_refresh_token(&mut self) -> Option<secrecy::SecretString> {
+        self.kept_mut().take().map(|k| k.0)
+    }
+
+    fn kept_mut(&mut self) -> &mut Option<KeptRefreshToken> {
+        match self {
+            ProviderError::Rejected { kept, .. }
+            | ProviderError::Unavailable { kept, .. }
+            | ProviderError::InvalidResponse { kept, .. }
+            | ProviderError::Failed { kept, .. } => kept,
         }
     }
 
@@ -438,6 +500,7 @@ impl fmt::Display for ProviderError {
                 status,
                 reason,
                 excerpt,
+                ..
             } => {
                 write!(f, "identity provider sent an unusable response")?;
                 write_status(f, *status)?;

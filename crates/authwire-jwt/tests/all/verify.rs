@@ -166,3 +166,36 @@ async fn jwt_expiry_can_verify_before_trusting_exp() {
     let e = authorizer.authorization_header().await.unwrap_err();
     assert!(e.to_string().contains("failed verification"), "{e}");
 }
+
+#[tokio::test]
+async fn a_refresh_token_beside_an_access_token_that_fails_verification_is_handed_back() {
+    // Issue 12, item 7: when JwtExpiry's verification failed, the (rotated) refresh token that
+    // came with the access token was dropped.
+    use authwire::secrecy::ExposeSecret;
+    use authwire::{CacheKey, ProviderError, Token, async_trait};
+    let idp = IdentityServer::start().await;
+    struct WithRefresh(String);
+    #[async_trait]
+    impl IdentityProvider for WithRefresh {
+        async fn fetch_token(&self, _: Option<&Token>) -> Result<Token, ProviderError> {
+            Ok(Token::new(self.0.clone()).with_refresh_token("rt-ROTATED-7"))
+        }
+        fn cache_key(&self) -> CacheKey {
+            CacheKey::from_static("with-refresh")
+        }
+    }
+    let wrong_audience = Verifier::builder()
+        .jwks_url(idp.jwks_url())
+        .issuer(idp.issuer())
+        .audience("not-us")
+        .build()
+        .unwrap();
+    let p = JwtExpiry::new(WithRefresh(idp.mint_access_token("svc", Duration::from_secs(60))))
+        .verify_with(wrong_audience);
+    let e = p.fetch_token(None).await.unwrap_err();
+    assert_eq!(
+        e.received_refresh_token().map(|r| r.expose_secret()),
+        Some("rt-ROTATED-7")
+    );
+    assert!(!format!("{e} {e:?}").contains("ROTATED"));
+}

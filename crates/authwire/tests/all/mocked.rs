@@ -165,3 +165,65 @@ async fn debug_output_never_shows_secrets() {
         assert!(!text.contains("SECRET"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_refresh_token_that_came_with_a_refused_answer_is_kept_saved_and_redeemed_next() {
+    // Issue 12, item 7: a rotated refresh token that arrived beside an unusable access token
+    // (bad expires_in, failed JWT verification) was dropped, and the next refresh redeemed
+    // the old one: with reuse detection, the whole login was revoked.
+    let mut p = provider();
+    p.expect_fetch_token().times(1).returning(|_| {
+        Ok(Token::new("a1")
+            .with_refresh_token("r1")
+            .with_expires_at(t0() + Duration::from_secs(100)))
+    });
+    p.expect_fetch_token()
+        .times(1)
+        .withf(|c| {
+            c.as_ref()
+                .and_then(Token::refresh_token)
+                .map(|r| r.expose_secret())
+                == Some("r1")
+        })
+        .returning(|_| {
+            Err(
+                ProviderError::invalid_response(Some(200), "expires_in is not a number of seconds")
+                    .with_refresh_token("r2-rotated".into()),
+            )
+        });
+    p.expect_fetch_token()
+        .times(1)
+        .withf(|c| {
+            c.as_ref()
+                .and_then(Token::refresh_token)
+                .map(|r| r.expose_secret())
+                == Some("r2-rotated")
+        })
+        .returning(|_| Ok(Token::new("a3").with_expires_at(t0() + Duration::from_secs(4000))));
+    let clock = ManualClock::new(t0());
+    let store = crate::support::TestStore::default();
+    let auth = Authorizer::builder(p)
+        .clock(clock.clone())
+        .store(store.clone())
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer a1");
+    clock.advance(Duration::from_secs(101)); // truly expired: nothing to serve meanwhile
+    let e = auth.authorization_header().await.unwrap_err();
+    let shown = format!("{e} {e:?}");
+    assert!(
+        !shown.contains("r2-rotated"),
+        "the error shows no refresh token: {shown}"
+    );
+    assert!(
+        e.provider_error().unwrap().received_refresh_token().is_none(),
+        "taken out before the error is shared"
+    );
+    let saved = store.get(auth.cache_key().as_str()).expect("saved");
+    assert_eq!(
+        saved.refresh_token().unwrap().expose_secret(),
+        "r2-rotated",
+        "saved for other processes and restarts"
+    );
+    clock.advance(Duration::from_secs(120)); // past the backoff
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer a3");
+}
