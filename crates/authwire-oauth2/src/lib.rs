@@ -604,8 +604,7 @@ impl Inner {
                     "device authorization response has no verification_uri",
                 )
             })?;
-        let expires_in = Duration::from_secs(doc.get("expires_in").and_then(Value::as_u64).unwrap_or(600));
-        let mut interval = Duration::from_secs(doc.get("interval").and_then(Value::as_u64).unwrap_or(5));
+        let (expires_in, mut interval) = device_timing(&doc);
         prompt(&DevicePrompt {
             user_code,
             verification_uri,
@@ -631,11 +630,55 @@ impl Inner {
                 Err(e) => match e.error_code() {
                     Some("authorization_pending") => continue,
                     // RFC 8628 section 3.5: slow down by 5 seconds for this and later polls.
-                    Some("slow_down") => interval += Duration::from_secs(5),
+                    Some("slow_down") => {
+                        interval = (interval + Duration::from_secs(5)).min(MAX_DEVICE_POLL_INTERVAL);
+                    }
                     _ => return Err(e),
                 },
             }
         }
+    }
+}
+
+/// The longest device code lifetime honoured (RFC 8628 `expires_in`); longer ones are cut, so
+/// that a server cannot keep a login waiting for days.
+pub const MAX_DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// The longest wait between two device flow polls (`interval`, and after `slow_down`).
+pub const MAX_DEVICE_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A device authorization's lifetime and poll interval, bounded: a hostile or broken server
+/// must not make us wait for hours between polls or overflow the clock.
+fn device_timing(doc: &Value) -> (Duration, Duration) {
+    let seconds = |name: &str, default: u64| doc.get(name).and_then(Value::as_u64).unwrap_or(default);
+    let expires_in = Duration::from_secs(seconds("expires_in", 600)).min(MAX_DEVICE_CODE_LIFETIME);
+    let interval =
+        Duration::from_secs(seconds("interval", 5)).clamp(Duration::from_secs(1), MAX_DEVICE_POLL_INTERVAL);
+    (expires_in, interval)
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    #[test]
+    fn device_timing_is_bounded() {
+        // Issue 12, item 12: a huge expires_in panicked (clock overflow), a huge interval hung.
+        let doc = serde_json::json!({"expires_in": u64::MAX, "interval": u64::MAX});
+        assert_eq!(
+            device_timing(&doc),
+            (MAX_DEVICE_CODE_LIFETIME, MAX_DEVICE_POLL_INTERVAL)
+        );
+        let doc = serde_json::json!({"expires_in": 900, "interval": 0});
+        assert_eq!(
+            device_timing(&doc),
+            (Duration::from_secs(900), Duration::from_secs(1))
+        );
+        let doc = serde_json::json!({});
+        assert_eq!(
+            device_timing(&doc),
+            (Duration::from_secs(600), Duration::from_secs(5))
+        );
     }
 }
 

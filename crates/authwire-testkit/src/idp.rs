@@ -92,6 +92,8 @@ pub struct Settings {
     pub rotate_refresh_tokens: bool,
     /// The `interval` of device authorizations, in seconds.
     pub device_interval_secs: u64,
+    /// The `expires_in` of device authorizations, in seconds (default 600).
+    pub device_expires_in_secs: u64,
     /// Approve device authorizations as soon as they are made.
     pub auto_approve_devices: bool,
     /// Answer the first device-code poll of each authorization with `slow_down`.
@@ -114,6 +116,7 @@ impl Default for Settings {
             refresh_token_for_client_credentials: false,
             rotate_refresh_tokens: true,
             device_interval_secs: 0,
+            device_expires_in_secs: 600,
             auto_approve_devices: false,
             device_slow_down_once: false,
             token_delay: Duration::ZERO,
@@ -1122,7 +1125,7 @@ async fn device_authorization(State(s): State<Arc<IdpState>>, headers: HeaderMap
         "user_code": user_code,
         "verification_uri": verification_uri,
         "verification_uri_complete": format!("{verification_uri}?user_code={user_code}"),
-        "expires_in": 600,
+        "expires_in": settings.device_expires_in_secs,
         "interval": settings.device_interval_secs,
     }))
 }

@@ -321,3 +321,33 @@ async fn device_code_grant_runs_the_device_flow_when_there_is_no_refresh_token()
     assert_eq!(idp.grant_count("urn:ietf:params:oauth:grant-type:device_code"), 1);
     assert_eq!(idp.grant_count("refresh_token"), 1);
 }
+
+#[tokio::test]
+async fn a_huge_device_code_lifetime_is_bounded_not_a_panic() {
+    // Issue 12, item 12: `expires_in: u64::MAX` overflowed the deadline and panicked.
+    let idp = IdentityServer::builder()
+        .settings(Settings {
+            auto_approve_devices: true,
+            device_expires_in_secs: u64::MAX,
+            ..Settings::default()
+        })
+        .start()
+        .await;
+    let provider = OAuth2Provider::builder()
+        .issuer(idp.issuer())
+        .client_id(Client::PUBLIC_ID)
+        .grant(Grant::RefreshToken)
+        .build()
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    let token = provider
+        .device_login(move |p| *record.lock().unwrap() = Some(p.expires_in))
+        .await
+        .unwrap();
+    assert!(token.refresh_token().is_some());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(authwire_oauth2::MAX_DEVICE_CODE_LIFETIME)
+    );
+}
