@@ -56,6 +56,27 @@ pub struct PrivateKey {
     pub(crate) key: Arc<EncodingKey>,
     pub(crate) algorithm: Algorithm,
     pub(crate) key_id: Option<String>,
+    /// [`credential_fingerprint`] of the PEM, for the cache key.
+    pub(crate) fingerprint: Arc<str>,
+}
+
+/// A keyed fingerprint of a credential (client secret, private key): 16 hex digits of
+/// HMAC-SHA256 keyed with the credential itself over a fixed label.
+///
+/// It goes into cache keys so that two configurations that differ only in their credential
+/// never share stored tokens (a wrong secret must not be handed the right one's token from a
+/// shared store), and it is the same in every process and after every restart. It is keyed
+/// and cut to 64 bits so that it is not a hash of the secret to look up; a guessable secret
+/// stays guessable, as it is against the token endpoint.
+pub(crate) fn credential_fingerprint(credential: &[u8]) -> String {
+    let mac = EncodingKey::from_secret(credential)
+        .and_then(|key| {
+            jsonwebtoken::crypto::sign(b"authwire credential fingerprint v1", &key, Algorithm::HS256)
+        })
+        .unwrap_or_default();
+    let bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, mac).unwrap_or_default();
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 impl PrivateKey {
@@ -66,6 +87,7 @@ impl PrivateKey {
             key: Arc::new(key),
             algorithm: Algorithm::RS256,
             key_id: None,
+            fingerprint: credential_fingerprint(pem).into(),
         })
     }
 
@@ -76,6 +98,7 @@ impl PrivateKey {
             key: Arc::new(key),
             algorithm: Algorithm::ES256,
             key_id: None,
+            fingerprint: credential_fingerprint(pem).into(),
         })
     }
 

@@ -188,8 +188,20 @@ impl OAuth2Provider {
         sorted_scopes.dedup();
         let mut extra = b.extra_params.clone();
         extra.sort();
+        // What proves the client's identity, as a keyed fingerprint (never the secret).
+        let mut credentials = Vec::new();
+        if let Some(secret) = &b.client_secret {
+            credentials.push(config::credential_fingerprint(expose(secret).as_bytes()));
+        }
+        if let ClientAuthMethod::PrivateKeyJwt { key } = &auth_method {
+            credentials.push(key.fingerprint.to_string());
+        }
+        if let Grant::JwtBearer(AssertionSource::Signed { key, .. }) = &b.grant {
+            credentials.push(key.fingerprint.to_string());
+        }
         let cache_key = CacheKey::new(format!(
-            "oauth2|{endpoint_for_key}|{client_id}|{}|scope={}|aud={}|res={}|extra={}",
+            "oauth2|{endpoint_for_key}|{client_id}|cred={}|{}|scope={}|aud={}|res={}|extra={}",
+            credentials.join(","),
             b.grant.name(),
             sorted_scopes.join(" "),
             b.audience.as_deref().unwrap_or(""),

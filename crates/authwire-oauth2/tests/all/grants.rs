@@ -291,6 +291,12 @@ async fn cache_keys_differ_for_every_setting_that_changes_the_token() {
         base().client_id("other").build().unwrap().cache_key(),
         base().grant(Grant::RefreshToken).build().unwrap().cache_key(),
         base().extra_param("tenant", "t1").build().unwrap().cache_key(),
+        // Issue 12, item 5: the credential is part of the key (as a keyed fingerprint).
+        base()
+            .client_secret("another-secret")
+            .build()
+            .unwrap()
+            .cache_key(),
     ];
     let unique: std::collections::HashSet<_> = keys.iter().collect();
     assert_eq!(unique.len(), keys.len(), "{keys:?}");
@@ -300,6 +306,31 @@ async fn cache_keys_differ_for_every_setting_that_changes_the_token() {
         base().scope("b").scope("a").build().unwrap().cache_key()
     );
     assert!(!keys[0].as_str().contains(Client::CONFIDENTIAL_SECRET));
+    // The same configuration, built again (as after a restart), has the same key.
+    assert_eq!(base().build().unwrap().cache_key(), keys[0]);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_never_handed_the_right_secrets_token_from_a_shared_store() {
+    // Issue 12, item 5: both configurations shared one cache key, so the wrong one loaded the
+    // right one's token from the store and never found out it was misconfigured.
+    let idp = IdentityServer::start().await;
+    let store = authwire_memory::MemoryStore::new();
+    let right = authwire::Authorizer::builder(confidential(&idp).build().unwrap())
+        .store(store.clone())
+        .build();
+    right.authorization_header().await.unwrap();
+    let wrong =
+        authwire::Authorizer::builder(confidential(&idp).client_secret("wrong-secret").build().unwrap())
+            .store(store.clone())
+            .build();
+    assert_ne!(wrong.cache_key(), right.cache_key());
+    let e = wrong.authorization_header().await.unwrap_err();
+    assert_eq!(
+        e.provider_error().and_then(|p| p.error_code()),
+        Some("invalid_client")
+    );
+    assert_eq!(idp.tokens_issued(), 1);
 }
 
 #[tokio::test]
