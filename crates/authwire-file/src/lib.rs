@@ -24,12 +24,19 @@
 //!   old token or the new one, never a torn file, even if the writer crashes.
 //! - **Writers take turns**: an advisory lock on `.authwire.lock` in the folder serialises writers,
 //!   across processes too.
-//! - **Private**: on Unix the folder is created `0700` and files `0600`; a folder or file that
-//!   group or others can access is refused with an error that says how to fix it.
+//! - **One refresh at a time** ([`TokenStore::begin_refresh`]): the process that refreshes a
+//!   key holds an advisory lock on `.<file>.lease`; the others wait for the token it saves
+//!   instead of redeeming the same (rotating) refresh token. A holder that dies releases the
+//!   lock with its last file descriptor, so the others go on at once.
+//! - **Private and owned**: on Unix the folder is created `0700` and files `0600`; a folder or
+//!   file that group or others can access, or that another user owns (checked as root too), is
+//!   refused with an error that says how to fix it. The folder is checked again on every use,
+//!   token, lock and lease files are opened with `O_NOFOLLOW` (a planted symlink is refused,
+//!   not followed), and the store never falls back to a shared temporary folder.
 //! - **Corruption is an error, not a panic**: an unreadable file is [`StoreError::Corrupt`]
 //!   naming the file (the authorizer then fetches a new token, which overwrites it).
 
-use authwire::{CacheKey, StoreError, Token, TokenStore, async_trait};
+use authwire::{CacheKey, RefreshLease, StoreError, Token, TokenStore, async_trait};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -63,6 +70,17 @@ pub enum FileStoreError {
     },
     /// The path exists but is not a folder.
     NotADirectory(PathBuf),
+    /// Another user owns the folder or a file.
+    Owner {
+        /// The path.
+        path: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// This process's effective uid.
+        expected: u32,
+    },
+    /// A token, lock or lease file is a symbolic link (planted, or a mistake).
+    Symlink(PathBuf),
     /// An I/O operation failed.
     Io {
         /// What was being done.
@@ -84,6 +102,20 @@ impl fmt::Display for FileStoreError {
                 path.display()
             ),
             FileStoreError::NotADirectory(p) => write!(f, "{} exists and is not a folder", p.display()),
+            FileStoreError::Owner {
+                path,
+                owner,
+                expected,
+            } => write!(
+                f,
+                "refusing to use {}: it belongs to uid {owner}, not to this user (uid {expected}); remove it, or choose a folder of your own",
+                path.display()
+            ),
+            FileStoreError::Symlink(p) => write!(
+                f,
+                "refusing to follow {}: it is a symbolic link where a token file belongs; remove it",
+                p.display()
+            ),
             FileStoreError::Io { op, path, source } => {
                 write!(f, "could not {op} {}: {source}", path.display())
             }
@@ -116,8 +148,7 @@ impl FileStore {
     pub fn new(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         match fs::metadata(&dir) {
-            Ok(m) if !m.is_dir() => return Err(StoreError::new(FileStoreError::NotADirectory(dir))),
-            Ok(m) => check_private(&dir, &m, 0o700)?,
+            Ok(_) => check_dir(&dir)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => create_private_dir(&dir)?,
             Err(e) => return Err(io_error("inspect", &dir)(e)),
         }
@@ -139,9 +170,13 @@ impl FileStore {
         f: impl FnOnce(&Path) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || f(&dir))
-            .await
-            .map_err(|e| StoreError::new(format!("file store task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            // The folder may have changed since `new` (a chmod, a replaced folder): one stat.
+            check_dir(&dir)?;
+            f(&dir)
+        })
+        .await
+        .map_err(|e| StoreError::new(format!("file store task failed: {e}")))?
     }
 }
 
@@ -180,9 +215,26 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     fs::create_dir_all(dir).map_err(io_error("create", dir))
 }
 
+/// The folder is a folder, private and ours.
+fn check_dir(dir: &Path) -> Result<(), StoreError> {
+    let meta = fs::metadata(dir).map_err(io_error("inspect", dir))?;
+    if !meta.is_dir() {
+        return Err(StoreError::new(FileStoreError::NotADirectory(dir.to_owned())));
+    }
+    check_private(dir, &meta, 0o700)
+}
+
 #[cfg(unix)]
 fn check_private(path: &Path, meta: &fs::Metadata, expected: u32) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(StoreError::new(FileStoreError::Owner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            expected: me,
+        }));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(StoreError::new(FileStoreError::Permissions {
@@ -199,25 +251,45 @@ fn check_private(_: &Path, _: &fs::Metadata, _: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Options for our own files: created `0600`, never through a symbolic link.
 fn private_file_options() -> OpenOptions {
     let mut o = OpenOptions::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+        o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
     o
+}
+
+/// `open` refused a symbolic link (`ELOOP` under `O_NOFOLLOW`): say so plainly.
+fn open_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return StoreError::new(FileStoreError::Symlink(path.to_owned()));
+        }
+        io_error(op, path)(e)
+    }
+}
+
+/// Open (creating if needed) a lock or lease file of ours, and check it is ours.
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    let file = private_file_options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(open_error("open the lock file", path))?;
+    let meta = file.metadata().map_err(io_error("inspect", path))?;
+    check_private(path, &meta, 0o600)?;
+    Ok(file)
 }
 
 /// Hold the folder's writer lock while `f` runs.
 fn with_lock<T>(dir: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
     let path = dir.join(LOCK_FILE);
-    let lock = private_file_options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_error("open the lock file", &path))?;
+    let lock = open_lock_file(&path)?;
     lock.lock().map_err(io_error("lock", &path))?;
     let result = f();
     drop(lock); // closing the file releases the lock
@@ -235,10 +307,10 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 fn load_file(path: &Path) -> Result<Option<Token>, StoreError> {
-    let file = match File::open(path) {
+    let file = match private_file_options().read(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error("open", path)(e)),
+        Err(e) => return Err(open_error("open", path)(e)),
     };
     let meta = file.metadata().map_err(io_error("inspect", path))?;
     check_private(path, &meta, 0o600)?;
@@ -309,6 +381,50 @@ impl TokenStore for FileStore {
     async fn delete(&self, key: &CacheKey) -> Result<(), StoreError> {
         let path = self.path_for(key);
         self.blocking(move |dir| delete_file(dir, &path)).await
+    }
+
+    /// One refreshing process per key among those sharing this folder: an advisory lock on the
+    /// key's lease file, taken without waiting. The lock needs no TTL: it goes with the holder's
+    /// file descriptor, so a holder that dies frees it at once; a holder that hangs is outwaited
+    /// by the authorizer's lease TTL.
+    async fn begin_refresh(
+        &self,
+        key: &CacheKey,
+        _ttl: std::time::Duration,
+    ) -> Result<RefreshLease, StoreError> {
+        let path = self.path_for(key);
+        let lease = self.blocking(move |_| try_lease(&path)).await?;
+        Ok(match lease {
+            Some(file) => RefreshLease::Held(Box::new(FileLease(file))),
+            None => RefreshLease::HeldElsewhere,
+        })
+    }
+}
+
+/// The lease file of a token file: `.<name>.lease` beside it.
+fn lease_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("token");
+    path.with_file_name(format!(".{name}.lease"))
+}
+
+/// Try to take `path`'s refresh lease without waiting.
+fn try_lease(path: &Path) -> Result<Option<File>, StoreError> {
+    let file = open_lock_file(&lease_path(path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", path)(e)),
+    }
+}
+
+/// A held refresh lease: the advisory lock on the lease file, released when the file closes
+/// (by [`LeaseGuard::release`], a drop, or the death of the process).
+struct FileLease(File);
+
+#[async_trait]
+impl authwire::LeaseGuard for FileLease {
+    async fn release(self: Box<Self>) {
+        drop(self.0);
     }
 }
 

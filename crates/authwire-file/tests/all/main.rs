@@ -208,3 +208,162 @@ async fn a_second_process_writing_concurrently_never_leaves_a_torn_file() {
     );
     check(&store.load(&key).await.unwrap().unwrap());
 }
+
+fn backend(e: &StoreError) -> String {
+    e.to_string()
+}
+
+fn is_root() -> bool {
+    // The uid that owns a file we just created is ours.
+    use std::os::unix::fs::MetadataExt;
+    let probe = std::env::temp_dir().join(format!("authwire-uid-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").unwrap();
+    let uid = std::fs::metadata(&probe).unwrap().uid();
+    std::fs::remove_file(&probe).unwrap();
+    uid == 0
+}
+
+#[tokio::test]
+async fn a_planted_symlink_is_refused_not_followed_for_token_and_lock_files() {
+    // Issue 12, item 9: a symlink in place of the token file loaded a planted token, and one in
+    // place of the lock file made a save create a file wherever it pointed.
+    let t = TempDir::new("symlink");
+    let store = FileStore::new(t.path()).unwrap();
+    let key = CacheKey::new("planted");
+    let planted = t.path().join("planted-elsewhere.json");
+    std::fs::write(&planted, authwire::store::encode(&token("PLANTED"))).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&planted, store.path_for(&key)).unwrap();
+    let e = store.load(&key).await.unwrap_err();
+    assert!(backend(&e).contains("symbolic link"), "{e}");
+
+    let elsewhere = TempDir::new("symlink-target");
+    std::fs::create_dir_all(elsewhere.path()).unwrap();
+    let target = elsewhere.path().join("created-through-the-link");
+    std::os::unix::fs::symlink(&target, t.path().join(".authwire.lock")).unwrap();
+    let e = store
+        .save(&CacheKey::new("other"), &token("t"))
+        .await
+        .unwrap_err();
+    assert!(backend(&e).contains("symbolic link"), "{e}");
+    assert!(!target.exists(), "nothing was created through the link");
+}
+
+#[tokio::test]
+async fn a_folder_loosened_after_the_store_was_opened_is_refused_on_use() {
+    // Issue 12, item 9: the folder was checked once, at `new`.
+    let t = TempDir::new("loosened");
+    let store = FileStore::new(t.path()).unwrap();
+    let key = CacheKey::new("k");
+    store.save(&key, &token("t")).await.unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = store.load(&key).await.unwrap_err();
+    assert!(backend(&e).contains("chmod 700"), "{e}");
+    assert!(store.save(&key, &token("t2")).await.is_err());
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(store.load(&key).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_folder_or_file_owned_by_another_user_is_refused_even_as_root() {
+    // Issue 12, item 9: run as root, a folder or token file owned by another user was trusted.
+    let t = TempDir::new("owner");
+    let store = FileStore::new(t.path()).unwrap();
+    let key = CacheKey::new("k");
+    store.save(&key, &token("t")).await.unwrap();
+    if !is_root() {
+        // Without root no file of another user can be made here; ours are accepted.
+        assert!(store.load(&key).await.unwrap().is_some());
+        return;
+    }
+    let nobody = 65534;
+    std::os::unix::fs::chown(store.path_for(&key), Some(nobody), Some(nobody)).unwrap();
+    let e = store.load(&key).await.unwrap_err();
+    assert!(backend(&e).contains("belongs to uid 65534"), "{e}");
+    std::os::unix::fs::chown(t.path(), Some(nobody), Some(nobody)).unwrap();
+    let e = FileStore::new(t.path()).unwrap_err();
+    assert!(backend(&e).contains("belongs to uid 65534"), "{e}");
+    assert!(
+        store.save(&key, &token("t2")).await.is_err(),
+        "checked on use too"
+    );
+}
+
+#[tokio::test]
+async fn one_refresh_lease_per_key_freed_when_its_holder_dies() {
+    // Issue 12, item 6: the file store had no refresh lease, so two processes redeemed one
+    // rotating refresh token and the identity provider revoked the login.
+    use authwire::RefreshLease;
+    use std::time::Duration;
+    let t = TempDir::new("lease");
+    let a = FileStore::new(t.path()).unwrap();
+    let b = FileStore::new(t.path()).unwrap();
+    let key = CacheKey::new("k");
+    let ttl = Duration::from_secs(30);
+    let RefreshLease::Held(guard) = a.begin_refresh(&key, ttl).await.unwrap() else {
+        panic!("the first taker holds it")
+    };
+    assert!(matches!(
+        b.begin_refresh(&key, ttl).await.unwrap(),
+        RefreshLease::HeldElsewhere
+    ));
+    assert!(
+        matches!(
+            b.begin_refresh(&CacheKey::new("other"), ttl).await.unwrap(),
+            RefreshLease::Held(_)
+        ),
+        "per key"
+    );
+    guard.release().await;
+    let RefreshLease::Held(guard) = b.begin_refresh(&key, ttl).await.unwrap() else {
+        panic!("free again after release")
+    };
+    guard.release().await;
+
+    // Another process takes the lease, then dies (killed, so it cannot release anything).
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_lease_holder",
+            "--exact",
+            "--ignored",
+            "--quiet",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, t.path())
+        .spawn()
+        .unwrap();
+    let mut waited = 0;
+    while matches!(a.begin_refresh(&key, ttl).await.unwrap(), RefreshLease::Held(_)) {
+        assert!(waited < 400, "the child never took the lease");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        waited += 1;
+    }
+    assert!(matches!(
+        a.begin_refresh(&key, ttl).await.unwrap(),
+        RefreshLease::HeldElsewhere
+    ));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(
+        matches!(a.begin_refresh(&key, ttl).await.unwrap(), RefreshLease::Held(_)),
+        "the dead holder's lease is free at once"
+    );
+}
+
+#[tokio::test]
+#[ignore = "entry point of the child process of one_refresh_lease_per_key_freed_when_its_holder_dies"]
+async fn child_lease_holder() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let store = FileStore::new(&dir).unwrap();
+    let ttl = std::time::Duration::from_secs(60);
+    let key = CacheKey::new("k");
+    loop {
+        if let authwire::RefreshLease::Held(guard) = store.begin_refresh(&key, ttl).await.unwrap() {
+            // Hold it until killed.
+            tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+            guard.release().await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
