@@ -529,3 +529,93 @@ async fn completions_are_generated() {
     assert_eq!(out.code(), 0);
     assert!(out.stdout().contains("_authwire()"), "{}", out.stdout());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_cli_runs_on_one_file_cache_keep_a_rotating_login() {
+    // Issue 12, item 6: two `authwire token` runs from a parallel script both redeemed one
+    // rotating refresh token; an identity provider with reuse detection revoked the family and
+    // the login was gone. Now one process refreshes and the others adopt its token.
+    let idp = IdentityServer::builder()
+        .settings(Settings {
+            auto_approve_devices: true,
+            rotate_refresh_tokens: true,
+            token_lifetime: Duration::from_secs(2),
+            ..Settings::default()
+        })
+        .start()
+        .await;
+    let sb = Sandbox::new();
+    let public = [
+        "--issuer".to_string(),
+        idp.issuer(),
+        "--client-id".into(),
+        Client::PUBLIC_ID.into(),
+        "--cache".into(),
+        "file".into(),
+    ];
+    let login = Run::new(&sb, &args(&["login"], &public))
+        .env("AUTHWIRE_CLIENT_SECRET", "")
+        .output()
+        .await;
+    assert_eq!(login.code(), 0, "{}", login.stderr());
+    for round in 1..=2 {
+        // Separate processes read the system clock: wait for the 2 s token to expire.
+        tokio::time::sleep(Duration::from_millis(2_300)).await;
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                let public = public.clone();
+                let sb = &sb;
+                async move {
+                    Run::new(sb, &args(&["token"], &public))
+                        .env("AUTHWIRE_CLIENT_SECRET", "")
+                        .output()
+                        .await
+                }
+            })
+            .collect();
+        let outs = futures_join_all(runs).await;
+        for out in &outs {
+            assert_eq!(out.code(), 0, "round {round}: {}", out.stderr());
+        }
+        let printed: std::collections::HashSet<String> = outs.iter().map(Out::stdout).collect();
+        assert_eq!(
+            printed.len(),
+            1,
+            "round {round}: every run printed the one refreshed token"
+        );
+        assert_eq!(
+            idp.grant_count("refresh_token"),
+            round,
+            "round {round}: one refresh per expiry for 8 processes"
+        );
+    }
+    assert_eq!(
+        idp.errors("invalid_grant"),
+        0,
+        "no refresh token was redeemed twice"
+    );
+}
+
+/// Run futures concurrently on this task (the `futures` crate's `join_all`, without it).
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("ready")).collect()
+}
