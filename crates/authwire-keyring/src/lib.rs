@@ -1,8 +1,8 @@
 //! An OS-keyring [`TokenStore`] for authwire, over `keyring-core` (keyring v4).
 //!
 //! Backends: the macOS login Keychain, the Windows Credential Manager, and on Linux the kernel's
-//! keyutils session keyring (no D-Bus needed, so it works on headless machines and in CI). An
-//! application that prefers another keyring-core store (the Secret Service, say) installs it with
+//! keyutils (no D-Bus needed, so it works on headless machines and in CI). An application that
+//! prefers another keyring-core store (the Secret Service, say) installs it with
 //! `keyring_core::set_default_store` before creating a [`KeyringStore`], or passes it to
 //! [`KeyringStore::with_store`].
 //!
@@ -27,8 +27,12 @@
 //! - Failures are [`KeyringError`]s inside [`StoreError::Backend`]: no backend, locked keyring,
 //!   access denied, entry too large. The keyring's own errors can carry the stored bytes; they
 //!   are never passed on, so no token reaches an error message.
-//! - Linux keyutils keys live in the session keyring: they last as long as the login session and
-//!   are readable only by the same user. Run tests and headless jobs under `keyctl session -`.
+//! - **Linux: which keyring is a documented choice** ([`LinuxKeyring`]). By default tokens live
+//!   in the *session* keyring: they last as long as the login session, and other sessions of the
+//!   same user (another SSH login, a cron job) cannot read them. [`LinuxKeyring::User`] shares
+//!   them with every session of the user while any of the user's processes runs. Tokens are never
+//!   put in the user's *persistent* keyring (which outlives logout for days and which any session
+//!   of the user can join). Run tests and headless jobs under `keyctl session -`.
 
 use authwire::{CacheKey, StoreError, Token, TokenStore, async_trait};
 use keyring_core::api::CredentialStore;
@@ -98,11 +102,32 @@ impl fmt::Display for KeyringError {
 
 impl std::error::Error for KeyringError {}
 
+/// Which Linux kernel keyring holds the tokens (see the crate docs); ignored elsewhere.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinuxKeyring {
+    /// The session keyring (`@s`): this login session only. The default.
+    #[default]
+    Session,
+    /// The user keyring (`@u`): every session of this user, while any of its processes runs.
+    User,
+}
+
+/// Where entries live.
+#[derive(Clone)]
+enum Backend {
+    /// A keyring-core store: the platform's on macOS and Windows, or the application's.
+    Core(Arc<CredentialStore>),
+    /// Linux kernel keyutils, in the chosen keyring only.
+    #[cfg(target_os = "linux")]
+    Keyutils(LinuxKeyring),
+}
+
 /// Tokens in the OS keyring under one service name. Cheap to clone.
 #[derive(Clone)]
 pub struct KeyringStore {
     service: Arc<str>,
-    backend: Result<Arc<CredentialStore>, KeyringError>,
+    backend: Result<Backend, KeyringError>,
 }
 
 impl KeyringStore {
@@ -110,7 +135,7 @@ impl KeyringStore {
     /// the application set one). A missing backend is reported by the first operation.
     pub fn new(service: impl Into<String>) -> Self {
         let backend = match keyring_core::get_default_store() {
-            Some(store) => Ok(store),
+            Some(store) => Ok(Backend::Core(store)),
             None => platform_store(),
         };
         Self {
@@ -123,8 +148,20 @@ impl KeyringStore {
     pub fn with_store(service: impl Into<String>, store: Arc<CredentialStore>) -> Self {
         Self {
             service: Arc::from(service.into()),
-            backend: Ok(store),
+            backend: Ok(Backend::Core(store)),
         }
+    }
+
+    /// On Linux, keep tokens in this kernel keyring (default [`LinuxKeyring::Session`]); no
+    /// effect on other platforms or with a keyring-core store.
+    pub fn linux_keyring(mut self, keyring: LinuxKeyring) -> Self {
+        #[cfg(target_os = "linux")]
+        if let Ok(Backend::Keyutils(chosen)) = &mut self.backend {
+            *chosen = keyring;
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = keyring;
+        self
     }
 
     /// Whether a backend is there to try (it may still be locked or deny access).
@@ -156,55 +193,194 @@ impl KeyringStore {
         format!("authwire:{prefix}:{hash}")
     }
 
-    fn entry(&self, key: &CacheKey) -> Result<(Entry, String), StoreError> {
-        let store = self.backend.as_ref().map_err(|e| StoreError::new(e.clone()))?;
+    fn slot(&self, key: &CacheKey) -> Result<(Slot, String), StoreError> {
+        let backend = self.backend.as_ref().map_err(|e| StoreError::new(e.clone()))?;
         let user = Self::entry_user(key);
-        let entry =
-            Entry::new_in_store(store, &self.service, &user).map_err(|e| StoreError::new(classify(e)))?;
-        Ok((entry, user))
+        let slot = match backend {
+            Backend::Core(store) => Slot::Core(
+                Entry::new_in_store(store, &self.service, &user).map_err(|e| StoreError::new(classify(e)))?,
+            ),
+            #[cfg(target_os = "linux")]
+            Backend::Keyutils(keyring) => Slot::Keyutils(*keyring, format!("{}/{user}", self.service)),
+        };
+        Ok((slot, user))
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         key: &CacheKey,
-        f: impl FnOnce(Entry, String) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(Slot, String) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (entry, user) = self.entry(key)?;
-        tokio::task::spawn_blocking(move || f(entry, user))
+        let (slot, user) = self.slot(key)?;
+        tokio::task::spawn_blocking(move || f(slot, user))
             .await
             .map_err(|e| StoreError::new(format!("keyring task failed: {e}")))?
     }
 }
 
+/// One entry, in whichever backend.
+enum Slot {
+    Core(Entry),
+    #[cfg(target_os = "linux")]
+    Keyutils(LinuxKeyring, String),
+}
+
+/// A read that found nothing, or failed (with what to report).
+enum ReadError {
+    Missing,
+    Corrupt(String),
+    Failed(KeyringError),
+}
+
+impl Slot {
+    fn get(&self) -> Result<Vec<u8>, ReadError> {
+        match self {
+            Slot::Core(entry) => entry.get_secret().map_err(|e| match e {
+                KeyringCoreError::NoEntry => ReadError::Missing,
+                e @ (KeyringCoreError::BadEncoding(_) | KeyringCoreError::BadDataFormat(..)) => {
+                    ReadError::Corrupt(safe_reason(&e))
+                }
+                e => ReadError::Failed(classify(e)),
+            }),
+            #[cfg(target_os = "linux")]
+            Slot::Keyutils(keyring, description) => {
+                let ring = keyutils::ring(*keyring).map_err(ReadError::Failed)?;
+                match ring.search(description) {
+                    Ok(key) => key
+                        .read_to_vec()
+                        .map_err(|e| ReadError::Failed(keyutils::classify(e))),
+                    Err(linux_keyutils::KeyError::KeyDoesNotExist) => Err(ReadError::Missing),
+                    Err(e) => Err(ReadError::Failed(keyutils::classify(e))),
+                }
+            }
+        }
+    }
+
+    fn set(&self, bytes: &[u8]) -> Result<(), KeyringError> {
+        match self {
+            Slot::Core(entry) => {
+                let result = match entry.set_secret(bytes) {
+                    // The first write of a process without a session keyring can fail while the
+                    // keyring is being set up; the second succeeds.
+                    Err(KeyringCoreError::NoStorageAccess(_)) => entry.set_secret(bytes),
+                    other => other,
+                };
+                result.map_err(|e| match classify(e) {
+                    KeyringError::TooLarge { limit, .. } => KeyringError::TooLarge {
+                        size: bytes.len(),
+                        limit,
+                    },
+                    other => other,
+                })
+            }
+            #[cfg(target_os = "linux")]
+            Slot::Keyutils(keyring, description) => {
+                // add_key replaces a key of the same description in that keyring.
+                let key = keyutils::ring(*keyring)?
+                    .add_key(description, bytes)
+                    .map_err(keyutils::classify)?;
+                key.set_perms(keyutils::permissions(*keyring))
+                    .map_err(keyutils::classify)
+            }
+        }
+    }
+
+    fn delete(&self) -> Result<(), KeyringError> {
+        match self {
+            Slot::Core(entry) => match entry.delete_credential() {
+                Ok(()) | Err(KeyringCoreError::NoEntry) => Ok(()),
+                Err(e) => Err(classify(e)),
+            },
+            #[cfg(target_os = "linux")]
+            Slot::Keyutils(keyring, description) => match keyutils::ring(*keyring)?.search(description) {
+                Ok(key) => key.invalidate().map_err(keyutils::classify),
+                Err(linux_keyutils::KeyError::KeyDoesNotExist) => Ok(()),
+                Err(e) => Err(keyutils::classify(e)),
+            },
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
-fn platform_store() -> Result<Arc<CredentialStore>, KeyringError> {
-    linux_keyutils_keyring_store::Store::new()
-        .map(|s| s as Arc<CredentialStore>)
-        .map_err(|e| KeyringError::NoBackend {
-            reason: safe_reason(&e),
-        })
+mod keyutils {
+    use super::{KeyringError, LinuxKeyring};
+    use linux_keyutils::{KeyError, KeyRing, KeyRingIdentifier};
+
+    /// The chosen keyring of this process (created if it has none yet).
+    pub(super) fn ring(keyring: LinuxKeyring) -> Result<KeyRing, KeyringError> {
+        let no_backend = |e: KeyError| KeyringError::NoBackend {
+            reason: format!("kernel keyutils: {e}"),
+        };
+        let session = KeyRing::from_special_id(KeyRingIdentifier::Session, true).map_err(no_backend)?;
+        match keyring {
+            LinuxKeyring::Session => Ok(session),
+            LinuxKeyring::User => {
+                // Keys are possessed (usable) only through keyrings the session holds: link the
+                // user keyring into it, as pam_keyinit does for login sessions.
+                let user = KeyRing::from_special_id(KeyRingIdentifier::User, true).map_err(no_backend)?;
+                session.link_keyring(user).map_err(classify)?;
+                Ok(user)
+            }
+        }
+    }
+
+    /// Who may do what with a key we write, set explicitly rather than left to the kernel's
+    /// defaults: its possessor (the processes of the session, or of any session of the user for
+    /// the user keyring) everything; for the user keyring, the user's other sessions may also
+    /// find, read and replace it; for the session keyring, other sessions may only see that it
+    /// exists.
+    pub(super) fn permissions(keyring: LinuxKeyring) -> linux_keyutils::KeyPermissions {
+        use linux_keyutils::{KeyPermissionsBuilder, Permission};
+        let user = match keyring {
+            LinuxKeyring::Session => Permission::VIEW,
+            LinuxKeyring::User => {
+                Permission::VIEW | Permission::READ | Permission::WRITE | Permission::SEARCH
+            }
+        };
+        KeyPermissionsBuilder::builder()
+            .posessor(Permission::ALL)
+            .user(user)
+            .build()
+    }
+
+    /// keyutils errors name no data, only what failed.
+    pub(super) fn classify(e: KeyError) -> KeyringError {
+        let reason = format!("kernel keyutils: {e}");
+        match e {
+            KeyError::AccessDenied => KeyringError::AccessDenied { reason },
+            KeyError::KeyringDoesNotExist | KeyError::OperationNotSupported => {
+                KeyringError::NoBackend { reason }
+            }
+            _ => KeyringError::Platform { reason },
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn platform_store() -> Result<Backend, KeyringError> {
+    Ok(Backend::Keyutils(LinuxKeyring::default()))
 }
 
 #[cfg(target_os = "macos")]
-fn platform_store() -> Result<Arc<CredentialStore>, KeyringError> {
+fn platform_store() -> Result<Backend, KeyringError> {
     apple_native_keyring_store::keychain::Store::new()
-        .map(|s| s as Arc<CredentialStore>)
+        .map(|s| Backend::Core(s as Arc<CredentialStore>))
         .map_err(|e| KeyringError::NoBackend {
             reason: safe_reason(&e),
         })
 }
 
 #[cfg(windows)]
-fn platform_store() -> Result<Arc<CredentialStore>, KeyringError> {
+fn platform_store() -> Result<Backend, KeyringError> {
     windows_native_keyring_store::Store::new()
-        .map(|s| s as Arc<CredentialStore>)
+        .map(|s| Backend::Core(s as Arc<CredentialStore>))
         .map_err(|e| KeyringError::NoBackend {
             reason: safe_reason(&e),
         })
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-fn platform_store() -> Result<Arc<CredentialStore>, KeyringError> {
+fn platform_store() -> Result<Backend, KeyringError> {
     Err(KeyringError::NoBackend {
         reason: "no OS keyring is supported on this platform".into(),
     })
@@ -247,15 +423,13 @@ fn classify(e: KeyringCoreError) -> KeyringError {
 impl TokenStore for KeyringStore {
     async fn load(&self, key: &CacheKey) -> Result<Option<Token>, StoreError> {
         let service = self.service.clone();
-        self.blocking(key, move |entry, user| {
+        self.blocking(key, move |slot, user| {
             let location = format!("keyring entry {service}/{user}");
-            let bytes = match entry.get_secret() {
+            let bytes = match slot.get() {
                 Ok(bytes) => authwire::secrecy::zeroize::Zeroizing::new(bytes),
-                Err(KeyringCoreError::NoEntry) => return Ok(None),
-                Err(e @ (KeyringCoreError::BadEncoding(_) | KeyringCoreError::BadDataFormat(..))) => {
-                    return Err(StoreError::corrupt(location, safe_reason(&e)));
-                }
-                Err(e) => return Err(StoreError::new(classify(e))),
+                Err(ReadError::Missing) => return Ok(None),
+                Err(ReadError::Corrupt(why)) => return Err(StoreError::corrupt(location, why)),
+                Err(ReadError::Failed(e)) => return Err(StoreError::new(e)),
             };
             authwire::store::decode(&bytes)
                 .map(Some)
@@ -265,39 +439,20 @@ impl TokenStore for KeyringStore {
     }
 
     async fn save(&self, key: &CacheKey, token: &Token) -> Result<(), StoreError> {
-        let bytes = authwire::store::encode(token);
+        let bytes = authwire::secrecy::zeroize::Zeroizing::new(authwire::store::encode(token));
         if bytes.len() > MAX_ENTRY_BYTES {
             return Err(StoreError::new(KeyringError::TooLarge {
                 size: bytes.len(),
                 limit: MAX_ENTRY_BYTES,
             }));
         }
-        self.blocking(key, move |entry, _| {
-            let result = match entry.set_secret(&bytes) {
-                // keyutils: the first write of a process without a session keyring can fail
-                // while the keyring is being set up; the second succeeds.
-                Err(KeyringCoreError::NoStorageAccess(_)) => entry.set_secret(&bytes),
-                other => other,
-            };
-            result
-                .map_err(|e| match classify(e) {
-                    KeyringError::TooLarge { limit, .. } => KeyringError::TooLarge {
-                        size: bytes.len(),
-                        limit,
-                    },
-                    other => other,
-                })
-                .map_err(StoreError::new)
-        })
-        .await
+        self.blocking(key, move |slot, _| slot.set(&bytes).map_err(StoreError::new))
+            .await
     }
 
     async fn delete(&self, key: &CacheKey) -> Result<(), StoreError> {
-        self.blocking(key, |entry, _| match entry.delete_credential() {
-            Ok(()) | Err(KeyringCoreError::NoEntry) => Ok(()),
-            Err(e) => Err(StoreError::new(classify(e))),
-        })
-        .await
+        self.blocking(key, |slot, _| slot.delete().map_err(StoreError::new))
+            .await
     }
 }
 
@@ -305,7 +460,16 @@ impl fmt::Debug for KeyringStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyringStore")
             .field("service", &self.service)
-            .field("backend", &self.backend.as_ref().map(|s| s.vendor()))
+            .field(
+                "backend",
+                &self.backend.as_ref().map(|b| match b {
+                    Backend::Core(s) => s.vendor(),
+                    #[cfg(target_os = "linux")]
+                    Backend::Keyutils(LinuxKeyring::Session) => "kernel keyutils, session keyring".into(),
+                    #[cfg(target_os = "linux")]
+                    Backend::Keyutils(LinuxKeyring::User) => "kernel keyutils, user keyring".into(),
+                }),
+            )
             .finish()
     }
 }
