@@ -28,7 +28,7 @@ mod verify;
 
 pub use inspect::{Claims, JwtError, MAX_TOKEN_BYTES, inspect};
 #[cfg(feature = "verify")]
-pub use verify::{DEFAULT_MIN_REFRESH_INTERVAL, Verifier, VerifierBuilder};
+pub use verify::{DEFAULT_JWKS_TIMEOUT, DEFAULT_MIN_REFRESH_INTERVAL, Verifier, VerifierBuilder};
 
 use authwire::secrecy::ExposeSecret;
 use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, SystemClock, Token, async_trait};

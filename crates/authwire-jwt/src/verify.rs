@@ -13,11 +13,19 @@ use tokio::sync::Mutex;
 
 /// The JWKS is fetched again for an unknown `kid` at most this often.
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// How long one JWKS download may take (the default client's timeout).
+pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest JWKS document read.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Verifies JWTs: signature against a JWKS, algorithm allow-list, `exp`/`nbf` against the
-/// [`Clock`], and `iss`/`aud` when configured. Cheap to clone.
+/// [`Clock`], `iss` and `aud`. Cheap to clone.
+///
+/// Safe by default: a token must carry `exp`, `iss` and `aud` must be configured (or waived by
+/// name: [`VerifierBuilder::any_issuer`], [`VerifierBuilder::any_audience`]), and the JWKS URL
+/// must be https (or http to loopback). Verifying a token whose key is cached never waits for a
+/// JWKS download; a download for an unknown `kid` runs once for all who need it, with a
+/// timeout, and at most once per [`DEFAULT_MIN_REFRESH_INTERVAL`] whether it succeeded or not.
 ///
 /// The allow-list defaults to the asymmetric algorithms (RS256/384/512, PS256/384/512,
 /// ES256/384, EdDSA): `none` is never accepted, and HMAC algorithms only when listed, so a
@@ -29,7 +37,11 @@ pub struct Verifier {
 
 struct Inner {
     source: Source,
-    keys: Mutex<Cache>,
+    /// The keys: read by every verification, written only after a download.
+    keys: std::sync::RwLock<Cache>,
+    /// Held while a download runs, so that one runs at a time.
+    refetch: Mutex<()>,
+    require_exp: bool,
     algorithms: Vec<Algorithm>,
     issuers: Vec<String>,
     audiences: Vec<String>,
@@ -45,7 +57,8 @@ enum Source {
 
 struct Cache {
     set: JwkSet,
-    fetched_at: Option<SystemTime>,
+    /// When the last download was tried (it may have failed).
+    tried_at: Option<SystemTime>,
 }
 
 /// Configures a [`Verifier`].
@@ -59,6 +72,10 @@ pub struct VerifierBuilder {
     leeway: Duration,
     clock: Arc<dyn Clock>,
     http: Option<reqwest::Client>,
+    any_issuer: bool,
+    any_audience: bool,
+    require_exp: bool,
+    allow_insecure_http: bool,
 }
 
 impl Verifier {
@@ -84,6 +101,10 @@ impl Verifier {
             leeway: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
             http: None,
+            any_issuer: false,
+            any_audience: false,
+            require_exp: true,
+            allow_insecure_http: false,
         }
     }
 
@@ -115,6 +136,9 @@ impl Verifier {
             .map_err(|e| fail(format!("{:?}", e.kind())))?;
         let header_map = header_object(token)?;
         let claims = Claims::from_parts(header_map, data.claims)?;
+        if self.inner.require_exp && claims.expires_at().is_none() {
+            return Err(fail("the token has no exp claim".into()));
+        }
         let now = self.inner.clock.now();
         if let Some(exp) = claims.expires_at()
             && now >= exp + self.inner.leeway
@@ -129,29 +153,62 @@ impl Verifier {
         Ok(claims)
     }
 
-    /// The key for `kid`; an unknown `kid` refreshes the JWKS, at most once per
-    /// `min_refresh_interval`.
+    /// The key for `kid`. A known key is found without waiting for anything; an unknown `kid`
+    /// downloads the JWKS again, one download at a time and at most once per
+    /// `min_refresh_interval` (failed downloads count).
     async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, JwtError> {
-        let mut cache = self.inner.keys.lock().await;
-        if let Some(key) = find(&cache.set, kid)? {
+        if let Some(key) = self.cached_key(kid)? {
             return Ok(key);
         }
         let Source::Url { url, http } = &self.inner.source else {
             return Err(fail(format!("no key with kid {kid:?}")));
         };
+        self.check_rate(kid)?;
+        let _downloading = self.inner.refetch.lock().await;
+        // Someone else may have downloaded while we waited.
+        if let Some(key) = self.cached_key(kid)? {
+            return Ok(key);
+        }
+        self.check_rate(kid)?;
+        self.keys_mut().tried_at = Some(self.inner.clock.now());
+        let set = fetch_jwks(http, url).await?;
+        let found = find(&set, kid);
+        self.keys_mut().set = set;
+        found?.ok_or_else(|| fail(format!("no key with kid {kid:?} in the JWKS at {url}")))
+    }
+
+    fn cached_key(&self, kid: Option<&str>) -> Result<Option<DecodingKey>, JwtError> {
+        let keys = self
+            .inner
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        find(&keys.set, kid)
+    }
+
+    fn keys_mut(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.inner
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refuse a download tried less than `min_refresh_interval` ago.
+    fn check_rate(&self, kid: Option<&str>) -> Result<(), JwtError> {
+        let tried_at = self
+            .inner
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tried_at;
         let now = self.inner.clock.now();
-        let recently = cache
-            .fetched_at
-            .is_some_and(|at| now.duration_since(at).unwrap_or_default() < self.inner.min_refresh);
-        if recently {
+        if tried_at.is_some_and(|at| now.duration_since(at).unwrap_or_default() < self.inner.min_refresh) {
             return Err(fail(format!(
                 "no key with kid {kid:?} (the JWKS was fetched less than {:?} ago)",
                 self.inner.min_refresh
             )));
         }
-        cache.set = fetch_jwks(http, url).await?;
-        cache.fetched_at = Some(now);
-        find(&cache.set, kid)?.ok_or_else(|| fail(format!("no key with kid {kid:?} in the JWKS at {url}")))
+        Ok(())
     }
 }
 
@@ -185,6 +242,7 @@ async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<JwkSet, JwtErro
     let mut response = http
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
+        .timeout(DEFAULT_JWKS_TIMEOUT)
         .send()
         .await
         .map_err(|e| fail(format!("could not fetch the JWKS from {url}: {e}")))?;
@@ -261,23 +319,64 @@ impl VerifierBuilder {
         self
     }
 
-    /// Fetch the JWKS with this client.
+    /// Fetch the JWKS with this client (each download is still bounded by
+    /// [`DEFAULT_JWKS_TIMEOUT`]).
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
     }
 
-    /// Build; needs a JWKS URL or keys, and at least one algorithm.
+    /// Accept any `iss` (`true`), instead of requiring an [`issuer`](Self::issuer) (default
+    /// `false`: [`build`](Self::build) fails without one).
+    pub fn any_issuer(mut self, on: bool) -> Self {
+        self.any_issuer = on;
+        self
+    }
+
+    /// Accept any `aud` (`true`), instead of requiring an [`audience`](Self::audience) (default
+    /// `false`: [`build`](Self::build) fails without one).
+    pub fn any_audience(mut self, on: bool) -> Self {
+        self.any_audience = on;
+        self
+    }
+
+    /// Require an `exp` claim (default `true`); a token without one never expires.
+    pub fn require_exp(mut self, on: bool) -> Self {
+        self.require_exp = on;
+        self
+    }
+
+    /// Allow a plain-http JWKS URL to a host that is not loopback (default `false`): anyone on
+    /// the path could then substitute keys.
+    pub fn allow_insecure_http(mut self, on: bool) -> Self {
+        self.allow_insecure_http = on;
+        self
+    }
+
+    /// Build; needs a JWKS URL (https, or http to loopback) or keys, at least one algorithm, and
+    /// an issuer and an audience, or their waivers.
     pub fn build(self) -> Result<Verifier, JwtError> {
         if self.algorithms.is_empty() {
             return Err(fail("no algorithm is allowed".into()));
         }
+        if self.issuers.is_empty() && !self.any_issuer {
+            return Err(fail(
+                "no issuer configured: set issuer(..), or accept any with any_issuer(true)".into(),
+            ));
+        }
+        if self.audiences.is_empty() && !self.any_audience {
+            return Err(fail(
+                "no audience configured: set audience(..), or accept any with any_audience(true)".into(),
+            ));
+        }
         let (source, set) = match (self.jwks_url, self.jwks) {
             (Some(url), None) => {
+                check_jwks_url(&url, self.allow_insecure_http)?;
                 let http = match self.http {
                     Some(h) => h,
                     None => reqwest::Client::builder()
                         .redirect(reqwest::redirect::Policy::none())
+                        .timeout(DEFAULT_JWKS_TIMEOUT)
                         .build()
                         .map_err(|e| fail(format!("HTTP client: {e}")))?,
                 };
@@ -289,10 +388,9 @@ impl VerifierBuilder {
         Ok(Verifier {
             inner: Arc::new(Inner {
                 source,
-                keys: Mutex::new(Cache {
-                    set,
-                    fetched_at: None,
-                }),
+                keys: std::sync::RwLock::new(Cache { set, tried_at: None }),
+                refetch: Mutex::new(()),
+                require_exp: self.require_exp,
                 algorithms: self.algorithms,
                 issuers: self.issuers,
                 audiences: self.audiences,
@@ -301,6 +399,20 @@ impl VerifierBuilder {
                 clock: self.clock,
             }),
         })
+    }
+}
+
+/// A JWKS URL must be https, or http to loopback unless allowed by name.
+fn check_jwks_url(url: &str, allow_insecure_http: bool) -> Result<(), JwtError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| fail(format!("the JWKS URL {url:?} is not a URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || parsed.host_str().is_some_and(authwire::is_loopback_host) => Ok(()),
+        "http" => Err(fail(format!(
+            "the JWKS URL {url} is plain http to a host that is not loopback: anyone on the path could substitute keys; use https, or allow_insecure_http(true)"
+        ))),
+        other => Err(fail(format!("the JWKS URL scheme {other:?} is not https"))),
     }
 }
 

@@ -100,6 +100,10 @@ pub struct Settings {
     pub device_slow_down_once: bool,
     /// How long a token request takes before it is answered.
     pub token_delay: Duration,
+    /// How long a JWKS request takes before it is answered.
+    pub jwks_delay: Duration,
+    /// Answer JWKS requests with this status and no keys (an outage), when set.
+    pub jwks_status: Option<u16>,
     /// Serve `/.well-known/openid-configuration` (otherwise only the RFC 8414 document).
     pub openid_discovery: bool,
     /// Put this marker in every opaque access token and refresh token issued, so that a test can
@@ -120,6 +124,8 @@ impl Default for Settings {
             auto_approve_devices: false,
             device_slow_down_once: false,
             token_delay: Duration::ZERO,
+            jwks_delay: Duration::ZERO,
+            jwks_status: None,
             openid_discovery: true,
             secret_marker: None,
         }
@@ -667,6 +673,16 @@ async fn discovery(State(s): State<Arc<IdpState>>) -> Response {
 
 async fn jwks(State(s): State<Arc<IdpState>>) -> Response {
     s.jwks_requests.fetch_add(1, Ordering::SeqCst);
+    let (delay, status) = {
+        let settings = lock(&s.settings);
+        (settings.jwks_delay, settings.jwks_status)
+    };
+    tokio::time::sleep(delay).await;
+    if let Some(status) = status {
+        return StatusCode::from_u16(status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            .into_response();
+    }
     let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&s.signing_key, Algorithm::RS256)
         .expect("jwk from the test key");
     jwk.common.key_id = Some(KEY_ID.into());
