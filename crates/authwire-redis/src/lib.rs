@@ -55,6 +55,17 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const RELEASE_SCRIPT: &str =
     r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#;
 
+/// Save the token (KEYS[2]) only while the lease (KEYS[1]) is still ours (ARGV[1]): the fence.
+const FENCED_SAVE_SCRIPT: &str = r#"if redis.call("get", KEYS[1]) == ARGV[1] then
+  redis.call("set", KEYS[2], ARGV[2], "PX", ARGV[3])
+  return 1
+else
+  return 0
+end"#;
+
+/// What an encrypted entry starts with (then a 24-byte nonce, then the sealed token).
+const SEALED_MAGIC: &[u8] = b"awx1";
+
 /// Tokens in Redis, shared by every process that uses the same server and namespace.
 /// Cheap to clone (the connection is multiplexed and reconnects by itself).
 #[derive(Clone)]
@@ -64,7 +75,9 @@ pub struct RedisStore {
     refresh_token_ttl: Duration,
     clock: Arc<dyn Clock>,
     release: Arc<redis::Script>,
+    fenced_save: Arc<redis::Script>,
     display_url: Arc<str>,
+    cipher: Option<Arc<chacha20poly1305::XChaCha20Poly1305>>,
 }
 
 /// Configures a [`RedisStore`].
@@ -74,6 +87,9 @@ pub struct RedisStoreBuilder {
     refresh_token_ttl: Duration,
     command_timeout: Duration,
     clock: Arc<dyn Clock>,
+    allow_plaintext: bool,
+    root_certificate: Option<Vec<u8>>,
+    encryption_key: Option<chacha20poly1305::Key>,
 }
 
 impl RedisStore {
@@ -90,7 +106,73 @@ impl RedisStore {
             refresh_token_ttl: DEFAULT_REFRESH_TOKEN_TTL,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             clock: Arc::new(SystemClock),
+            allow_plaintext: false,
+            root_certificate: None,
+            encryption_key: None,
         }
+    }
+
+    /// The bytes stored for `token` under `redis_key`: the stored format, sealed with
+    /// XChaCha20-Poly1305 when an encryption key is set (the Redis key is the associated data,
+    /// so an entry cannot be moved to another key).
+    fn seal(&self, redis_key: &str, token: &Token) -> Result<Vec<u8>, StoreError> {
+        use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
+        let plain = authwire::secrecy::zeroize::Zeroizing::new(authwire::store::encode(token));
+        let Some(cipher) = &self.cipher else {
+            return Ok(plain.to_vec());
+        };
+        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &plain,
+                    aad: redis_key.as_bytes(),
+                },
+            )
+            .map_err(|_| StoreError::new(RedisStoreError("could not encrypt the token".into())))?;
+        let mut out = Vec::with_capacity(SEALED_MAGIC.len() + nonce.len() + sealed.len());
+        out.extend_from_slice(SEALED_MAGIC);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// The token in `bytes` read from `redis_key` (see [`seal`](Self::seal)).
+    fn open(&self, redis_key: &str, bytes: &[u8]) -> Result<Token, StoreError> {
+        use chacha20poly1305::aead::{Aead, Payload};
+        let corrupt = |why: &str| StoreError::corrupt(format!("redis key {redis_key}"), why.to_owned());
+        let sealed = bytes.strip_prefix(SEALED_MAGIC);
+        let plain = match (&self.cipher, sealed) {
+            (None, None) => authwire::secrecy::zeroize::Zeroizing::new(bytes.to_vec()),
+            (None, Some(_)) => {
+                return Err(corrupt(
+                    "the entry is encrypted: configure the store's encryption key",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(corrupt(
+                    "the entry is not encrypted, but this store encrypts: refused (planted, or written without the key)",
+                ));
+            }
+            (Some(cipher), Some(sealed)) => {
+                if sealed.len() < 24 {
+                    return Err(corrupt("the encrypted entry is truncated"));
+                }
+                let (nonce, body) = sealed.split_at(24);
+                let plain = cipher
+                    .decrypt(
+                        chacha20poly1305::XNonce::from_slice(nonce),
+                        Payload {
+                            msg: body,
+                            aad: redis_key.as_bytes(),
+                        },
+                    )
+                    .map_err(|_| corrupt("cannot decrypt the entry: another key, or tampered"))?;
+                authwire::secrecy::zeroize::Zeroizing::new(plain)
+            }
+        };
+        authwire::store::decode(&plain).map_err(|e| corrupt(&e.to_string()))
     }
 
     fn hashed(&self, kind: &str, key: &CacheKey) -> String {
@@ -165,11 +247,43 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Allow `redis://` (plaintext) to a host that is not loopback (default `false`: refused,
+    /// since tokens and refresh tokens would cross the network readable; use `rediss://`).
+    pub fn allow_plaintext_redis(mut self, on: bool) -> Self {
+        self.allow_plaintext = on;
+        self
+    }
+
+    /// Trust this CA certificate (PEM) for `rediss://`, instead of the system's roots.
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
+        self
+    }
+
+    /// Encrypt tokens at rest with this 256-bit key (XChaCha20-Poly1305), for shared servers:
+    /// whoever can read the Redis keys then sees no token without the key. Every process of the
+    /// fleet needs the same key; entries that are not encrypted are refused.
+    pub fn encryption_key(mut self, key: [u8; 32]) -> Self {
+        self.encryption_key = Some(key.into());
+        self
+    }
+
     /// Connect (fails if Redis cannot be reached now; later outages are retried by the
     /// connection).
     pub async fn connect(self) -> Result<RedisStore, StoreError> {
         let display_url = redact(&self.url);
-        let client = redis::Client::open(self.url.as_str()).map_err(backend)?;
+        check_transport(&self.url, self.allow_plaintext)?;
+        let client = match self.root_certificate {
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            ),
+            None => redis::Client::open(self.url.as_str()),
+        }
+        .map_err(backend)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.command_timeout))
             .set_response_timeout(Some(self.command_timeout))
@@ -184,8 +298,30 @@ impl RedisStoreBuilder {
             refresh_token_ttl: self.refresh_token_ttl,
             clock: self.clock,
             release: Arc::new(redis::Script::new(RELEASE_SCRIPT)),
+            fenced_save: Arc::new(redis::Script::new(FENCED_SAVE_SCRIPT)),
             display_url: Arc::from(display_url),
+            cipher: self.encryption_key.map(|k| {
+                use chacha20poly1305::KeyInit;
+                Arc::new(chacha20poly1305::XChaCha20Poly1305::new(&k))
+            }),
         })
+    }
+}
+
+/// `rediss://`, a Unix socket, or `redis://` to loopback; plaintext elsewhere only by name.
+fn check_transport(url: &str, allow_plaintext: bool) -> Result<(), StoreError> {
+    let refuse = |why: String| Err(StoreError::new(RedisStoreError(why)));
+    let Ok(parsed) = url::Url::parse(url) else {
+        return refuse("the Redis URL is not a URL".into());
+    };
+    match parsed.scheme() {
+        "rediss" | "redis+unix" | "unix" => Ok(()),
+        "redis" if allow_plaintext || parsed.host_str().is_some_and(authwire::is_loopback_host) => Ok(()),
+        "redis" => refuse(format!(
+            "{} is plaintext Redis to a host that is not loopback: tokens and refresh tokens would cross the network readable; use rediss://, or allow_plaintext_redis(true)",
+            redact(url)
+        )),
+        other => refuse(format!("the Redis URL scheme {other:?} is not redis or rediss")),
     }
 }
 
@@ -213,16 +349,15 @@ impl TokenStore for RedisStore {
         let Some(bytes) = bytes.map(authwire::secrecy::zeroize::Zeroizing::new) else {
             return Ok(None);
         };
-        authwire::store::decode(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::corrupt(format!("redis key {redis_key}"), e.to_string()))
+        self.open(&redis_key, &bytes).map(Some)
     }
 
     async fn save(&self, key: &CacheKey, token: &Token) -> Result<(), StoreError> {
-        let bytes = authwire::store::encode(token);
+        let redis_key = self.token_key(key);
+        let bytes = authwire::secrecy::zeroize::Zeroizing::new(self.seal(&redis_key, token)?);
         let ttl_ms = self.ttl_for(token).as_millis().clamp(1, u128::from(u64::MAX)) as u64;
         redis::cmd("SET")
-            .arg(self.token_key(key))
+            .arg(&redis_key)
             .arg(&bytes[..])
             .arg("PX")
             .arg(ttl_ms)
@@ -257,27 +392,54 @@ impl TokenStore for RedisStore {
         }
         debug!(lease = %lease_key, "took the fleet refresh lease");
         Ok(RefreshLease::Held(Box::new(Lease {
-            conn: self.conn.clone(),
+            store: self.clone(),
             key: lease_key,
             owner,
-            script: self.release.clone(),
         })))
     }
 }
 
 struct Lease {
-    conn: ConnectionManager,
+    store: RedisStore,
     key: String,
     owner: String,
-    script: Arc<redis::Script>,
 }
 
 #[async_trait]
 impl LeaseGuard for Lease {
+    /// The fence: the token is written only if this lease is still the one in Redis, in one
+    /// script, so a holder that outlived its lease cannot overwrite its successor's token.
+    async fn save_under_lease(&self, key: &CacheKey, token: &Token) -> Option<Result<(), StoreError>> {
+        let store = &self.store;
+        let token_key = store.token_key(key);
+        let bytes = match store.seal(&token_key, token) {
+            Ok(b) => authwire::secrecy::zeroize::Zeroizing::new(b),
+            Err(e) => return Some(Err(e)),
+        };
+        let ttl_ms = store.ttl_for(token).as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+        let saved: Result<i64, _> = store
+            .fenced_save
+            .key(&self.key)
+            .key(&token_key)
+            .arg(&self.owner)
+            .arg(&bytes[..])
+            .arg(ttl_ms)
+            .invoke_async(&mut store.conn.clone())
+            .await;
+        Some(match saved {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(StoreError::new(RedisStoreError(
+                "the refresh lease expired and was taken over before the save; the newer token stays".into(),
+            ))),
+            Err(e) => Err(backend(e)),
+        })
+    }
+
     async fn release(self: Box<Self>) {
-        let mut conn = self.conn.clone();
+        let mut conn = self.store.conn.clone();
         let released: Result<i64, _> = self
-            .script
+            .store
+            .release
             .key(&self.key)
             .arg(&self.owner)
             .invoke_async(&mut conn)

@@ -12,6 +12,19 @@ use tokio::process::{Child, Command};
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    tls: Option<Tls>,
+}
+
+/// The throwaway CA and server certificate of a TLS server, in a private folder.
+struct Tls {
+    dir: std::path::PathBuf,
+    ca_pem: Vec<u8>,
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl RedisServer {
@@ -45,6 +58,7 @@ impl RedisServer {
         let server = Self {
             port,
             child: Some(child),
+            tls: None,
         };
         for _ in 0..200 {
             if server.ping().await {
@@ -53,6 +67,61 @@ impl RedisServer {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("redis-server on port {port} did not answer PING within 5 s");
+    }
+
+    /// Start one that speaks only TLS (`rediss://`), with a certificate for `127.0.0.1` from a
+    /// throwaway CA ([`ca_pem`](Self::ca_pem)), made with the `openssl` tool. Debian's
+    /// `redis-server` is built with TLS.
+    pub async fn start_tls() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("authwire-redis-tls-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a folder for the certificates");
+        let tls = Tls {
+            ca_pem: make_certificates(&dir),
+            dir,
+        };
+        let file = |name: &str| tls.dir.join(name).display().to_string();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                &file("server.pem"),
+                "--tls-key-file",
+                &file("server.key"),
+            ])
+            .args(["--tls-ca-cert-file", &file("ca.pem"), "--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is not installed: apt-get install redis-server (.ci/run does)");
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Self {
+                    port,
+                    child: Some(child),
+                    tls: Some(tls),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server (TLS) on port {port} did not listen within 5 s");
+    }
+
+    /// The CA certificate (PEM) that signed a TLS server's certificate.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_slice())
     }
 
     async fn ping(&self) -> bool {
@@ -67,9 +136,10 @@ impl RedisServer {
         stream.read_exact(&mut buf).await.is_ok() && &buf == b"+PONG\r\n"
     }
 
-    /// `redis://127.0.0.1:PORT/`.
+    /// `redis://127.0.0.1:PORT/`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// Stop the server (as an outage would), keeping its port for [`restart`](Self::restart).
@@ -87,6 +157,75 @@ impl RedisServer {
     }
 
     fn into_child(mut self) -> Option<Child> {
+        self.tls.take();
         self.child.take()
     }
+}
+
+/// A CA and a server certificate for `127.0.0.1` signed by it, in `dir`; returns the CA (PEM).
+fn make_certificates(dir: &std::path::Path) -> Vec<u8> {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("the openssl tool is needed for TLS tests (Debian's openssl)");
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=authwire test CA",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&csr);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write the extension file");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    std::fs::read(dir.join("ca.pem")).expect("read the CA certificate")
 }

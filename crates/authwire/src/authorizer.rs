@@ -781,7 +781,7 @@ impl Shared {
                 }
             }
         }
-        let outcome = self.fetch(current, input).await;
+        let outcome = self.fetch(current, input, lease.as_deref()).await;
         if let Some(guard) = lease {
             guard.release().await;
         }
@@ -871,7 +871,12 @@ impl Shared {
     }
 
     /// Call the provider, prepare and save the new token.
-    async fn fetch(&self, current: Option<Arc<Token>>, input: &FlightInput) -> Outcome {
+    async fn fetch(
+        &self,
+        current: Option<Arc<Token>>,
+        input: &FlightInput,
+        lease: Option<&dyn LeaseGuard>,
+    ) -> Outcome {
         Counters::bump(&self.counters.fetches);
         let fetched = match bounded(
             input.timeouts,
@@ -889,7 +894,7 @@ impl Shared {
                 // The provider refused an answer that carried a refresh token: keep it.
                 let newer = match e.take_refresh_token() {
                     Some(rt) => Some(
-                        self.keep_refresh_token(current.as_deref(), rt, input.timeouts)
+                        self.keep_refresh_token(current.as_deref(), rt, input.timeouts, lease)
                             .await,
                     ),
                     None => None,
@@ -913,7 +918,7 @@ impl Shared {
             Ok(entry) => entry,
             Err(e) => {
                 if token.refresh_token().is_some() {
-                    self.save_kept(&token, input.timeouts).await;
+                    self.save_kept(&token, input.timeouts, lease).await;
                 }
                 return self.failed(e, Some(token));
             }
@@ -922,7 +927,7 @@ impl Shared {
             warn!(cache_key = %self.key, "the identity provider issued a token that is already expired by this machine's clock; check the clock");
         }
         // Saved before it is handed out: a rotated refresh token must survive a crash.
-        if let Err(e) = self.save(&token, input.timeouts).await {
+        if let Err(e) = self.save(&token, input.timeouts, lease).await {
             Counters::bump(&self.counters.store_errors);
             warn!(cache_key = %self.key, error = %e, "could not save the new token to the store");
             if self.require_store {
@@ -948,19 +953,20 @@ impl Shared {
         current: Option<&Token>,
         refresh_token: secrecy::SecretString,
         timeouts: bool,
+        lease: Option<&dyn LeaseGuard>,
     ) -> Arc<Token> {
         let mut token = current
             .cloned()
             .unwrap_or_else(|| Token::new("unusable").with_expires_at(UNIX_EPOCH + Duration::from_secs(1)));
         token.set_refresh_token(Some(refresh_token));
         let token = Arc::new(token);
-        self.save_kept(&token, timeouts).await;
+        self.save_kept(&token, timeouts, lease).await;
         token
     }
 
     /// Save a token kept for its refresh token after a refused answer.
-    async fn save_kept(&self, token: &Token, timeouts: bool) {
-        match self.save(token, timeouts).await {
+    async fn save_kept(&self, token: &Token, timeouts: bool, lease: Option<&dyn LeaseGuard>) {
+        match self.save(token, timeouts, lease).await {
             Ok(()) => {
                 info!(cache_key = %self.key, "kept the refresh token that came with a refused answer");
             }
@@ -1007,13 +1013,32 @@ impl Shared {
         }
     }
 
-    async fn save(&self, token: &Token, timeouts: bool) -> Result<(), StoreError> {
+    /// Save through the lease when one is held (a fenced save, where the store can), else
+    /// plainly.
+    async fn save(
+        &self,
+        token: &Token,
+        timeouts: bool,
+        lease: Option<&dyn LeaseGuard>,
+    ) -> Result<(), StoreError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
+        let timeout = || Err(StoreError::timeout(self.store_timeout));
+        if let Some(lease) = lease
+            && let Some(fenced) = bounded(
+                timeouts,
+                self.store_timeout,
+                lease.save_under_lease(&self.key, token),
+            )
+            .await
+            .unwrap_or_else(|| Some(timeout()))
+        {
+            return fenced;
+        }
         bounded(timeouts, self.store_timeout, store.save(&self.key, token))
             .await
-            .unwrap_or(Err(StoreError::timeout(self.store_timeout)))
+            .unwrap_or_else(timeout)
     }
 }
 
@@ -1214,8 +1239,31 @@ impl AuthorizerBuilder {
         self
     }
 
-    /// The authorizer.
-    pub fn build(self) -> Authorizer {
+    /// The authorizer, after checking the settings that can be wrong: a refresh lease TTL
+    /// shorter than the refresh timeout plus two store timeouts (taking the lease and saving)
+    /// would let a slow holder outlive its lease while another process refreshes with the same
+    /// refresh token.
+    pub fn try_build(self) -> Result<Authorizer, crate::BuildError> {
+        let needed = self.refresh_timeout + 2 * self.store_timeout;
+        if let Some(ttl) = self.lease_ttl
+            && ttl < needed
+        {
+            return Err(crate::BuildError::LeaseTooShort { ttl, needed });
+        }
+        Ok(self.build())
+    }
+
+    /// The authorizer. A refresh lease TTL that [`try_build`](Self::try_build) would refuse is
+    /// raised to the least safe value instead, with a warning.
+    pub fn build(mut self) -> Authorizer {
+        let needed = self.refresh_timeout + 2 * self.store_timeout;
+        if let Some(ttl) = self.lease_ttl
+            && ttl < needed
+        {
+            warn!(lease_ttl = ?ttl, raised_to = ?needed,
+                "the refresh lease TTL is shorter than the refresh timeout plus two store timeouts; raised");
+            self.lease_ttl = Some(needed);
+        }
         let key = self.cache_key.unwrap_or_else(|| self.provider.cache_key());
         Authorizer {
             inner: Arc::new(Inner {

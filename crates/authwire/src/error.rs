@@ -836,3 +836,30 @@ mod redaction_tests {
         assert!(code.chars().count() <= 65 && !code.contains('\n'));
     }
 }
+
+/// A setting of [`AuthorizerBuilder`](crate::AuthorizerBuilder) that cannot work
+/// ([`try_build`](crate::AuthorizerBuilder::try_build)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The refresh lease TTL is shorter than a refresh can take while holding it.
+    LeaseTooShort {
+        /// The TTL given.
+        ttl: Duration,
+        /// The least that is safe: the refresh timeout plus two store timeouts.
+        needed: Duration,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::LeaseTooShort { ttl, needed } => write!(
+                f,
+                "refresh lease TTL {ttl:?} is shorter than the refresh timeout plus two store timeouts ({needed:?}): a slow refresh would outlive its lease; raise it or lower the timeouts"
+            ),
+        }
+    }
+}
+
+impl StdError for BuildError {}

@@ -80,7 +80,9 @@ pub use authorizer::{
 #[cfg(any(test, feature = "test-util"))]
 pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
-pub use error::{AuthError, BoxError, KeptRefreshToken, ProviderError, SharedError, StoreError, error_chain};
+pub use error::{
+    AuthError, BoxError, BuildError, KeptRefreshToken, ProviderError, SharedError, StoreError, error_chain,
+};
 pub use metrics::Metrics;
 pub use policy::{
     DEFAULT_EXPIRY_MARGIN, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, DEFAULT_REFRESH_TIMEOUT,

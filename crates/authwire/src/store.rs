@@ -66,6 +66,17 @@ impl std::fmt::Debug for RefreshLease {
 pub trait LeaseGuard: Send + Sync {
     /// Give the lease up, so another process may refresh.
     async fn release(self: Box<Self>);
+
+    /// Save `token` under `key` only if this lease is still held: a fenced save. A holder that
+    /// outlived its lease (a slow identity provider, a paused process) must not overwrite the
+    /// newer token of the process that took the lease over.
+    ///
+    /// `None` (the default) means the store cannot fence, and the authorizer saves with
+    /// [`TokenStore::save`]. A store that can answers `Some(Err(..))` when the lease was lost.
+    async fn save_under_lease(&self, key: &CacheKey, token: &Token) -> Option<Result<(), StoreError>> {
+        let _ = (key, token);
+        None
+    }
 }
 
 #[async_trait]

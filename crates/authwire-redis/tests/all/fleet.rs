@@ -69,8 +69,8 @@ async fn fleet_child() {
         .build()
         .unwrap();
     let mut builder = Authorizer::builder(provider)
-        .refresh_timeout(Duration::from_secs(5))
-        .store_timeout(Duration::from_secs(1))
+        .refresh_timeout(Duration::from_secs(2))
+        .store_timeout(Duration::from_millis(500))
         .refresh_lease_ttl(Duration::from_secs(3));
     if let Some(url) = config["redis"].as_str() {
         builder = builder.store(RedisStore::connect(url).await.unwrap());

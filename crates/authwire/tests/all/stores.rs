@@ -256,6 +256,8 @@ async fn a_lease_that_is_never_released_stops_blocking_after_its_ttl() {
     let auth = Authorizer::builder(provider.clone())
         .clock(ManualClock::new(t0()))
         .store(store.clone())
+        .refresh_timeout(Duration::from_secs(1))
+        .store_timeout(Duration::from_millis(500))
         .refresh_lease_ttl(Duration::from_secs(2))
         .build();
     assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
@@ -287,4 +289,33 @@ async fn a_store_that_cannot_coordinate_does_not_stop_the_refresh() {
         .build();
     assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
     assert_eq!(auth.metrics().store_errors, 1);
+}
+
+#[test]
+fn a_lease_ttl_shorter_than_a_refresh_is_refused_at_build_time() {
+    // Issue 12, item 8: a lease TTL below refresh timeout + store timeouts let a slow holder
+    // outlive its lease while another process refreshed with the same refresh token.
+    let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
+    let e = Authorizer::builder(provider.clone())
+        .refresh_timeout(Duration::from_secs(10))
+        .store_timeout(Duration::from_secs(2))
+        .refresh_lease_ttl(Duration::from_secs(13))
+        .try_build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        authwire::BuildError::LeaseTooShort {
+            ttl: Duration::from_secs(13),
+            needed: Duration::from_secs(14)
+        }
+    );
+    assert!(e.to_string().contains("raise it"), "{e}");
+    assert!(
+        Authorizer::builder(provider)
+            .refresh_timeout(Duration::from_secs(10))
+            .store_timeout(Duration::from_secs(2))
+            .refresh_lease_ttl(Duration::from_secs(14))
+            .try_build()
+            .is_ok()
+    );
 }
