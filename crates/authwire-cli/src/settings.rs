@@ -240,6 +240,21 @@ fn file_store() -> Result<Cache, CliError> {
     Ok((Arc::new(store), format!("file cache {}", dir.display())))
 }
 
+/// The keyring for tokens, with refresh leases from lock files in the cache folder: two
+/// `authwire` processes on one keyring must not both redeem a rotating refresh token.
+fn keyring_cache(keyring: KeyringStore) -> Result<Cache, CliError> {
+    let dir = cache_dir()
+        .ok_or_else(|| {
+            CliError::config("cannot find the cache folder for lock files: set XDG_CACHE_HOME or HOME")
+        })?
+        .join("leases");
+    let leases = FileStore::new(&dir).map_err(|e| CliError::config(authwire::error_chain(&e)))?;
+    Ok((
+        Arc::new(authwire::store::LeasedStore::new(keyring, leases)),
+        "OS keyring".into(),
+    ))
+}
+
 fn open_store(kind: Option<CacheKind>) -> Result<Option<Cache>, CliError> {
     match kind {
         Some(CacheKind::None) => Ok(None),
@@ -249,12 +264,12 @@ fn open_store(kind: Option<CacheKind>) -> Result<Option<Cache>, CliError> {
             store
                 .backend_available()
                 .map_err(|e| CliError::config(format!("{e} (or pass --cache file)")))?;
-            Ok(Some((Arc::new(store), "OS keyring".into())))
+            Ok(Some(keyring_cache(store)?))
         }
         None => {
             let keyring = KeyringStore::new("authwire");
             if keyring.backend_available().is_ok() {
-                return Ok(Some((Arc::new(keyring), "OS keyring".into())));
+                return Ok(Some(keyring_cache(keyring)?));
             }
             let (store, description) = file_store()?;
             // Said once: a marker in the cache folder remembers that the user was told.

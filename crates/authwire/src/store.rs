@@ -278,3 +278,51 @@ mod tests {
         );
     }
 }
+
+/// Tokens in one store, refresh leases from another: for a store that cannot coordinate
+/// processes itself (an OS keyring) paired with one that can (a folder of lock files).
+///
+/// ```
+/// use authwire::store::LeasedStore;
+/// # use authwire::{async_trait, CacheKey, StoreError, Token, TokenStore};
+/// # #[derive(Clone)] struct Keyring; #[derive(Clone)] struct LockFiles;
+/// # #[async_trait] impl TokenStore for Keyring {
+/// #   async fn load(&self, _: &CacheKey) -> Result<Option<Token>, StoreError> { Ok(None) }
+/// #   async fn save(&self, _: &CacheKey, _: &Token) -> Result<(), StoreError> { Ok(()) }
+/// #   async fn delete(&self, _: &CacheKey) -> Result<(), StoreError> { Ok(()) } }
+/// # #[async_trait] impl TokenStore for LockFiles {
+/// #   async fn load(&self, _: &CacheKey) -> Result<Option<Token>, StoreError> { Ok(None) }
+/// #   async fn save(&self, _: &CacheKey, _: &Token) -> Result<(), StoreError> { Ok(()) }
+/// #   async fn delete(&self, _: &CacheKey) -> Result<(), StoreError> { Ok(()) } }
+/// // In the CLI: `KeyringStore` for the tokens, a `FileStore` in the cache folder for leases.
+/// let store = LeasedStore::new(Keyring, LockFiles);
+/// # let _ = store;
+/// ```
+#[derive(Clone, Debug)]
+pub struct LeasedStore<S, L> {
+    tokens: S,
+    leases: L,
+}
+
+impl<S: TokenStore, L: TokenStore> LeasedStore<S, L> {
+    /// Keep tokens in `tokens`; take refresh leases from `leases` (its tokens are not used).
+    pub fn new(tokens: S, leases: L) -> Self {
+        Self { tokens, leases }
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore, L: TokenStore> TokenStore for LeasedStore<S, L> {
+    async fn load(&self, key: &CacheKey) -> Result<Option<Token>, StoreError> {
+        self.tokens.load(key).await
+    }
+    async fn save(&self, key: &CacheKey, token: &Token) -> Result<(), StoreError> {
+        self.tokens.save(key, token).await
+    }
+    async fn delete(&self, key: &CacheKey) -> Result<(), StoreError> {
+        self.tokens.delete(key).await
+    }
+    async fn begin_refresh(&self, key: &CacheKey, ttl: Duration) -> Result<RefreshLease, StoreError> {
+        self.leases.begin_refresh(key, ttl).await
+    }
+}

@@ -530,11 +530,7 @@ async fn completions_are_generated() {
     assert!(out.stdout().contains("_authwire()"), "{}", out.stdout());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eight_concurrent_cli_runs_on_one_file_cache_keep_a_rotating_login() {
-    // Issue 12, item 6: two `authwire token` runs from a parallel script both redeemed one
-    // rotating refresh token; an identity provider with reuse detection revoked the family and
-    // the login was gone. Now one process refreshes and the others adopt its token.
+async fn eight_concurrent_cli_runs_keep_a_rotating_login(cache: &str) {
     let idp = IdentityServer::builder()
         .settings(Settings {
             auto_approve_devices: true,
@@ -551,7 +547,7 @@ async fn eight_concurrent_cli_runs_on_one_file_cache_keep_a_rotating_login() {
         "--client-id".into(),
         Client::PUBLIC_ID.into(),
         "--cache".into(),
-        "file".into(),
+        cache.into(),
     ];
     let login = Run::new(&sb, &args(&["login"], &public))
         .env("AUTHWIRE_CLIENT_SECRET", "")
@@ -594,6 +590,22 @@ async fn eight_concurrent_cli_runs_on_one_file_cache_keep_a_rotating_login() {
         0,
         "no refresh token was redeemed twice"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_cli_runs_on_one_file_cache_keep_a_rotating_login() {
+    // Issue 12, item 6: two `authwire token` runs from a parallel script both redeemed one
+    // rotating refresh token; an identity provider with reuse detection revoked the family and
+    // the login was gone. Now one process refreshes and the others adopt its token.
+    eight_concurrent_cli_runs_keep_a_rotating_login("file").await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_cli_runs_on_one_keyring_keep_a_rotating_login() {
+    // The same for the OS keyring (this session's kernel keyring, shared by the child
+    // processes), whose leases are lock files in the cache folder.
+    eight_concurrent_cli_runs_keep_a_rotating_login("keyring").await;
 }
 
 /// Run futures concurrently on this task (the `futures` crate's `join_all`, without it).
