@@ -27,16 +27,17 @@
 //! - **Scoping.** The token goes only to the origins (scheme, host, port) given at construction,
 //!   so a token meant for one API never leaks to another host the same client talks to. Requests
 //!   to other origins pass through untouched. [`AuthMiddleware::any_origin`] opts out, by name.
-//!   Plain `http` origins are refused unless they are loopback or
-//!   [`allow_insecure_http`](AuthMiddlewareBuilder::allow_insecure_http) is called.
+//!   Plain `http` to a host that is not loopback is refused in every mode, unless
+//!   [`allow_insecure_http(true)`](AuthMiddlewareBuilder::allow_insecure_http) says otherwise.
 //! - **401.** When the response is 401 and its `WWW-Authenticate` says `invalid_token` (or on any
-//!   401, with [`retry_on_any_401`](AuthMiddlewareBuilder::retry_on_any_401)), the middleware
-//!   calls [`Authorizer::invalidate`] with the header it sent and, if the body can be replayed
-//!   (`Request::try_clone`), retries once with a fresh token. Never more than once, and not at
-//!   all with the same token, so a server that always answers 401 cannot make it loop or hammer
-//!   the identity provider. A streaming body is not retried: the 401 is returned unchanged.
+//!   401, with [`retry_on_any_401`](AuthMiddlewareBuilder::retry_on_any_401)), the token that was
+//!   sent is forgotten and, if the body can be replayed (`Request::try_clone`) and the answer did
+//!   not come through a redirect, the request is retried once with a fresh token. Never more
+//!   than once, and not at all with the same token; a token fetched after a rejection and
+//!   rejected again at once is not refetched before the backoff. The rules are the core's
+//!   ([`Authorizer::decide`]); this middleware only translates reqwest's types.
 //! - **Errors.** If no token can be had, the request is not sent; the error is
-//!   `reqwest_middleware::Error::Middleware` holding the [`AuthError`], reachable with
+//!   `reqwest_middleware::Error::Middleware` holding the [`AuthError`](authwire::AuthError), reachable with
 //!   `err.downcast_ref::<AuthError>()` on the inner `anyhow::Error`.
 
 use authwire::{Admission, Answer, Authorizer, Origins, RejectionRules, RetryDecision, Target};
