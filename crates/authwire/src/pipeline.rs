@@ -45,12 +45,6 @@ impl Entry {
         })
     }
 
-    /// Step 1 for this entry.
-    #[inline(always)]
-    pub(crate) fn check_expiry(&self, now: SystemTime) -> Freshness {
-        check_expiry(&self.schedule, now)
-    }
-
     /// Whether the token itself has not expired yet (its `expires_at`, without the margin).
     /// While refreshing fails, a token is served until then: the margin is spent rather than a
     /// request failed.
@@ -71,10 +65,20 @@ impl Entry {
     }
 }
 
-/// Step 1: check expiry. See [`crate::policy`] for how the schedule is computed.
-#[inline]
+/// Step 1: check expiry: where a token with this schedule stands at `now`. The schedule was
+/// planned once per token ([`crate::policy::schedule`]: the margin, the refresh window, jitter);
+/// this is the only per-call work of step 1, two comparisons.
+#[inline(always)]
 pub(crate) fn check_expiry(schedule: &Schedule, now: SystemTime) -> Freshness {
-    schedule.check(now)
+    if let Some(until) = schedule.usable_until
+        && now >= until
+    {
+        return Freshness::Expired;
+    }
+    match schedule.refresh_at {
+        Some(at) if now >= at => Freshness::RefreshDue,
+        _ => Freshness::Fresh,
+    }
 }
 
 /// Step 3: retrieve the access token from the token data.

@@ -73,22 +73,6 @@ pub(crate) enum Freshness {
     Expired,
 }
 
-impl Schedule {
-    /// Step 1: check expiry.
-    #[inline]
-    pub(crate) fn check(&self, now: SystemTime) -> Freshness {
-        if let Some(until) = self.usable_until
-            && now >= until
-        {
-            return Freshness::Expired;
-        }
-        match self.refresh_at {
-            Some(at) if now >= at => Freshness::RefreshDue,
-            _ => Freshness::Fresh,
-        }
-    }
-}
-
 /// Plan a token's life. `jitter_unit` is a random number in `[0, 1)`.
 pub(crate) fn schedule(
     token: &Token,
@@ -191,10 +175,10 @@ mod tests {
         let s = schedule(&t, at(0), &no_jitter(), 0.0);
         assert_eq!(s.usable_until, Some(at(3600 - 30)));
         assert_eq!(s.refresh_at, Some(at(3600 - 300)));
-        assert_eq!(s.check(at(3299)), Freshness::Fresh);
-        assert_eq!(s.check(at(3300)), Freshness::RefreshDue);
-        assert_eq!(s.check(at(3569)), Freshness::RefreshDue);
-        assert_eq!(s.check(at(3570)), Freshness::Expired);
+        assert_eq!(crate::pipeline::check_expiry(&s, at(3299)), Freshness::Fresh);
+        assert_eq!(crate::pipeline::check_expiry(&s, at(3300)), Freshness::RefreshDue);
+        assert_eq!(crate::pipeline::check_expiry(&s, at(3569)), Freshness::RefreshDue);
+        assert_eq!(crate::pipeline::check_expiry(&s, at(3570)), Freshness::Expired);
     }
 
     #[test]
@@ -202,7 +186,7 @@ mod tests {
         // 5 s token: margin capped at 1.25 s, window at 2.5 s.
         let t = Token::new("x").with_expires_at(at(5));
         let s = schedule(&t, at(0), &no_jitter(), 0.0);
-        assert_eq!(s.check(at(0)), Freshness::Fresh);
+        assert_eq!(crate::pipeline::check_expiry(&s, at(0)), Freshness::Fresh);
         assert_eq!(s.refresh_at, Some(at(0) + Duration::from_millis(2500)));
         assert_eq!(s.usable_until, Some(at(0) + Duration::from_millis(3750)));
     }
@@ -229,10 +213,13 @@ mod tests {
                 usable_until: None
             }
         );
-        assert_eq!(s.check(at(10_000_000)), Freshness::Fresh);
+        assert_eq!(
+            crate::pipeline::check_expiry(&s, at(10_000_000)),
+            Freshness::Fresh
+        );
         let hinted = Token::new("x").with_refresh_at(at(60));
         let s = schedule(&hinted, at(0), &Timing::default(), 0.3);
-        assert_eq!(s.check(at(60)), Freshness::RefreshDue);
+        assert_eq!(crate::pipeline::check_expiry(&s, at(60)), Freshness::RefreshDue);
     }
 
     #[test]
@@ -249,11 +236,14 @@ mod tests {
         let t = Token::new("x").with_expires_at(at(0) - Duration::from_secs(10));
         let s = schedule(&t, at(0), &Timing::default(), 0.0);
         assert_eq!(
-            s.check(at(0)),
+            crate::pipeline::check_expiry(&s, at(0)),
             Freshness::Fresh,
             "no background refetch right away"
         );
-        assert_eq!(s.check(at(0) + MIN_TOKEN_REUSE), Freshness::Expired);
+        assert_eq!(
+            crate::pipeline::check_expiry(&s, at(0) + MIN_TOKEN_REUSE),
+            Freshness::Expired
+        );
     }
 
     #[test]

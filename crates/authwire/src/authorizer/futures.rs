@@ -1,0 +1,101 @@
+//! The named futures of the [`Authorizer`](super::Authorizer) calls, written by hand so that the
+//! cached path costs no more than its work.
+
+use super::*;
+
+/// The future of [`Authorizer::authorization_header`]: the cached path on its first poll, and
+/// only when that finds no usable token, the (boxed) wait for a refresh.
+#[must_use = "futures do nothing unless polled"]
+pub struct AuthorizationHeader<'a> {
+    pub(super) authorizer: &'a Authorizer,
+    pub(super) refreshing: Option<Pin<Box<dyn Future<Output = FlightResult> + Send + 'a>>>,
+}
+
+impl Future for AuthorizationHeader<'_> {
+    type Output = Result<HeaderValue, AuthError>;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        let refreshing = match &mut this.refreshing {
+            Some(refreshing) => refreshing,
+            None => {
+                if let Some(value) = this.authorizer.cached(Entry::header) {
+                    return std::task::Poll::Ready(Ok(value));
+                }
+                this.refreshing.insert(Box::pin(this.authorizer.refresh()))
+            }
+        };
+        refreshing
+            .as_mut()
+            .poll(cx)
+            .map(|result| result.map(|entry| entry.header()))
+    }
+}
+
+/// The future of [`Authorizer::authorize`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Authorize<'a> {
+    pub(super) header: AuthorizationHeader<'a>,
+    pub(super) headers: &'a mut HeaderMap,
+}
+
+impl Future for Authorize<'_> {
+    type Output = Result<(), AuthError>;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        Pin::new(&mut this.header).poll(cx).map(|result| {
+            // Step 5.
+            update_headers(this.headers, result?);
+            Ok(())
+        })
+    }
+}
+
+/// The future of [`Authorizer::authorize_target`]: steps 1-5, then the header that was sent.
+#[must_use = "futures do nothing unless polled"]
+pub struct AuthorizeTarget<'a> {
+    pub(super) header: AuthorizationHeader<'a>,
+    pub(super) headers: &'a mut HeaderMap,
+}
+
+impl Future for AuthorizeTarget<'_> {
+    type Output = Result<HeaderValue, AuthError>;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        Pin::new(&mut this.header).poll(cx).map(|result| {
+            let value = result?;
+            // Step 5.
+            update_headers(this.headers, value.clone());
+            Ok(value)
+        })
+    }
+}
+
+impl fmt::Debug for AuthorizeTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizeTarget")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Authorize<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorize")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for AuthorizationHeader<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizationHeader")
+            .field("refreshing", &self.refreshing.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,401 @@
+//! The [`Authorizer`]: the pipeline, its cache and its shared refresh flight.
+//!
+//! # How a call flows
+//!
+//! The hot path ([`Authorizer::cached`]) loads the current [`Entry`] (an `ArcSwap` load, no
+//! lock), reads the clock once, runs step 1 and clones the prepared header of this thread's
+//! stripe. Nothing else: no lock, no allocation, no shared cache line written.
+//!
+//! When step 1 says *refresh due*, the caller still gets the current token at once, and the
+//! first such caller starts a background flight ([`Inner::start_background`]). When it says
+//! *expired* (or there is no token yet), the caller joins the running flight or starts one
+//! ([`Authorizer::refresh`]) and waits for it.
+//!
+//! A flight ([`run_flight`]) is a spawned task, so a caller that gives up does not cancel it for
+//! the others. It consults the store, calls the provider at most once, prepares the header,
+//! saves the token, and publishes the result to the cache and to every waiter. A failure sets a
+//! backoff deadline (from the [`Clock`](crate::Clock)); until it passes, callers get the still
+//! valid token or, if there is none, the same error without another provider call.
+
+mod builder;
+mod flight;
+mod futures;
+mod refresh;
+
+pub use builder::AuthorizerBuilder;
+use flight::*;
+pub use futures::{AuthorizationHeader, Authorize, AuthorizeTarget};
+use refresh::*;
+
+use crate::clock::SharedClock;
+use crate::metrics::{Counters, Metrics};
+use crate::pipeline::{Entry, check_expiry, update_headers};
+use crate::policy::{self, Freshness, Timing};
+use crate::request::{Answer, RejectionRules, RetryDecision, Target};
+use crate::store::{LeaseGuard, RefreshLease};
+use crate::{
+    AuthError, CacheKey, Clock, IdentityProvider, ProviderError, StoreError, SystemClock, Token, TokenStore,
+};
+use arc_swap::ArcSwapOption;
+use http::{HeaderMap, HeaderValue};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// Makes outgoing requests carry a valid `Authorization` header.
+///
+/// One `Authorizer` per credential, shared by every task: cloning is cheap (one `Arc`), and all
+/// clones share one cache and one refresh. See the [crate docs](crate) for the pipeline and
+/// [`AuthorizerBuilder`] for the timing settings.
+///
+/// Refreshes run as tasks on the current tokio runtime (its time driver must be enabled, as
+/// `#[tokio::main]` does). Called outside a runtime, the authorizer still works: the caller that
+/// needs a token runs the refresh itself, without timeouts and without background refresh.
+///
+/// ```
+/// use authwire::{async_trait, Authorizer, CacheKey, IdentityProvider, ProviderError, Token};
+///
+/// struct Fixed;
+/// #[async_trait]
+/// impl IdentityProvider for Fixed {
+///     async fn fetch_token(&self, _: Option<&Token>) -> Result<Token, ProviderError> {
+///         Ok(Token::new("t0k3n"))
+///     }
+///     fn cache_key(&self) -> CacheKey { CacheKey::from_static("fixed") }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), authwire::AuthError> {
+/// let authorizer = Authorizer::new(Fixed);
+/// let mut headers = http::HeaderMap::new();
+/// authorizer.authorize(&mut headers).await?;
+/// assert_eq!(headers["authorization"], "Bearer t0k3n");
+/// assert!(headers["authorization"].is_sensitive());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Authorizer {
+    inner: Arc<Inner>,
+}
+
+impl Authorizer {
+    /// An authorizer with every default: no store, the system clock, the default timing.
+    pub fn new(provider: impl IdentityProvider) -> Self {
+        Self::builder(provider).build()
+    }
+
+    /// Configure an authorizer.
+    pub fn builder(provider: impl IdentityProvider) -> AuthorizerBuilder {
+        AuthorizerBuilder::new(provider)
+    }
+
+    /// Steps 1-5: make `headers` carry a valid `Authorization` header (replacing any there).
+    ///
+    /// Equivalent to `async fn authorize(&self, headers: &mut HeaderMap) -> Result<(), AuthError>`.
+    pub fn authorize<'a>(&'a self, headers: &'a mut HeaderMap) -> Authorize<'a> {
+        Authorize {
+            header: self.authorization_header(),
+            headers,
+        }
+    }
+
+    /// Steps 1-5 on an [`http::Request`]. Step 5 sees the whole request (method and URI), as
+    /// sender-constrained token types will need.
+    pub async fn authorize_request<B>(&self, request: &mut http::Request<B>) -> Result<(), AuthError> {
+        let (parts, headers) = split_request(request);
+        let target = Target::from_uri(&parts.0, &parts.1);
+        self.authorize_target(&target, headers).await.map(drop)
+    }
+
+    /// Steps 1-5 for a request to `target`: the request-level entry point of every HTTP
+    /// adapter (see [`crate::request`]). Returns the header that was put on `headers`, for
+    /// [`Authorizer::decide`] once the answer is in.
+    pub fn authorize_target<'a>(
+        &'a self,
+        target: &Target<'_>,
+        headers: &'a mut HeaderMap,
+    ) -> AuthorizeTarget<'a> {
+        // Bearer tokens do not depend on the target; proofs of possession will.
+        let _ = target;
+        AuthorizeTarget {
+            header: self.authorization_header(),
+            headers,
+        }
+    }
+
+    /// Steps 1-5 for `target` without waiting: when the cached token is usable now, put its
+    /// header on `headers` and return it; else `None` and `headers` is untouched (call
+    /// [`authorize_target`](Self::authorize_target)). For adapters whose cached path is
+    /// synchronous (a tower `Service::call`).
+    #[inline]
+    pub fn try_authorize_target(&self, target: &Target<'_>, headers: &mut HeaderMap) -> Option<HeaderValue> {
+        let _ = target;
+        let value = self.cached_authorization_header()?;
+        update_headers(headers, value.clone());
+        Some(value)
+    }
+
+    /// The rules for a rejected request, in one place: given what came back for a request that
+    /// carried `sent`, forget the token if the answer rejects it ([`Authorizer::invalidate`],
+    /// rate-limited), and say whether to send the request once more with a new header.
+    ///
+    /// A retry is offered only when the answer rejected the token, the adapter can replay the
+    /// request, no redirect happened (the first hop may have processed it), and a different
+    /// token is now available. The answer to that retry is final: adapters do not call `decide`
+    /// for it.
+    pub async fn decide(
+        &self,
+        answer: &Answer<'_>,
+        sent: &HeaderValue,
+        rules: RejectionRules,
+    ) -> RetryDecision {
+        if !self.judge(answer, sent, rules) {
+            return RetryDecision::Done;
+        }
+        if !answer.is_replayable() {
+            debug!(cache_key = %self.inner.shared.key, "token rejected; the request cannot be replayed, so it is not retried");
+            return RetryDecision::Done;
+        }
+        if answer.is_redirected() {
+            debug!(cache_key = %self.inner.shared.key, "token rejected after a redirect; not retried (the first hop may have processed the request)");
+            return RetryDecision::Done;
+        }
+        match self.authorization_header().await {
+            Ok(fresh) if fresh != *sent => RetryDecision::RetryWith(crate::request::Retry::new(fresh)),
+            // No new token (throttled, or the provider gave the same one back) or none at all.
+            _ => RetryDecision::Done,
+        }
+    }
+
+    /// The synchronous half of [`Authorizer::decide`]: whether `answer` rejects the token, and
+    /// if so, forget the token that was `sent` (rate-limited). For adapters that never retry.
+    pub fn judge(&self, answer: &Answer<'_>, sent: &HeaderValue, rules: RejectionRules) -> bool {
+        if !answer.rejects_token(rules) {
+            return false;
+        }
+        self.invalidate(sent);
+        true
+    }
+
+    /// Steps 1-4: the `Authorization` header value for the current token (marked sensitive).
+    ///
+    /// Equivalent to `async fn authorization_header(&self) -> Result<HeaderValue, AuthError>`;
+    /// the future is written by hand so that the cached path costs no more than its work.
+    pub fn authorization_header(&self) -> AuthorizationHeader<'_> {
+        AuthorizationHeader {
+            authorizer: self,
+            refreshing: None,
+        }
+    }
+
+    /// Steps 1-4 without waiting: the header for the cached token if it is usable now, else
+    /// `None` (and nothing is started except, inside the refresh window, the background
+    /// refresh). For synchronous code paths; async code calls
+    /// [`authorization_header`](Self::authorization_header).
+    #[inline]
+    pub fn cached_authorization_header(&self) -> Option<HeaderValue> {
+        self.cached(Entry::header)
+    }
+
+    /// Steps 1-3: the current valid token.
+    pub async fn token(&self) -> Result<Arc<Token>, AuthError> {
+        if let Some(token) = self.cached(|e| e.token.clone()) {
+            return Ok(token);
+        }
+        Ok(Box::pin(self.refresh()).await?.token.clone())
+    }
+
+    /// Forget the cached token if it is still the one that `rejected` carried (a server answered
+    /// 401 to it); the next call refreshes. Returns whether anything was forgotten.
+    ///
+    /// Comparing with the rejected header means that many requests failing with the same token
+    /// cause one refresh, not one each. The token's refresh token is kept for that refresh.
+    ///
+    /// Refreshes caused by rejections are rate-limited: when the token was itself fetched
+    /// because of a rejection and is rejected again before the minimum backoff has passed
+    /// (doubling with each such round, up to the maximum backoff), it is kept, `false` is
+    /// returned and [`Metrics::throttled_rejections`] counts it. A server that rejects every
+    /// token then costs one fetch per backoff, not one per request.
+    pub fn invalidate(&self, rejected: &HeaderValue) -> bool {
+        let inner = &self.inner;
+        let mut control = inner.lock();
+        let Some(entry) = inner.current.load_full() else {
+            return false;
+        };
+        if !entry.issued(rejected) {
+            return false;
+        }
+        // A token fetched because the previous one was rejected, and rejected again moments
+        // later: the problem is not the token (a misconfigured audience, a server that rejects
+        // everything). Refetching would only hammer the identity provider; wait, doubling.
+        let now = inner.shared.clock.now();
+        if control.published_for_rejection
+            && let Some(published) = control.published_at
+        {
+            let cooldown = rejection_cooldown(control.rejection_streak, &inner.shared.timing);
+            if now < published + cooldown {
+                Counters::bump(&inner.shared.counters.throttled_rejections);
+                warn!(cache_key = %inner.shared.key, retry_in = ?(published + cooldown).duration_since(now).unwrap_or_default(),
+                    "a token fetched after a rejection was rejected again at once; not refetching yet (check the token's audience and scopes)");
+                return false;
+            }
+            control.rejection_streak = control.rejection_streak.saturating_add(1);
+        }
+        control.rejection_pending = true;
+        inner.current.store(None);
+        control.rejected = Some(entry.token.clone());
+        Counters::bump(&inner.shared.counters.invalidations);
+        info!(cache_key = %inner.shared.key, "token rejected by a server; it will be refreshed on the next call");
+        true
+    }
+
+    /// Step 1 as an observation: where the cached token stands now. Starts nothing (unlike the
+    /// calls that hand out a token, which start a refresh when one is due).
+    ///
+    /// ```
+    /// # use authwire::{Authorizer, TokenState};
+    /// # fn show(authorizer: &Authorizer) {
+    /// match authorizer.state() {
+    ///     TokenState::Missing => println!("no token yet"),
+    ///     TokenState::Fresh { expires_in } => println!("valid, expires in {expires_in:?}"),
+    ///     TokenState::RefreshDue { .. } => println!("valid, refresh due"),
+    ///     TokenState::Expired => println!("expired"),
+    ///     _ => println!("a state added after this was written"),
+    /// }
+    /// # }
+    /// ```
+    pub fn state(&self) -> TokenState {
+        let Some(entry) = self.inner.current.load_full() else {
+            return TokenState::Missing;
+        };
+        let now = self.inner.shared.clock.now();
+        let expires_in = entry
+            .token
+            .expires_at()
+            .map(|e| e.duration_since(now).unwrap_or_default());
+        match check_expiry(&entry.schedule, now) {
+            Freshness::Fresh => TokenState::Fresh { expires_in },
+            Freshness::RefreshDue => TokenState::RefreshDue { expires_in },
+            Freshness::Expired => TokenState::Expired,
+        }
+    }
+
+    /// The counters of this authorizer (shared by its clones).
+    pub fn metrics(&self) -> Metrics {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// The key this authorizer's tokens are stored under.
+    pub fn cache_key(&self) -> &CacheKey {
+        &self.inner.shared.key
+    }
+
+    /// The hot path: steps 1 and 3-4 on the cached entry, without locking or allocating.
+    /// `None` when there is no usable token and the caller must wait for a refresh.
+    #[inline(always)]
+    fn cached<T>(&self, take: impl FnOnce(&Entry) -> T) -> Option<T> {
+        let guard = self.inner.current.load();
+        let entry = guard.as_ref()?;
+        let now = self.inner.shared.clock.now();
+        match check_expiry(&entry.schedule, now) {
+            Freshness::Fresh => Some(take(entry)),
+            Freshness::RefreshDue => {
+                self.inner.refresh_due(now);
+                Some(take(entry))
+            }
+            Freshness::Expired => None,
+        }
+    }
+
+    /// Step 2 for a caller without a usable token: join the running flight or start one, and
+    /// wait for its result.
+    async fn refresh(&self) -> FlightResult {
+        let (rx, inline) = {
+            let mut control = self.inner.lock();
+            let now = self.inner.shared.clock.now();
+            // Check again under the lock: a flight may have finished since the hot path looked.
+            if let Some(entry) = self.inner.current.load_full() {
+                match check_expiry(&entry.schedule, now) {
+                    Freshness::Fresh => return Ok(entry),
+                    Freshness::RefreshDue => {
+                        Inner::start_background(&self.inner, &mut control, now);
+                        return Ok(entry);
+                    }
+                    Freshness::Expired => {}
+                }
+            }
+            if let Some(flight) = &control.flight {
+                Counters::bump(&self.inner.shared.counters.joined_flights);
+                (flight.rx.clone(), None)
+            } else {
+                if let (Some(not_before), Some(error)) = (control.retry_not_before, &control.last_error)
+                    && now < not_before
+                {
+                    // Refreshing fails: a token past its margin but not expired still serves.
+                    if let Some(entry) = self.inner.current.load_full().filter(|e| e.not_yet_expired(now)) {
+                        Counters::bump(&self.inner.shared.counters.stale_served);
+                        return Ok(entry);
+                    }
+                    return Err(error.clone());
+                }
+                Inner::start_flight(&self.inner, &mut control, Trigger::NoValidToken)
+            }
+        };
+        if let Some(flight) = inline {
+            flight.await;
+        }
+        wait_for(rx).await
+    }
+}
+
+/// Where an authorizer's cached token stands (see [`Authorizer::state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenState {
+    /// No token is cached.
+    Missing,
+    /// A token is cached and used as is. `expires_in` is `None` for tokens without a known expiry.
+    Fresh {
+        /// Time left before `expires_at`.
+        expires_in: Option<Duration>,
+    },
+    /// A token is cached and used, and a background refresh is due.
+    RefreshDue {
+        /// Time left before `expires_at`.
+        expires_in: Option<Duration>,
+    },
+    /// The cached token is no longer used: the next call refreshes first.
+    Expired,
+}
+
+/// How long a token fetched after a rejection must live before a rejection of it causes another
+/// fetch: the minimum backoff, doubled for each consecutive rejection-caused refresh, at most
+/// the maximum backoff.
+fn rejection_cooldown(streak: u32, timing: &Timing) -> Duration {
+    timing
+        .min_backoff
+        .saturating_mul(1u32 << streak.min(20))
+        .min(timing.max_backoff)
+}
+
+/// A request's method and URI (borrowed apart from its headers, which step 5 writes).
+fn split_request<B>(request: &mut http::Request<B>) -> ((http::Method, http::Uri), &mut HeaderMap) {
+    let parts = (request.method().clone(), request.uri().clone());
+    (parts, request.headers_mut())
+}
+
+impl fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.inner.current.load_full();
+        f.debug_struct("Authorizer")
+            .field("cache_key", &self.inner.shared.key)
+            .field("token", &current.as_ref().map(|e| &e.token))
+            .field("timing", &self.inner.shared.timing)
+            .field("store", &self.inner.shared.store.is_some())
+            .finish_non_exhaustive()
+    }
+}
