@@ -66,8 +66,9 @@ impl<P: IdentityProvider> JwtExpiry<P> {
 
     /// Take the expiry from `exp` even when the provider gave one (when `expires_in` is known to
     /// be wrong or coarser than the token).
-    pub fn always(mut self) -> Self {
-        self.always = true;
+    /// `false` (the default) fills only a missing expiry.
+    pub fn always(mut self, on: bool) -> Self {
+        self.always = on;
         self
     }
 

@@ -551,7 +551,8 @@ fn redact(_: &SecretString) -> &'static str {
     "[redacted]"
 }
 
-/// Exposes a secret for the wire. One of the two places secrets are exposed (ARCHITECTURE.md).
+/// Exposes a secret for the wire: one of the two places secrets are exposed (the other is step 4,
+/// the header; see docs/design.md).
 pub(crate) fn expose(secret: &SecretString) -> &str {
     secret.expose_secret()
 }

@@ -109,9 +109,10 @@ impl AuthMiddlewareBuilder {
         self
     }
 
-    /// Attach tokens to every request.
-    pub fn any_origin(mut self) -> Self {
-        self.origins = self.origins.any_origin(true);
+    /// Attach tokens to every request (`true`), or only to the named origins (`false`, the
+    /// default).
+    pub fn any_origin(mut self, on: bool) -> Self {
+        self.origins = self.origins.any_origin(on);
         self
     }
 

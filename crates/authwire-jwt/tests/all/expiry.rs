@@ -70,7 +70,7 @@ async fn always_mode_prefers_exp_over_expires_in() {
     let idp = IdentityServer::start().await; // sends expires_in = 3600 and exp = now + 3600 (+1 s rounding)
     let clock = ManualClock::new(SystemClock.now());
     let token = JwtExpiry::new(provider(&idp, clock.clone()))
-        .always()
+        .always(true)
         .fetch_token(None)
         .await
         .unwrap();

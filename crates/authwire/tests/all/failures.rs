@@ -52,27 +52,12 @@ async fn transient_failure_with_a_valid_token_keeps_serving_it_and_backs_off() {
     clock.advance(Duration::from_millis(1200));
     auth.authorization_header().await.unwrap();
     settle(|| provider.completed() == 4).await;
-    settle(|| auth.authorization_header_now() == Some("Bearer access-2".into())).await;
+    settle(|| {
+        auth.cached_authorization_header()
+            .is_some_and(|h| h == "Bearer access-2")
+    })
+    .await;
 }
-
-trait Peek {
-    fn authorization_header_now(&self) -> Option<String>;
-}
-
-impl Peek for Authorizer {
-    /// The header the hot path would hand out right now, without waiting for a refresh.
-    fn authorization_header_now(&self) -> Option<String> {
-        let fut = self.authorization_header();
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        match std::pin::pin!(fut).poll(&mut cx) {
-            std::task::Poll::Ready(Ok(v)) => Some(v.to_str().unwrap().to_owned()),
-            _ => None,
-        }
-    }
-}
-
-use std::future::Future;
 
 #[tokio::test]
 async fn expired_token_and_failing_provider_return_the_providers_error_without_hammering_it() {
@@ -189,25 +174,37 @@ async fn a_hanging_provider_is_cut_off_by_the_refresh_timeout() {
 
 #[tokio::test]
 async fn a_panicking_provider_gives_an_error_and_a_backoff_not_a_panic() {
-    struct Panics;
+    struct Panics(std::sync::Arc<std::sync::atomic::AtomicUsize>);
     #[authwire::async_trait]
     impl authwire::IdentityProvider for Panics {
         async fn fetch_token(&self, _: Option<&authwire::Token>) -> Result<authwire::Token, ProviderError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             panic!("provider bug")
         }
         fn cache_key(&self) -> authwire::CacheKey {
             authwire::CacheKey::from_static("panics")
         }
     }
-    let auth = Authorizer::builder(Panics).clock(ManualClock::new(t0())).build();
-    assert!(matches!(
-        auth.authorization_header().await,
-        Err(AuthError::RefreshAborted)
-    ));
-    assert!(matches!(
-        auth.authorization_header().await,
-        Err(AuthError::RefreshAborted)
-    ));
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clock = ManualClock::new(t0());
+    let auth = Authorizer::builder(Panics(calls.clone()))
+        .clock(clock.clone())
+        .build();
+    for _ in 0..2 {
+        assert!(matches!(
+            auth.authorization_header().await,
+            Err(AuthError::RefreshAborted)
+        ));
+    }
+    let called = || calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        called(),
+        1,
+        "the second call was answered from the backoff, not by the provider"
+    );
+    clock.advance(Duration::from_secs(120)); // past the longest backoff
+    assert!(auth.authorization_header().await.is_err());
+    assert_eq!(called(), 2, "tried again once the backoff elapsed");
 }
 
 #[tokio::test]
