@@ -24,7 +24,7 @@
 //! - The entry holds the token as [`authwire::store::encode`] writes it (format version 1,
 //!   refresh token included), at most [`MAX_ENTRY_BYTES`].
 //! - Keyring calls block, so they run on tokio's blocking pool.
-//! - Failures are [`KeyringError`]s inside [`StoreError::Backend`]: no backend, locked keyring,
+//! - Failures are [`KeyringStoreError`]s inside [`StoreError::Backend`]: no backend, locked keyring,
 //!   access denied, entry too large. The keyring's own errors can carry the stored bytes; they
 //!   are never passed on, so no token reaches an error message.
 //! - **Linux: which keyring is a documented choice** ([`LinuxKeyring`]). By default tokens live
@@ -45,10 +45,10 @@ use std::sync::Arc;
 pub const MAX_ENTRY_BYTES: usize = 32 * 1024 - 1;
 
 /// Why the OS keyring failed; the source of [`StoreError::Backend`], downcast with
-/// `StoreError::Backend { source, .. } => source.get().downcast_ref::<KeyringError>()`.
+/// `StoreError::Backend { source, .. } => source.get().downcast_ref::<KeyringStoreError>()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum KeyringError {
+pub enum KeyringStoreError {
     /// No keyring can be used on this machine.
     NoBackend {
         /// Why.
@@ -78,29 +78,34 @@ pub enum KeyringError {
     },
 }
 
-impl fmt::Display for KeyringError {
+impl fmt::Display for KeyringStoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyringError::NoBackend { reason } => write!(
+            KeyringStoreError::NoBackend { reason } => write!(
                 f,
                 "no OS keyring is available ({reason}); use a file store instead (authwire-file)"
             ),
-            KeyringError::Locked { reason } => {
+            KeyringStoreError::Locked { reason } => {
                 write!(f, "the OS keyring is locked ({reason}); unlock it and retry")
             }
-            KeyringError::AccessDenied { reason } => write!(f, "the OS keyring denied access ({reason})"),
-            KeyringError::TooLarge { size, limit } => {
+            KeyringStoreError::AccessDenied { reason } => {
+                write!(f, "the OS keyring denied access ({reason})")
+            }
+            KeyringStoreError::TooLarge { size, limit } => {
                 write!(
                     f,
                     "the token takes {size} bytes, more than the keyring's {limit}; use a file store for it"
                 )
             }
-            KeyringError::Platform { reason } => write!(f, "the OS keyring failed: {reason}"),
+            KeyringStoreError::Platform { reason } => write!(f, "the OS keyring failed: {reason}"),
         }
     }
 }
 
-impl std::error::Error for KeyringError {}
+impl std::error::Error for KeyringStoreError {}
+
+/// The former name of [`KeyringStoreError`].
+pub type KeyringError = KeyringStoreError;
 
 /// Which Linux kernel keyring holds the tokens (see the crate docs); ignored elsewhere.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,7 +132,7 @@ enum Backend {
 #[derive(Clone)]
 pub struct KeyringStore {
     service: Arc<str>,
-    backend: Result<Backend, KeyringError>,
+    backend: Result<Backend, KeyringStoreError>,
 }
 
 impl KeyringStore {
@@ -165,7 +170,7 @@ impl KeyringStore {
     }
 
     /// Whether a backend is there to try (it may still be locked or deny access).
-    pub fn backend_available(&self) -> Result<(), KeyringError> {
+    pub fn backend_available(&self) -> Result<(), KeyringStoreError> {
         self.backend.as_ref().map(|_| ()).map_err(Clone::clone)
     }
 
@@ -229,7 +234,7 @@ enum Slot {
 enum ReadError {
     Missing,
     Corrupt(String),
-    Failed(KeyringError),
+    Failed(KeyringStoreError),
 }
 
 impl Slot {
@@ -256,7 +261,7 @@ impl Slot {
         }
     }
 
-    fn set(&self, bytes: &[u8]) -> Result<(), KeyringError> {
+    fn set(&self, bytes: &[u8]) -> Result<(), KeyringStoreError> {
         match self {
             Slot::Core(entry) => {
                 let result = match entry.set_secret(bytes) {
@@ -266,7 +271,7 @@ impl Slot {
                     other => other,
                 };
                 result.map_err(|e| match classify(e) {
-                    KeyringError::TooLarge { limit, .. } => KeyringError::TooLarge {
+                    KeyringStoreError::TooLarge { limit, .. } => KeyringStoreError::TooLarge {
                         size: bytes.len(),
                         limit,
                     },
@@ -285,7 +290,7 @@ impl Slot {
         }
     }
 
-    fn delete(&self) -> Result<(), KeyringError> {
+    fn delete(&self) -> Result<(), KeyringStoreError> {
         match self {
             Slot::Core(entry) => match entry.delete_credential() {
                 Ok(()) | Err(KeyringCoreError::NoEntry) => Ok(()),
@@ -303,12 +308,12 @@ impl Slot {
 
 #[cfg(target_os = "linux")]
 mod keyutils {
-    use super::{KeyringError, LinuxKeyring};
+    use super::{KeyringStoreError, LinuxKeyring};
     use linux_keyutils::{KeyError, KeyRing, KeyRingIdentifier};
 
     /// The chosen keyring of this process (created if it has none yet).
-    pub(super) fn ring(keyring: LinuxKeyring) -> Result<KeyRing, KeyringError> {
-        let no_backend = |e: KeyError| KeyringError::NoBackend {
+    pub(super) fn ring(keyring: LinuxKeyring) -> Result<KeyRing, KeyringStoreError> {
+        let no_backend = |e: KeyError| KeyringStoreError::NoBackend {
             reason: format!("kernel keyutils: {e}"),
         };
         let session = KeyRing::from_special_id(KeyRingIdentifier::Session, true).map_err(no_backend)?;
@@ -344,44 +349,44 @@ mod keyutils {
     }
 
     /// keyutils errors name no data, only what failed.
-    pub(super) fn classify(e: KeyError) -> KeyringError {
+    pub(super) fn classify(e: KeyError) -> KeyringStoreError {
         let reason = format!("kernel keyutils: {e}");
         match e {
-            KeyError::AccessDenied => KeyringError::AccessDenied { reason },
+            KeyError::AccessDenied => KeyringStoreError::AccessDenied { reason },
             KeyError::KeyringDoesNotExist | KeyError::OperationNotSupported => {
-                KeyringError::NoBackend { reason }
+                KeyringStoreError::NoBackend { reason }
             }
-            _ => KeyringError::Platform { reason },
+            _ => KeyringStoreError::Platform { reason },
         }
     }
 }
 
 #[cfg(target_os = "linux")]
-fn platform_store() -> Result<Backend, KeyringError> {
+fn platform_store() -> Result<Backend, KeyringStoreError> {
     Ok(Backend::Keyutils(LinuxKeyring::default()))
 }
 
 #[cfg(target_os = "macos")]
-fn platform_store() -> Result<Backend, KeyringError> {
+fn platform_store() -> Result<Backend, KeyringStoreError> {
     apple_native_keyring_store::keychain::Store::new()
         .map(|s| Backend::Core(s as Arc<CredentialStore>))
-        .map_err(|e| KeyringError::NoBackend {
+        .map_err(|e| KeyringStoreError::NoBackend {
             reason: safe_reason(&e),
         })
 }
 
 #[cfg(windows)]
-fn platform_store() -> Result<Backend, KeyringError> {
+fn platform_store() -> Result<Backend, KeyringStoreError> {
     windows_native_keyring_store::Store::new()
         .map(|s| Backend::Core(s as Arc<CredentialStore>))
-        .map_err(|e| KeyringError::NoBackend {
+        .map_err(|e| KeyringStoreError::NoBackend {
             reason: safe_reason(&e),
         })
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-fn platform_store() -> Result<Backend, KeyringError> {
-    Err(KeyringError::NoBackend {
+fn platform_store() -> Result<Backend, KeyringStoreError> {
+    Err(KeyringStoreError::NoBackend {
         reason: "no OS keyring is supported on this platform".into(),
     })
 }
@@ -403,19 +408,19 @@ fn safe_reason(e: &KeyringCoreError) -> String {
     }
 }
 
-fn classify(e: KeyringCoreError) -> KeyringError {
+fn classify(e: KeyringCoreError) -> KeyringStoreError {
     let reason = safe_reason(&e);
     match e {
         KeyringCoreError::NoStorageAccess(_) if reason.to_ascii_lowercase().contains("lock") => {
-            KeyringError::Locked { reason }
+            KeyringStoreError::Locked { reason }
         }
-        KeyringCoreError::NoStorageAccess(_) => KeyringError::AccessDenied { reason },
-        KeyringCoreError::NoDefaultStore => KeyringError::NoBackend { reason },
-        KeyringCoreError::TooLong(_, limit) => KeyringError::TooLarge {
+        KeyringCoreError::NoStorageAccess(_) => KeyringStoreError::AccessDenied { reason },
+        KeyringCoreError::NoDefaultStore => KeyringStoreError::NoBackend { reason },
+        KeyringCoreError::TooLong(_, limit) => KeyringStoreError::TooLarge {
             size: 0,
             limit: limit as usize,
         },
-        _ => KeyringError::Platform { reason },
+        _ => KeyringStoreError::Platform { reason },
     }
 }
 
@@ -441,7 +446,7 @@ impl TokenStore for KeyringStore {
     async fn save(&self, key: &CacheKey, token: &Token) -> Result<(), StoreError> {
         let bytes = authwire::secrecy::zeroize::Zeroizing::new(authwire::store::encode(token));
         if bytes.len() > MAX_ENTRY_BYTES {
-            return Err(StoreError::new(KeyringError::TooLarge {
+            return Err(StoreError::new(KeyringStoreError::TooLarge {
                 size: bytes.len(),
                 limit: MAX_ENTRY_BYTES,
             }));
@@ -495,14 +500,14 @@ mod tests {
             .set_error(error);
     }
 
-    fn keyring_error(e: &StoreError) -> KeyringError {
+    fn keyring_error(e: &StoreError) -> KeyringStoreError {
         let StoreError::Backend { source, .. } = e else {
             panic!("not a backend error: {e:?}")
         };
         source
             .get()
-            .downcast_ref::<KeyringError>()
-            .expect("a KeyringError")
+            .downcast_ref::<KeyringStoreError>()
+            .expect("a KeyringStoreError")
             .clone()
     }
 
@@ -517,7 +522,10 @@ mod tests {
             KeyringCoreError::NoStorageAccess("the collection is locked".into()),
         );
         let e = ks.load(&key).await.unwrap_err();
-        assert!(matches!(keyring_error(&e), KeyringError::Locked { .. }), "{e:?}");
+        assert!(
+            matches!(keyring_error(&e), KeyringStoreError::Locked { .. }),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("unlock it"), "{e}");
         inject(
             &store,
@@ -526,7 +534,7 @@ mod tests {
         );
         assert!(matches!(
             keyring_error(&ks.load(&key).await.unwrap_err()),
-            KeyringError::AccessDenied { .. }
+            KeyringStoreError::AccessDenied { .. }
         ));
     }
 
@@ -555,7 +563,7 @@ mod tests {
         assert!(
             matches!(
                 keyring_error(&e),
-                KeyringError::TooLarge {
+                KeyringStoreError::TooLarge {
                     limit: MAX_ENTRY_BYTES,
                     ..
                 }
@@ -571,7 +579,7 @@ mod tests {
         inject(&store, &key, KeyringCoreError::TooLong("secret".into(), 2560));
         let e = ks.save(&key, &Token::new("t")).await.unwrap_err();
         assert!(
-            matches!(keyring_error(&e), KeyringError::TooLarge { limit: 2560, .. }),
+            matches!(keyring_error(&e), KeyringStoreError::TooLarge { limit: 2560, .. }),
             "{e:?}"
         );
     }
@@ -580,12 +588,12 @@ mod tests {
     async fn a_missing_backend_is_a_typed_error_naming_the_fix() {
         let ks = KeyringStore {
             service: Arc::from("x"),
-            backend: Err(KeyringError::NoBackend {
+            backend: Err(KeyringStoreError::NoBackend {
                 reason: "no D-Bus session".into(),
             }),
         };
         let e = ks.load(&CacheKey::new("k")).await.unwrap_err();
-        assert!(matches!(keyring_error(&e), KeyringError::NoBackend { .. }));
+        assert!(matches!(keyring_error(&e), KeyringStoreError::NoBackend { .. }));
         assert!(e.to_string().contains("use a file store"), "{e}");
     }
 

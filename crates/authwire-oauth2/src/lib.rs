@@ -48,6 +48,8 @@ pub use config::{
     Grant, MAX_RESPONSE_BYTES, OAuth2ProviderBuilder, PrivateKey, SubjectFn, SubjectTokenSource,
     TokenExchange,
 };
+// Public for the fuzz targets of authwire-reliability only; not part of the API.
+#[doc(hidden)]
 pub use response::{parse_error, parse_retry_after, parse_token_response};
 
 use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, Token, async_trait};

@@ -156,8 +156,7 @@ pub fn parse_error(status: u16, retry_after: Option<&str>, body: &[u8], now: Sys
         }
         return with_retry(e);
     }
-    let transient = status == 408 || status == 429 || status >= 500;
-    if transient {
+    if authwire::is_transient_status(status) {
         return with_retry(ProviderError::unavailable(
             Some(status),
             format!("the token endpoint answered HTTP {status}"),

@@ -163,6 +163,18 @@ impl fmt::Debug for KeptRefreshToken {
     }
 }
 
+/// Whether an HTTP status says "try again later": 408 Request Timeout, 425 Too Early,
+/// 429 Too Many Requests, and every 5xx. The one table every provider uses.
+///
+/// ```
+/// assert!(authwire::is_transient_status(503));
+/// assert!(authwire::is_transient_status(429));
+/// assert!(!authwire::is_transient_status(401));
+/// ```
+pub fn is_transient_status(status: u16) -> bool {
+    matches!(status, 408 | 425 | 429) || (500..600).contains(&status)
+}
+
 /// RFC 6749 / RFC 8628 error codes after which trying again may succeed.
 const TRANSIENT_CODES: &[&str] = &[
     "temporarily_unavailable",
@@ -200,8 +212,7 @@ impl ProviderError {
     pub fn rejected(status: Option<u16>, code: impl Into<String>, description: Option<String>) -> Self {
         let code = server_text(&code.into(), 64);
         let description = description.map(|d| server_text(&d, MAX_DESCRIPTION));
-        let transient =
-            TRANSIENT_CODES.contains(&code.as_str()) || status.is_some_and(|s| s == 429 || s >= 500);
+        let transient = TRANSIENT_CODES.contains(&code.as_str()) || status.is_some_and(is_transient_status);
         ProviderError::Rejected {
             code,
             description,

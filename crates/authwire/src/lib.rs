@@ -75,18 +75,20 @@ mod token;
 
 pub use async_trait::async_trait;
 pub use authorizer::{
-    AuthorizationHeader, Authorize, AuthorizeTarget, Authorizer, AuthorizerBuilder, TokenState,
+    AuthorizationHeader, AuthorizationHeaderFuture, Authorize, AuthorizeFuture, AuthorizeTarget,
+    AuthorizeTargetFuture, Authorizer, AuthorizerBuilder, TokenState,
 };
 #[cfg(any(test, feature = "test-util"))]
 pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
 pub use error::{
     AuthError, BoxError, BuildError, KeptRefreshToken, ProviderError, SharedError, StoreError, error_chain,
+    is_transient_status,
 };
 pub use metrics::Metrics;
 pub use policy::{
-    DEFAULT_EXPIRY_MARGIN, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, DEFAULT_REFRESH_TIMEOUT,
-    DEFAULT_REFRESH_WINDOW, DEFAULT_STORE_TIMEOUT,
+    DEFAULT_EXPIRY_MARGIN, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF,
+    DEFAULT_REFRESH_TIMEOUT, DEFAULT_REFRESH_WINDOW, DEFAULT_STORE_TIMEOUT,
 };
 pub use provider::{IdentityProvider, StaticTokenProvider};
 pub use request::{

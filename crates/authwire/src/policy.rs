@@ -12,6 +12,9 @@ pub const DEFAULT_REFRESH_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// How long one call to [`IdentityProvider::fetch_token`](crate::IdentityProvider::fetch_token)
 /// may take before the refresh fails as transient.
 pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+/// The same as [`DEFAULT_REFRESH_TIMEOUT`], named for what it bounds: one
+/// [`IdentityProvider::fetch_token`](crate::IdentityProvider::fetch_token) call.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = DEFAULT_REFRESH_TIMEOUT;
 /// How long one store operation may take before it counts as failed.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first wait after a transient refresh failure (it doubles with each further failure).

@@ -90,11 +90,17 @@ impl AuthorizerBuilder {
         self
     }
 
-    /// Give up on one provider call after this long, as a transient failure
-    /// (default [`DEFAULT_REFRESH_TIMEOUT`](crate::DEFAULT_REFRESH_TIMEOUT), 30 s).
-    pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
+    /// Give up on one [`IdentityProvider::fetch_token`] call after this long, as a transient
+    /// failure (default [`DEFAULT_FETCH_TIMEOUT`](crate::DEFAULT_FETCH_TIMEOUT), 30 s).
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.refresh_timeout = timeout;
         self
+    }
+
+    /// The former name of [`fetch_timeout`](Self::fetch_timeout): it bounds one provider call,
+    /// not a whole refresh (which also reads and writes the store).
+    pub fn refresh_timeout(self, timeout: Duration) -> Self {
+        self.fetch_timeout(timeout)
     }
 
     /// Give up on one store operation after this long

@@ -6,12 +6,12 @@ use super::*;
 /// The future of [`Authorizer::authorization_header`]: the cached path on its first poll, and
 /// only when that finds no usable token, the (boxed) wait for a refresh.
 #[must_use = "futures do nothing unless polled"]
-pub struct AuthorizationHeader<'a> {
+pub struct AuthorizationHeaderFuture<'a> {
     pub(super) authorizer: &'a Authorizer,
     pub(super) refreshing: Option<Pin<Box<dyn Future<Output = FlightResult> + Send + 'a>>>,
 }
 
-impl Future for AuthorizationHeader<'_> {
+impl Future for AuthorizationHeaderFuture<'_> {
     type Output = Result<HeaderValue, AuthError>;
 
     #[inline(always)]
@@ -35,12 +35,12 @@ impl Future for AuthorizationHeader<'_> {
 
 /// The future of [`Authorizer::authorize`].
 #[must_use = "futures do nothing unless polled"]
-pub struct Authorize<'a> {
-    pub(super) header: AuthorizationHeader<'a>,
+pub struct AuthorizeFuture<'a> {
+    pub(super) header: AuthorizationHeaderFuture<'a>,
     pub(super) headers: &'a mut HeaderMap,
 }
 
-impl Future for Authorize<'_> {
+impl Future for AuthorizeFuture<'_> {
     type Output = Result<(), AuthError>;
 
     #[inline(always)]
@@ -56,12 +56,12 @@ impl Future for Authorize<'_> {
 
 /// The future of [`Authorizer::authorize_target`]: steps 1-5, then the header that was sent.
 #[must_use = "futures do nothing unless polled"]
-pub struct AuthorizeTarget<'a> {
-    pub(super) header: AuthorizationHeader<'a>,
+pub struct AuthorizeTargetFuture<'a> {
+    pub(super) header: AuthorizationHeaderFuture<'a>,
     pub(super) headers: &'a mut HeaderMap,
 }
 
-impl Future for AuthorizeTarget<'_> {
+impl Future for AuthorizeTargetFuture<'_> {
     type Output = Result<HeaderValue, AuthError>;
 
     #[inline(always)]
@@ -76,26 +76,33 @@ impl Future for AuthorizeTarget<'_> {
     }
 }
 
-impl fmt::Debug for AuthorizeTarget<'_> {
+impl fmt::Debug for AuthorizeTargetFuture<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthorizeTarget")
+        f.debug_struct("AuthorizeTargetFuture")
             .field("header", &self.header)
             .finish_non_exhaustive()
     }
 }
 
-impl fmt::Debug for Authorize<'_> {
+impl fmt::Debug for AuthorizeFuture<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authorize")
+        f.debug_struct("AuthorizeFuture")
             .field("header", &self.header)
             .finish_non_exhaustive()
     }
 }
 
-impl fmt::Debug for AuthorizationHeader<'_> {
+impl fmt::Debug for AuthorizationHeaderFuture<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthorizationHeader")
+        f.debug_struct("AuthorizationHeaderFuture")
             .field("refreshing", &self.refreshing.is_some())
             .finish()
     }
 }
+
+/// The former name of [`AuthorizeFuture`].
+pub type Authorize<'a> = AuthorizeFuture<'a>;
+/// The former name of [`AuthorizationHeaderFuture`].
+pub type AuthorizationHeader<'a> = AuthorizationHeaderFuture<'a>;
+/// The former name of [`AuthorizeTargetFuture`].
+pub type AuthorizeTarget<'a> = AuthorizeTargetFuture<'a>;

@@ -24,7 +24,10 @@ mod refresh;
 
 pub use builder::AuthorizerBuilder;
 use flight::*;
-pub use futures::{AuthorizationHeader, Authorize, AuthorizeTarget};
+pub use futures::{
+    AuthorizationHeader, AuthorizationHeaderFuture, Authorize, AuthorizeFuture, AuthorizeTarget,
+    AuthorizeTargetFuture,
+};
 use refresh::*;
 
 use crate::clock::SharedClock;
@@ -96,8 +99,8 @@ impl Authorizer {
     /// Steps 1-5: make `headers` carry a valid `Authorization` header (replacing any there).
     ///
     /// Equivalent to `async fn authorize(&self, headers: &mut HeaderMap) -> Result<(), AuthError>`.
-    pub fn authorize<'a>(&'a self, headers: &'a mut HeaderMap) -> Authorize<'a> {
-        Authorize {
+    pub fn authorize<'a>(&'a self, headers: &'a mut HeaderMap) -> AuthorizeFuture<'a> {
+        AuthorizeFuture {
             header: self.authorization_header(),
             headers,
         }
@@ -118,10 +121,10 @@ impl Authorizer {
         &'a self,
         target: &Target<'_>,
         headers: &'a mut HeaderMap,
-    ) -> AuthorizeTarget<'a> {
+    ) -> AuthorizeTargetFuture<'a> {
         // Bearer tokens do not depend on the target; proofs of possession will.
         let _ = target;
-        AuthorizeTarget {
+        AuthorizeTargetFuture {
             header: self.authorization_header(),
             headers,
         }
@@ -185,8 +188,8 @@ impl Authorizer {
     ///
     /// Equivalent to `async fn authorization_header(&self) -> Result<HeaderValue, AuthError>`;
     /// the future is written by hand so that the cached path costs no more than its work.
-    pub fn authorization_header(&self) -> AuthorizationHeader<'_> {
-        AuthorizationHeader {
+    pub fn authorization_header(&self) -> AuthorizationHeaderFuture<'_> {
+        AuthorizationHeaderFuture {
             authorizer: self,
             refreshing: None,
         }
