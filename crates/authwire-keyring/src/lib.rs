@@ -311,12 +311,15 @@ mod keyutils {
     use super::{KeyringStoreError, LinuxKeyring};
     use linux_keyutils::{KeyError, KeyRing, KeyRingIdentifier};
 
-    /// The chosen keyring of this process (created if it has none yet).
+    /// The chosen keyring of this process.
     pub(super) fn ring(keyring: LinuxKeyring) -> Result<KeyRing, KeyringStoreError> {
         let no_backend = |e: KeyError| KeyringStoreError::NoBackend {
             reason: format!("kernel keyutils: {e}"),
         };
-        let session = KeyRing::from_special_id(KeyRingIdentifier::Session, true).map_err(no_backend)?;
+        // Not created if missing: a process without a session keyring then uses the kernel's
+        // user-session keyring, shared by the user's processes that have none (a created one
+        // would be private to this process and vanish with it).
+        let session = KeyRing::from_special_id(KeyRingIdentifier::Session, false).map_err(no_backend)?;
         match keyring {
             LinuxKeyring::Session => Ok(session),
             LinuxKeyring::User => {
