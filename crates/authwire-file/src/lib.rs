@@ -37,7 +37,6 @@
 //!   naming the file (the authorizer then fetches a new token, which overwrites it).
 
 use authwire::{CacheKey, RefreshLease, StoreError, Token, TokenStore, async_trait};
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -183,21 +182,7 @@ impl FileStore {
 /// `<prefix>-<sha256>.json`: the prefix keeps file names readable, the hash keeps them unique
 /// and safe whatever the key holds (`/`, `..`, unicode, 1 KB).
 fn file_name(key: &CacheKey) -> String {
-    let digest = Sha256::digest(key.as_str().as_bytes());
-    let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let prefix: String = key
-        .as_str()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
-    format!("{prefix}-{hash}.json")
+    format!("{}-{}.json", key.readable_prefix(40), key.sha256_hex())
 }
 
 #[cfg(unix)]

@@ -37,7 +37,6 @@
 use authwire::{CacheKey, StoreError, Token, TokenStore, async_trait};
 use keyring_core::api::CredentialStore;
 use keyring_core::{Entry, Error as KeyringCoreError};
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 
@@ -181,21 +180,7 @@ impl KeyringStore {
 
     /// The keyring "user" (account) name under which `key`'s token is stored.
     pub fn entry_user(key: &CacheKey) -> String {
-        let digest = Sha256::digest(key.as_str().as_bytes());
-        let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let prefix: String = key
-            .as_str()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(40)
-            .collect();
-        format!("authwire:{prefix}:{hash}")
+        format!("authwire:{}:{}", key.readable_prefix(40), key.sha256_hex())
     }
 
     fn slot(&self, key: &CacheKey) -> Result<(Slot, String), StoreError> {

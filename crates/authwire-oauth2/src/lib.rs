@@ -854,14 +854,7 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Provid
 }
 
 fn random_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::with_capacity(32);
-    for i in 0..2u8 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u8(i);
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+    authwire::random::hex(16)
 }
 
 /// docs/providers.md, compiled as doctests.

@@ -41,7 +41,6 @@ use authwire::{
     CacheKey, Clock, LeaseGuard, RefreshLease, StoreError, SystemClock, Token, TokenStore, async_trait,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,9 +175,7 @@ impl RedisStore {
     }
 
     fn hashed(&self, kind: &str, key: &CacheKey) -> String {
-        let digest = Sha256::digest(key.as_str().as_bytes());
-        let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}:{kind}:{hash}", self.namespace)
+        format!("{}:{kind}:{}", self.namespace, key.sha256_hex())
     }
 
     /// The Redis key that holds `key`'s token.
@@ -455,15 +452,7 @@ impl LeaseGuard for Lease {
 
 /// 128 random bits, so that owners never collide.
 fn random_owner() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::with_capacity(32);
-    for i in 0..2u8 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u8(i);
-        h.write_u32(std::process::id());
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+    authwire::random::hex(16)
 }
 
 impl fmt::Debug for RedisStore {

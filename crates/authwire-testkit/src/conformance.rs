@@ -21,10 +21,7 @@ pub async fn store_conformance(store: impl TokenStore) {
 }
 
 fn prefix() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u8(1);
-    format!("conformance-{:012x}", h.finish() & 0xffff_ffff_ffff)
+    format!("conformance-{}", authwire::random::hex(6))
 }
 
 fn at(secs: u64, millis: u64) -> SystemTime {

@@ -616,10 +616,7 @@ fn secs(t: SystemTime) -> u64 {
 }
 
 fn random_hex() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u8(0);
-    format!("{:016x}", h.finish())
+    authwire::random::hex(8)
 }
 
 type Form = HashMap<String, String>;

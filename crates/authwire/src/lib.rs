@@ -69,6 +69,7 @@ mod metrics;
 mod pipeline;
 mod policy;
 mod provider;
+pub mod random;
 pub mod request;
 pub mod store;
 mod token;

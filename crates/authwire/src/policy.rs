@@ -143,15 +143,9 @@ pub(crate) fn backoff(failures: u32, error: &ProviderError, timing: &Timing, jit
     delay.max(floor)
 }
 
-/// A random number in `[0, 1)` for jitter. Not for cryptography: seeded by the standard
-/// library's per-process random hash keys.
+/// A random number in `[0, 1)` for jitter.
 pub(crate) fn jitter_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    crate::random::unit()
 }
 
 #[cfg(test)]

@@ -262,6 +262,44 @@ impl CacheKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The SHA-256 of the key, as 64 hex digits: what stores name entries by, so that any key
+    /// (with `/`, `..`, unicode, 1 KB long) maps to a safe, unique name.
+    ///
+    /// ```
+    /// let key = authwire::CacheKey::new("https://idp/token|client");
+    /// assert_eq!(key.sha256_hex().len(), 64);
+    /// assert_ne!(key.sha256_hex(), authwire::CacheKey::new("https://idp/token|client2").sha256_hex());
+    /// ```
+    pub fn sha256_hex(&self) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.as_str().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The first `max` characters of the key with everything but ASCII letters, digits, `-` and
+    /// `_` replaced by `_`: a readable start for an entry name (always followed by
+    /// [`sha256_hex`](Self::sha256_hex), which makes it unique).
+    ///
+    /// ```
+    /// let key = authwire::CacheKey::new("https://idp/token|a/b");
+    /// assert_eq!(key.readable_prefix(40), "https___idp_token_a_b");
+    /// ```
+    pub fn readable_prefix(&self, max: usize) -> String {
+        self.as_str()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(max)
+            .collect()
+    }
 }
 
 impl fmt::Display for CacheKey {
