@@ -6,6 +6,8 @@
 
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
+mod deps;
+
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -18,6 +20,11 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("demo") => demo(),
         Some("soak") => soak(&args[1..]),
+        Some("deps") => deps::unused(&root()).map(|unused| {
+            for line in &unused {
+                println!("unused: {line}");
+            }
+        }),
         Some("help" | "--help" | "-h") | None => {
             usage();
             Ok(())
@@ -40,6 +47,7 @@ fn usage() {
          demo            the pipeline at work against a loopback identity provider (under a minute)\n  \
          ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
+         deps            list dependencies declared but never used (part of ci)\n  \
          soak [--minutes N]  the soak: 64 tasks, 2 s tokens, random IdP faults (see docs/RELIABILITY.md)"
     );
 }
@@ -91,6 +99,35 @@ fn ci() -> Result<(), String> {
     clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
     step("cargo clippy", clippy)?;
 
+    println!("==> unused dependencies");
+    let unused = deps::unused(&root())?;
+    if !unused.is_empty() {
+        return Err(format!(
+            "declared but never used (remove them, or list them in xtask/src/deps.rs ALLOWED with why):\n  {}",
+            unused.join("\n  ")
+        ));
+    }
+    println!("<== unused dependencies: none");
+
+    // Every published crate packages: no path-only dependency, its files present.
+    let mut package = cargo();
+    package.args([
+        "package",
+        "--workspace",
+        "--no-verify",
+        "--allow-dirty",
+        "--quiet",
+        "--exclude",
+        "authwire-testkit",
+        "--exclude",
+        "authwire-reliability",
+        "--exclude",
+        "xtask",
+    ]);
+    step("cargo package", package)?;
+
+    msrv()?;
+
     // The keyring tests talk to the kernel's keyutils: give them a private session keyring
     // (Debian's `keyutils`; .ci/run installs it). Without it they use the caller's keyrings.
     let test = if have("keyctl") {
@@ -118,6 +155,29 @@ fn ci() -> Result<(), String> {
 
     println!("ci: all steps passed in {:.1?}", started.elapsed());
     Ok(())
+}
+
+/// The declared `rust-version` builds: `cargo +<msrv> check`, when rustup can install that
+/// toolchain here (it says so, and goes on, when it cannot).
+fn msrv() -> Result<(), String> {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).map_err(|e| e.to_string())?;
+    let Some(version) = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rust-version = \"")?.strip_suffix('"'))
+    else {
+        return Err("no rust-version in the workspace manifest".into());
+    };
+    let installed = Command::new("rustup")
+        .args(["toolchain", "install", version, "--profile", "minimal"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        println!("note: the MSRV toolchain {version} cannot be installed here; MSRV not checked");
+        return Ok(());
+    }
+    let mut check = cargo();
+    check.args([&format!("+{version}"), "check", "--workspace", "--all-targets", "--quiet"]);
+    step(&format!("cargo +{version} check (MSRV)"), check)
 }
 
 fn demo() -> Result<(), String> {

@@ -22,12 +22,15 @@
 //! let authorizer = Authorizer::new(JwtExpiry::new(MyProvider));
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod inspect;
 #[cfg(feature = "verify")]
 mod verify;
 
 pub use inspect::{Claims, JwtError, MAX_TOKEN_BYTES, inspect};
 #[cfg(feature = "verify")]
+#[cfg_attr(docsrs, doc(cfg(feature = "verify")))]
 pub use verify::{DEFAULT_JWKS_TIMEOUT, DEFAULT_MIN_REFRESH_INTERVAL, Verifier, VerifierBuilder};
 
 use authwire::secrecy::ExposeSecret;
@@ -88,6 +91,7 @@ impl<P: IdentityProvider> JwtExpiry<P> {
     /// Verify each token's signature and claims before trusting its `exp` (feature `verify`).
     /// A token that fails verification is an unusable response from the provider.
     #[cfg(feature = "verify")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "verify")))]
     pub fn verify_with(mut self, verifier: Verifier) -> Self {
         self.verifier = Some(verifier);
         self

@@ -80,6 +80,7 @@ pub use authorizer::{
     AuthorizeTargetFuture, Authorizer, AuthorizerBuilder, TokenState,
 };
 #[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use clock::ManualClock;
 pub use clock::{Clock, SystemClock};
 pub use error::{
