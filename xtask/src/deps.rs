@@ -18,9 +18,14 @@ pub(crate) fn unused(root: &Path) -> Result<Vec<String>, String> {
                 continue;
             }
             let ident = dep.replace('-', "_");
-            let used = [format!("{ident}::"), format!("use {ident}"), format!("{ident}!"), format!("crate {ident}")]
-                .iter()
-                .any(|needle| text.contains(needle.as_str()));
+            let used = [
+                format!("{ident}::"),
+                format!("use {ident}"),
+                format!("{ident}!"),
+                format!("crate {ident}"),
+            ]
+            .iter()
+            .any(|needle| text.contains(needle.as_str()));
             if !used {
                 found.push(format!("{name}: {dep} ({section})"));
             }
@@ -41,14 +46,23 @@ fn members(root: &Path) -> Result<Vec<PathBuf>, String> {
     let end = manifest[start..].find(']').ok_or("unterminated members")? + start;
     Ok(manifest[start..end]
         .lines()
-        .filter_map(|l| l.trim().strip_prefix('"')?.split('"').next().map(|m| root.join(m)))
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix('"')?
+                .split('"')
+                .next()
+                .map(|m| root.join(m))
+        })
         .collect())
 }
 
 fn package_name(manifest: &str) -> Option<String> {
-    manifest
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("name = \"")?.strip_suffix('"').map(str::to_owned))
+    manifest.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("name = \"")?
+            .strip_suffix('"')
+            .map(str::to_owned)
+    })
 }
 
 /// `(name, section)` of every dependency of a manifest, in every dependency table.

@@ -176,7 +176,13 @@ fn msrv() -> Result<(), String> {
         return Ok(());
     }
     let mut check = cargo();
-    check.args([&format!("+{version}"), "check", "--workspace", "--all-targets", "--quiet"]);
+    check.args([
+        &format!("+{version}"),
+        "check",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+    ]);
     step(&format!("cargo +{version} check (MSRV)"), check)
 }
 
