@@ -175,15 +175,22 @@ fn msrv() -> Result<(), String> {
         println!("note: the MSRV toolchain {version} cannot be installed here; MSRV not checked");
         return Ok(());
     }
-    let mut check = cargo();
-    check.args([
-        &format!("+{version}"),
-        "check",
-        "--workspace",
-        "--all-targets",
-        "--quiet",
-    ]);
-    step(&format!("cargo +{version} check (MSRV)"), check)
+    // `rustup run`, not `cargo +version`: $CARGO is the toolchain's cargo, not rustup's proxy.
+    let mut check = Command::new("rustup");
+    check
+        .current_dir(root())
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .args([
+            "run",
+            version,
+            "cargo",
+            "check",
+            "--workspace",
+            "--all-targets",
+            "--quiet",
+        ]);
+    step(&format!("cargo check on Rust {version} (MSRV)"), check)
 }
 
 fn demo() -> Result<(), String> {
