@@ -628,7 +628,7 @@ impl Inner {
         let deadline = self.clock.now() + expires_in;
         let device_code = SecretString::from(device_code);
         loop {
-            tokio::time::sleep(interval).await;
+            self.clock.sleep(interval).await;
             if self.clock.now() >= deadline {
                 return Err(ProviderError::rejected(
                     None,

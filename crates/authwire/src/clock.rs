@@ -1,12 +1,20 @@
 //! Time, read through one seam.
 //!
 //! Every expiry check, refresh point and backoff deadline in authwire is computed from a
-//! [`Clock`]. [`SystemClock`] is the only code in the workspace that reads the system time
-//! (`clippy.toml` bans `SystemTime::now` everywhere else), and `ManualClock` (feature
-//! `test-util`) lets tests move time by hand instead of sleeping.
+//! [`Clock`], and every wait (a provider call's timeout, a store call's timeout, the pause
+//! between polls of a fleet lease, a device flow's poll interval) is a [`Clock::sleep`]: one
+//! source of time, as smithy pairs its `TimeSource` with an `AsyncSleep`. [`SystemClock`] is
+//! the only code in the workspace that reads the system time (`clippy.toml` bans
+//! `SystemTime::now` everywhere else), and `ManualClock` (feature `test-util`) lets tests move
+//! time by hand: its sleeps end when the test advances it past their deadline.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+/// What [`Clock::sleep`] returns.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// A source of the current wall-clock time.
 ///
@@ -20,6 +28,12 @@ use std::time::SystemTime;
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> SystemTime;
+
+    /// A future that completes once `duration` has passed on this clock. The default sleeps on
+    /// tokio's timer (the runtime's time driver must be enabled, as `#[tokio::main]` does).
+    fn sleep(&self, duration: Duration) -> Sleep {
+        Box::pin(tokio::time::sleep(duration))
+    }
 }
 
 /// The real clock: [`SystemTime::now`]. The default clock of every [`Authorizer`](crate::Authorizer).
@@ -39,6 +53,10 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
     fn now(&self) -> SystemTime {
         (**self).now()
     }
+
+    fn sleep(&self, duration: Duration) -> Sleep {
+        (**self).sleep(duration)
+    }
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -46,10 +64,14 @@ pub use manual::ManualClock;
 
 #[cfg(any(test, feature = "test-util"))]
 mod manual {
-    use super::Clock;
+    use super::{Clock, Sleep};
+    use std::collections::HashMap;
     use std::fmt;
-    use std::sync::Arc;
+    use std::future::Future;
+    use std::pin::Pin;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::task::{Context, Poll, Waker};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     /// A clock that moves only when told to (feature `test-util`).
@@ -69,6 +91,14 @@ mod manual {
     #[derive(Clone)]
     pub struct ManualClock {
         nanos_since_epoch: Arc<AtomicU64>,
+        sleepers: Arc<Sleepers>,
+    }
+
+    /// The sleeps waiting on a manual clock: id -> (deadline in nanoseconds, waker).
+    #[derive(Default)]
+    struct Sleepers {
+        next_id: AtomicU64,
+        waiting: Mutex<HashMap<u64, (u64, Option<Waker>)>>,
     }
 
     impl ManualClock {
@@ -76,18 +106,77 @@ mod manual {
         pub fn new(start: SystemTime) -> Self {
             Self {
                 nanos_since_epoch: Arc::new(AtomicU64::new(to_nanos(start))),
+                sleepers: Arc::default(),
             }
         }
 
-        /// Move the clock forward by `by`.
+        /// Move the clock forward by `by`, waking the sleeps that are due.
         pub fn advance(&self, by: Duration) {
             let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
             self.nanos_since_epoch.fetch_add(by, Ordering::SeqCst);
+            self.wake_due();
         }
 
         /// Set the clock to `to`; it may move backwards, as real clocks sometimes do.
         pub fn set(&self, to: SystemTime) {
             self.nanos_since_epoch.store(to_nanos(to), Ordering::SeqCst);
+            self.wake_due();
+        }
+
+        /// How many sleeps on this clock are waiting.
+        pub fn sleepers(&self) -> usize {
+            self.waiting().len()
+        }
+
+        /// When the earliest waiting sleep is due, if any sleeps.
+        pub fn next_wake(&self) -> Option<SystemTime> {
+            let earliest = self.waiting().values().map(|(deadline, _)| *deadline).min()?;
+            Some(UNIX_EPOCH + Duration::from_nanos(earliest))
+        }
+
+        fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u64, Option<Waker>)>> {
+            self.sleepers
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        }
+
+        fn wake_due(&self) {
+            let now = self.nanos_since_epoch.load(Ordering::SeqCst);
+            let due: Vec<Waker> = self
+                .waiting()
+                .values_mut()
+                .filter(|(deadline, _)| *deadline <= now)
+                .filter_map(|(_, waker)| waker.take())
+                .collect();
+            due.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// A sleep on a [`ManualClock`]: done once the clock reads its deadline or later.
+    struct ManualSleep {
+        clock: ManualClock,
+        id: u64,
+        deadline: u64,
+    }
+
+    impl Future for ManualSleep {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let mut waiting = self.clock.waiting();
+            if self.clock.nanos_since_epoch.load(Ordering::SeqCst) >= self.deadline {
+                waiting.remove(&self.id);
+                return Poll::Ready(());
+            }
+            waiting.insert(self.id, (self.deadline, Some(cx.waker().clone())));
+            Poll::Pending
+        }
+    }
+
+    impl Drop for ManualSleep {
+        fn drop(&mut self) {
+            self.clock.waiting().remove(&self.id);
         }
     }
 
@@ -101,6 +190,17 @@ mod manual {
     impl Clock for ManualClock {
         fn now(&self) -> SystemTime {
             UNIX_EPOCH + Duration::from_nanos(self.nanos_since_epoch.load(Ordering::SeqCst))
+        }
+
+        /// Done when the clock is advanced (or set) past now + `duration`; needs no runtime.
+        fn sleep(&self, duration: Duration) -> Sleep {
+            let now = self.nanos_since_epoch.load(Ordering::SeqCst);
+            let deadline = now.saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
+            Box::pin(ManualSleep {
+                clock: self.clone(),
+                id: self.sleepers.next_id.fetch_add(1, Ordering::Relaxed),
+                deadline,
+            })
         }
     }
 

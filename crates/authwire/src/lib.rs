@@ -82,7 +82,7 @@ pub use authorizer::{
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use clock::ManualClock;
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, Sleep, SystemClock};
 pub use error::{
     AuthError, BoxError, BuildError, KeptRefreshToken, ProviderError, SharedError, StoreError, error_chain,
     is_transient_status,

@@ -121,7 +121,6 @@ impl Inner {
                 trigger,
                 held: control.held.clone(),
                 rejected: control.rejected.clone(),
-                timeouts: runtime.is_some(),
             },
             tx,
         );
@@ -220,7 +219,6 @@ pub(super) struct FlightInput {
     pub(super) trigger: Trigger,
     pub(super) held: Option<Arc<Token>>,
     pub(super) rejected: Option<Arc<Token>>,
-    pub(super) timeouts: bool,
 }
 
 pub(super) enum Outcome {

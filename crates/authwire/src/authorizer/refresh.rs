@@ -22,7 +22,7 @@ impl Shared {
     /// Step 2, refresh: consult the store, call the provider, prepare and save the new token.
     pub(super) async fn refresh(&self, input: &FlightInput) -> Outcome {
         debug!(cache_key = %self.key, trigger = ?input.trigger, "refresh started");
-        let stored = self.load_stored(input.timeouts).await;
+        let stored = self.load_stored().await;
         let held = input.held.clone();
 
         // A valid token in the store that is newer than ours (another process refreshed, or
@@ -46,7 +46,7 @@ impl Shared {
                 }
             }
         }
-        let outcome = self.fetch(current, input, lease.as_deref()).await;
+        let outcome = self.fetch(current, lease.as_deref()).await;
         if let Some(guard) = lease {
             guard.release().await;
         }
@@ -88,18 +88,15 @@ impl Shared {
         };
         let polls = (self.lease_ttl.as_millis() / FLEET_POLL_INTERVAL.as_millis()).max(1) as u32;
         for attempt in 0..=polls {
-            let lease = bounded(
-                input.timeouts,
-                self.store_timeout,
-                store.begin_refresh(&self.key, self.lease_ttl),
-            )
-            .await
-            .unwrap_or(Err(StoreError::timeout(self.store_timeout)));
+            let lease = self
+                .bounded(self.store_timeout, store.begin_refresh(&self.key, self.lease_ttl))
+                .await
+                .unwrap_or(Err(StoreError::timeout(self.store_timeout)));
             match lease {
                 Ok(RefreshLease::Held(guard)) => {
                     // Rotation safety: the newest refresh token may have been saved since the
                     // first read; read again now that no one else refreshes.
-                    let fresher = self.load_stored(input.timeouts).await;
+                    let fresher = self.load_stored().await;
                     if let Some(entry) = fresher.as_ref().and_then(|s| self.adoptable(s, input)) {
                         guard.release().await;
                         return Coordination::Adopt(entry);
@@ -109,12 +106,12 @@ impl Shared {
                         newest: fresher,
                     };
                 }
-                Ok(RefreshLease::HeldElsewhere) if input.timeouts && attempt < polls => {
+                Ok(RefreshLease::HeldElsewhere) if can_wait() && attempt < polls => {
                     if attempt == 0 {
                         debug!(cache_key = %self.key, "another process is refreshing; waiting for its token");
                     }
-                    tokio::time::sleep(FLEET_POLL_INTERVAL).await;
-                    let stored = self.load_stored(input.timeouts).await;
+                    self.clock.sleep(FLEET_POLL_INTERVAL).await;
+                    let stored = self.load_stored().await;
                     if let Some(entry) = stored.as_ref().and_then(|s| self.adoptable(s, input)) {
                         return Coordination::Adopt(entry);
                     }
@@ -136,19 +133,14 @@ impl Shared {
     }
 
     /// Call the provider, prepare and save the new token.
-    pub(super) async fn fetch(
-        &self,
-        current: Option<Arc<Token>>,
-        input: &FlightInput,
-        lease: Option<&dyn LeaseGuard>,
-    ) -> Outcome {
+    pub(super) async fn fetch(&self, current: Option<Arc<Token>>, lease: Option<&dyn LeaseGuard>) -> Outcome {
         Counters::bump(&self.counters.fetches);
-        let fetched = match bounded(
-            input.timeouts,
-            self.refresh_timeout,
-            self.provider.fetch_token(current.as_deref()),
-        )
-        .await
+        let fetched = match self
+            .bounded(
+                self.refresh_timeout,
+                self.provider.fetch_token(current.as_deref()),
+            )
+            .await
         {
             Some(result) => result,
             None => Err(ProviderError::timeout(self.refresh_timeout)),
@@ -158,10 +150,7 @@ impl Shared {
             Err(mut e) => {
                 // The provider refused an answer that carried a refresh token: keep it.
                 let newer = match e.take_refresh_token() {
-                    Some(rt) => Some(
-                        self.keep_refresh_token(current.as_deref(), rt, input.timeouts, lease)
-                            .await,
-                    ),
+                    Some(rt) => Some(self.keep_refresh_token(current.as_deref(), rt, lease).await),
                     None => None,
                 };
                 return self.failed(e, newer);
@@ -183,7 +172,7 @@ impl Shared {
             Ok(entry) => entry,
             Err(e) => {
                 if token.refresh_token().is_some() {
-                    self.save_kept(&token, input.timeouts, lease).await;
+                    self.save_kept(&token, lease).await;
                 }
                 return self.failed(e, Some(token));
             }
@@ -192,7 +181,7 @@ impl Shared {
             warn!(cache_key = %self.key, "the identity provider issued a token that is already expired by this machine's clock; check the clock");
         }
         // Saved before it is handed out: a rotated refresh token must survive a crash.
-        if let Err(e) = self.save(&token, input.timeouts, lease).await {
+        if let Err(e) = self.save(&token, lease).await {
             Counters::bump(&self.counters.store_errors);
             warn!(cache_key = %self.key, error = %e, "could not save the new token to the store");
             if self.require_store {
@@ -217,7 +206,6 @@ impl Shared {
         &self,
         current: Option<&Token>,
         refresh_token: secrecy::SecretString,
-        timeouts: bool,
         lease: Option<&dyn LeaseGuard>,
     ) -> Arc<Token> {
         let mut token = current
@@ -225,13 +213,13 @@ impl Shared {
             .unwrap_or_else(|| Token::new("unusable").with_expires_at(UNIX_EPOCH + Duration::from_secs(1)));
         token.set_refresh_token(Some(refresh_token));
         let token = Arc::new(token);
-        self.save_kept(&token, timeouts, lease).await;
+        self.save_kept(&token, lease).await;
         token
     }
 
     /// Save a token kept for its refresh token after a refused answer.
-    pub(super) async fn save_kept(&self, token: &Token, timeouts: bool, lease: Option<&dyn LeaseGuard>) {
-        match self.save(token, timeouts, lease).await {
+    pub(super) async fn save_kept(&self, token: &Token, lease: Option<&dyn LeaseGuard>) {
+        match self.save(token, lease).await {
             Ok(()) => {
                 info!(cache_key = %self.key, "kept the refresh token that came with a refused answer");
             }
@@ -263,9 +251,10 @@ impl Shared {
         Entry::prepare(token, schedule).map(Arc::new)
     }
 
-    pub(super) async fn load_stored(&self, timeouts: bool) -> Option<Arc<Token>> {
+    pub(super) async fn load_stored(&self) -> Option<Arc<Token>> {
         let store = self.store.as_ref()?;
-        let loaded = bounded(timeouts, self.store_timeout, store.load(&self.key))
+        let loaded = self
+            .bounded(self.store_timeout, store.load(&self.key))
             .await
             .unwrap_or(Err(StoreError::timeout(self.store_timeout)));
         match loaded {
@@ -280,28 +269,20 @@ impl Shared {
 
     /// Save through the lease when one is held (a fenced save, where the store can), else
     /// plainly.
-    pub(super) async fn save(
-        &self,
-        token: &Token,
-        timeouts: bool,
-        lease: Option<&dyn LeaseGuard>,
-    ) -> Result<(), StoreError> {
+    pub(super) async fn save(&self, token: &Token, lease: Option<&dyn LeaseGuard>) -> Result<(), StoreError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
         let timeout = || Err(StoreError::timeout(self.store_timeout));
         if let Some(lease) = lease
-            && let Some(fenced) = bounded(
-                timeouts,
-                self.store_timeout,
-                lease.save_under_lease(&self.key, token),
-            )
-            .await
-            .unwrap_or_else(|| Some(timeout()))
+            && let Some(fenced) = self
+                .bounded(self.store_timeout, lease.save_under_lease(&self.key, token))
+                .await
+                .unwrap_or_else(|| Some(timeout()))
         {
             return fenced;
         }
-        bounded(timeouts, self.store_timeout, store.save(&self.key, token))
+        self.bounded(self.store_timeout, store.save(&self.key, token))
             .await
             .unwrap_or_else(timeout)
     }
@@ -339,10 +320,27 @@ pub(super) fn newer_than(a: &Token, b: Option<&Token>) -> bool {
     }
 }
 
-pub(super) async fn bounded<F: Future>(enabled: bool, limit: Duration, f: F) -> Option<F::Output> {
-    if enabled {
-        tokio::time::timeout(limit, f).await.ok()
-    } else {
-        Some(f.await)
+/// Whether this task may wait: on a tokio runtime. Called outside one (the authorizer then runs
+/// a refresh inline in the caller), nothing is timed and nobody is waited for.
+pub(super) fn can_wait() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
+impl Shared {
+    /// `f`, given up after `limit` on the authorizer's clock (the one source of time); `None`
+    /// when it ran out. Unbounded outside a runtime (see [`can_wait`]).
+    pub(super) async fn bounded<F: Future>(&self, limit: Duration, f: F) -> Option<F::Output> {
+        if !can_wait() {
+            return Some(f.await);
+        }
+        let mut f = std::pin::pin!(f);
+        let mut timer = self.clock.sleep(limit);
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(out) = f.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(out));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     }
 }

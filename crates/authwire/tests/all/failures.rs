@@ -1,6 +1,6 @@
 //! The failure matrix: what callers see, and when the provider is called again.
 
-use crate::support::{Scripted, err, ok, settle, t0, token};
+use crate::support::{Scripted, drive, err, ok, settle, t0, token};
 use authwire::{AuthError, Authorizer, ManualClock, ProviderError};
 use std::time::Duration;
 
@@ -158,15 +158,16 @@ async fn all_waiters_of_a_failed_flight_get_the_same_error() {
     assert_eq!(provider.calls(), 1);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_hanging_provider_is_cut_off_by_the_refresh_timeout() {
+    let clock = ManualClock::new(t0());
     let provider = Scripted::gated([ok(token(1, t0(), HOUR))]); // never released
     let auth = Authorizer::builder(provider.clone())
-        .clock(ManualClock::new(t0()))
+        .clock(clock.clone())
         .refresh_timeout(Duration::from_secs(5))
         .build();
-    // tokio's paused clock auto-advances to the timeout while the flight waits.
-    let e = auth.authorization_header().await.unwrap_err();
+    // drive() moves the ManualClock to the timeout while the flight waits.
+    let e = drive(&clock, auth.authorization_header()).await.unwrap_err();
     assert!(e.is_transient());
     assert!(e.to_string().contains("no answer within 5s"), "{e}");
     assert!(provider.dropped_mid_call(), "the hung call was cancelled");

@@ -1,6 +1,6 @@
 //! The pipeline with a store: read before the first fetch, written before a token is handed out.
 
-use crate::support::{Scripted, TestStore, err, ok, t0, token};
+use crate::support::{Scripted, TestStore, drive, err, ok, t0, token};
 use authwire::{AuthError, Authorizer, ManualClock, ProviderError};
 use secrecy::ExposeSecret;
 use std::sync::atomic::Ordering;
@@ -104,17 +104,21 @@ async fn a_failing_store_does_not_fail_requests() {
     assert_eq!(provider.calls(), 1);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_hanging_store_is_bounded_by_the_store_timeout() {
+    let clock = ManualClock::new(t0());
     let store = TestStore::default();
     store.hang.store(true, Ordering::SeqCst);
     let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
     let auth = Authorizer::builder(provider.clone())
-        .clock(ManualClock::new(t0()))
+        .clock(clock.clone())
         .store(store.clone())
         .store_timeout(Duration::from_secs(2))
         .build();
-    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    assert_eq!(
+        drive(&clock, auth.authorization_header()).await.unwrap(),
+        "Bearer access-1"
+    );
     assert_eq!(auth.metrics().store_errors, 1);
 }
 
@@ -236,44 +240,56 @@ fn leased(release_after: usize, other_saves: Option<authwire::Token>) -> LeasedE
     }
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn while_another_process_refreshes_its_token_is_awaited_not_fetched_again() {
+    let clock = ManualClock::new(t0());
     let store = leased(3, Some(token(9, t0(), HOUR)));
     let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
     let auth = Authorizer::builder(provider.clone())
-        .clock(ManualClock::new(t0()))
+        .clock(clock.clone())
         .store(store.clone())
         .build();
-    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-9");
+    assert_eq!(
+        drive(&clock, auth.authorization_header()).await.unwrap(),
+        "Bearer access-9"
+    );
     assert_eq!(provider.calls(), 0, "the other process's token was used");
     assert_eq!(auth.metrics().store_hits, 1);
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_lease_that_is_never_released_stops_blocking_after_its_ttl() {
+    let clock = ManualClock::new(t0());
     let store = leased(usize::MAX, None);
     let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
     let auth = Authorizer::builder(provider.clone())
-        .clock(ManualClock::new(t0()))
+        .clock(clock.clone())
         .store(store.clone())
         .refresh_timeout(Duration::from_secs(1))
         .store_timeout(Duration::from_millis(500))
         .refresh_lease_ttl(Duration::from_secs(2))
         .build();
-    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    assert_eq!(
+        drive(&clock, auth.authorization_header()).await.unwrap(),
+        "Bearer access-1"
+    );
     assert_eq!(provider.calls(), 1, "refreshed alone once the lease TTL passed");
     assert!(store.polls.load(Ordering::SeqCst) >= 20, "it waited, polling");
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn when_the_lease_frees_without_a_token_this_process_takes_it_and_refreshes() {
+    let clock = ManualClock::new(t0());
     let store = leased(2, None);
     let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
     let auth = Authorizer::builder(provider.clone())
-        .clock(ManualClock::new(t0()))
+        .clock(clock.clone())
         .store(store.clone())
         .build();
-    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    assert_eq!(
+        drive(&clock, auth.authorization_header()).await.unwrap(),
+        "Bearer access-1"
+    );
     assert_eq!(store.polls.load(Ordering::SeqCst), 3);
     assert_eq!(provider.calls(), 1);
 }

@@ -201,3 +201,28 @@ pub(crate) async fn settle(mut done: impl FnMut() -> bool) {
     }
     panic!("condition not reached after 10,000 yields");
 }
+
+/// Run `f` to completion, moving `clock` to the deadline of its earliest sleep whenever every
+/// task is waiting: the `ManualClock` counterpart of tokio's paused time. Timeouts, lease polls
+/// and backoff waits all sleep on the authorizer's clock.
+pub(crate) async fn drive<F: std::future::Future>(clock: &authwire::ManualClock, f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    for _ in 0..100_000 {
+        let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(out) = polled {
+            return out;
+        }
+        // Let spawned flights run up to their next wait.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        if let Some(due) = clock.next_wake() {
+            if due > authwire::Clock::now(clock) {
+                clock.set(due);
+            } else {
+                clock.advance(std::time::Duration::ZERO);
+            }
+        }
+    }
+    panic!("drive: the future never completed")
+}
