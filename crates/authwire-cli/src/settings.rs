@@ -66,13 +66,13 @@ pub(crate) enum AuthMethod {
     None,
 }
 
-/// A token cache and how to name it to the user.
-pub(crate) type Cache = (Arc<dyn TokenStore>, String);
+/// The token store behind `--cache`, and how to name it to the user.
+pub(crate) type ChosenStore = (Arc<dyn TokenStore>, String);
 
 /// The resolved configuration.
 pub(crate) struct Settings {
     pub(crate) provider: OAuth2Provider,
-    pub(crate) store: Option<Cache>,
+    pub(crate) store: Option<ChosenStore>,
     pub(crate) allow_insecure_http: bool,
     pub(crate) endpoint: String,
 }
@@ -232,7 +232,7 @@ pub(crate) fn resolve(c: &Credentials, login: bool) -> Result<Settings, CliError
     })
 }
 
-fn file_store() -> Result<Cache, CliError> {
+fn file_store() -> Result<ChosenStore, CliError> {
     let dir = cache_dir()
         .ok_or_else(|| CliError::config("cannot find the cache folder: set XDG_CACHE_HOME or HOME"))?
         .join("tokens");
@@ -242,7 +242,7 @@ fn file_store() -> Result<Cache, CliError> {
 
 /// The keyring for tokens, with refresh leases from lock files in the cache folder: two
 /// `authwire` processes on one keyring must not both redeem a rotating refresh token.
-fn keyring_cache(keyring: KeyringStore) -> Result<Cache, CliError> {
+fn keyring_store(keyring: KeyringStore) -> Result<ChosenStore, CliError> {
     let dir = cache_dir()
         .ok_or_else(|| {
             CliError::config("cannot find the cache folder for lock files: set XDG_CACHE_HOME or HOME")
@@ -255,7 +255,7 @@ fn keyring_cache(keyring: KeyringStore) -> Result<Cache, CliError> {
     ))
 }
 
-fn open_store(kind: Option<CacheKind>) -> Result<Option<Cache>, CliError> {
+fn open_store(kind: Option<CacheKind>) -> Result<Option<ChosenStore>, CliError> {
     match kind {
         Some(CacheKind::None) => Ok(None),
         Some(CacheKind::File) => file_store().map(Some),
@@ -264,12 +264,12 @@ fn open_store(kind: Option<CacheKind>) -> Result<Option<Cache>, CliError> {
             store
                 .backend_available()
                 .map_err(|e| CliError::config(format!("{e} (or pass --cache file)")))?;
-            Ok(Some(keyring_cache(store)?))
+            Ok(Some(keyring_store(store)?))
         }
         None => {
             let keyring = KeyringStore::new("authwire");
             if keyring.backend_available().is_ok() {
-                return Ok(Some(keyring_cache(keyring)?));
+                return Ok(Some(keyring_store(keyring)?));
             }
             let (store, description) = file_store()?;
             // Said once: a marker in the cache folder remembers that the user was told.
