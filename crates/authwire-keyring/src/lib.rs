@@ -514,7 +514,7 @@ mod tests {
             matches!(keyring_error(&e), KeyringStoreError::Locked { .. }),
             "{e:?}"
         );
-        assert!(e.to_string().contains("unlock it"), "{e}");
+        assert!(authwire::error_chain(&e).contains("unlock it"), "{e}");
         inject(
             &store,
             &key,
@@ -582,7 +582,7 @@ mod tests {
         };
         let e = ks.load(&CacheKey::new("k")).await.unwrap_err();
         assert!(matches!(keyring_error(&e), KeyringStoreError::NoBackend { .. }));
-        assert!(e.to_string().contains("use a file store"), "{e}");
+        assert!(authwire::error_chain(&e).contains("use a file store"), "{e}");
     }
 
     #[test]

@@ -329,7 +329,7 @@ impl Inner {
             match self.fetch_metadata(&url, base).await {
                 Ok(m) => return Ok(Arc::new(m)),
                 Err(e) => {
-                    debug!(url = %url, error = %e, "discovery document not usable");
+                    debug!(url = %url, error = %authwire::error_chain(&e), "discovery document not usable");
                     last_error = Some(e);
                 }
             }

@@ -445,7 +445,9 @@ impl LeaseGuard for Lease {
             Ok(1) => debug!(lease = %self.key, "released the fleet refresh lease"),
             Ok(_) => debug!(lease = %self.key, "the fleet refresh lease had expired before its release"),
             // The lease expires by itself; nothing is lost.
-            Err(e) => debug!(lease = %self.key, error = %e, "could not release the fleet refresh lease"),
+            Err(e) => {
+                debug!(lease = %self.key, error = %authwire::error_chain(&e), "could not release the fleet refresh lease")
+            }
         }
     }
 }

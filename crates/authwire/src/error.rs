@@ -502,10 +502,9 @@ impl fmt::Display for ProviderError {
                 }
                 Ok(())
             }
-            ProviderError::Unavailable { source, status, .. } => {
+            ProviderError::Unavailable { status, .. } => {
                 write!(f, "identity provider unavailable")?;
-                write_status(f, *status)?;
-                write!(f, ": {source}")
+                write_status(f, *status)
             }
             ProviderError::InvalidResponse {
                 status,
@@ -521,17 +520,16 @@ impl fmt::Display for ProviderError {
                 }
                 Ok(())
             }
-            ProviderError::Failed { source, .. } => write!(f, "token request failed: {source}"),
+            ProviderError::Failed { .. } => f.write_str("token request failed"),
         }
     }
 }
 
 impl StdError for ProviderError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        // Display already printed the wrapped error's own message; hand out its cause.
         match self {
             ProviderError::Unavailable { source, .. } | ProviderError::Failed { source, .. } => {
-                source.get().source()
+                Some(source.get())
             }
             _ => None,
         }
@@ -596,7 +594,7 @@ impl StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Backend { source } => write!(f, "token store failed: {source}"),
+            StoreError::Backend { .. } => f.write_str("token store failed"),
             StoreError::Corrupt { location, reason } => write!(
                 f,
                 "stored token at {location} is unreadable ({reason}); delete it to start over"
@@ -611,7 +609,7 @@ impl fmt::Display for StoreError {
 impl StdError for StoreError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            StoreError::Backend { source } => source.get().source(),
+            StoreError::Backend { source } => Some(source.get()),
             _ => None,
         }
     }
@@ -653,8 +651,7 @@ impl AuthError {
 impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AuthError::Refresh(e) => write!(f, "no valid token: {e}"),
-            AuthError::Store(e) => write!(f, "no valid token: {e}"),
+            AuthError::Refresh(_) | AuthError::Store(_) => f.write_str("no valid token"),
             AuthError::RefreshAborted => f.write_str(
                 "no valid token: the refresh task ended without a result (it panicked or its runtime shut down)",
             ),
@@ -665,8 +662,8 @@ impl fmt::Display for AuthError {
 impl StdError for AuthError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            AuthError::Refresh(e) => e.source(),
-            AuthError::Store(e) => e.source(),
+            AuthError::Refresh(e) => Some(e),
+            AuthError::Store(e) => Some(e),
             AuthError::RefreshAborted => None,
         }
     }
@@ -696,11 +693,8 @@ pub fn error_chain(e: &dyn StdError) -> String {
     let mut s = e.to_string();
     let mut next = e.source();
     while let Some(cause) = next {
-        let text = cause.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
         next = cause.source();
     }
     s
@@ -727,7 +721,7 @@ mod tests {
         let e = ProviderError::rejected(Some(401), "invalid_client", Some("bad secret".into()))
             .with_error_uri("https://idp/errors");
         assert_eq!(
-            AuthError::from(e).to_string(),
+            error_chain(&AuthError::from(e)),
             "no valid token: identity provider rejected the request: invalid_client (HTTP 401): bad secret (see https://idp/errors)"
         );
         let e =

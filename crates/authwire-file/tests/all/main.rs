@@ -74,7 +74,7 @@ async fn loose_permissions_are_refused_with_the_fix() {
     std::fs::create_dir_all(dir.path()).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let e = FileStore::new(dir.path()).unwrap_err();
-    let msg = e.to_string();
+    let msg = authwire::error_chain(&e);
     assert!(msg.contains("mode 755") && msg.contains("chmod 700"), "{msg}");
 
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -83,7 +83,7 @@ async fn loose_permissions_are_refused_with_the_fix() {
     store.save(&key, &Token::new("SECRET-T")).await.unwrap();
     std::fs::set_permissions(store.path_for(&key), std::fs::Permissions::from_mode(0o644)).unwrap();
     let e = store.load(&key).await.unwrap_err();
-    let msg = e.to_string();
+    let msg = authwire::error_chain(&e);
     assert!(msg.contains("mode 644") && msg.contains("chmod 600"), "{msg}");
     assert!(!msg.contains("SECRET-T"));
 }
@@ -93,7 +93,7 @@ async fn a_file_in_place_of_the_folder_is_refused() {
     let dir = TempDir::new("notadir");
     std::fs::write(dir.path(), "x").unwrap();
     let e = FileStore::new(dir.path()).unwrap_err();
-    assert!(e.to_string().contains("is not a folder"), "{e}");
+    assert!(authwire::error_chain(&e).contains("is not a folder"), "{e}");
     std::fs::remove_file(dir.path()).unwrap();
 }
 
@@ -117,7 +117,7 @@ async fn corrupt_and_truncated_files_are_errors_naming_the_file() {
         std::fs::write(&path, broken).unwrap();
         let e = store.load(&key).await.unwrap_err();
         assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
-        let msg = e.to_string();
+        let msg = authwire::error_chain(&e);
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(!msg.contains("SECRET"), "{msg}");
     }
@@ -210,7 +210,7 @@ async fn a_second_process_writing_concurrently_never_leaves_a_torn_file() {
 }
 
 fn backend(e: &StoreError) -> String {
-    e.to_string()
+    authwire::error_chain(e)
 }
 
 fn is_root() -> bool {

@@ -173,7 +173,7 @@ async fn jwt_expiry_can_verify_before_trusting_exp() {
         .unwrap();
     let authorizer = Authorizer::new(JwtExpiry::new(provider).verify_with(wrong_audience));
     let e = authorizer.authorization_header().await.unwrap_err();
-    assert!(e.to_string().contains("failed verification"), "{e}");
+    assert!(authwire::error_chain(&e).contains("failed verification"), "{e}");
 }
 
 #[tokio::test]

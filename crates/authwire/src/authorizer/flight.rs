@@ -183,19 +183,19 @@ impl Inner {
                 self.gate.store(nanos_since_epoch(not_before), Ordering::Release);
                 // Log the cause itself (the provider's or the store's error), not the wrapper
                 // that callers get.
-                let cause: &dyn std::fmt::Display = match &error {
+                let cause: &(dyn std::error::Error + 'static) = match &error {
                     AuthError::Refresh(e) => e,
                     AuthError::Store(e) => e,
                     other => other,
                 };
                 match self.current.load_full() {
                     Some(entry) if entry.not_yet_expired(now) => {
-                        warn!(cache_key = %shared.key, error = %cause, retry_in = ?delay,
+                        warn!(cache_key = %shared.key, error = %crate::error_chain(cause), retry_in = ?delay,
                             "token refresh failed; serving the still-valid token meanwhile");
                         Ok(entry)
                     }
                     _ => {
-                        warn!(cache_key = %shared.key, error = %cause, retry_in = ?delay,
+                        warn!(cache_key = %shared.key, error = %crate::error_chain(cause), retry_in = ?delay,
                             "token refresh failed and no valid token is held");
                         Err(error)
                     }

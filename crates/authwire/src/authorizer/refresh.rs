@@ -124,7 +124,7 @@ impl Shared {
                 Ok(_) => return alone, // Uncoordinated
                 Err(e) => {
                     Counters::bump(&self.counters.store_errors);
-                    warn!(cache_key = %self.key, error = %e, "could not coordinate the refresh through the store; refreshing alone");
+                    warn!(cache_key = %self.key, error = %crate::error_chain(&e), "could not coordinate the refresh through the store; refreshing alone");
                     return alone;
                 }
             }
@@ -183,7 +183,7 @@ impl Shared {
         // Saved before it is handed out: a rotated refresh token must survive a crash.
         if let Err(e) = self.save(&token, lease).await {
             Counters::bump(&self.counters.store_errors);
-            warn!(cache_key = %self.key, error = %e, "could not save the new token to the store");
+            warn!(cache_key = %self.key, error = %crate::error_chain(&e), "could not save the new token to the store");
             if self.require_store {
                 return Outcome::Failed {
                     error: AuthError::Store(e),
@@ -225,7 +225,7 @@ impl Shared {
             }
             Err(e) => {
                 Counters::bump(&self.counters.store_errors);
-                warn!(cache_key = %self.key, error = %e, "could not save the refresh token that came with a refused answer; it is kept in memory");
+                warn!(cache_key = %self.key, error = %crate::error_chain(&e), "could not save the refresh token that came with a refused answer; it is kept in memory");
             }
         }
     }
@@ -261,7 +261,7 @@ impl Shared {
             Ok(token) => token.map(Arc::new),
             Err(e) => {
                 Counters::bump(&self.counters.store_errors);
-                warn!(cache_key = %self.key, error = %e, "could not read the token store; fetching a new token");
+                warn!(cache_key = %self.key, error = %crate::error_chain(&e), "could not read the token store; fetching a new token");
                 None
             }
         }

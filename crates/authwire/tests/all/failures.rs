@@ -72,8 +72,13 @@ async fn expired_token_and_failing_provider_return_the_providers_error_without_h
     assert_eq!(pe.status(), Some(503));
     assert!(pe.is_transient());
     assert_eq!(
-        e.to_string(),
+        authwire::error_chain(&e),
         "no valid token: identity provider unavailable (HTTP 503): service unavailable"
+    );
+    assert_eq!(
+        e.to_string(),
+        "no valid token",
+        "Display says this level only; the cause is source()"
     );
 
     // Until the backoff (0.5-1 s) elapses: the same error, no provider call.
@@ -169,7 +174,7 @@ async fn a_hanging_provider_is_cut_off_by_the_refresh_timeout() {
     // drive() moves the ManualClock to the timeout while the flight waits.
     let e = drive(&clock, auth.authorization_header()).await.unwrap_err();
     assert!(e.is_transient());
-    assert!(e.to_string().contains("no answer within 5s"), "{e}");
+    assert!(authwire::error_chain(&e).contains("no answer within 5s"), "{e}");
     assert!(provider.dropped_mid_call(), "the hung call was cancelled");
 }
 

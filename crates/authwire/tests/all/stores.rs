@@ -138,7 +138,10 @@ async fn require_store_fails_the_call_but_keeps_the_rotated_refresh_token() {
         .build();
     let e = auth.authorization_header().await.unwrap_err();
     assert!(matches!(e, AuthError::Store(_)), "{e:?}");
-    assert!(e.to_string().contains("save failed on purpose"), "{e}");
+    assert!(
+        authwire::error_chain(&e).contains("save failed on purpose"),
+        "{e}"
+    );
 
     store.fail_save.store(false, Ordering::SeqCst);
     clock.advance(Duration::from_secs(2)); // past the backoff
