@@ -107,15 +107,20 @@ impl StaticTokenProvider {
     }
 
     /// Hand out `token` as it is (its type, expiry and scope included).
+    ///
+    /// Its cache key is `static:` and a fingerprint of the token (16 hex digits of its SHA-256),
+    /// so two static tokens never share stored entries; [`named`](Self::named) picks the key.
     pub fn from_token(token: Token) -> Self {
+        use secrecy::ExposeSecret;
+        let fingerprint = CacheKey::new(token.access_token().expose_secret()).sha256_hex();
         Self {
+            key: CacheKey::new(format!("static:{}", &fingerprint[..16])),
             token,
-            key: CacheKey::from_static("static"),
         }
     }
 
-    /// Store tokens under `static:<name>` instead of `static` (for several static tokens in
-    /// one store).
+    /// Store tokens under `static:<name>` instead (a stable key for a token that is replaced
+    /// by configuration).
     pub fn named(mut self, name: &str) -> Self {
         self.key = CacheKey::new(format!("static:{name}"));
         self
@@ -152,5 +157,18 @@ mod tests {
         let shown = format!("{p:?}");
         assert!(!shown.contains("SECRET"), "{shown}");
         assert_eq!(p.cache_key().as_str(), "static:n");
+    }
+
+    #[test]
+    fn two_static_tokens_never_share_a_cache_key() {
+        let a = StaticTokenProvider::new("SECRET-token-a").cache_key();
+        let b = StaticTokenProvider::new("SECRET-token-b").cache_key();
+        assert_ne!(a, b);
+        assert!(!a.as_str().contains("SECRET"), "{a}");
+        assert_eq!(
+            a,
+            StaticTokenProvider::new("SECRET-token-a").cache_key(),
+            "stable"
+        );
     }
 }

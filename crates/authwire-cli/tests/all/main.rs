@@ -126,6 +126,18 @@ fn creds(idp: &IdentityServer) -> Vec<String> {
     ]
 }
 
+/// The credential flags of the testkit's public client (login, then refresh tokens).
+fn public_client(idp: &IdentityServer, cache: &str) -> Vec<String> {
+    vec![
+        "--issuer".into(),
+        idp.issuer(),
+        "--client-id".into(),
+        Client::PUBLIC_ID.into(),
+        "--cache".into(),
+        cache.into(),
+    ]
+}
+
 fn args<'a>(cmd: &[&'a str], creds: &'a [String]) -> Vec<&'a str> {
     cmd.iter()
         .copied()
@@ -241,14 +253,7 @@ async fn login_with_the_device_flow_then_token_then_logout() {
         .start()
         .await;
     let sb = Sandbox::new();
-    let public = [
-        "--issuer".to_string(),
-        idp.issuer(),
-        "--client-id".into(),
-        Client::PUBLIC_ID.into(),
-        "--cache".into(),
-        "file".into(),
-    ];
+    let public = public_client(&idp, "file");
     let before = Run::new(&sb, &args(&["token"], &public))
         .env("AUTHWIRE_CLIENT_SECRET", "")
         .output()
@@ -541,14 +546,7 @@ async fn eight_concurrent_cli_runs_keep_a_rotating_login(cache: &str) {
         .start()
         .await;
     let sb = Sandbox::new();
-    let public = [
-        "--issuer".to_string(),
-        idp.issuer(),
-        "--client-id".into(),
-        Client::PUBLIC_ID.into(),
-        "--cache".into(),
-        cache.into(),
-    ];
+    let public = public_client(&idp, cache);
     let login = Run::new(&sb, &args(&["login"], &public))
         .env("AUTHWIRE_CLIENT_SECRET", "")
         .output()
