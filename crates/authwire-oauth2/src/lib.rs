@@ -41,6 +41,7 @@
 //!   secret and keys never appear in `Debug` or errors.
 
 mod config;
+pub mod dpop;
 mod response;
 
 pub use config::{
@@ -48,6 +49,7 @@ pub use config::{
     Grant, MAX_RESPONSE_BYTES, OAuth2ProviderBuilder, PrivateKey, SubjectFn, SubjectTokenSource,
     TokenExchange,
 };
+pub use dpop::{DpopError, DpopKey, DpopProof};
 // Public for the fuzz targets of authwire-reliability only; not part of the API.
 #[doc(hidden)]
 pub use response::{parse_error, parse_retry_after, parse_token_response};

@@ -24,10 +24,17 @@ pub fn unit() -> f64 {
     (u64::from_le_bytes(buf) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Fill `buf` with random bytes from the operating system, for keys. Fails only if the OS
+/// generator does.
+pub fn secure_fill(buf: &mut [u8]) -> Result<(), std::io::Error> {
+    getrandom::getrandom(buf).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 /// Fill `buf` from the OS. Should the OS generator ever fail, fall back to the standard
-/// library's per-process random keys mixed with a counter (unique, not secret).
+/// library's per-process random keys mixed with a counter (unique, not secret): for ids and
+/// jitter only, never keys (see [`secure_fill`]).
 fn fill(buf: &mut [u8]) {
-    if getrandom::getrandom(buf).is_ok() {
+    if secure_fill(buf).is_ok() {
         return;
     }
     use std::hash::{BuildHasher, Hasher};
