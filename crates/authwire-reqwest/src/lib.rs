@@ -140,7 +140,7 @@ impl AuthMiddlewareBuilder {
 }
 
 /// A request's target, borrowed from its URL.
-fn target<'a>(method: &'a http::Method, url: &'a Url) -> Target<'a> {
+fn target_of<'a>(method: &'a http::Method, url: &'a Url) -> Target<'a> {
     Target {
         method,
         scheme: url.scheme(),
@@ -165,7 +165,7 @@ impl Middleware for AuthMiddleware {
     ) -> reqwest_middleware::Result<Response> {
         // The headers are moved out while the target borrows the method and URL.
         let mut headers = std::mem::take(request.headers_mut());
-        let target = target(request.method(), request.url());
+        let target = target_of(request.method(), request.url());
         let sent = match self.origins.admits(&target) {
             Admission::Authorize => self.authorizer.authorize_target(&target, &mut headers).await,
             Admission::Refuse(e) => return Err(auth_failed(e)),
@@ -187,7 +187,10 @@ impl Middleware for AuthMiddleware {
         match (self.authorizer.decide(&answer, &sent, self.rules).await, replay) {
             (RetryDecision::RetryWith(retry), Some(mut again)) => {
                 debug!("token rejected; retrying once with a fresh token");
-                retry.apply(again.headers_mut());
+                let mut headers = std::mem::take(again.headers_mut());
+                let applied = retry.apply(&target_of(again.method(), again.url()), &mut headers);
+                *again.headers_mut() = headers;
+                applied.map_err(auth_failed)?;
                 next.run(again, extensions).await
             }
             _ => Ok(response),

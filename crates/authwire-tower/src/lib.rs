@@ -297,7 +297,10 @@ where
             else {
                 return Ok(response);
             };
-            retry.apply(replay.headers_mut());
+            let mut headers = std::mem::take(replay.headers_mut());
+            let applied = retry.apply(&Target::from_uri(replay.method(), replay.uri()), &mut headers);
+            *replay.headers_mut() = headers;
+            applied?;
             std::future::poll_fn(|cx| spare.poll_ready(cx))
                 .await
                 .map_err(Into::into)?;

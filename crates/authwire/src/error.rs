@@ -628,6 +628,10 @@ pub enum AuthError {
     Store(StoreError),
     /// The refresh ended without a result: its task panicked or its runtime shut down.
     RefreshAborted,
+    /// The token is bound to a key (DPoP, RFC 9449) and needs a proof signed for each request's
+    /// method and URI: call [`Authorizer::authorize_request`](crate::Authorizer::authorize_request)
+    /// (or `authorize_target`), not `authorize(&mut HeaderMap)` or `authorization_header()`.
+    ProofRequired,
 }
 
 impl AuthError {
@@ -636,6 +640,7 @@ impl AuthError {
         match self {
             AuthError::Refresh(e) => e.is_transient(),
             AuthError::Store(_) | AuthError::RefreshAborted => true,
+            AuthError::ProofRequired => false,
         }
     }
 
@@ -655,6 +660,9 @@ impl fmt::Display for AuthError {
             AuthError::RefreshAborted => f.write_str(
                 "no valid token: the refresh task ended without a result (it panicked or its runtime shut down)",
             ),
+            AuthError::ProofRequired => f.write_str(
+                "the token is DPoP-bound and needs a proof for each request: use authorize_request, which signs one for the request's method and URI",
+            ),
         }
     }
 }
@@ -664,7 +672,7 @@ impl StdError for AuthError {
         match self {
             AuthError::Refresh(e) => Some(e),
             AuthError::Store(e) => Some(e),
-            AuthError::RefreshAborted => None,
+            AuthError::RefreshAborted | AuthError::ProofRequired => None,
         }
     }
 }

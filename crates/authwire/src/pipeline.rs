@@ -25,6 +25,8 @@ use zeroize::Zeroize;
 pub(crate) struct Entry {
     pub(crate) token: Arc<Token>,
     pub(crate) schedule: Schedule,
+    /// The proof of possession of a bound (DPoP) token: step 5 adds its header to each request.
+    pub(crate) proof: Option<Arc<dyn crate::ProofOfPossession>>,
     /// The same header value, once per stripe; see [`stripe_index`].
     headers: Box<[HeaderValue]>,
     mask: usize,
@@ -34,12 +36,14 @@ impl Entry {
     /// Steps 3 and 4 for a new token. Fails if the token cannot be an HTTP header value.
     pub(crate) fn prepare(token: Arc<Token>, schedule: Schedule) -> Result<Self, ProviderError> {
         let access_token = retrieve_access_token(&token);
-        let prepared = prepare_header(token.token_type().scheme(), access_token)?;
+        let proof = token.proof().cloned();
+        let prepared = prepare_header(token.token_type().scheme(), access_token, proof.is_some())?;
         let stripes = stripe_count();
         let headers = (0..stripes).map(|_| prepared.stripe()).collect();
         Ok(Self {
             token,
             schedule,
+            proof,
             headers,
             mask: stripes - 1,
         })
@@ -57,6 +61,25 @@ impl Entry {
     #[inline(always)]
     pub(crate) fn header(&self) -> HeaderValue {
         self.headers[stripe_index() & self.mask].clone()
+    }
+
+    /// The header for calls that cannot add a proof (`authorize(&mut HeaderMap)`,
+    /// `authorization_header()`): a bound token is refused rather than sent without its proof.
+    #[inline(always)]
+    pub(crate) fn unbound_header(&self) -> Result<HeaderValue, crate::AuthError> {
+        match self.proof {
+            None => Ok(self.header()),
+            Some(_) => Err(crate::AuthError::ProofRequired),
+        }
+    }
+
+    /// Step 5's inputs: the header, and for a bound token its proof and token.
+    #[inline(always)]
+    pub(crate) fn step5(&self) -> Step5 {
+        Step5 {
+            header: self.header(),
+            bound: self.proof.as_ref().map(|p| (p.clone(), self.token.clone())),
+        }
     }
 
     /// Whether `value` is the header this entry hands out.
@@ -78,6 +101,31 @@ pub(crate) fn check_expiry(schedule: &Schedule, now: SystemTime) -> Freshness {
     match schedule.refresh_at {
         Some(at) if now >= at => Freshness::RefreshDue,
         _ => Freshness::Fresh,
+    }
+}
+
+/// What step 5 puts on a request: the prepared header, and for a bound token the proof to sign.
+#[derive(Clone)]
+pub(crate) struct Step5 {
+    pub(crate) header: HeaderValue,
+    pub(crate) bound: Option<(Arc<dyn crate::ProofOfPossession>, Arc<Token>)>,
+}
+
+impl Step5 {
+    /// Step 5: put the header (and, for a bound token, a fresh proof for `target`) on `headers`.
+    pub(crate) fn apply(
+        self,
+        target: &crate::Target<'_>,
+        headers: &mut HeaderMap,
+    ) -> Result<HeaderValue, crate::AuthError> {
+        if let Some((proof, token)) = &self.bound {
+            let (name, value) = proof
+                .proof(target, token.access_token(), None)
+                .map_err(crate::AuthError::Refresh)?;
+            headers.insert(name, value);
+        }
+        update_headers(headers, self.header.clone());
+        Ok(self.header)
     }
 }
 
@@ -130,9 +178,11 @@ impl PreparedHeader {
 pub(crate) fn prepare_header(
     scheme: &str,
     access_token: &SecretString,
+    bound: bool,
 ) -> Result<PreparedHeader, ProviderError> {
     let token = access_token.expose_secret();
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let dpop = scheme.eq_ignore_ascii_case("dpop");
+    if !scheme.eq_ignore_ascii_case("bearer") && !(dpop && bound) {
         // RFC 6749 section 7.1: a client must not use a token whose type it does not
         // understand. A DPoP-bound token without a proof is refused by every resource server.
         let why = if scheme.eq_ignore_ascii_case("dpop") {
@@ -164,7 +214,8 @@ pub(crate) fn prepare_header(
             ),
         ));
     }
-    let scheme = "Bearer"; // the one type allowed above, spelled as RFC 6750 does
+    // The types allowed above, spelled as RFC 6750 and RFC 9449 do.
+    let scheme = if dpop { "DPoP" } else { "Bearer" };
     let mut buf = Vec::with_capacity(scheme.len() + 1 + token.len());
     buf.extend_from_slice(scheme.as_bytes());
     buf.push(b' ');
@@ -243,6 +294,33 @@ mod tests {
             assert!(!msg.contains("SECRET"), "{msg}");
             assert!(!e.is_transient());
         }
+        let e = entry(Token::new("t").with_token_type(TokenType::Other("bearer".into()))).unwrap();
+        assert_eq!(
+            e.header().to_str().unwrap(),
+            "Bearer t",
+            "the scheme is case-insensitive"
+        );
+        // A DPoP token is usable only when bound to a key (it then gets a proof per request).
+        struct Nothing;
+        impl crate::ProofOfPossession for Nothing {
+            fn proof(
+                &self,
+                _: &crate::Target<'_>,
+                _: &SecretString,
+                _: Option<&str>,
+            ) -> Result<(http::HeaderName, HeaderValue), ProviderError> {
+                Ok((
+                    http::HeaderName::from_static("dpop"),
+                    HeaderValue::from_static("proof"),
+                ))
+            }
+        }
+        let bound = Token::new("t")
+            .with_token_type(TokenType::DPoP)
+            .with_proof(Arc::new(Nothing));
+        let e = entry(bound).unwrap();
+        assert_eq!(e.header().to_str().unwrap(), "DPoP t");
+        assert!(matches!(e.unbound_header(), Err(crate::AuthError::ProofRequired)));
         let e = entry(Token::new("t").with_token_type(TokenType::Other("bearer".into()))).unwrap();
         assert_eq!(
             e.header().to_str().unwrap(),

@@ -502,24 +502,34 @@ pub enum RetryDecision {
 }
 
 /// How to authorize the one retry of a rejected request (see [`RetryDecision::RetryWith`]).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Retry {
-    header: HeaderValue,
+    step5: crate::pipeline::Step5,
 }
 
 impl Retry {
-    pub(crate) fn new(header: HeaderValue) -> Self {
-        Self { header }
+    pub(crate) fn new(step5: crate::pipeline::Step5) -> Self {
+        Self { step5 }
     }
 
-    /// Step 5 for the retry: put the fresh `Authorization` header on the copy of the request.
-    pub fn apply(self, headers: &mut HeaderMap) {
-        crate::pipeline::update_headers(headers, self.header);
+    /// Step 5 for the retry: put the fresh `Authorization` header (and, for a bound token, a
+    /// fresh proof for `target`) on the copy of the request.
+    pub fn apply(self, target: &Target<'_>, headers: &mut HeaderMap) -> Result<(), crate::AuthError> {
+        self.step5.apply(target, headers).map(drop)
     }
 
     /// The fresh header (never the one that was rejected).
     pub fn header(&self) -> &HeaderValue {
-        &self.header
+        &self.step5.header
+    }
+}
+
+impl fmt::Debug for Retry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("header", &self.step5.header)
+            .field("bound", &self.step5.bound.is_some())
+            .finish()
     }
 }
 

@@ -34,6 +34,23 @@ pub struct Token {
     scope: Option<String>,
     refresh_at: Option<SystemTime>,
     issued_at: Option<SystemTime>,
+    proof: Option<std::sync::Arc<dyn ProofOfPossession>>,
+}
+
+/// Proves possession of the key a token is bound to, once per request: what makes a DPoP-bound
+/// token (RFC 9449) usable. A provider that obtains bound tokens attaches one with
+/// [`Token::with_proof`]; step 5 ([`Authorizer::authorize_target`](crate::Authorizer::authorize_target))
+/// then adds its header to every request, and a bound token never leaves without it.
+pub trait ProofOfPossession: Send + Sync + 'static {
+    /// The header proving possession for a request to `target` that carries `access_token`
+    /// (DPoP: `DPoP: <proof JWT>` with `htm`, `htu` and `ath`), with the server's `nonce` if it
+    /// gave one.
+    fn proof(
+        &self,
+        target: &crate::Target<'_>,
+        access_token: &SecretString,
+        nonce: Option<&str>,
+    ) -> Result<(http::HeaderName, http::HeaderValue), crate::ProviderError>;
 }
 
 impl Token {
@@ -47,7 +64,20 @@ impl Token {
             scope: None,
             refresh_at: None,
             issued_at: None,
+            proof: None,
         }
+    }
+
+    /// Bind the token to a key: every request that carries it also gets `proof`'s header.
+    /// Only bound tokens may have the `DPoP` type; see [`ProofOfPossession`].
+    pub fn with_proof(mut self, proof: std::sync::Arc<dyn ProofOfPossession>) -> Self {
+        self.proof = Some(proof);
+        self
+    }
+
+    /// The proof of possession of a bound token.
+    pub fn proof(&self) -> Option<&std::sync::Arc<dyn ProofOfPossession>> {
+        self.proof.as_ref()
     }
 
     /// Set the token type, which decides the `Authorization` scheme.
@@ -160,6 +190,7 @@ impl fmt::Debug for Token {
             .field("scope", &self.scope)
             .field("refresh_at", &self.refresh_at)
             .field("issued_at", &self.issued_at)
+            .field("bound", &self.proof.is_some())
             .finish()
     }
 }

@@ -20,8 +20,8 @@ impl Future for AuthorizationHeaderFuture<'_> {
         let refreshing = match &mut this.refreshing {
             Some(refreshing) => refreshing,
             None => {
-                if let Some(value) = this.authorizer.cached(Entry::header) {
-                    return std::task::Poll::Ready(Ok(value));
+                if let Some(value) = this.authorizer.cached(Entry::unbound_header) {
+                    return std::task::Poll::Ready(value);
                 }
                 this.refreshing.insert(Box::pin(this.authorizer.refresh()))
             }
@@ -29,7 +29,7 @@ impl Future for AuthorizationHeaderFuture<'_> {
         refreshing
             .as_mut()
             .poll(cx)
-            .map(|result| result.map(|entry| entry.header()))
+            .map(|result| result.and_then(|entry| entry.unbound_header()))
     }
 }
 
@@ -54,11 +54,14 @@ impl Future for AuthorizeFuture<'_> {
     }
 }
 
-/// The future of [`Authorizer::authorize_target`]: steps 1-5, then the header that was sent.
+/// The future of [`Authorizer::authorize_target`]: steps 1-5 (with a proof for a bound token),
+/// then the header that was sent.
 #[must_use = "futures do nothing unless polled"]
 pub struct AuthorizeTargetFuture<'a> {
-    pub(super) header: AuthorizationHeaderFuture<'a>,
+    pub(super) authorizer: &'a Authorizer,
+    pub(super) target: &'a Target<'a>,
     pub(super) headers: &'a mut HeaderMap,
+    pub(super) refreshing: Option<Pin<Box<dyn Future<Output = FlightResult> + Send + 'a>>>,
 }
 
 impl Future for AuthorizeTargetFuture<'_> {
@@ -67,19 +70,27 @@ impl Future for AuthorizeTargetFuture<'_> {
     #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         let this = &mut *self;
-        Pin::new(&mut this.header).poll(cx).map(|result| {
-            let value = result?;
-            // Step 5.
-            update_headers(this.headers, value.clone());
-            Ok(value)
-        })
+        let refreshing = match &mut this.refreshing {
+            Some(refreshing) => refreshing,
+            None => {
+                if let Some(step5) = this.authorizer.cached(Entry::step5) {
+                    return std::task::Poll::Ready(step5.apply(this.target, this.headers));
+                }
+                this.refreshing.insert(Box::pin(this.authorizer.refresh()))
+            }
+        };
+        refreshing
+            .as_mut()
+            .poll(cx)
+            .map(|result| result.and_then(|entry| entry.step5().apply(this.target, this.headers)))
     }
 }
 
 impl fmt::Debug for AuthorizeTargetFuture<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthorizeTargetFuture")
-            .field("header", &self.header)
+            .field("target", &self.target)
+            .field("refreshing", &self.refreshing.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -119,14 +119,14 @@ impl Authorizer {
     /// [`Authorizer::decide`] once the answer is in.
     pub fn authorize_target<'a>(
         &'a self,
-        target: &Target<'_>,
+        target: &'a Target<'a>,
         headers: &'a mut HeaderMap,
     ) -> AuthorizeTargetFuture<'a> {
-        // Bearer tokens do not depend on the target; proofs of possession will.
-        let _ = target;
         AuthorizeTargetFuture {
-            header: self.authorization_header(),
+            authorizer: self,
+            target,
             headers,
+            refreshing: None,
         }
     }
 
@@ -136,10 +136,7 @@ impl Authorizer {
     /// synchronous (a tower `Service::call`).
     #[inline]
     pub fn try_authorize_target(&self, target: &Target<'_>, headers: &mut HeaderMap) -> Option<HeaderValue> {
-        let _ = target;
-        let value = self.cached_authorization_header()?;
-        update_headers(headers, value.clone());
-        Some(value)
+        self.cached(Entry::step5)?.apply(target, headers).ok()
     }
 
     /// The rules for a rejected request, in one place: given what came back for a request that
@@ -167,8 +164,12 @@ impl Authorizer {
             debug!(cache_key = %self.inner.shared.key, "token rejected after a redirect; not retried (the first hop may have processed the request)");
             return RetryDecision::Done;
         }
-        match self.authorization_header().await {
-            Ok(fresh) if fresh != *sent => RetryDecision::RetryWith(crate::request::Retry::new(fresh)),
+        let fresh = match self.cached(Entry::step5) {
+            Some(step5) => Ok(step5),
+            None => self.refresh().await.map(|entry| entry.step5()),
+        };
+        match fresh {
+            Ok(step5) if step5.header != *sent => RetryDecision::RetryWith(crate::request::Retry::new(step5)),
             // No new token (throttled, or the provider gave the same one back) or none at all.
             _ => RetryDecision::Done,
         }
@@ -200,8 +201,10 @@ impl Authorizer {
     /// refresh). For synchronous code paths; async code calls
     /// [`authorization_header`](Self::authorization_header).
     #[inline]
+    ///
+    /// `None` too for a DPoP-bound token, which never leaves without a proof for its request.
     pub fn cached_authorization_header(&self) -> Option<HeaderValue> {
-        self.cached(Entry::header)
+        self.cached(Entry::unbound_header).and_then(Result::ok)
     }
 
     /// Steps 1-3: the current valid token.

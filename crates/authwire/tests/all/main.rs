@@ -3,6 +3,7 @@
 mod failures;
 mod flights;
 mod mocked;
+mod proofs;
 mod rejections;
 mod stores;
 mod support;
