@@ -182,7 +182,8 @@ pub(crate) fn prepare_header(
 ) -> Result<PreparedHeader, ProviderError> {
     let token = access_token.expose_secret();
     let dpop = scheme.eq_ignore_ascii_case("dpop");
-    if !scheme.eq_ignore_ascii_case("bearer") && !(dpop && bound) {
+    let usable = scheme.eq_ignore_ascii_case("bearer") || (dpop && bound);
+    if !usable {
         // RFC 6749 section 7.1: a client must not use a token whose type it does not
         // understand. A DPoP-bound token without a proof is refused by every resource server.
         let why = if scheme.eq_ignore_ascii_case("dpop") {
