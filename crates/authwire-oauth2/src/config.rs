@@ -391,6 +391,8 @@ pub struct OAuth2ProviderBuilder {
     pub(crate) http_client: Option<reqwest::ClientBuilder>,
     pub(crate) allow_insecure_http: bool,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) dpop: Option<crate::DpopKey>,
+    pub(crate) dpop_bearer_fallback: bool,
 }
 
 impl Default for OAuth2ProviderBuilder {
@@ -411,6 +413,8 @@ impl Default for OAuth2ProviderBuilder {
             http_client: None,
             allow_insecure_http: false,
             clock: Arc::new(SystemClock),
+            dpop: None,
+            dpop_bearer_fallback: false,
         }
     }
 }
@@ -518,6 +522,21 @@ impl OAuth2ProviderBuilder {
     /// default). Tokens and secrets then cross the network readable by anyone on the path.
     pub fn allow_insecure_http(mut self, on: bool) -> Self {
         self.allow_insecure_http = on;
+        self
+    }
+
+    /// Bind tokens to `key` (DPoP, RFC 9449): every token request, of every grant, carries a
+    /// proof; tokens must come back `token_type: DPoP` and then carry their proof of possession,
+    /// so that the [`Authorizer`](authwire::Authorizer) adds a fresh proof to each request.
+    pub fn dpop(mut self, key: crate::DpopKey) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
+    /// With [`dpop`](Self::dpop): accept a Bearer token when the server does not bind tokens
+    /// (`true`), instead of refusing it (`false`, the default; RFC 9449 section 5).
+    pub fn dpop_bearer_fallback(mut self, on: bool) -> Self {
+        self.dpop_bearer_fallback = on;
         self
     }
 

@@ -207,6 +207,46 @@ pub fn htu(uri: &str) -> Result<String, DpopError> {
     Ok(url.to_string())
 }
 
+/// The proof of possession that DPoP-bound tokens carry (see
+/// [`authwire::ProofOfPossession`]): a fresh proof for each request, with `ath`.
+pub(crate) struct DpopSigner {
+    key: DpopKey,
+    clock: Arc<dyn authwire::Clock>,
+}
+
+impl DpopSigner {
+    pub(crate) fn new(key: DpopKey, clock: Arc<dyn authwire::Clock>) -> Self {
+        Self { key, clock }
+    }
+}
+
+impl authwire::ProofOfPossession for DpopSigner {
+    fn proof(
+        &self,
+        target: &authwire::Target<'_>,
+        access_token: &SecretString,
+        nonce: Option<&str>,
+    ) -> Result<(http::HeaderName, http::HeaderValue), authwire::ProviderError> {
+        use authwire::secrecy::ExposeSecret;
+        let port = target.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let uri = format!("{}://{}{port}{}", target.scheme, target.host, target.path);
+        let proof = self
+            .key
+            .proof(&DpopProof {
+                method: target.method.as_str(),
+                uri: &uri,
+                access_token: Some(access_token.expose_secret()),
+                nonce,
+                issued_at: self.clock.now(),
+            })
+            .map_err(|e| authwire::ProviderError::permanent(e.to_string()))?;
+        let mut value = http::HeaderValue::from_str(&proof)
+            .map_err(|_| authwire::ProviderError::permanent("a DPoP proof is not a header value"))?;
+        value.set_sensitive(true);
+        Ok((http::HeaderName::from_static("dpop"), value))
+    }
+}
+
 impl fmt::Debug for DpopKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DpopKey")

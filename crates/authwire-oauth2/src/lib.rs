@@ -50,6 +50,7 @@ pub use config::{
     TokenExchange,
 };
 pub use dpop::{DpopError, DpopKey, DpopProof};
+
 // Public for the fuzz targets of authwire-reliability only; not part of the API.
 #[doc(hidden)]
 pub use response::{parse_error, parse_retry_after, parse_token_response};
@@ -94,6 +95,11 @@ struct Inner {
     allow_insecure_http: bool,
     clock: Arc<dyn Clock>,
     cache_key: CacheKey,
+    /// The DPoP key every token request proves possession of (RFC 9449), if any.
+    dpop: Option<DpopKey>,
+    dpop_bearer_fallback: bool,
+    /// The token endpoint's latest `DPoP-Nonce` (RFC 9449 section 8).
+    dpop_nonce: std::sync::Mutex<Option<String>>,
 }
 
 enum Endpoints {
@@ -203,6 +209,10 @@ impl OAuth2Provider {
         if let Grant::JwtBearer(AssertionSource::Signed { key, .. }) = &b.grant {
             credentials.push(key.fingerprint.to_string());
         }
+        // Tokens bound to one DPoP key are useless with another: the key is part of the key.
+        if let Some(key) = &b.dpop {
+            credentials.push(format!("dpop:{}", key.thumbprint()));
+        }
         let cache_key = CacheKey::new(format!(
             "oauth2|{endpoint_for_key}|{client_id}|cred={}|{}|scope={}|aud={}|res={}|extra={}",
             credentials.join(","),
@@ -232,6 +242,9 @@ impl OAuth2Provider {
                 allow_insecure_http: insecure,
                 clock: b.clock,
                 cache_key,
+                dpop: b.dpop,
+                dpop_bearer_fallback: b.dpop_bearer_fallback,
+                dpop_nonce: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -345,7 +358,12 @@ impl Inner {
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
             .timeout(self.request_timeout);
-        let (status, retry_after, body) = send(request).await?;
+        let Reply {
+            status,
+            retry_after,
+            body,
+            ..
+        } = send(request).await?;
         let doc = self.json_answer(status, retry_after.as_deref(), &body, || {
             format!("discovery document at {url}")
         })?;
@@ -511,10 +529,45 @@ impl Inner {
     /// POST a form to the token endpoint with client authentication, and read the answer.
     async fn token_request(&self, form: Form) -> Result<Token, ProviderError> {
         let endpoint = self.token_endpoint().await?;
-        self.post(&endpoint, form, |status, retry_after, body| {
-            response::parse_token_response(status, retry_after, body, self.clock.now())
-        })
-        .await
+        let token = self
+            .post(&endpoint, form, true, |status, retry_after, body| {
+                response::parse_token_response(status, retry_after, body, self.clock.now())
+            })
+            .await?;
+        self.bind(token)
+    }
+
+    /// With DPoP, a token must come back bound (`token_type: DPoP`); it then carries its
+    /// proof of possession. RFC 9449 section 5: a client that asked for a bound token must not
+    /// use a bearer one as if it were bound.
+    fn bind(&self, token: Token) -> Result<Token, ProviderError> {
+        let Some(key) = &self.dpop else {
+            return Ok(token);
+        };
+        match token.token_type() {
+            authwire::TokenType::DPoP => {
+                Ok(token.with_proof(Arc::new(dpop::DpopSigner::new(key.clone(), self.clock.clone()))))
+            }
+            authwire::TokenType::Bearer if self.dpop_bearer_fallback => Ok(token),
+            other => {
+                let shown: String = other
+                    .scheme()
+                    .chars()
+                    .filter(char::is_ascii_graphic)
+                    .take(16)
+                    .collect();
+                let e = ProviderError::invalid_response(
+                    Some(200),
+                    format!(
+                        "asked for a DPoP-bound token (RFC 9449) but the server issued token type {shown:?}, usable by anyone who holds it; allow that with dpop_bearer_fallback(true)"
+                    ),
+                );
+                Err(match token.refresh_token() {
+                    Some(rt) => e.with_refresh_token(rt.clone()),
+                    None => e,
+                })
+            }
+        }
     }
 
     /// POST `form` with client authentication and `parse` the answer. Every error, whatever
@@ -524,22 +577,84 @@ impl Inner {
         &self,
         endpoint: &Url,
         form: Form,
+        token_endpoint: bool,
         parse: impl FnOnce(u16, Option<&str>, &[u8]) -> Result<T, ProviderError>,
     ) -> Result<T, ProviderError> {
         let mut sent = form.secrets();
-        let answer = self.send_form(endpoint, form, &mut sent).await;
+        let answer = self
+            .send_form_dpop(endpoint, form, token_endpoint, &mut sent)
+            .await;
         answer
-            .and_then(|(status, retry_after, body)| parse(status, retry_after.as_deref(), &body))
+            .and_then(|reply| parse(reply.status, reply.retry_after.as_deref(), &reply.body))
             .map_err(|e| e.redact_sent(&sent))
+    }
+
+    /// Send a form; with DPoP and to the token endpoint, with a proof, answering
+    /// `use_dpop_nonce` (400 + `DPoP-Nonce`) with one retry carrying the server's nonce.
+    async fn send_form_dpop(
+        &self,
+        endpoint: &Url,
+        form: Form,
+        token_endpoint: bool,
+        sent: &mut Vec<SecretString>,
+    ) -> Result<Reply, ProviderError> {
+        let key = self.dpop.as_ref().filter(|_| token_endpoint);
+        for attempt in 0..2 {
+            let proof = match key {
+                Some(key) => Some(self.token_endpoint_proof(key, endpoint)?),
+                None => None,
+            };
+            let reply = self.send_form(endpoint, form.clone(), proof, sent).await?;
+            if key.is_none() {
+                return Ok(reply);
+            }
+            if let Some(nonce) = &reply.dpop_nonce {
+                *self
+                    .dpop_nonce
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(nonce.clone());
+            }
+            let asked_for_nonce = reply.status == 400
+                && reply.dpop_nonce.is_some()
+                && response::error_code(&reply.body).as_deref() == Some("use_dpop_nonce");
+            if !(asked_for_nonce && attempt == 0) {
+                return Ok(reply);
+            }
+            debug!("the token endpoint asked for a DPoP nonce; retrying once with it");
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    fn token_endpoint_proof(&self, key: &DpopKey, endpoint: &Url) -> Result<String, ProviderError> {
+        let nonce = self
+            .dpop_nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        key.proof(&DpopProof {
+            method: "POST",
+            uri: endpoint.as_str(),
+            access_token: None,
+            nonce: nonce.as_deref(),
+            issued_at: self.clock.now(),
+        })
+        .map_err(|e| ProviderError::permanent(e.to_string()))
     }
 
     async fn send_form(
         &self,
         endpoint: &Url,
         mut form: Form,
+        dpop_proof: Option<String>,
         sent: &mut Vec<SecretString>,
-    ) -> Result<(u16, Option<String>, Vec<u8>), ProviderError> {
+    ) -> Result<Reply, ProviderError> {
         let mut request = self.http.post(endpoint.clone()).timeout(self.request_timeout);
+        if let Some(proof) = dpop_proof {
+            let mut value = reqwest::header::HeaderValue::from_str(&proof)
+                .map_err(|_| ProviderError::permanent("the DPoP proof is not a header value"))?;
+            value.set_sensitive(true);
+            request = request.header("dpop", value);
+        }
         match &self.auth_method {
             ClientAuthMethod::ClientSecretBasic => {
                 let secret = self.client_secret.as_ref().map(expose).unwrap_or_default();
@@ -598,7 +713,7 @@ impl Inner {
             form.push("scope", &self.scopes.join(" "));
         }
         let (status, doc) = self
-            .post(&endpoint, form, |status, retry_after, body| {
+            .post(&endpoint, form, false, |status, retry_after, body| {
                 let doc = self.json_answer(status, retry_after, body, || {
                     "device authorization response".into()
                 })?;
@@ -699,10 +814,12 @@ mod device_tests {
 }
 
 /// A form body being built. Secret values are exposed only here, when serialised for the wire.
+#[derive(Clone)]
 struct Form {
     fields: Vec<(String, FieldValue)>,
 }
 
+#[derive(Clone)]
 enum FieldValue {
     Plain(String),
     Secret(SecretString),
@@ -807,8 +924,16 @@ fn retry_after_header(response: &reqwest::Response) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Send a request; the answer's status, `Retry-After` and body (size-limited).
-async fn send(request: reqwest::RequestBuilder) -> Result<(u16, Option<String>, Vec<u8>), ProviderError> {
+/// What came back for a request: status, `Retry-After`, `DPoP-Nonce`, body (size-limited).
+struct Reply {
+    status: u16,
+    retry_after: Option<String>,
+    dpop_nonce: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Send a request and read the answer.
+async fn send(request: reqwest::RequestBuilder) -> Result<Reply, ProviderError> {
     let (client, request) = request.build_split();
     let request = request.map_err(network_error)?;
     let url = request.url().clone();
@@ -826,8 +951,19 @@ async fn send(request: reqwest::RequestBuilder) -> Result<(u16, Option<String>, 
         ));
     }
     let retry_after = retry_after_header(&response);
+    let dpop_nonce = response
+        .headers()
+        .get("dpop-nonce")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 512)
+        .map(str::to_owned);
     let body = read_limited(response).await?;
-    Ok((status, retry_after, body))
+    Ok(Reply {
+        status,
+        retry_after,
+        dpop_nonce,
+        body,
+    })
 }
 
 /// Read a body, refusing more than [`MAX_RESPONSE_BYTES`].

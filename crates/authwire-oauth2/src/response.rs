@@ -169,6 +169,14 @@ pub fn parse_error(status: u16, retry_after: Option<&str>, body: &[u8], now: Sys
     e
 }
 
+/// The RFC 6749 `error` code of an error answer's JSON body, if it has one.
+pub(crate) fn error_code(body: &[u8]) -> Option<String> {
+    match json_object(body).ok()?.get("error") {
+        Some(Value::String(code)) => Some(code.clone()),
+        _ => None,
+    }
+}
+
 /// `Retry-After`: delay-seconds or an HTTP-date (a date in the past means "now").
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();

@@ -102,6 +102,9 @@ pub struct Settings {
     pub token_delay: Duration,
     /// How long a JWKS request takes before it is answered.
     pub jwks_delay: Duration,
+    /// Require this nonce in DPoP proofs of token requests (RFC 9449 section 8): a proof
+    /// without it is answered `400 use_dpop_nonce` with a `DPoP-Nonce` header.
+    pub dpop_nonce: Option<String>,
     /// Answer JWKS requests with this status and no keys (an outage), when set.
     pub jwks_status: Option<u16>,
     /// Serve `/.well-known/openid-configuration` (otherwise only the RFC 8414 document).
@@ -125,6 +128,7 @@ impl Default for Settings {
             device_slow_down_once: false,
             token_delay: Duration::ZERO,
             jwks_delay: Duration::ZERO,
+            dpop_nonce: None,
             jwks_status: None,
             openid_discovery: true,
             secret_marker: None,
@@ -222,6 +226,8 @@ struct RefreshRecord {
     scope: Option<String>,
     family: u64,
     used: bool,
+    /// The DPoP key (thumbprint) the refresh token is bound to, if any.
+    jkt: Option<String>,
 }
 
 struct DeviceRecord {
@@ -242,6 +248,11 @@ pub(crate) struct IdpState {
     revoked_families: Mutex<HashSet<u64>>,
     devices: Mutex<HashMap<String, DeviceRecord>>,
     seen_jti: Mutex<HashSet<String>>,
+    /// `jti`s of DPoP proofs seen at the token endpoint.
+    dpop_seen: Mutex<HashSet<String>>,
+    /// DPoP-bound opaque access tokens and their key thumbprints.
+    opaque_cnf: Mutex<HashMap<String, String>>,
+    pub(crate) dpop_proofs: AtomicUsize,
     /// Opaque access tokens issued, with their expiry and subject.
     opaque: Mutex<HashMap<String, (SystemTime, String)>>,
     faults: Mutex<VecDeque<Fault>>,
@@ -314,6 +325,9 @@ impl IdentityServerBuilder {
             revoked_families: Mutex::default(),
             devices: Mutex::default(),
             seen_jti: Mutex::default(),
+            dpop_seen: Mutex::default(),
+            opaque_cnf: Mutex::default(),
+            dpop_proofs: AtomicUsize::new(0),
             opaque: Mutex::default(),
             faults: Mutex::default(),
             serial: AtomicU64::new(1),
@@ -410,6 +424,11 @@ impl IdentityServer {
         lock(&self.state.faults).clear();
     }
 
+    /// DPoP proofs on token requests that verified.
+    pub fn dpop_proofs(&self) -> usize {
+        self.state.dpop_proofs.load(Ordering::SeqCst)
+    }
+
     /// Token endpoint requests received (including failed ones).
     pub fn token_requests(&self) -> usize {
         self.state.token_requests.load(Ordering::SeqCst)
@@ -494,7 +513,7 @@ impl IdpState {
         self.serial.fetch_add(1, Ordering::SeqCst)
     }
 
-    fn now_secs(&self) -> u64 {
+    pub(crate) fn now_secs(&self) -> u64 {
         secs(self.clock.now())
     }
 
@@ -516,6 +535,7 @@ impl IdpState {
                 scope,
                 family: family.unwrap_or(n),
                 used: false,
+                jkt: None,
             },
         );
         token
@@ -546,6 +566,42 @@ impl IdpState {
             "jti": format!("at-{}", self.next_serial()),
         });
         jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign with the test key")
+    }
+
+    /// The access token bound to the DPoP key `jkt`: a JWT re-signed with `cnf.jkt`, or an
+    /// opaque token recorded as bound.
+    fn bind_access_token(&self, token: &str, jkt: &str) -> String {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims::<&str>(&[]);
+        match jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation) {
+            Ok(data) => {
+                let mut claims = data.claims;
+                claims["cnf"] = json!({ "jkt": jkt });
+                let mut header = Header::new(Algorithm::RS256);
+                header.kid = Some(KEY_ID.into());
+                jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign with the test key")
+            }
+            Err(_) => {
+                lock(&self.opaque_cnf).insert(token.to_owned(), jkt.to_owned());
+                token.to_owned()
+            }
+        }
+    }
+
+    /// The DPoP key thumbprint an access token is bound to (`cnf.jkt`), if any. Call after
+    /// [`check_access_token`](Self::check_access_token) succeeded.
+    pub(crate) fn access_token_jkt(&self, token: &str) -> Option<String> {
+        if let Some(jkt) = lock(&self.opaque_cnf).get(token) {
+            return Some(jkt.clone());
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims::<&str>(&[]);
+        let data = jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation).ok()?;
+        data.claims["cnf"]["jkt"].as_str().map(str::to_owned)
     }
 
     /// Whether `token` is a valid access token issued here, and its subject.
@@ -943,7 +999,104 @@ async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Bytes) -> Respo
     let scope = form.get("scope").cloned();
     let audience = form.get("audience").map(String::as_str);
 
-    match grant.as_str() {
+    // DPoP (RFC 9449): a proof binds the tokens issued to its key.
+    let jkt = match headers.get("dpop").and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(proof) => {
+            let nonce = lock(&s.settings).dpop_nonce.clone();
+            let htu = format!("{}/token", s.issuer);
+            let expect = crate::dpop::Expect {
+                method: "POST",
+                htu: &htu,
+                access_token: None,
+                nonce: nonce.as_deref(),
+                now_secs: s.now_secs(),
+            };
+            match crate::dpop::check(proof, &expect, &s.dpop_seen) {
+                Ok(jkt) => {
+                    s.dpop_proofs.fetch_add(1, Ordering::SeqCst);
+                    Some(jkt)
+                }
+                Err(crate::dpop::Refused::UseNonce) => {
+                    let mut r = oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "use_dpop_nonce",
+                        "Authorization server requires nonce in DPoP proof",
+                    );
+                    if let Some(v) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+                        r.headers_mut().insert("dpop-nonce", v);
+                    }
+                    return r;
+                }
+                Err(crate::dpop::Refused::Invalid(why)) => {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", why);
+                }
+            }
+        }
+    };
+    // A refresh token bound to a key is redeemed only with a proof of that key.
+    if grant == "refresh_token" {
+        let bound = form
+            .get("refresh_token")
+            .and_then(|rt| lock(&s.refresh_tokens).get(rt).and_then(|r| r.jkt.clone()));
+        if bound.is_some() && bound != jkt {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the refresh token is bound to another DPoP key",
+            );
+        }
+    }
+    let response = grant_response(&s, &grant, &client, method, &form, scope, audience);
+    match jkt {
+        Some(jkt) => bind_response(&s, response, &jkt).await,
+        None => response,
+    }
+}
+
+/// Issue a DPoP-bound answer: `token_type: DPoP`, `cnf.jkt` in the access token, the refresh
+/// token bound to the key.
+async fn bind_response(s: &IdpState, response: Response, jkt: &str) -> Response {
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let Ok(bytes) = axum::body::to_bytes(response.into_body(), 1 << 20).await else {
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "unreadable answer",
+        );
+    };
+    let Ok(mut body) = serde_json::from_slice::<Value>(&bytes) else {
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "unreadable answer",
+        );
+    };
+    let access = body["access_token"].as_str().unwrap_or_default().to_owned();
+    body["access_token"] = json!(s.bind_access_token(&access, jkt));
+    body["token_type"] = json!("DPoP");
+    if let Some(rt) = body["refresh_token"].as_str()
+        && let Some(record) = lock(&s.refresh_tokens).get_mut(rt)
+    {
+        record.jkt = Some(jkt.to_owned());
+    }
+    ok_json(body)
+}
+
+fn grant_response(
+    s: &Arc<IdpState>,
+    grant: &str,
+    client: &Client,
+    method: &str,
+    form: &Form,
+    scope: Option<String>,
+    audience: Option<&str>,
+) -> Response {
+    let s = s.clone();
+    let (client, form) = (client.clone(), form.clone());
+    match grant {
         GRANT_CLIENT_CREDENTIALS => {
             if method == "none" {
                 return oauth_error(

@@ -23,6 +23,7 @@
 
 pub mod conformance;
 mod doubles;
+mod dpop;
 mod idp;
 mod raw;
 mod redis;

@@ -20,6 +20,11 @@ struct ResourceState {
     always_401: std::sync::atomic::AtomicBool,
     authorization_seen: Mutex<std::collections::VecDeque<Option<String>>>,
     bodies_seen: Mutex<std::collections::VecDeque<Vec<u8>>>,
+    /// `http://127.0.0.1:PORT`, for the `htu` of DPoP proofs.
+    origin: String,
+    dpop_seen: Mutex<std::collections::HashSet<String>>,
+    dpop_verified: AtomicUsize,
+    dpop_seen_proofs: Mutex<std::collections::VecDeque<String>>,
 }
 
 /// How many requests' headers and bodies are remembered (the oldest are forgotten first), so a
@@ -37,6 +42,8 @@ fn remember<T>(list: &Mutex<std::collections::VecDeque<T>>, item: T) {
 /// A protected API on its own loopback port. Every path answers `200` with a small JSON body
 /// (`{"ok": true, "sub": ..., "path": ..., "method": ...}`) for a valid bearer token from the
 /// identity server, and `401` with `WWW-Authenticate: Bearer error="invalid_token"` otherwise.
+/// A DPoP-bound token (RFC 9449) is accepted only as `Authorization: DPoP <token>` with a valid,
+/// fresh `DPoP` proof of the key it is bound to, for this request's method and URI.
 /// `/see-other/<path>` and `/redirect-to/<port>/<path>` redirect (303, and 307 to another
 /// loopback port). Stops when dropped.
 pub struct ResourceServer {
@@ -67,6 +74,10 @@ impl ResourceServer {
             always_401: Default::default(),
             authorization_seen: Mutex::default(),
             bodies_seen: Mutex::default(),
+            origin: format!("http://{addr}"),
+            dpop_seen: Mutex::default(),
+            dpop_verified: AtomicUsize::new(0),
+            dpop_seen_proofs: Mutex::default(),
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -111,6 +122,21 @@ impl ResourceServer {
         let seen = self
             .state
             .authorization_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        seen.iter().cloned().collect()
+    }
+
+    /// DPoP proofs that verified (signature, `htm`, `htu`, `ath`, fresh `jti`, bound key).
+    pub fn dpop_proofs_verified(&self) -> usize {
+        self.state.dpop_verified.load(Ordering::SeqCst)
+    }
+
+    /// The `DPoP` headers received, in order (to replay one in a test).
+    pub fn dpop_proofs_seen(&self) -> Vec<String> {
+        let seen = self
+            .state
+            .dpop_seen_proofs
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         seen.iter().cloned().collect()
@@ -193,15 +219,51 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
     if forced {
         return unauthorized(&state, "token revoked");
     }
-    let Some(token) = authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")) else {
-        let mut r = unauthorized(&state, "no bearer token");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"testkit\""),
-        );
-        return r;
+    let (scheme, token) = match authorization.as_deref().and_then(|a| a.split_once(' ')) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => ("Bearer", token),
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("dpop") => ("DPoP", token),
+        _ => {
+            let mut r = unauthorized(&state, "no bearer token");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"testkit\""),
+            );
+            return r;
+        }
     };
-    match state.idp.check_access_token(token) {
+    let checked = state.idp.check_access_token(token).and_then(|sub| {
+        let bound = state.idp.access_token_jkt(token);
+        match (scheme, bound) {
+            ("Bearer", None) => Ok(sub),
+            ("Bearer", Some(_)) => Err("a DPoP-bound token was sent as a bearer token"),
+            (_, None) => Err("a bearer token was sent with the DPoP scheme"),
+            (_, Some(jkt)) => {
+                let proof = parts.headers.get("dpop").and_then(|v| v.to_str().ok());
+                let Some(proof) = proof else {
+                    return Err("no DPoP proof");
+                };
+                remember(&state.dpop_seen_proofs, proof.to_owned());
+                let htu = format!("{}{}", state.origin, parts.uri.path());
+                let expect = crate::dpop::Expect {
+                    method: parts.method.as_str(),
+                    htu: &htu,
+                    access_token: Some(token),
+                    nonce: None,
+                    now_secs: state.idp.now_secs(),
+                };
+                match crate::dpop::check(proof, &expect, &state.dpop_seen) {
+                    Ok(proof_jkt) if proof_jkt == jkt => {
+                        state.dpop_verified.fetch_add(1, Ordering::SeqCst);
+                        Ok(sub)
+                    }
+                    Ok(_) => Err("the DPoP proof is signed by another key than the token is bound to"),
+                    Err(crate::dpop::Refused::Invalid(why)) => Err(why),
+                    Err(crate::dpop::Refused::UseNonce) => Err("a DPoP nonce is required"),
+                }
+            }
+        }
+    });
+    match checked {
         Ok(sub) => axum::Json(json!({
             "ok": true,
             "sub": sub,

@@ -1,6 +1,7 @@
 //! The OAuth2 provider against the testkit's identity server, over real HTTP on loopback.
 
 mod discovery;
+mod dpop;
 mod end_to_end;
 mod errors;
 mod grants;

@@ -195,3 +195,26 @@ where
         (self.0)(req)
     }
 }
+
+#[tokio::test]
+async fn a_dpop_bound_token_gets_a_proof_through_the_layer() {
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    let provider = idp
+        .confidential_client()
+        .dpop(authwire_oauth2::DpopKey::generate_es256().unwrap())
+        .build()
+        .unwrap();
+    let mut service = AuthLayer::for_origins(Authorizer::new(provider), [api.url()])
+        .unwrap()
+        .layer(hyper_client());
+    for _ in 0..2 {
+        // The first request waits for the token; the second takes the cached path.
+        let (status, body) = send(&mut service, get(&format!("{}/v1/things?x=1", api.url())))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(api.dpop_proofs_verified(), 2);
+    assert_eq!(idp.tokens_issued(), 1);
+}

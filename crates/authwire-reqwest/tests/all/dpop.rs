@@ -1,0 +1,109 @@
+//! DPoP-bound tokens (RFC 9449) through the middleware, against the testkit's strict protected
+//! API: a fresh proof for each request, `htu` and `ath` right with query strings, replays refused.
+
+use authwire::{AuthError, Authorizer};
+use authwire_oauth2::DpopKey;
+use authwire_reqwest::AuthMiddleware;
+use authwire_testkit::{IdentityServer, ResourceServer};
+
+#[tokio::test]
+async fn bound_tokens_go_out_with_a_fresh_proof_for_each_request_and_pass_a_strict_api() {
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    let provider = idp
+        .confidential_client()
+        .dpop(DpopKey::generate_es256().unwrap())
+        .build()
+        .unwrap();
+    let authorizer = Authorizer::new(provider);
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(AuthMiddleware::for_origins(authorizer.clone(), [api.url()]).unwrap())
+        .build();
+    let r = client
+        .get(format!("{}/v1/things?page=2&sort=asc", api.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = client
+        .post(format!("{}/v1/orders?dry_run=1", api.url()))
+        .body("order")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        api.dpop_proofs_verified(),
+        2,
+        "both proofs verified: htm, htu without the query, ath"
+    );
+    assert_eq!(idp.tokens_issued(), 1);
+    let seen = api.authorization_seen();
+    assert!(
+        seen.iter()
+            .all(|a| a.as_deref().is_some_and(|a| a.starts_with("DPoP "))),
+        "{seen:?}"
+    );
+
+    // A captured request replayed as is (same proof) is refused.
+    let proofs = api.dpop_proofs_seen();
+    let replay = reqwest::Client::new()
+        .get(format!("{}/v1/things?page=2&sort=asc", api.url()))
+        .header("authorization", seen[0].clone().unwrap())
+        .header("dpop", proofs[0].clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 401, "a replayed proof");
+    // The bound token stolen and sent as a bearer token is refused too.
+    let token = seen[0].as_deref().unwrap().trim_start_matches("DPoP ").to_owned();
+    let stolen = reqwest::Client::new()
+        .get(format!("{}/v1/things", api.url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stolen.status(), 401, "a bound token used as a bearer token");
+
+    // A call that cannot make a proof refuses the bound token instead of sending it bare.
+    let mut headers = http::HeaderMap::new();
+    assert!(matches!(
+        authorizer.authorize(&mut headers).await,
+        Err(AuthError::ProofRequired)
+    ));
+}
+
+#[tokio::test]
+async fn a_rejected_bound_token_is_refreshed_and_the_retry_gets_its_own_proof() {
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    let provider = idp
+        .confidential_client()
+        .dpop(DpopKey::generate_es256().unwrap())
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(AuthMiddleware::for_origins(Authorizer::new(provider), [api.url()]).unwrap())
+        .build();
+    assert_eq!(client.get(api.url()).send().await.unwrap().status(), 200);
+    api.reject_next(1);
+    let r = client
+        .post(format!("{}/v1/orders", api.url()))
+        .body("o")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(idp.tokens_issued(), 2, "one refresh");
+    assert_eq!(
+        api.dpop_proofs_verified(),
+        2,
+        "the first request and the retry each had a valid proof"
+    );
+    // The forced 401 answers before proofs are recorded: the first GET's, then the retry's.
+    let proofs = api.dpop_proofs_seen();
+    assert_eq!(proofs.len(), 2);
+    assert_ne!(proofs[0], proofs[1], "the retry signed a new proof");
+    let seen = api.authorization_seen();
+    assert_ne!(seen[1], seen[2], "and carried the new token");
+}
