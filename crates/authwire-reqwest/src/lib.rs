@@ -177,13 +177,15 @@ impl Middleware for AuthMiddleware {
         *request.headers_mut() = headers;
         let sent = sent.map_err(auth_failed)?;
         let replay = request.try_clone();
+        let method = request.method().clone();
         let response = next.clone().run(request, extensions).await?;
         // reqwest follows redirects inside `next`: if the answer's URL is not the one we sent
         // to, it came through a redirect, and the first hop may have processed the request.
         let redirected = replay.as_ref().is_none_or(|r| r.url() != response.url());
         let answer = Answer::new(response.status(), response.headers())
             .redirected(redirected)
-            .replayable(replay.is_some());
+            .replayable(replay.is_some())
+            .for_target(&target_of(&method, response.url()));
         match (self.authorizer.decide(&answer, &sent, self.rules).await, replay) {
             (RetryDecision::RetryWith(retry), Some(mut again)) => {
                 debug!("token rejected; retrying once with a fresh token");

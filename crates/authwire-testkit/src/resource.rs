@@ -25,6 +25,9 @@ struct ResourceState {
     dpop_seen: Mutex<std::collections::HashSet<String>>,
     dpop_verified: AtomicUsize,
     dpop_seen_proofs: Mutex<std::collections::VecDeque<String>>,
+    /// The nonce DPoP proofs must carry, when set.
+    dpop_nonce: Mutex<Option<String>>,
+    dpop_nonce_challenges: AtomicUsize,
 }
 
 /// How many requests' headers and bodies are remembered (the oldest are forgotten first), so a
@@ -78,6 +81,8 @@ impl ResourceServer {
             dpop_seen: Mutex::default(),
             dpop_verified: AtomicUsize::new(0),
             dpop_seen_proofs: Mutex::default(),
+            dpop_nonce: Mutex::default(),
+            dpop_nonce_challenges: AtomicUsize::new(0),
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -127,6 +132,18 @@ impl ResourceServer {
         seen.iter().cloned().collect()
     }
 
+    /// Require this nonce in DPoP proofs (RFC 9449 section 9), replacing any earlier one: a
+    /// proof without it is answered `401` with `WWW-Authenticate: DPoP error="use_dpop_nonce"`
+    /// and `DPoP-Nonce`.
+    pub fn require_dpop_nonce(&self, nonce: &str) {
+        *self.state.dpop_nonce.lock().unwrap_or_else(|e| e.into_inner()) = Some(nonce.to_owned());
+    }
+
+    /// How many `use_dpop_nonce` challenges were sent.
+    pub fn dpop_nonce_challenges(&self) -> usize {
+        self.state.dpop_nonce_challenges.load(Ordering::SeqCst)
+    }
+
     /// DPoP proofs that verified (signature, `htm`, `htu`, `ath`, fresh `jti`, bound key).
     pub fn dpop_proofs_verified(&self) -> usize {
         self.state.dpop_verified.load(Ordering::SeqCst)
@@ -148,6 +165,9 @@ impl ResourceServer {
         seen.iter().cloned().collect()
     }
 }
+
+/// The marker of a proof that lacks the nonce the server requires.
+const USE_DPOP_NONCE: &str = "use_dpop_nonce";
 
 fn unauthorized(state: &ResourceState, description: &str) -> Response {
     state.unauthorized.fetch_add(1, Ordering::SeqCst);
@@ -244,11 +264,12 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
                 };
                 remember(&state.dpop_seen_proofs, proof.to_owned());
                 let htu = format!("{}{}", state.origin, parts.uri.path());
+                let nonce = state.dpop_nonce.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let expect = crate::dpop::Expect {
                     method: parts.method.as_str(),
                     htu: &htu,
                     access_token: Some(token),
-                    nonce: None,
+                    nonce: nonce.as_deref(),
                     now_secs: state.idp.now_secs(),
                 };
                 match crate::dpop::check(proof, &expect, &state.dpop_seen) {
@@ -258,12 +279,31 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
                     }
                     Ok(_) => Err("the DPoP proof is signed by another key than the token is bound to"),
                     Err(crate::dpop::Refused::Invalid(why)) => Err(why),
-                    Err(crate::dpop::Refused::UseNonce) => Err("a DPoP nonce is required"),
+                    Err(crate::dpop::Refused::UseNonce) => Err(USE_DPOP_NONCE),
                 }
             }
         }
     });
     match checked {
+        Err(USE_DPOP_NONCE) => {
+            state.dpop_nonce_challenges.fetch_add(1, Ordering::SeqCst);
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "use_dpop_nonce"})),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(
+                    "DPoP error=\"use_dpop_nonce\", error_description=\"Resource server requires nonce in DPoP proof\"",
+                ),
+            );
+            let nonce = state.dpop_nonce.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(v) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+                r.headers_mut().insert("dpop-nonce", v);
+            }
+            r
+        }
         Ok(sub) => axum::Json(json!({
             "ok": true,
             "sub": sub,

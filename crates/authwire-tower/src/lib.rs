@@ -291,7 +291,9 @@ where
             let mut replay = clone_request(&request);
             let sent = authorize(&authorizer, &mut request).await?;
             let response = ready.call(request).await.map_err(Into::into)?;
-            let seen = answer(&response).replayable(true);
+            let seen = answer(&response)
+                .replayable(true)
+                .for_target(&Target::from_uri(replay.method(), replay.uri()));
             let RetryDecision::RetryWith(retry) =
                 authorizer.decide(&seen, &sent, RejectionRules::default()).await
             else {

@@ -116,11 +116,12 @@ impl Step5 {
     pub(crate) fn apply(
         self,
         target: &crate::Target<'_>,
+        nonce: Option<&str>,
         headers: &mut HeaderMap,
     ) -> Result<HeaderValue, crate::AuthError> {
         if let Some((proof, token)) = &self.bound {
             let (name, value) = proof
-                .proof(target, token.access_token(), None)
+                .proof(target, token.access_token(), nonce)
                 .map_err(crate::AuthError::Refresh)?;
             headers.insert(name, value);
         }

@@ -87,6 +87,16 @@ impl<'a> Target<'a> {
     }
 }
 
+/// `scheme://host:port`, lowercased: the key under which a server's DPoP nonce is kept.
+pub(crate) fn origin_key(target: &Target<'_>) -> String {
+    format!(
+        "{}://{}:{}",
+        target.scheme.to_ascii_lowercase(),
+        target.host.to_ascii_lowercase(),
+        target.port_or_default().unwrap_or(0)
+    )
+}
+
 fn default_port(scheme: &str) -> Option<u16> {
     if scheme.eq_ignore_ascii_case("https") {
         Some(443)
@@ -403,13 +413,14 @@ impl std::error::Error for OriginError {}
 
 /// What came back for an authorized request, as [`Authorizer::decide`](crate::Authorizer::decide)
 /// needs it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Answer<'a> {
     status: StatusCode,
     headers: &'a HeaderMap,
     trailers: Option<&'a HeaderMap>,
     redirected: bool,
     replayable: bool,
+    origin: Option<String>,
 }
 
 impl<'a> Answer<'a> {
@@ -421,7 +432,45 @@ impl<'a> Answer<'a> {
             trailers: None,
             redirected: false,
             replayable: false,
+            origin: None,
         }
+    }
+
+    /// The request went to `target`: a `DPoP-Nonce` in the answer is remembered for its origin
+    /// (RFC 9449 section 9), and a `use_dpop_nonce` challenge is answered with one retry.
+    pub fn for_target(mut self, target: &Target<'_>) -> Self {
+        self.origin = Some(origin_key(target));
+        self
+    }
+
+    /// The `DPoP-Nonce` the server sent, if any (bounded: at most 512 visible characters).
+    pub(crate) fn dpop_nonce(&self) -> Option<&str> {
+        self.headers
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .filter(|n| !n.is_empty() && n.len() <= 512)
+    }
+
+    /// Whether the server asks for a DPoP nonce: a 401 whose DPoP challenge says
+    /// `error="use_dpop_nonce"` (RFC 9449 section 9).
+    pub(crate) fn asks_for_dpop_nonce(&self) -> bool {
+        self.status == StatusCode::UNAUTHORIZED
+            && self
+                .headers
+                .get_all(http::header::WWW_AUTHENTICATE)
+                .iter()
+                .any(|v| {
+                    v.to_str().is_ok_and(|v| {
+                        crate::challenge::parse(v).iter().any(|c| {
+                            c.scheme.eq_ignore_ascii_case("dpop")
+                                && c.param("error") == Some("use_dpop_nonce")
+                        })
+                    })
+                })
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        self.origin.as_deref().unwrap_or("")
     }
 
     /// The response came through one or more redirects (its URL is not the one the request was
@@ -505,17 +554,18 @@ pub enum RetryDecision {
 #[derive(Clone)]
 pub struct Retry {
     step5: crate::pipeline::Step5,
+    nonce: Option<String>,
 }
 
 impl Retry {
-    pub(crate) fn new(step5: crate::pipeline::Step5) -> Self {
-        Self { step5 }
+    pub(crate) fn new(step5: crate::pipeline::Step5, nonce: Option<String>) -> Self {
+        Self { step5, nonce }
     }
 
     /// Step 5 for the retry: put the fresh `Authorization` header (and, for a bound token, a
     /// fresh proof for `target`) on the copy of the request.
     pub fn apply(self, target: &Target<'_>, headers: &mut HeaderMap) -> Result<(), crate::AuthError> {
-        self.step5.apply(target, headers).map(drop)
+        self.step5.apply(target, self.nonce.as_deref(), headers).map(drop)
     }
 
     /// The fresh header (never the one that was rejected).

@@ -107,3 +107,48 @@ async fn a_rejected_bound_token_is_refreshed_and_the_retry_gets_its_own_proof() 
     let seen = api.authorization_seen();
     assert_ne!(seen[1], seen[2], "and carried the new token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_server_nonces_are_answered_once_remembered_and_followed_when_they_change() {
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    let provider = idp
+        .confidential_client()
+        .dpop(DpopKey::generate_es256().unwrap())
+        .build()
+        .unwrap();
+    let authorizer = Authorizer::new(provider);
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(AuthMiddleware::for_origins(authorizer, [api.url()]).unwrap())
+        .build();
+    api.require_dpop_nonce("nonce-1");
+    let r = client
+        .post(format!("{}/v1/orders", api.url()))
+        .body("o")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "answered by one retry with the nonce");
+    assert_eq!(api.dpop_nonce_challenges(), 1);
+    assert_eq!(api.requests(), 2);
+    assert_eq!(client.get(api.url()).send().await.unwrap().status(), 200);
+    assert_eq!(api.dpop_nonce_challenges(), 1, "the nonce was remembered");
+
+    // The server moves to a new nonce while requests run concurrently: each is answered (at
+    // most one challenge each), and they share the new nonce afterwards.
+    api.require_dpop_nonce("nonce-2");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url) = (client.clone(), api.url());
+            tokio::spawn(async move { client.get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let challenges = api.dpop_nonce_challenges();
+    assert!((2..=9).contains(&challenges), "{challenges}");
+    assert_eq!(client.get(api.url()).send().await.unwrap().status(), 200);
+    assert_eq!(api.dpop_nonce_challenges(), challenges, "shared afterwards");
+    assert_eq!(idp.tokens_issued(), 1, "a nonce is not a reason to refresh");
+}

@@ -164,6 +164,7 @@ impl AuthorizerBuilder {
                 gate: AtomicU64::new(0),
                 degraded: AtomicBool::new(false),
                 control: Mutex::new(Control::default()),
+                dpop_nonces: Mutex::default(),
                 shared: Arc::new(Shared {
                     provider: self.provider,
                     store: self.store,

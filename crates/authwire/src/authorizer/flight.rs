@@ -14,6 +14,9 @@ pub(super) struct Inner {
     /// Everything that changes only when a flight starts or ends.
     pub(super) control: Mutex<Control>,
     pub(super) shared: Arc<Shared>,
+    /// The latest `DPoP-Nonce` of each resource server (origin -> nonce), shared by every
+    /// request of this authorizer (RFC 9449 section 9). Read only for bound tokens.
+    pub(super) dpop_nonces: Mutex<std::collections::HashMap<String, String>>,
 }
 
 #[derive(Default)]

@@ -74,15 +74,17 @@ impl Future for AuthorizeTargetFuture<'_> {
             Some(refreshing) => refreshing,
             None => {
                 if let Some(step5) = this.authorizer.cached(Entry::step5) {
-                    return std::task::Poll::Ready(step5.apply(this.target, this.headers));
+                    let nonce = this.authorizer.dpop_nonce_for(&step5, this.target);
+                    return std::task::Poll::Ready(step5.apply(this.target, nonce.as_deref(), this.headers));
                 }
                 this.refreshing.insert(Box::pin(this.authorizer.refresh()))
             }
         };
-        refreshing
-            .as_mut()
-            .poll(cx)
-            .map(|result| result.and_then(|entry| entry.step5().apply(this.target, this.headers)))
+        refreshing.as_mut().poll(cx).map(|result| {
+            let step5 = result?.step5();
+            let nonce = this.authorizer.dpop_nonce_for(&step5, this.target);
+            step5.apply(this.target, nonce.as_deref(), this.headers)
+        })
     }
 }
 

@@ -136,7 +136,9 @@ impl Authorizer {
     /// synchronous (a tower `Service::call`).
     #[inline]
     pub fn try_authorize_target(&self, target: &Target<'_>, headers: &mut HeaderMap) -> Option<HeaderValue> {
-        self.cached(Entry::step5)?.apply(target, headers).ok()
+        let step5 = self.cached(Entry::step5)?;
+        let nonce = self.dpop_nonce_for(&step5, target);
+        step5.apply(target, nonce.as_deref(), headers).ok()
     }
 
     /// The rules for a rejected request, in one place: given what came back for a request that
@@ -153,6 +155,9 @@ impl Authorizer {
         sent: &HeaderValue,
         rules: RejectionRules,
     ) -> RetryDecision {
+        if answer.asks_for_dpop_nonce() {
+            return self.retry_with_dpop_nonce(answer).await;
+        }
         if !self.judge(answer, sent, rules) {
             return RetryDecision::Done;
         }
@@ -169,7 +174,9 @@ impl Authorizer {
             None => self.refresh().await.map(|entry| entry.step5()),
         };
         match fresh {
-            Ok(step5) if step5.header != *sent => RetryDecision::RetryWith(crate::request::Retry::new(step5)),
+            Ok(step5) if step5.header != *sent => {
+                RetryDecision::RetryWith(crate::request::Retry::new(step5, None))
+            }
             // No new token (throttled, or the provider gave the same one back) or none at all.
             _ => RetryDecision::Done,
         }
@@ -178,6 +185,7 @@ impl Authorizer {
     /// The synchronous half of [`Authorizer::decide`]: whether `answer` rejects the token, and
     /// if so, forget the token that was `sent` (rate-limited). For adapters that never retry.
     pub fn judge(&self, answer: &Answer<'_>, sent: &HeaderValue, rules: RejectionRules) -> bool {
+        self.remember_dpop_nonce(answer);
         if !answer.rejects_token(rules) {
             return false;
         }
@@ -213,6 +221,62 @@ impl Authorizer {
             return Ok(token);
         }
         Ok(Box::pin(self.refresh()).await?.token.clone())
+    }
+
+    /// A resource server asked for a DPoP nonce (401, `DPoP error="use_dpop_nonce"`, RFC 9449
+    /// section 9): the token is fine; send the request once more with a proof that carries
+    /// the server's nonce (remembered for its later requests too).
+    async fn retry_with_dpop_nonce(&self, answer: &Answer<'_>) -> RetryDecision {
+        self.remember_dpop_nonce(answer);
+        let Some(nonce) = answer.dpop_nonce() else {
+            return RetryDecision::Done;
+        };
+        if !answer.is_replayable() || answer.is_redirected() {
+            return RetryDecision::Done;
+        }
+        let step5 = match self.cached(Entry::step5) {
+            Some(step5) => step5,
+            None => match self.refresh().await {
+                Ok(entry) => entry.step5(),
+                Err(_) => return RetryDecision::Done,
+            },
+        };
+        if step5.bound.is_none() {
+            return RetryDecision::Done;
+        }
+        debug!(cache_key = %self.inner.shared.key, "the resource server asked for a DPoP nonce; retrying once with it");
+        RetryDecision::RetryWith(crate::request::Retry::new(step5, Some(nonce.to_owned())))
+    }
+
+    /// Keep a `DPoP-Nonce` the server sent, for its origin.
+    fn remember_dpop_nonce(&self, answer: &Answer<'_>) {
+        if let Some(nonce) = answer.dpop_nonce() {
+            let mut nonces = self
+                .inner
+                .dpop_nonces
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if nonces.len() >= 1024 && !nonces.contains_key(answer.origin()) {
+                nonces.clear(); // a bound: one authorizer talks to a few servers, not thousands
+            }
+            nonces.insert(answer.origin().to_owned(), nonce.to_owned());
+        }
+    }
+
+    /// The nonce to put in a bound token's proof for `target` (none for bearer tokens, without
+    /// taking the lock).
+    pub(super) fn dpop_nonce_for(
+        &self,
+        step5: &crate::pipeline::Step5,
+        target: &Target<'_>,
+    ) -> Option<String> {
+        step5.bound.as_ref()?;
+        let nonces = self
+            .inner
+            .dpop_nonces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        nonces.get(&crate::request::origin_key(target)).cloned()
     }
 
     /// Forget the cached token if it is still the one that `rejected` carried (a server answered
