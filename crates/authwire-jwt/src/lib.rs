@@ -167,6 +167,10 @@ impl<P: IdentityProvider> IdentityProvider for JwtExpiry<P> {
     fn cache_key(&self) -> CacheKey {
         self.inner.cache_key()
     }
+
+    fn restore_proof(&self, key: &authwire::ProofKey) -> Option<Arc<dyn authwire::ProofOfPossession>> {
+        self.inner.restore_proof(key)
+    }
 }
 
 impl<P: fmt::Debug> fmt::Debug for JwtExpiry<P> {

@@ -245,7 +245,17 @@ impl authwire::ProofOfPossession for DpopSigner {
         value.set_sensitive(true);
         Ok((http::HeaderName::from_static("dpop"), value))
     }
+
+    fn key(&self) -> Option<authwire::ProofKey> {
+        Some(authwire::ProofKey {
+            kind: KEY_KIND.into(),
+            material: self.key.to_pkcs8_pem(),
+        })
+    }
 }
+
+/// The [`authwire::ProofKey::kind`] of DPoP ES256 keys.
+pub(crate) const KEY_KIND: &str = "dpop+es256";
 
 impl fmt::Debug for DpopKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -300,6 +300,19 @@ impl IdentityProvider for OAuth2Provider {
     fn cache_key(&self) -> CacheKey {
         self.inner.cache_key.clone()
     }
+
+    /// A stored DPoP-bound token is usable again when its key is this provider's key.
+    fn restore_proof(&self, key: &authwire::ProofKey) -> Option<Arc<dyn authwire::ProofOfPossession>> {
+        let ours = self.inner.dpop.as_ref()?;
+        if key.kind != dpop::KEY_KIND {
+            return None;
+        }
+        let stored = DpopKey::from_pkcs8_pem(key.material.expose_secret().as_bytes()).ok()?;
+        (stored.thumbprint() == ours.thumbprint()).then(|| {
+            Arc::new(dpop::DpopSigner::new(stored, self.inner.clock.clone()))
+                as Arc<dyn authwire::ProofOfPossession>
+        })
+    }
 }
 
 impl Inner {

@@ -36,6 +36,11 @@ fn full_token(n: u32) -> Token {
         .with_refresh_at(at(1_899_999_000, 0))
         .with_refresh_token(format!("refresh-{n}"))
         .with_scope("api:read api:write")
+        // A bound token travels with its key (DPoP: a bound refresh token is useless without it).
+        .with_stored_proof_key(authwire::ProofKey {
+            kind: "dpop+es256".into(),
+            material: format!("-----BEGIN PRIVATE KEY-----\nkey-{n}\n-----END PRIVATE KEY-----\n").into(),
+        })
 }
 
 fn close(a: Option<SystemTime>, b: Option<SystemTime>) -> bool {
@@ -73,6 +78,13 @@ async fn round_trip_keeps_every_field(store: &dyn TokenStore) {
     assert!(
         same_token(&back, &token),
         "round trip: fields differ: {back:?} vs {token:?}"
+    );
+    let (kept, sent) = (back.stored_proof_key(), token.stored_proof_key());
+    assert!(
+        kept.zip(sent).is_some_and(
+            |(k, s)| k.kind == s.kind && k.material.expose_secret() == s.material.expose_secret()
+        ),
+        "round trip: the proof key was not kept with the token"
     );
     store.delete(&key).await.expect("round trip: delete");
 }

@@ -98,7 +98,7 @@ pub use request::{
     is_loopback_host,
 };
 pub use store::{LeaseGuard, RefreshLease, TokenStore};
-pub use token::{CacheKey, ProofOfPossession, Token, TokenType};
+pub use token::{CacheKey, ProofKey, ProofOfPossession, Token, TokenType};
 
 /// The `http` crate, whose `HeaderMap`, `HeaderValue` and `Request` this API uses.
 pub use http;

@@ -56,6 +56,14 @@ pub trait IdentityProvider: Send + Sync + 'static {
 
     /// What this provider's tokens are stored under (issuer, client, scopes, audience ...).
     fn cache_key(&self) -> CacheKey;
+
+    /// Turn the proof key a store kept with a bound token back into its proof of possession,
+    /// so the stored token can be used (a restart, another replica). `None` (the default): the
+    /// stored bound token is not used, and the authorizer refreshes instead.
+    fn restore_proof(&self, key: &crate::ProofKey) -> Option<Arc<dyn crate::ProofOfPossession>> {
+        let _ = key;
+        None
+    }
 }
 
 #[async_trait]
@@ -67,6 +75,10 @@ impl<P: IdentityProvider + ?Sized> IdentityProvider for Arc<P> {
     fn cache_key(&self) -> CacheKey {
         (**self).cache_key()
     }
+
+    fn restore_proof(&self, key: &crate::ProofKey) -> Option<Arc<dyn crate::ProofOfPossession>> {
+        (**self).restore_proof(key)
+    }
 }
 
 #[async_trait]
@@ -77,6 +89,10 @@ impl<P: IdentityProvider + ?Sized> IdentityProvider for Box<P> {
 
     fn cache_key(&self) -> CacheKey {
         (**self).cache_key()
+    }
+
+    fn restore_proof(&self, key: &crate::ProofKey) -> Option<Arc<dyn crate::ProofOfPossession>> {
+        (**self).restore_proof(key)
     }
 }
 

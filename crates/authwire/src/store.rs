@@ -113,6 +113,21 @@ struct StoredRef<'a> {
     refresh_at: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     issued_at: Option<f64>,
+    /// The proof key of a bound token: `{"kind": .., "key": ..}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pop: Option<StoredKeyRef<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct StoredKeyRef<'a> {
+    kind: &'a str,
+    key: &'a str,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredKey {
+    kind: String,
+    key: SecretString,
 }
 
 #[derive(serde::Deserialize)]
@@ -129,6 +144,7 @@ struct StoredV1 {
     scope: Option<String>,
     refresh_at: Option<f64>,
     issued_at: Option<f64>,
+    pop: Option<StoredKey>,
 }
 
 /// Serialise a token for a store: JSON with a format version (`"v": 1`), times (`expires_at`,
@@ -145,7 +161,12 @@ struct StoredV1 {
 /// assert_eq!(back.expires_at(), token.expires_at());
 /// assert!(back.refresh_token().is_some());
 /// ```
+///
+/// A bound token is written with its proof key (`"pop"`), when its proof can export one
+/// ([`ProofOfPossession::key`](crate::ProofOfPossession::key)).
 pub fn encode(token: &Token) -> Zeroizing<Vec<u8>> {
+    let exported = token.proof().and_then(|p| p.key());
+    let key = exported.as_ref().or(token.stored_proof_key());
     let stored = StoredRef {
         v: FORMAT_VERSION,
         access_token: token.access_token().expose_secret(),
@@ -155,6 +176,10 @@ pub fn encode(token: &Token) -> Zeroizing<Vec<u8>> {
         scope: token.scope(),
         refresh_at: token.refresh_at().map(to_epoch_secs),
         issued_at: token.issued_at().map(to_epoch_secs),
+        pop: key.map(|k| StoredKeyRef {
+            kind: &k.kind,
+            key: k.material.expose_secret(),
+        }),
     };
     // Serialising plain strings and numbers into a Vec cannot fail.
     Zeroizing::new(serde_json::to_vec(&stored).unwrap_or_default())
@@ -209,6 +234,12 @@ pub fn decode(bytes: &[u8]) -> Result<Token, DecodeError> {
     }
     if let Some(scope) = s.scope {
         token = token.with_scope(scope);
+    }
+    if let Some(pop) = s.pop {
+        token = token.with_stored_proof_key(crate::ProofKey {
+            kind: pop.kind,
+            material: pop.key,
+        });
     }
     Ok(token)
 }

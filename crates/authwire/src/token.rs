@@ -35,6 +35,28 @@ pub struct Token {
     refresh_at: Option<SystemTime>,
     issued_at: Option<SystemTime>,
     proof: Option<std::sync::Arc<dyn ProofOfPossession>>,
+    /// The key of a bound token read back from a store, until its provider restores the proof.
+    stored_proof_key: Option<ProofKey>,
+}
+
+/// The key a bound token's proofs are made with, as stores keep it beside the token (a bound
+/// refresh token is useless without it): a `kind` its provider understands (`dpop+es256`) and
+/// the secret key material (PKCS#8 PEM). `Debug` shows only the kind.
+#[derive(Clone)]
+pub struct ProofKey {
+    /// What the key is, for [`IdentityProvider::restore_proof`](crate::IdentityProvider::restore_proof).
+    pub kind: String,
+    /// The private key.
+    pub material: SecretString,
+}
+
+impl fmt::Debug for ProofKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProofKey")
+            .field("kind", &self.kind)
+            .field("material", &Redacted)
+            .finish()
+    }
 }
 
 /// Proves possession of the key a token is bound to, once per request: what makes a DPoP-bound
@@ -51,6 +73,13 @@ pub trait ProofOfPossession: Send + Sync + 'static {
         access_token: &SecretString,
         nonce: Option<&str>,
     ) -> Result<(http::HeaderName, http::HeaderValue), crate::ProviderError>;
+
+    /// The key, for stores to keep beside the token (so that a restarted process or another
+    /// replica can use it). `None` (the default): the token is not stored with its key, and a
+    /// process that loads it refreshes instead.
+    fn key(&self) -> Option<ProofKey> {
+        None
+    }
 }
 
 impl Token {
@@ -65,7 +94,21 @@ impl Token {
             refresh_at: None,
             issued_at: None,
             proof: None,
+            stored_proof_key: None,
         }
+    }
+
+    /// The proof key a store kept with this token, when it has not been restored into a
+    /// [`ProofOfPossession`] yet (see [`IdentityProvider::restore_proof`](crate::IdentityProvider::restore_proof)).
+    pub fn stored_proof_key(&self) -> Option<&ProofKey> {
+        self.stored_proof_key.as_ref()
+    }
+
+    /// Attach the proof key a store kept with the token (for store implementations that do not
+    /// use [`store::decode`](crate::store::decode)).
+    pub fn with_stored_proof_key(mut self, key: ProofKey) -> Self {
+        self.stored_proof_key = Some(key);
+        self
     }
 
     /// Bind the token to a key: every request that carries it also gets `proof`'s header.

@@ -152,3 +152,80 @@ async fn resource_server_nonces_are_answered_once_remembered_and_followed_when_t
     assert_eq!(api.dpop_nonce_challenges(), challenges, "shared afterwards");
     assert_eq!(idp.tokens_issued(), 1, "a nonce is not a reason to refresh");
 }
+
+#[tokio::test]
+async fn a_restarted_process_uses_the_stored_bound_token_with_its_stored_key() {
+    use authwire::secrecy::ExposeSecret;
+    use authwire::{Token, TokenStore, TokenType};
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    let store = BytesStore::default();
+    let key = DpopKey::generate_es256().unwrap();
+    let pem = key.to_pkcs8_pem();
+    let process = |key: DpopKey| {
+        let provider = idp.confidential_client().dpop(key).build().unwrap();
+        let authorizer = Authorizer::builder(provider).store(store.clone()).build();
+        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(AuthMiddleware::for_origins(authorizer.clone(), [api.url()]).unwrap())
+            .build();
+        (authorizer, client)
+    };
+    let (first, client) = process(key);
+    assert_eq!(client.get(api.url()).send().await.unwrap().status(), 200);
+    let stored = store.load(first.cache_key()).await.unwrap().unwrap();
+    assert!(
+        stored.stored_proof_key().is_some(),
+        "the key was stored with the token"
+    );
+    assert!(
+        stored.proof().is_none(),
+        "what a store reads back has no live proof"
+    );
+
+    // A restart: new authorizer, the key loaded from where the application kept it.
+    let (_, restarted) = process(DpopKey::from_pkcs8_pem(pem.expose_secret().as_bytes()).unwrap());
+    assert_eq!(restarted.get(api.url()).send().await.unwrap().status(), 200);
+    assert_eq!(
+        idp.tokens_issued(),
+        1,
+        "the stored token was used, not a new one fetched"
+    );
+    assert_eq!(api.dpop_proofs_verified(), 2);
+
+    // A stored bound token whose key is gone is refreshed, never sent bare.
+    let keyless = Token::new(stored.access_token().expose_secret())
+        .with_token_type(TokenType::DPoP)
+        .with_expires_at(stored.expires_at().unwrap());
+    store.save(first.cache_key(), &keyless).await.unwrap();
+    let (_, again) = process(DpopKey::from_pkcs8_pem(pem.expose_secret().as_bytes()).unwrap());
+    assert_eq!(again.get(api.url()).send().await.unwrap().status(), 200);
+    assert_eq!(idp.tokens_issued(), 2, "refreshed");
+    assert_eq!(api.unauthorized(), 0, "nothing was sent without its proof");
+}
+
+/// A store that keeps only what `store::encode` writes, as every persistent store does.
+#[derive(Clone, Default)]
+struct BytesStore(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>);
+
+#[authwire::async_trait]
+impl authwire::TokenStore for BytesStore {
+    async fn load(&self, key: &authwire::CacheKey) -> Result<Option<authwire::Token>, authwire::StoreError> {
+        let map = self.0.lock().unwrap();
+        map.get(key.as_str())
+            .map(|b| authwire::store::decode(b).map_err(authwire::StoreError::new))
+            .transpose()
+    }
+    async fn save(
+        &self,
+        key: &authwire::CacheKey,
+        token: &authwire::Token,
+    ) -> Result<(), authwire::StoreError> {
+        let bytes = authwire::store::encode(token).to_vec();
+        self.0.lock().unwrap().insert(key.as_str().to_owned(), bytes);
+        Ok(())
+    }
+    async fn delete(&self, key: &authwire::CacheKey) -> Result<(), authwire::StoreError> {
+        self.0.lock().unwrap().remove(key.as_str());
+        Ok(())
+    }
+}

@@ -67,7 +67,17 @@ impl Shared {
         if rejected || ours || !unexpired || !newer_than(stored, held) {
             return None;
         }
-        self.prepare(stored.clone(), now)
+        // A bound token read back from a store is usable only with its proof, which its
+        // provider restores from the stored key; without it, prepare refuses the token and
+        // the authorizer refreshes instead of sending it bare.
+        let stored = match stored.stored_proof_key() {
+            Some(key) if stored.proof().is_none() => match self.provider.restore_proof(key) {
+                Some(proof) => Arc::new((**stored).clone().with_proof(proof)),
+                None => stored.clone(),
+            },
+            _ => stored.clone(),
+        };
+        self.prepare(stored, now)
             .ok()
             .filter(|entry| check_expiry(&entry.schedule, now) != Freshness::Expired)
     }
