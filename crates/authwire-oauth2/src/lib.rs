@@ -1012,3 +1012,8 @@ fn random_id() -> String {
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/providers.md")]
 pub struct ProvidersGuide;
+
+/// docs/dpop.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/dpop.md")]
+pub struct DpopGuide;
