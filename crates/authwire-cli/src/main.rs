@@ -89,6 +89,10 @@ struct Credentials {
     /// Allow plain http to hosts that are not loopback (tokens cross the network readable).
     #[arg(long, global = true)]
     allow_insecure_http: bool,
+    /// Bind tokens to a DPoP key (RFC 9449), kept in the cache beside them; requests made with
+    /// `curl` then carry a proof each.
+    #[arg(long, global = true)]
+    dpop: bool,
 }
 
 #[derive(Subcommand)]
@@ -233,17 +237,17 @@ async fn run(cli: Cli, trace: &Trace) -> Result<u8, CliError> {
         }
         Command::Inspect { token: Some(t) } => inspect(&read_token_arg(&t).await?),
         Command::Inspect { token: None } => {
-            let s = settings::resolve(&cli.credentials, false)?;
+            let s = settings::resolve(&cli.credentials, false).await?;
             let token = current_token(&s, trace).await?;
-            inspect(token.access_token().expose_secret())
+            inspect_with_key(token.access_token().expose_secret(), s.dpop_key.as_ref())
         }
         Command::Token { json } => {
-            let s = settings::resolve(&cli.credentials, false)?;
+            let s = settings::resolve(&cli.credentials, false).await?;
             let token = current_token(&s, trace).await?;
             print_token(&token, json)
         }
         Command::Header => {
-            let s = settings::resolve(&cli.credentials, false)?;
+            let s = settings::resolve(&cli.credentials, false).await?;
             let authorizer = settings::authorizer(&s);
             get_token(&authorizer, &s, trace).await?;
             let header = authorizer
@@ -260,15 +264,15 @@ async fn run(cli: Cli, trace: &Trace) -> Result<u8, CliError> {
             out(&format!("Authorization: {value}\n"))
         }
         Command::Curl(args) => {
-            let s = settings::resolve(&cli.credentials, false)?;
+            let s = settings::resolve(&cli.credentials, false).await?;
             curl(&s, args, trace).await
         }
         Command::Login => {
-            let s = settings::resolve(&cli.credentials, true)?;
+            let s = settings::resolve(&cli.credentials, true).await?;
             login(&s).await
         }
         Command::Logout => {
-            let s = settings::resolve(&cli.credentials, true)?;
+            let s = settings::resolve(&cli.credentials, true).await?;
             let Some((store, description)) = &s.store else {
                 return Err(CliError::config("there is no cache to log out of (--cache none)"));
             };
@@ -366,6 +370,12 @@ async fn read_token_arg(arg: &str) -> Result<String, CliError> {
 }
 
 fn inspect(token: &str) -> Result<u8, CliError> {
+    inspect_with_key(token, None)
+}
+
+/// Show a token's claims; for a DPoP-bound one, its `cnf.jkt` and whether this client's key is
+/// the one it is bound to.
+fn inspect_with_key(token: &str, key: Option<&authwire_oauth2::DpopKey>) -> Result<u8, CliError> {
     let claims =
         authwire_jwt::inspect(token).map_err(|e| CliError::config(format!("cannot inspect: {e}")))?;
     let pretty = |v: &serde_json::Map<String, serde_json::Value>| {
@@ -378,6 +388,19 @@ fn inspect(token: &str) -> Result<u8, CliError> {
     );
     if let Some(exp) = claims.expires_at() {
         text.push_str(&format!("expires: {} ({})\n", rfc3339(exp), human_expiry(exp)));
+    }
+    if let Some(jkt) = claims
+        .all()
+        .get("cnf")
+        .and_then(|c| c.get("jkt"))
+        .and_then(|j| j.as_str())
+    {
+        let verdict = match key {
+            Some(k) if k.thumbprint() == jkt => "matches this client's DPoP key",
+            Some(_) => "does NOT match this client's DPoP key",
+            None => "DPoP-bound; pass --dpop to compare with this client's key",
+        };
+        text.push_str(&format!("cnf.jkt: {jkt} ({verdict})\n"));
     }
     text.push_str("(not verified: inspect reads a token, it does not check its signature)\n");
     out(&text)

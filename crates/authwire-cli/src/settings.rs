@@ -5,7 +5,7 @@ use crate::{CliError, Credentials};
 use authwire::{Authorizer, TokenStore};
 use authwire_file::FileStore;
 use authwire_keyring::KeyringStore;
-use authwire_oauth2::{ClientAuthMethod, Grant, OAuth2Provider, PrivateKey};
+use authwire_oauth2::{ClientAuthMethod, DpopKey, Grant, OAuth2Provider, PrivateKey};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,8 @@ struct Profile {
     cache: Option<String>,
     #[serde(default)]
     allow_insecure_http: bool,
+    #[serde(default)]
+    dpop: bool,
 }
 
 /// Which token cache to use.
@@ -75,6 +77,8 @@ pub(crate) struct Settings {
     pub(crate) store: Option<ChosenStore>,
     pub(crate) allow_insecure_http: bool,
     pub(crate) endpoint: String,
+    /// The DPoP key tokens are bound to, with `--dpop`.
+    pub(crate) dpop_key: Option<DpopKey>,
 }
 
 pub(crate) fn config_dir() -> Option<PathBuf> {
@@ -123,7 +127,7 @@ fn read_secret_file(path: &Path) -> Result<String, CliError> {
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-pub(crate) fn resolve(c: &Credentials, login: bool) -> Result<Settings, CliError> {
+pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, CliError> {
     let profile = match &c.profile {
         Some(name) => load_profile(name)?,
         None => Profile::default(),
@@ -213,7 +217,6 @@ pub(crate) fn resolve(c: &Credentials, login: bool) -> Result<Settings, CliError
         b = b.resource(r);
     }
     b = b.allow_insecure_http(allow_insecure_http);
-    let provider = b.build().map_err(|e| CliError::config(e.to_string()))?;
 
     let cache = match (c.cache, profile.cache.as_deref()) {
         (Some(k), _) => Some(k),
@@ -224,12 +227,50 @@ pub(crate) fn resolve(c: &Credentials, login: bool) -> Result<Settings, CliError
         (None, None) => None,
     };
     let store = open_store(cache)?;
+    let dpop_key = if c.dpop || profile.dpop {
+        let key = dpop_key(store.as_ref(), &endpoint, &client_id).await?;
+        b = b.dpop(key.clone());
+        Some(key)
+    } else {
+        None
+    };
+    let provider = b.build().map_err(|e| CliError::config(e.to_string()))?;
     Ok(Settings {
         provider,
         store,
         allow_insecure_http,
         endpoint,
+        dpop_key,
     })
+}
+
+/// The client's DPoP key: the one kept in the cache (an entry of its own, beside the tokens it
+/// binds), or a new one, saved there. Without a cache, a new key each run.
+async fn dpop_key(store: Option<&ChosenStore>, endpoint: &str, client_id: &str) -> Result<DpopKey, CliError> {
+    use authwire::secrecy::ExposeSecret;
+    let key = authwire::CacheKey::new(format!("dpop-key|{endpoint}|{client_id}"));
+    if let Some((store, _)) = store
+        && let Ok(Some(entry)) = store.load(&key).await
+        && let Some(kept) = entry.stored_proof_key()
+        && let Ok(dpop) = DpopKey::from_pkcs8_pem(kept.material.expose_secret().as_bytes())
+    {
+        return Ok(dpop);
+    }
+    let dpop = DpopKey::generate_es256().map_err(|e| CliError::config(e.to_string()))?;
+    if let Some((store, description)) = store {
+        // An entry that is never served: it only carries the key.
+        let entry = authwire::Token::new("dpop-key").with_stored_proof_key(authwire::ProofKey {
+            kind: "dpop+es256".into(),
+            material: dpop.to_pkcs8_pem(),
+        });
+        store.save(&key, &entry).await.map_err(|e| {
+            CliError::config(format!(
+                "cannot keep the DPoP key in the {description}: {}",
+                authwire::error_chain(&e)
+            ))
+        })?;
+    }
+    Ok(dpop)
 }
 
 fn file_store() -> Result<ChosenStore, CliError> {

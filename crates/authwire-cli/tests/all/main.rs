@@ -629,3 +629,38 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
     .await;
     outputs.into_iter().map(|o| o.expect("ready")).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_tokens_are_cached_with_their_key_and_curl_sends_a_proof_per_request() {
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    let sb = Sandbox::new();
+    let mut creds = creds(&idp);
+    creds.push("--dpop".into());
+    let first = Run::new(&sb, &args(&["token"], &creds)).output().await;
+    assert_eq!(first.code(), 0, "{}", first.stderr());
+    let second = Run::new(&sb, &args(&["token"], &creds)).output().await;
+    assert_eq!(
+        second.stdout(),
+        first.stdout(),
+        "the bound token and its key came from the cache"
+    );
+    assert_eq!(idp.tokens_issued(), 1);
+    assert_eq!(idp.dpop_proofs(), 1);
+
+    let url = format!("{}/v1/things?page=2", api.url());
+    let curl = Run::new(&sb, &args(&["curl", &url], &creds)).output().await;
+    assert_eq!(curl.code(), 0, "{}", curl.stderr());
+    assert_eq!(api.dpop_proofs_verified(), 1, "the strict API verified the proof");
+
+    let inspect = Run::new(&sb, &args(&["inspect"], &creds)).output().await;
+    assert_eq!(inspect.code(), 0, "{}", inspect.stderr());
+    assert!(
+        inspect.stdout().contains("matches this client's DPoP key"),
+        "{}",
+        inspect.stdout()
+    );
+    for out in [&first, &second, &curl, &inspect] {
+        assert!(!out.stderr().contains("PRIVATE KEY"), "{}", out.stderr());
+    }
+}
