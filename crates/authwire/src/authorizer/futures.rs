@@ -20,8 +20,8 @@ impl Future for AuthorizationHeaderFuture<'_> {
         let refreshing = match &mut this.refreshing {
             Some(refreshing) => refreshing,
             None => {
-                if let Some(value) = this.authorizer.cached(Entry::unbound_header) {
-                    return std::task::Poll::Ready(value);
+                if let Some(value) = this.authorizer.cached(Entry::header) {
+                    return std::task::Poll::Ready(unbound(value));
                 }
                 this.refreshing.insert(Box::pin(this.authorizer.refresh()))
             }
@@ -29,8 +29,18 @@ impl Future for AuthorizationHeaderFuture<'_> {
         refreshing
             .as_mut()
             .poll(cx)
-            .map(|result| result.and_then(|entry| entry.unbound_header()))
+            .map(|result| result.and_then(|entry| unbound(entry.header())))
     }
+}
+
+/// A header for the calls that cannot add a proof: a bound (DPoP) token's is refused, so that
+/// it never leaves without its proof (see [`is_bound_header`]).
+#[inline(always)]
+fn unbound(value: HeaderValue) -> Result<HeaderValue, AuthError> {
+    if is_bound_header(&value) {
+        return Err(AuthError::ProofRequired);
+    }
+    Ok(value)
 }
 
 /// The future of [`Authorizer::authorize`].

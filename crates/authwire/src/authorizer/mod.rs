@@ -32,7 +32,7 @@ use refresh::*;
 
 use crate::clock::SharedClock;
 use crate::metrics::{Counters, Metrics};
-use crate::pipeline::{Entry, check_expiry, update_headers};
+use crate::pipeline::{Entry, check_expiry, is_bound_header, update_headers};
 use crate::policy::{self, Freshness, Timing};
 use crate::request::{Answer, RejectionRules, RetryDecision, Target};
 use crate::store::{LeaseGuard, RefreshLease};
@@ -212,7 +212,7 @@ impl Authorizer {
     ///
     /// `None` too for a DPoP-bound token, which never leaves without a proof for its request.
     pub fn cached_authorization_header(&self) -> Option<HeaderValue> {
-        self.cached(Entry::unbound_header).and_then(Result::ok)
+        self.cached(Entry::header).filter(|v| !is_bound_header(v))
     }
 
     /// Steps 1-3: the current valid token.
