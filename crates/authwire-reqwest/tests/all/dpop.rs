@@ -5,20 +5,23 @@ use authwire::{AuthError, Authorizer};
 use authwire_oauth2::DpopKey;
 use authwire_reqwest::AuthMiddleware;
 use authwire_testkit::{IdentityServer, ResourceServer};
+use reqwest_middleware::ClientWithMiddleware;
 
-#[tokio::test]
-async fn bound_tokens_go_out_with_a_fresh_proof_for_each_request_and_pass_a_strict_api() {
+/// An identity server, a strict API, and a middleware client whose tokens are DPoP-bound.
+async fn bound_client() -> (IdentityServer, ResourceServer, Authorizer, ClientWithMiddleware) {
     let idp = IdentityServer::start().await;
     let api = ResourceServer::start(&idp).await;
-    let provider = idp
-        .confidential_client()
-        .dpop(DpopKey::generate_es256().unwrap())
-        .build()
-        .unwrap();
-    let authorizer = Authorizer::new(provider);
+    let key = DpopKey::generate_es256().unwrap();
+    let authorizer = Authorizer::new(idp.confidential_client().dpop(key).build().unwrap());
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(AuthMiddleware::for_origins(authorizer.clone(), [api.url()]).unwrap())
         .build();
+    (idp, api, authorizer, client)
+}
+
+#[tokio::test]
+async fn bound_tokens_go_out_with_a_fresh_proof_for_each_request_and_pass_a_strict_api() {
+    let (idp, api, authorizer, client) = bound_client().await;
     let r = client
         .get(format!("{}/v1/things?page=2&sort=asc", api.url()))
         .send()
@@ -75,16 +78,7 @@ async fn bound_tokens_go_out_with_a_fresh_proof_for_each_request_and_pass_a_stri
 
 #[tokio::test]
 async fn a_rejected_bound_token_is_refreshed_and_the_retry_gets_its_own_proof() {
-    let idp = IdentityServer::start().await;
-    let api = ResourceServer::start(&idp).await;
-    let provider = idp
-        .confidential_client()
-        .dpop(DpopKey::generate_es256().unwrap())
-        .build()
-        .unwrap();
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthMiddleware::for_origins(Authorizer::new(provider), [api.url()]).unwrap())
-        .build();
+    let (idp, api, _, client) = bound_client().await;
     assert_eq!(client.get(api.url()).send().await.unwrap().status(), 200);
     api.reject_next(1);
     let r = client
@@ -110,17 +104,7 @@ async fn a_rejected_bound_token_is_refreshed_and_the_retry_gets_its_own_proof() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_server_nonces_are_answered_once_remembered_and_followed_when_they_change() {
-    let idp = IdentityServer::start().await;
-    let api = ResourceServer::start(&idp).await;
-    let provider = idp
-        .confidential_client()
-        .dpop(DpopKey::generate_es256().unwrap())
-        .build()
-        .unwrap();
-    let authorizer = Authorizer::new(provider);
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthMiddleware::for_origins(authorizer, [api.url()]).unwrap())
-        .build();
+    let (idp, api, _, client) = bound_client().await;
     api.require_dpop_nonce("nonce-1");
     let r = client
         .post(format!("{}/v1/orders", api.url()))
