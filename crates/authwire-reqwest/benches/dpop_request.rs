@@ -4,7 +4,44 @@
 //! server verifies nothing, so the difference is the client's cost and the proof's bytes on the
 //! wire. Recorded in docs/PERFORMANCE.md.
 
-use authwire::Authorizer;
+use authwire::secrecy::SecretString;
+use authwire::{
+    Authorizer, CacheKey, IdentityProvider, ProofOfPossession, ProviderError, Target, Token, TokenType,
+    async_trait,
+};
+use std::sync::Arc;
+
+/// A proof computed once and sent with every request: the same bytes on the wire as a real one,
+/// without the signature, to tell the signing cost from the header's.
+struct PrecomputedProof(http::HeaderValue);
+
+impl ProofOfPossession for PrecomputedProof {
+    fn proof(
+        &self,
+        _: &Target<'_>,
+        _: &SecretString,
+        _: Option<&str>,
+    ) -> Result<(http::HeaderName, http::HeaderValue), ProviderError> {
+        Ok((http::HeaderName::from_static("dpop"), self.0.clone()))
+    }
+}
+
+/// Hands out `token`, bound to a precomputed proof.
+struct Precomputed(String, http::HeaderValue);
+
+#[async_trait]
+impl IdentityProvider for Precomputed {
+    async fn fetch_token(&self, _: Option<&Token>) -> Result<Token, ProviderError> {
+        let now = authwire::Clock::now(&authwire::SystemClock);
+        Ok(Token::new(self.0.clone())
+            .with_token_type(TokenType::DPoP)
+            .with_expires_at(now + Duration::from_secs(3600))
+            .with_proof(Arc::new(PrecomputedProof(self.1.clone()))))
+    }
+    fn cache_key(&self) -> CacheKey {
+        CacheKey::from_static("precomputed")
+    }
+}
 use authwire_oauth2::DpopKey;
 use authwire_reqwest::AuthMiddleware;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -35,8 +72,25 @@ fn requests(c: &mut Criterion) {
             .unwrap(),
     );
     let bound = client(bound_authorizer.clone());
+    // The same token and a real proof's bytes, precomputed.
+    let (token, proof) = runtime.block_on(async {
+        let uri: http::Uri = url.parse().unwrap();
+        let target = Target::from_uri(&http::Method::GET, &uri);
+        let mut headers = http::HeaderMap::new();
+        let sent = bound_authorizer
+            .authorize_target(&target, &mut headers)
+            .await
+            .unwrap();
+        let token = sent.to_str().unwrap().trim_start_matches("DPoP ").to_owned();
+        (token, headers["dpop"].clone())
+    });
+    let precomputed = client(Authorizer::new(Precomputed(token, proof)));
     let mut group = c.benchmark_group("request_through_middleware");
-    for (name, client) in [("bearer", &bearer), ("dpop", &bound)] {
+    for (name, client) in [
+        ("bearer", &bearer),
+        ("dpop", &bound),
+        ("dpop_precomputed_proof", &precomputed),
+    ] {
         runtime.block_on(async { client.get(&url).send().await.unwrap() }); // fetch the token
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async {
