@@ -33,6 +33,8 @@ mod exit {
     pub(crate) const NETWORK: u8 = 4;
     /// `curl`: the server answered with an HTTP error (as `curl -f` does).
     pub(crate) const HTTP: u8 = 22;
+    /// `inspect`: the token has expired (scripts use `inspect` as a check).
+    pub(crate) const EXPIRED: u8 = 5;
 }
 
 #[derive(Parser)]
@@ -102,6 +104,9 @@ enum Command {
         /// Print {"access_token","token_type","expires_at","scope"} instead.
         #[arg(long)]
         json: bool,
+        /// Refresh first if the token has less than this left (`90s`, `5m`, `2h`, or seconds).
+        #[arg(long, value_parser = parse_duration)]
+        min_ttl: Option<std::time::Duration>,
     },
     /// Print the header line "Authorization: SCHEME TOKEN".
     Header,
@@ -241,9 +246,28 @@ async fn run(cli: Cli, trace: &Trace) -> Result<u8, CliError> {
             let token = current_token(&s, trace).await?;
             inspect_with_key(token.access_token().expose_secret(), s.dpop_key.as_ref())
         }
-        Command::Token { json } => {
+        Command::Token { json, min_ttl } => {
             let s = settings::resolve(&cli.credentials, false).await?;
-            let token = current_token(&s, trace).await?;
+            let authorizer = settings::authorizer(&s);
+            let mut token = get_token(&authorizer, &s, trace).await?;
+            if let Some(min) = min_ttl
+                && time_left(&token) < min
+            {
+                // Less than asked for: forget the cached token and fetch a new one.
+                if let Some(header) = authorizer.cached_authorization_header() {
+                    authorizer.invalidate(&header);
+                }
+                trace.step(
+                    "step 2 refresh",
+                    &format!("less than --min-ttl {min:?} left: refreshing first"),
+                );
+                token = get_token(&authorizer, &s, trace).await?;
+                if time_left(&token) < min {
+                    eprintln!(
+                        "authwire: the new token lives less than --min-ttl {min:?}: the identity provider issues shorter ones"
+                    );
+                }
+            }
             print_token(&token, json)
         }
         Command::Header => {
@@ -342,6 +366,33 @@ async fn current_token(s: &Settings, trace: &Trace) -> Result<std::sync::Arc<Tok
     get_token(&settings::authorizer(s), s, trace).await
 }
 
+/// How long `token` has left (a token without a known expiry never counts as too short).
+fn time_left(token: &Token) -> std::time::Duration {
+    let now = authwire::Clock::now(&authwire::SystemClock);
+    token.expires_at().map_or(std::time::Duration::MAX, |exp| {
+        exp.duration_since(now).unwrap_or_default()
+    })
+}
+
+/// `90s`, `5m`, `2h`, `1d`, or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 5m or 2h"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
+}
+
 fn print_token(token: &Token, json: bool) -> Result<u8, CliError> {
     if !json {
         return out(&format!("{}\n", token.access_token().expose_secret()));
@@ -403,7 +454,15 @@ fn inspect_with_key(token: &str, key: Option<&authwire_oauth2::DpopKey>) -> Resu
         text.push_str(&format!("cnf.jkt: {jkt} ({verdict})\n"));
     }
     text.push_str("(not verified: inspect reads a token, it does not check its signature)\n");
-    out(&text)
+    let printed = out(&text)?;
+    if claims
+        .expires_at()
+        .is_some_and(|exp| exp <= authwire::Clock::now(&authwire::SystemClock))
+    {
+        eprintln!("authwire: the token has expired");
+        return Ok(exit::EXPIRED);
+    }
+    Ok(printed)
 }
 
 async fn login(s: &Settings) -> Result<u8, CliError> {

@@ -664,3 +664,60 @@ async fn dpop_tokens_are_cached_with_their_key_and_curl_sends_a_proof_per_reques
         assert!(!out.stderr().contains("PRIVATE KEY"), "{}", out.stderr());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_exits_non_zero_for_an_expired_token() {
+    // Issue 18: scripts use `authwire inspect` as a check. (Unsigned JWTs: inspect does not
+    // verify, it reads.) {"alg":"none"} . {"exp":1000} and {"exp":4000000000}
+    let sb = Sandbox::new();
+    let expired = "eyJhbGciOiJub25lIn0.eyJleHAiOjEwMDB9.c2ln";
+    let out = Run::new(&sb, &["inspect", expired]).output().await;
+    assert_eq!(out.code(), 5, "{}", out.stderr());
+    assert!(out.stderr().contains("expired"), "{}", out.stderr());
+    assert!(
+        out.stdout().contains("\"exp\": 1000"),
+        "the claims are still shown: {}",
+        out.stdout()
+    );
+    let valid = "eyJhbGciOiJub25lIn0.eyJleHAiOjQwMDAwMDAwMDB9.c2ln";
+    assert_eq!(Run::new(&sb, &["inspect", valid]).output().await.code(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_min_ttl_refreshes_first_when_less_is_left() {
+    let idp = IdentityServer::builder()
+        .settings(Settings {
+            token_lifetime: Duration::from_secs(600),
+            ..Settings::default()
+        })
+        .start()
+        .await;
+    let sb = Sandbox::new();
+    let creds = creds(&idp);
+    let first = Run::new(&sb, &args(&["token"], &creds)).output().await;
+    assert_eq!(first.code(), 0, "{}", first.stderr());
+    let enough = Run::new(&sb, &args(&["token", "--min-ttl", "5m"], &creds))
+        .output()
+        .await;
+    assert_eq!(
+        enough.stdout(),
+        first.stdout(),
+        "10 minutes left: the cached token"
+    );
+    assert_eq!(idp.tokens_issued(), 1);
+    let more = Run::new(&sb, &args(&["token", "--min-ttl", "20m"], &creds))
+        .output()
+        .await;
+    assert_eq!(more.code(), 0, "{}", more.stderr());
+    assert_ne!(more.stdout(), first.stdout(), "refreshed first");
+    assert_eq!(idp.tokens_issued(), 2);
+    assert!(
+        more.stderr().contains("shorter"),
+        "the server's tokens are too short: {}",
+        more.stderr()
+    );
+    let bad = Run::new(&sb, &args(&["token", "--min-ttl", "5 weeks"], &creds))
+        .output()
+        .await;
+    assert_eq!(bad.code(), 2, "a usage error");
+}
