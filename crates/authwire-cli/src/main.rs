@@ -296,16 +296,33 @@ async fn run(cli: Cli, trace: &Trace) -> Result<u8, CliError> {
             login(&s).await
         }
         Command::Logout => {
-            let s = settings::resolve(&cli.credentials, true).await?;
+            // Exactly the entries `authwire token` with the same flags uses.
+            let s = settings::resolve(&cli.credentials, false).await?;
             let Some((store, description)) = &s.store else {
                 return Err(CliError::config("there is no cache to log out of (--cache none)"));
             };
-            let key = authwire::IdentityProvider::cache_key(&s.provider);
-            store
-                .delete(&key)
-                .await
-                .map_err(|e| CliError::config(error_chain(&e)))?;
-            eprintln!("authwire: logged out; the cached token was removed from the {description}");
+            let mut keys = vec![authwire::IdentityProvider::cache_key(&s.provider)];
+            if s.dpop_key.is_some() {
+                keys.push(settings::dpop_key_entry(&s.endpoint, &s.client_id));
+            }
+            let mut removed = 0;
+            for key in &keys {
+                let there = store.load(key).await.map(|t| t.is_some()).unwrap_or(true);
+                store
+                    .delete(key)
+                    .await
+                    .map_err(|e| CliError::config(error_chain(&e)))?;
+                removed += usize::from(there);
+            }
+            match removed {
+                0 => eprintln!(
+                    "authwire: nothing to log out of: no cached token for these settings in the {description}"
+                ),
+                1 => eprintln!("authwire: logged out; the cached token was removed from the {description}"),
+                _ => eprintln!(
+                    "authwire: logged out; the cached token and its DPoP key were removed from the {description}"
+                ),
+            }
             Ok(0)
         }
     }

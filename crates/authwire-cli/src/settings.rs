@@ -77,6 +77,7 @@ pub(crate) struct Settings {
     pub(crate) store: Option<ChosenStore>,
     pub(crate) allow_insecure_http: bool,
     pub(crate) endpoint: String,
+    pub(crate) client_id: String,
     /// The DPoP key tokens are bound to, with `--dpop`.
     pub(crate) dpop_key: Option<DpopKey>,
 }
@@ -240,15 +241,21 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         store,
         allow_insecure_http,
         endpoint,
+        client_id,
         dpop_key,
     })
+}
+
+/// Where the client's DPoP key is kept in the cache.
+pub(crate) fn dpop_key_entry(endpoint: &str, client_id: &str) -> authwire::CacheKey {
+    authwire::CacheKey::new(format!("dpop-key|{endpoint}|{client_id}"))
 }
 
 /// The client's DPoP key: the one kept in the cache (an entry of its own, beside the tokens it
 /// binds), or a new one, saved there. Without a cache, a new key each run.
 async fn dpop_key(store: Option<&ChosenStore>, endpoint: &str, client_id: &str) -> Result<DpopKey, CliError> {
     use authwire::secrecy::ExposeSecret;
-    let key = authwire::CacheKey::new(format!("dpop-key|{endpoint}|{client_id}"));
+    let key = dpop_key_entry(endpoint, client_id);
     if let Some((store, _)) = store
         && let Ok(Some(entry)) = store.load(&key).await
         && let Some(kept) = entry.stored_proof_key()

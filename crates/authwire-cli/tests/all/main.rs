@@ -721,3 +721,31 @@ async fn token_min_ttl_refreshes_first_when_less_is_left() {
         .await;
     assert_eq!(bad.code(), 2, "a usage error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_removes_exactly_the_entry_that_token_uses_and_says_so() {
+    // Issue 18: with a client secret, logout resolved the login (refresh-token) key, said "the
+    // cached token was removed", and left the client-credentials token in place.
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    let creds = creds(&idp);
+    let first = Run::new(&sb, &args(&["token"], &creds)).output().await;
+    assert_eq!(first.code(), 0, "{}", first.stderr());
+    let logout = Run::new(&sb, &args(&["logout"], &creds)).output().await;
+    assert_eq!(logout.code(), 0, "{}", logout.stderr());
+    assert!(logout.stderr().contains("was removed"), "{}", logout.stderr());
+    let again = Run::new(&sb, &args(&["token"], &creds)).output().await;
+    assert_ne!(
+        again.stdout(),
+        first.stdout(),
+        "the cached token is gone: a new one was fetched"
+    );
+    assert_eq!(idp.tokens_issued(), 2);
+    Run::new(&sb, &args(&["logout"], &creds)).output().await;
+    let nothing = Run::new(&sb, &args(&["logout"], &creds)).output().await;
+    assert!(
+        nothing.stderr().contains("nothing to log out of"),
+        "{}",
+        nothing.stderr()
+    );
+}
