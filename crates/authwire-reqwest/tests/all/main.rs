@@ -46,6 +46,20 @@ async fn setup_with(clock: Option<ManualClock>, secret: &str) -> Setup {
     }
 }
 
+impl Setup {
+    /// A client on the same authorizer that retries on any 401 (bare challenges too).
+    fn lenient_client(&self) -> ClientWithMiddleware {
+        let middleware = AuthMiddleware::builder(self.authorizer.clone())
+            .origin(self.api.url())
+            .retry_on_any_401(true)
+            .build()
+            .unwrap();
+        reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(middleware)
+            .build()
+    }
+}
+
 async fn setup() -> Setup {
     setup_with(None, Client::CONFIDENTIAL_SECRET).await
 }
@@ -160,15 +174,7 @@ async fn a_post_answered_with_a_redirect_to_a_401_is_never_sent_again() {
     assert_eq!(s.idp.tokens_issued(), 2);
 
     // With retry on any 401, a 307 to another origin that answers 401 is not replayed either.
-    let lenient = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(
-            AuthMiddleware::builder(s.authorizer.clone())
-                .origin(s.api.url())
-                .retry_on_any_401(true)
-                .build()
-                .unwrap(),
-        )
-        .build();
+    let lenient = s.lenient_client();
     let elsewhere = ResourceServer::start(&s.idp).await;
     let port = elsewhere.url().rsplit(':').next().unwrap().to_owned();
     let before = s.api.requests();
@@ -225,15 +231,7 @@ async fn a_401_that_does_not_blame_the_token_is_not_retried_unless_asked() {
         "the token was not blamed"
     );
 
-    let lenient = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(
-            AuthMiddleware::builder(s.authorizer.clone())
-                .origin(s.api.url())
-                .retry_on_any_401(true)
-                .build()
-                .unwrap(),
-        )
-        .build();
+    let lenient = s.lenient_client();
     s.api.reject_next_without_reason(1);
     assert_eq!(
         lenient.get(s.api.url()).send().await.unwrap().status(),
