@@ -299,10 +299,18 @@ impl Shared {
 }
 
 /// The newer of two tokens, either of which may be missing.
-pub(super) fn newest(a: Option<Arc<Token>>, b: Option<Arc<Token>>) -> Option<Arc<Token>> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if newer_than(&a, Some(&b)) { a } else { b }),
-        (a, b) => a.or(b),
+///
+/// `stored` wins unless `held` is strictly newer: the store is written after every fetch (and
+/// when a process keeps a rotated refresh token beside the access token it already had, with
+/// the same expiry), so on a tie it holds the latest refresh token.
+pub(super) fn newest(stored: Option<Arc<Token>>, held: Option<Arc<Token>>) -> Option<Arc<Token>> {
+    match (stored, held) {
+        (Some(stored), Some(held)) => Some(if newer_than(&held, Some(&stored)) {
+            held
+        } else {
+            stored
+        }),
+        (stored, held) => stored.or(held),
     }
 }
 

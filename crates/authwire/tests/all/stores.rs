@@ -338,3 +338,37 @@ fn a_lease_ttl_shorter_than_a_refresh_is_refused_at_build_time() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_refresh_token_another_process_kept_beside_the_same_access_token_is_the_one_redeemed() {
+    // Review of issue 12 item 7: a process keeps a rotated refresh token beside the access token
+    // it already had (same expiry) and saves it. Another process holding that access token with
+    // the old refresh token must redeem the new one: with equal expiries, the store wins.
+    let store = TestStore::default();
+    let clock = ManualClock::new(t0());
+    let provider = Scripted::new([
+        ok(token(1, t0(), HOUR).with_refresh_token("r1")),
+        ok(token(2, t0(), 2 * HOUR)),
+    ]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(clock.clone())
+        .store(store.clone())
+        .build();
+    auth.authorization_header().await.unwrap();
+    store.put(
+        "scripted",
+        token(1, t0(), HOUR).with_refresh_token("r2-kept-elsewhere"),
+    );
+    clock.advance(HOUR + Duration::from_secs(1));
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
+    assert_eq!(
+        provider
+            .seen_refresh_tokens()
+            .last()
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("r2-kept-elsewhere"),
+        "before: r1, which reuse detection would answer by revoking the login"
+    );
+}
