@@ -379,6 +379,8 @@ pub struct OAuth2ProviderBuilder {
     pub(crate) token_url: Option<String>,
     pub(crate) issuer: Option<String>,
     pub(crate) device_authorization_url: Option<String>,
+    pub(crate) authorization_url: Option<String>,
+    pub(crate) revocation_url: Option<String>,
     pub(crate) client_id: Option<String>,
     pub(crate) client_secret: Option<SecretString>,
     pub(crate) auth_method: Option<ClientAuthMethod>,
@@ -401,6 +403,8 @@ impl Default for OAuth2ProviderBuilder {
             token_url: None,
             issuer: None,
             device_authorization_url: None,
+            authorization_url: None,
+            revocation_url: None,
             client_id: None,
             client_secret: None,
             auth_method: None,
@@ -437,6 +441,20 @@ impl OAuth2ProviderBuilder {
     /// The device authorization endpoint, when it is not discovered from the issuer.
     pub fn device_authorization_url(mut self, url: impl Into<String>) -> Self {
         self.device_authorization_url = Some(url.into());
+        self
+    }
+
+    /// The authorization endpoint, for [`browser_login`](OAuth2Provider::browser_login)
+    /// (otherwise found by discovery).
+    pub fn authorization_url(mut self, url: impl Into<String>) -> Self {
+        self.authorization_url = Some(url.into());
+        self
+    }
+
+    /// The revocation endpoint (RFC 7009), for [`revoke`](OAuth2Provider::revoke) (otherwise
+    /// found by discovery).
+    pub fn revocation_url(mut self, url: impl Into<String>) -> Self {
+        self.revocation_url = Some(url.into());
         self
     }
 

@@ -40,6 +40,7 @@
 //!   are not followed; bodies are read up to [`MAX_RESPONSE_BYTES`] and never logged; the client
 //!   secret and keys never appear in `Debug` or errors.
 
+mod browser;
 mod config;
 pub mod dpop;
 mod response;
@@ -49,6 +50,7 @@ pub use config::{
     Grant, MAX_RESPONSE_BYTES, OAuth2ProviderBuilder, PrivateKey, SubjectFn, SubjectTokenSource,
     TokenExchange,
 };
+pub use browser::{BrowserLogin, DEFAULT_LOGIN_TIMEOUT};
 pub use dpop::{DpopError, DpopKey, DpopProof};
 
 // Public for the fuzz targets of authwire-reliability only; not part of the API.
@@ -82,6 +84,9 @@ pub struct OAuth2Provider {
 
 struct Inner {
     endpoints: Endpoints,
+    /// Configured authorization and revocation endpoints (otherwise discovered).
+    authorization_override: Option<Url>,
+    revocation_override: Option<Url>,
     client_id: String,
     client_secret: Option<SecretString>,
     auth_method: ClientAuthMethod,
@@ -116,8 +121,14 @@ enum Endpoints {
 
 /// What discovery found.
 struct Metadata {
+    /// The issuer identifier, as the document names it (RFC 9207 compares `iss` with it).
+    issuer: String,
     token_endpoint: Url,
     device_authorization_endpoint: Option<Url>,
+    authorization_endpoint: Option<Url>,
+    revocation_endpoint: Option<Url>,
+    /// `authorization_response_iss_parameter_supported` (RFC 9207 section 3).
+    iss_parameter_supported: bool,
 }
 
 impl OAuth2Provider {
@@ -136,6 +147,16 @@ impl OAuth2Provider {
             .device_authorization_url
             .as_deref()
             .map(|u| parse_url(u, "device_authorization_url", insecure))
+            .transpose()?;
+        let authorization_override = b
+            .authorization_url
+            .as_deref()
+            .map(|u| parse_url(u, "authorization_url", insecure))
+            .transpose()?;
+        let revocation_override = b
+            .revocation_url
+            .as_deref()
+            .map(|u| parse_url(u, "revocation_url", insecure))
             .transpose()?;
         let (endpoints, endpoint_for_key) = match (b.token_url, b.issuer) {
             (Some(_), Some(_)) => {
@@ -229,6 +250,8 @@ impl OAuth2Provider {
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoints,
+                authorization_override,
+                revocation_override,
                 client_id,
                 client_secret: b.client_secret,
                 auth_method,
@@ -257,6 +280,72 @@ impl OAuth2Provider {
         prompt: impl Fn(&DevicePrompt) + Send + Sync,
     ) -> Result<Token, ProviderError> {
         self.inner.device_flow(&prompt).await
+    }
+
+    /// Log a person in through their browser: the authorization code grant with PKCE (RFC 7636,
+    /// S256) on a loopback redirect (RFC 8252), with the default [`BrowserLogin`] options.
+    ///
+    /// `open` receives the authorization URL: open the system browser there, or print it. The
+    /// call then waits (at most [`DEFAULT_LOGIN_TIMEOUT`]; drop the future to cancel) for the
+    /// browser to come back to `http://127.0.0.1:PORT/callback`, checks `state` (and `iss`,
+    /// RFC 9207, when the server sends it or its metadata promises it), answers the browser with
+    /// a page saying it can be closed, and redeems the code with its verifier. The token
+    /// returned carries the refresh token: save it in a store.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let provider = authwire_oauth2::OAuth2Provider::builder()
+    ///     .issuer("https://idp.example")
+    ///     .client_id("my-cli")
+    ///     .scope("openid offline_access")
+    ///     .grant(authwire_oauth2::Grant::RefreshToken)
+    ///     .build()?;
+    /// let token = provider
+    ///     .browser_login(|url| eprintln!("open {url} in your browser"))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn browser_login(&self, open: impl FnOnce(&Url)) -> Result<Token, ProviderError> {
+        self.browser_login_with(&BrowserLogin::default(), open).await
+    }
+
+    /// [`browser_login`](Self::browser_login) with options (`prompt`, `login_hint`, the
+    /// timeout).
+    pub async fn browser_login_with(
+        &self,
+        options: &BrowserLogin,
+        open: impl FnOnce(&Url),
+    ) -> Result<Token, ProviderError> {
+        browser::login(&self.inner, options, open).await
+    }
+
+    /// Revoke a token at the server (RFC 7009): the refresh token when `token` has one (which
+    /// also ends the access tokens issued with it, section 2.1), otherwise the access token.
+    /// The endpoint is [`revocation_url`](OAuth2ProviderBuilder::revocation_url) or the
+    /// discovered `revocation_endpoint`. Revoking a token the server no longer knows succeeds.
+    pub async fn revoke(&self, token: &Token) -> Result<(), ProviderError> {
+        let inner = &self.inner;
+        let endpoint = inner.revocation_endpoint().await?;
+        let mut form = Form::new();
+        match token.refresh_token() {
+            Some(rt) => {
+                form.push_secret("token", rt.clone());
+                form.push("token_type_hint", "refresh_token");
+            }
+            None => {
+                form.push_secret("token", token.access_token().clone());
+                form.push("token_type_hint", "access_token");
+            }
+        }
+        inner
+            .post(&endpoint, form, false, |status, retry_after, body| {
+                if status == 200 {
+                    Ok(())
+                } else {
+                    Err(response::parse_error(status, retry_after, body, inner.clock.now()))
+                }
+            })
+            .await
     }
 
     /// The token endpoint, discovering it first if configured with an issuer.
@@ -337,6 +426,34 @@ impl Inner {
         })
     }
 
+    /// The authorization endpoint: configured, or discovered.
+    async fn authorization_endpoint(&self) -> Result<Url, ProviderError> {
+        if let Some(u) = &self.authorization_override {
+            return Ok(u.clone());
+        }
+        let found = match &self.endpoints {
+            Endpoints::Fixed { .. } => None,
+            Endpoints::Discovered { .. } => self.metadata().await?.authorization_endpoint.clone(),
+        };
+        found.ok_or_else(|| {
+            ProviderError::permanent("no authorization endpoint: set authorization_url or use an issuer that publishes one")
+        })
+    }
+
+    /// The revocation endpoint (RFC 7009): configured, or discovered.
+    async fn revocation_endpoint(&self) -> Result<Url, ProviderError> {
+        if let Some(u) = &self.revocation_override {
+            return Ok(u.clone());
+        }
+        let found = match &self.endpoints {
+            Endpoints::Fixed { .. } => None,
+            Endpoints::Discovered { .. } => self.metadata().await?.revocation_endpoint.clone(),
+        };
+        found.ok_or_else(|| {
+            ProviderError::permanent("no revocation endpoint: set revocation_url or use an issuer that publishes one (RFC 7009)")
+        })
+    }
+
     /// Discovery, cached after the first success (failures are not cached).
     async fn metadata(&self) -> Result<&Arc<Metadata>, ProviderError> {
         let Endpoints::Discovered { issuer, metadata, .. } = &self.endpoints else {
@@ -409,8 +526,15 @@ impl Inner {
             ProviderError::invalid_response(Some(status), "discovery document has no token_endpoint")
         })?;
         Ok(Metadata {
+            issuer: issuer.to_owned(),
             token_endpoint,
             device_authorization_endpoint: endpoint("device_authorization_endpoint")?,
+            authorization_endpoint: endpoint("authorization_endpoint")?,
+            revocation_endpoint: endpoint("revocation_endpoint")?,
+            iss_parameter_supported: doc
+                .get("authorization_response_iss_parameter_supported")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 

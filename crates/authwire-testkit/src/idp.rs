@@ -23,6 +23,7 @@ const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
 const ASSERTION_TYPE_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 
@@ -112,6 +113,20 @@ pub struct Settings {
     /// Put this marker in every opaque access token and refresh token issued, so that a test can
     /// search logs and errors for secrets.
     pub secret_marker: Option<String>,
+    /// What the "user" answers at the authorization endpoint: tests approve or deny
+    /// automatically, with no login page.
+    pub authorization: Approval,
+    /// Put `iss` in authorization responses (RFC 9207) and say so in discovery.
+    pub authorization_response_iss: bool,
+}
+
+/// The automatic answer of the authorization endpoint (see [`Settings::authorization`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Approval {
+    /// Approve: redirect back with a code.
+    Approve,
+    /// Deny: redirect back with `error=access_denied`.
+    Deny,
 }
 
 impl Default for Settings {
@@ -132,6 +147,8 @@ impl Default for Settings {
             jwks_status: None,
             openid_discovery: true,
             secret_marker: None,
+            authorization: Approval::Approve,
+            authorization_response_iss: true,
         }
     }
 }
@@ -230,6 +247,15 @@ struct RefreshRecord {
     jkt: Option<String>,
 }
 
+/// An authorization code waiting to be redeemed.
+struct CodeRecord {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    scope: Option<String>,
+    expires: SystemTime,
+}
+
 struct DeviceRecord {
     client_id: String,
     user_code: String,
@@ -247,6 +273,9 @@ pub(crate) struct IdpState {
     refresh_tokens: Mutex<HashMap<String, RefreshRecord>>,
     revoked_families: Mutex<HashSet<u64>>,
     devices: Mutex<HashMap<String, DeviceRecord>>,
+    codes: Mutex<HashMap<String, CodeRecord>>,
+    authorization_requests: AtomicUsize,
+    revocations: AtomicUsize,
     seen_jti: Mutex<HashSet<String>>,
     /// `jti`s of DPoP proofs seen at the token endpoint.
     dpop_seen: Mutex<HashSet<String>>,
@@ -324,6 +353,9 @@ impl IdentityServerBuilder {
             refresh_tokens: Mutex::default(),
             revoked_families: Mutex::default(),
             devices: Mutex::default(),
+            codes: Mutex::default(),
+            authorization_requests: AtomicUsize::new(0),
+            revocations: AtomicUsize::new(0),
             seen_jti: Mutex::default(),
             dpop_seen: Mutex::default(),
             opaque_cnf: Mutex::default(),
@@ -348,6 +380,8 @@ impl IdentityServerBuilder {
             .route("/jwks", get(jwks))
             .route("/token", post(token))
             .route("/device_authorization", post(device_authorization))
+            .route("/authorize", get(crate::authorize::authorize))
+            .route("/revoke", post(crate::authorize::revoke))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -470,6 +504,26 @@ impl IdentityServer {
     /// `device_code` are replaced by `<present>`).
     pub fn last_form(&self) -> HashMap<String, String> {
         lock(&self.state.last_form).clone()
+    }
+
+    /// The authorization endpoint.
+    pub fn authorization_url(&self) -> String {
+        format!("{}/authorize", self.state.issuer)
+    }
+
+    /// The revocation endpoint (RFC 7009).
+    pub fn revocation_url(&self) -> String {
+        format!("{}/revoke", self.state.issuer)
+    }
+
+    /// Requests to the authorization endpoint.
+    pub fn authorization_requests(&self) -> usize {
+        self.state.authorization_requests.load(Ordering::SeqCst)
+    }
+
+    /// Revocation requests that authenticated and revoked something (RFC 7009).
+    pub fn revocations(&self) -> usize {
+        self.state.revocations.load(Ordering::SeqCst)
     }
 
     /// Approve the device authorization with this user code. Returns whether it existed.
@@ -717,7 +771,12 @@ async fn discovery(State(s): State<Arc<IdpState>>) -> Response {
         "token_endpoint": format!("{i}/token"),
         "jwks_uri": format!("{i}/jwks"),
         "device_authorization_endpoint": format!("{i}/device_authorization"),
-        "grant_types_supported": [GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, GRANT_DEVICE_CODE],
+        "authorization_endpoint": format!("{i}/authorize"),
+        "revocation_endpoint": format!("{i}/revoke"),
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": lock(&s.settings).authorization_response_iss,
+        "grant_types_supported": [GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, GRANT_DEVICE_CODE],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
     }))
@@ -975,6 +1034,8 @@ async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Bytes) -> Respo
                     "refresh_token",
                     "subject_token",
                     "device_code",
+                    "code",
+                    "code_verifier",
                 ];
                 (
                     k.clone(),
@@ -1157,6 +1218,7 @@ fn grant_response(
             }
         }
         GRANT_DEVICE_CODE => device_grant(&s, &client, &form),
+        GRANT_AUTHORIZATION_CODE => code_grant(&s, &client, &form),
         "" => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type missing"),
         _ => oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1294,4 +1356,113 @@ async fn device_authorization(State(s): State<Arc<IdpState>>, headers: HeaderMap
         "expires_in": settings.device_expires_in_secs,
         "interval": settings.device_interval_secs,
     }))
+}
+
+/// RFC 6749 section 4.1.3 with RFC 7636 section 4.6: the code, once, by the client it was issued
+/// to, with the same redirect URI and the verifier whose S256 hash is the challenge.
+fn code_grant(s: &IdpState, client: &Client, form: &Form) -> Response {
+    let (Some(code), Some(verifier)) = (form.get("code"), form.get("code_verifier")) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "code and code_verifier are required (PKCE is mandatory here)",
+        );
+    };
+    // A code is redeemed at most once, whatever the outcome.
+    let Some(record) = lock(&s.codes).remove(code) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "unknown, used or expired authorization code",
+        );
+    };
+    if record.client_id != client.id || record.expires <= s.clock.now() {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "the code was issued to another client, or expired",
+        );
+    }
+    if form.get("redirect_uri") != Some(&record.redirect_uri) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "redirect_uri differs from the authorization request's",
+        );
+    }
+    if crate::authorize::s256(verifier) != record.code_challenge {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "PKCE verification failed: the code_verifier does not match the code_challenge",
+        );
+    }
+    let subject = format!("user-of-{}", client.id);
+    let refresh = s.new_refresh_token(&client.id, &subject, record.scope.clone(), None);
+    ok_json(s.issue(&client.id, &subject, record.scope, None, Some(refresh)))
+}
+
+impl IdpState {
+    pub(crate) fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub(crate) fn client(&self, id: &str) -> Option<Client> {
+        lock(&self.clients).get(id).cloned()
+    }
+
+    pub(crate) fn settings(&self) -> Settings {
+        lock(&self.settings).clone()
+    }
+
+    pub(crate) fn count_authorization_request(&self) {
+        self.authorization_requests.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Keep a new authorization code for ten minutes.
+    pub(crate) fn new_code(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+        code_challenge: &str,
+        scope: Option<String>,
+    ) -> String {
+        let code = format!("code-{}-{}", self.next_serial(), random_hex());
+        lock(&self.codes).insert(
+            code.clone(),
+            CodeRecord {
+                client_id: client_id.to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+                code_challenge: code_challenge.to_owned(),
+                scope,
+                expires: self.clock.now() + Duration::from_secs(600),
+            },
+        );
+        code
+    }
+
+    pub(crate) fn authenticate_client(&self, headers: &HeaderMap, body: &[u8]) -> Result<(Client, Form), Response> {
+        let form = parse_form(body);
+        authenticate(self, headers, &form).map(|(c, _)| (c, form))
+    }
+
+    /// RFC 7009 section 2.1: revoke a refresh token (and its family) or an opaque access token
+    /// of this client. Returns whether something was revoked.
+    pub(crate) fn revoke(&self, client_id: &str, token: &str) -> bool {
+        let family = lock(&self.refresh_tokens)
+            .get(token)
+            .filter(|r| r.client_id == client_id)
+            .map(|r| r.family);
+        let revoked = match family {
+            Some(f) => {
+                lock(&self.revoked_families).insert(f);
+                true
+            }
+            None => lock(&self.opaque).remove(token).is_some(),
+        };
+        if revoked {
+            self.revocations.fetch_add(1, Ordering::SeqCst);
+        }
+        revoked
+    }
 }

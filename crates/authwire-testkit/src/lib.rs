@@ -21,6 +21,8 @@
 //! # }
 //! ```
 
+mod authorize;
+mod browser;
 pub mod conformance;
 mod doubles;
 mod dpop;
@@ -29,8 +31,9 @@ mod raw;
 mod redis;
 mod resource;
 
+pub use browser::{Page, ScriptedBrowser, with_param};
 pub use doubles::SequenceProvider;
-pub use idp::{Client, Fault, IdentityServer, IdentityServerBuilder, Settings};
+pub use idp::{Approval, Client, Fault, IdentityServer, IdentityServerBuilder, Settings};
 pub use raw::{Misbehavior, RawServer};
 pub use redis::RedisServer;
 pub use resource::ResourceServer;

@@ -1,5 +1,6 @@
 //! The OAuth2 provider against the testkit's identity server, over real HTTP on loopback.
 
+mod browser;
 mod discovery;
 mod dpop;
 mod end_to_end;
