@@ -293,13 +293,18 @@ async fn the_testkit_server_enforces_pkce() {
         async move {
             reqwest::Client::new()
                 .post(token_url)
-                .form(&[
-                    ("grant_type", "authorization_code"),
-                    ("client_id", Client::PUBLIC_ID),
-                    ("code", &code),
-                    ("redirect_uri", redirect_uri),
-                    ("code_verifier", verifier),
-                ])
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs([
+                            ("grant_type", "authorization_code"),
+                            ("client_id", Client::PUBLIC_ID),
+                            ("code", &code),
+                            ("redirect_uri", redirect_uri),
+                            ("code_verifier", verifier),
+                        ])
+                        .finish(),
+                )
                 .send()
                 .await
                 .unwrap()
