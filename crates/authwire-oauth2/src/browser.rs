@@ -300,8 +300,8 @@ mod tests {
     #[test]
     fn the_challenge_is_rfc_7636_appendix_b() {
         assert_eq!(
-            s256_challenge("dBjftJeZ4CVP-mJ0kFZL3Y6PsZPj2rsvWkLAMA5E1_qm"),
-            "E9Melhoa2OvFrAOeSZZx-D1Rvk8XcSmGdMXmWDvwpxo"
+            s256_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
 

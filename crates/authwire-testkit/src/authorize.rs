@@ -152,8 +152,8 @@ mod tests {
     fn the_s256_challenge_is_the_rfc_7636_example() {
         // RFC 7636 appendix B.
         assert_eq!(
-            s256("dBjftJeZ4CVP-mJ0kFZL3Y6PsZPj2rsvWkLAMA5E1_qm"),
-            "E9Melhoa2OvFrAOeSZZx-D1Rvk8XcSmGdMXmWDvwpxo"
+            s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
 }

@@ -277,7 +277,7 @@ async fn revoke_ends_the_refresh_token_at_the_server() {
 async fn the_testkit_server_enforces_pkce() {
     // The tests above are only worth something if the server checks the verifier.
     let idp = IdentityServer::start().await;
-    let challenge = "E9Melhoa2OvFrAOeSZZx-D1Rvk8XcSmGdMXmWDvwpxo"; // RFC 7636 appendix B
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"; // RFC 7636 appendix B
     let redirect_uri = "http://127.0.0.1:9/callback";
     let mut url = url::Url::parse(&idp.authorization_url()).unwrap();
     url.query_pairs_mut()
@@ -315,12 +315,12 @@ async fn the_testkit_server_enforces_pkce() {
     let code = param(&browser.authorize(url.as_str()).await.unwrap(), "code").unwrap();
     assert_eq!(redeem(code.clone(), "wrong-verifier-wrong-verifier-wrong-verifier").await, 400);
     assert_eq!(
-        redeem(code, "dBjftJeZ4CVP-mJ0kFZL3Y6PsZPj2rsvWkLAMA5E1_qm").await,
+        redeem(code, "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").await,
         400,
         "a code is burnt by a failed attempt"
     );
     let code = param(&browser.authorize(url.as_str()).await.unwrap(), "code").unwrap();
-    assert_eq!(redeem(code, "dBjftJeZ4CVP-mJ0kFZL3Y6PsZPj2rsvWkLAMA5E1_qm").await, 200);
+    assert_eq!(redeem(code, "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").await, 200);
     // Without S256 the server redirects with an error.
     let plain = with_param(&url, "code_challenge_method", "plain");
     let answer = browser.authorize(plain.as_str()).await.unwrap();
