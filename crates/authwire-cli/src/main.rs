@@ -4,7 +4,7 @@
 //! authwire token                      # the access token, alone on stdout
 //! authwire header                     # Authorization: Bearer ...
 //! authwire curl https://api/v1/x      # the request, with the header added
-//! authwire login / logout             # device authorization grant, for public clients
+//! authwire login / logout             # browser (PKCE) or device login; logout revokes
 //! authwire inspect [TOKEN|-]          # a JWT's header and claims, its expiry in human time
 //! ```
 //!
@@ -12,6 +12,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod browser;
 mod settings;
 
 use authwire::secrecy::ExposeSecret;
@@ -95,6 +96,12 @@ struct Credentials {
     /// `curl` then carry a proof each.
     #[arg(long, global = true)]
     dpop: bool,
+    /// The authorization endpoint, for `login --browser` [default: from discovery].
+    #[arg(long, global = true)]
+    authorization_url: Option<String>,
+    /// The revocation endpoint (RFC 7009), for `logout` [default: from discovery].
+    #[arg(long, global = true)]
+    revocation_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -112,9 +119,11 @@ enum Command {
     Header,
     /// Send a request with the Authorization header added; print the body.
     Curl(CurlArgs),
-    /// Log in with the device authorization grant and cache the refresh token.
-    Login,
-    /// Delete the cached token.
+    /// Log in as a person and cache the refresh token: through the browser (authorization code
+    /// with PKCE) when one can be opened and the server supports it, otherwise with the device
+    /// flow.
+    Login(LoginArgs),
+    /// Revoke the cached refresh token at the server (RFC 7009), then delete the cached token.
     Logout,
     /// Show a JWT's header and claims (the current token if none is given; "-" reads stdin).
     Inspect {
@@ -126,6 +135,28 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// Log in through the browser: authorization code + PKCE on a loopback redirect (RFC 8252).
+    #[arg(long, conflicts_with = "device")]
+    browser: bool,
+    /// Log in with the device authorization grant (RFC 8628): a code to enter on another device.
+    #[arg(long)]
+    device: bool,
+    /// With the browser flow: only print the URL (on stderr), do not open a browser.
+    #[arg(long)]
+    no_open: bool,
+    /// OpenID Connect `prompt` for the browser flow (login, consent, select_account).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// OpenID Connect `login_hint` for the browser flow (the account to preselect).
+    #[arg(long)]
+    login_hint: Option<String>,
+    /// How long to wait for the browser or the device approval (`90s`, `5m`).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    timeout: Duration,
 }
 
 #[derive(Args)]
@@ -175,6 +206,9 @@ impl CliError {
                 "the stored login expired or was revoked: run `authwire login` again".into()
             }
             Some("invalid_scope") => "check --scope".into(),
+            Some("access_denied") => {
+                "the login was refused at the identity provider; run `authwire login` to try again".into()
+            }
             _ if e.is_transient() => format!("is the identity provider at {endpoint} up? try again later"),
             _ => format!("check the identity provider settings (--issuer / --token-url {endpoint})"),
         };
@@ -291,39 +325,13 @@ async fn run(cli: Cli, trace: &Trace) -> Result<u8, CliError> {
             let s = settings::resolve(&cli.credentials, false).await?;
             curl(&s, args, trace).await
         }
-        Command::Login => {
+        Command::Login(args) => {
             let s = settings::resolve(&cli.credentials, true).await?;
-            login(&s).await
+            login(&s, &args).await
         }
         Command::Logout => {
-            // Exactly the entries `authwire token` with the same flags uses.
             let s = settings::resolve(&cli.credentials, false).await?;
-            let Some((store, description)) = &s.store else {
-                return Err(CliError::config("there is no cache to log out of (--cache none)"));
-            };
-            let mut keys = vec![authwire::IdentityProvider::cache_key(&s.provider)];
-            if s.dpop_key.is_some() {
-                keys.push(settings::dpop_key_entry(&s.endpoint, &s.client_id));
-            }
-            let mut removed = 0;
-            for key in &keys {
-                let there = store.load(key).await.map(|t| t.is_some()).unwrap_or(true);
-                store
-                    .delete(key)
-                    .await
-                    .map_err(|e| CliError::config(error_chain(&e)))?;
-                removed += usize::from(there);
-            }
-            match removed {
-                0 => eprintln!(
-                    "authwire: nothing to log out of: no cached token for these settings in the {description}"
-                ),
-                1 => eprintln!("authwire: logged out; the cached token was removed from the {description}"),
-                _ => eprintln!(
-                    "authwire: logged out; the cached token and its DPoP key were removed from the {description}"
-                ),
-            }
-            Ok(0)
+            logout(&s).await
         }
     }
 }
@@ -482,27 +490,65 @@ fn inspect_with_key(token: &str, key: Option<&authwire_oauth2::DpopKey>) -> Resu
     Ok(printed)
 }
 
-async fn login(s: &Settings) -> Result<u8, CliError> {
+/// Which way to log in: what the user asked for, else the browser when one can be opened here
+/// and the server has an authorization endpoint, else the device flow.
+async fn use_browser(s: &Settings, args: &LoginArgs) -> bool {
+    if args.browser || args.device {
+        return args.browser;
+    }
+    let can_open = args.no_open || browser::available();
+    can_open && s.provider.authorization_endpoint().await.is_ok()
+}
+
+async fn login(s: &Settings, args: &LoginArgs) -> Result<u8, CliError> {
     let Some((store, description)) = &s.store else {
         return Err(CliError::config(
             "login needs a cache to keep the refresh token in (not --cache none)",
         ));
     };
-    let token = s
-        .provider
-        .device_login(|p| {
-            let url = p
-                .verification_uri_complete
-                .as_deref()
-                .unwrap_or(&p.verification_uri);
-            eprintln!("authwire: open {url} and enter the code {}", p.user_code);
-            eprintln!(
-                "authwire: waiting for approval (the code expires in {})...",
-                human_duration(p.expires_in)
-            );
-        })
-        .await
-        .map_err(|e| CliError::auth(&AuthError::Refresh(e), &s.endpoint))?;
+    let token = if use_browser(s, args).await {
+        let mut options = authwire_oauth2::BrowserLogin::new().timeout(args.timeout);
+        if let Some(p) = &args.prompt {
+            options = options.prompt(p);
+        }
+        if let Some(h) = &args.login_hint {
+            options = options.login_hint(h);
+        }
+        // The URL carries no secret (state and the PKCE challenge are single-use and public);
+        // the code comes back to our listener, never to the terminal.
+        s.provider
+            .browser_login_with(&options, |url| {
+                eprintln!("authwire: to log in, open this URL in a browser:\n\n    {url}\n");
+                if !args.no_open {
+                    match browser::open(url.as_str()) {
+                        Ok(how) => eprintln!("authwire: opened it with {how}"),
+                        Err(why) => {
+                            eprintln!("authwire: could not open a browser ({why}); open the URL yourself")
+                        }
+                    }
+                }
+                eprintln!(
+                    "authwire: waiting for the browser to come back (up to {})...",
+                    human_duration(args.timeout)
+                );
+            })
+            .await
+    } else {
+        s.provider
+            .device_login(|p| {
+                let url = p
+                    .verification_uri_complete
+                    .as_deref()
+                    .unwrap_or(&p.verification_uri);
+                eprintln!("authwire: open {url} and enter the code {}", p.user_code);
+                eprintln!(
+                    "authwire: waiting for approval (the code expires in {})...",
+                    human_duration(p.expires_in)
+                );
+            })
+            .await
+    }
+    .map_err(|e| CliError::auth(&AuthError::Refresh(e), &s.endpoint))?;
     let key = authwire::IdentityProvider::cache_key(&s.provider);
     store
         .save(&key, &token)
@@ -515,6 +561,57 @@ async fn login(s: &Settings) -> Result<u8, CliError> {
     };
     eprintln!("authwire: logged in; token cached {refresh} in the {description}");
     Ok(0)
+}
+
+/// Revoke the cached refresh token at the server (RFC 7009), then delete exactly the entries
+/// `authwire token` with the same flags uses. A failed revocation is reported (exit 3) and the
+/// local copy is deleted anyway.
+async fn logout(s: &Settings) -> Result<u8, CliError> {
+    let Some((store, description)) = &s.store else {
+        return Err(CliError::config("there is no cache to log out of (--cache none)"));
+    };
+    let token_key = authwire::IdentityProvider::cache_key(&s.provider);
+    let mut keys = vec![token_key.clone()];
+    if s.dpop_key.is_some() {
+        keys.push(settings::dpop_key_entry(&s.endpoint, &s.client_id));
+    }
+    let mut revocation_failed = false;
+    if let Ok(Some(token)) = store.load(&token_key).await
+        && token.refresh_token().is_some()
+    {
+        match s.provider.revoke(&token).await {
+            Ok(()) => eprintln!("authwire: the refresh token was revoked at the server"),
+            Err(e) => {
+                revocation_failed = true;
+                let what = error_chain(&e);
+                let hint = if what.contains("no revocation endpoint") {
+                    "pass --revocation-url"
+                } else {
+                    "it may stay valid at the server until it expires"
+                };
+                eprintln!("authwire: the refresh token was NOT revoked at the server: {what}; {hint}");
+            }
+        }
+    }
+    let mut removed = 0;
+    for key in &keys {
+        let there = store.load(key).await.map(|t| t.is_some()).unwrap_or(true);
+        store
+            .delete(key)
+            .await
+            .map_err(|e| CliError::config(error_chain(&e)))?;
+        removed += usize::from(there);
+    }
+    match removed {
+        0 => eprintln!(
+            "authwire: nothing to log out of: no cached token for these settings in the {description}"
+        ),
+        1 => eprintln!("authwire: logged out; the cached token was removed from the {description}"),
+        _ => eprintln!(
+            "authwire: logged out; the cached token and its DPoP key were removed from the {description}"
+        ),
+    }
+    Ok(if revocation_failed { exit::AUTH } else { 0 })
 }
 
 async fn curl(s: &Settings, args: CurlArgs, trace: &Trace) -> Result<u8, CliError> {

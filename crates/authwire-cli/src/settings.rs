@@ -42,6 +42,8 @@ struct Profile {
     allow_insecure_http: bool,
     #[serde(default)]
     dpop: bool,
+    authorization_url: Option<String>,
+    revocation_url: Option<String>,
 }
 
 /// Which token cache to use.
@@ -218,6 +220,12 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         b = b.resource(r);
     }
     b = b.allow_insecure_http(allow_insecure_http);
+    if let Some(u) = c.authorization_url.clone().or(profile.authorization_url) {
+        b = b.authorization_url(u);
+    }
+    if let Some(u) = c.revocation_url.clone().or(profile.revocation_url) {
+        b = b.revocation_url(u);
+    }
 
     let cache = match (c.cache, profile.cache.as_deref()) {
         (Some(k), _) => Some(k),

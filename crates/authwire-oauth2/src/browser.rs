@@ -115,9 +115,11 @@ pub(crate) async fn login(
         }
         Endpoints::Fixed { .. } => None,
     };
-    let listener = TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .map_err(|e| ProviderError::permanent(format!("cannot listen on 127.0.0.1 for the browser's redirect: {e}")))?;
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| {
+        ProviderError::permanent(format!(
+            "cannot listen on 127.0.0.1 for the browser's redirect: {e}"
+        ))
+    })?;
     let port = listener
         .local_addr()
         .map_err(|e| ProviderError::permanent(format!("the redirect listener has no address: {e}")))?
@@ -310,7 +312,10 @@ mod tests {
         let a = random_b64(32).unwrap();
         let b = random_b64(32).unwrap();
         assert_eq!(a.len(), 43);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_ne!(a, b);
     }
 }

@@ -45,12 +45,12 @@ mod config;
 pub mod dpop;
 mod response;
 
+pub use browser::{BrowserLogin, DEFAULT_LOGIN_TIMEOUT};
 pub use config::{
     AssertionSource, BuildError, ClientAuthMethod, DEFAULT_REQUEST_TIMEOUT, DevicePrompt, DevicePromptFn,
     Grant, MAX_RESPONSE_BYTES, OAuth2ProviderBuilder, PrivateKey, SubjectFn, SubjectTokenSource,
     TokenExchange,
 };
-pub use browser::{BrowserLogin, DEFAULT_LOGIN_TIMEOUT};
 pub use dpop::{DpopError, DpopKey, DpopProof};
 
 // Public for the fuzz targets of authwire-reliability only; not part of the API.
@@ -342,10 +342,21 @@ impl OAuth2Provider {
                 if status == 200 {
                     Ok(())
                 } else {
-                    Err(response::parse_error(status, retry_after, body, inner.clock.now()))
+                    Err(response::parse_error(
+                        status,
+                        retry_after,
+                        body,
+                        inner.clock.now(),
+                    ))
                 }
             })
             .await
+    }
+
+    /// The authorization endpoint (for [`browser_login`](Self::browser_login)): configured, or
+    /// discovered; an error when there is none.
+    pub async fn authorization_endpoint(&self) -> Result<Url, ProviderError> {
+        self.inner.authorization_endpoint().await
     }
 
     /// The token endpoint, discovering it first if configured with an issuer.
@@ -436,7 +447,9 @@ impl Inner {
             Endpoints::Discovered { .. } => self.metadata().await?.authorization_endpoint.clone(),
         };
         found.ok_or_else(|| {
-            ProviderError::permanent("no authorization endpoint: set authorization_url or use an issuer that publishes one")
+            ProviderError::permanent(
+                "no authorization endpoint: set authorization_url or use an issuer that publishes one",
+            )
         })
     }
 
@@ -450,7 +463,9 @@ impl Inner {
             Endpoints::Discovered { .. } => self.metadata().await?.revocation_endpoint.clone(),
         };
         found.ok_or_else(|| {
-            ProviderError::permanent("no revocation endpoint: set revocation_url or use an issuer that publishes one (RFC 7009)")
+            ProviderError::permanent(
+                "no revocation endpoint: set revocation_url or use an issuer that publishes one (RFC 7009)",
+            )
         })
     }
 

@@ -86,7 +86,10 @@ pub(crate) async fn authorize(State(s): State<Arc<IdpState>>, RawQuery(query): R
     if get("code_challenge_method") != Some("S256") || challenge.len() < 43 || challenge.len() > 128 {
         return redirect(&[
             ("error", "invalid_request"),
-            ("error_description", "PKCE with code_challenge_method=S256 is required"),
+            (
+                "error_description",
+                "PKCE with code_challenge_method=S256 is required",
+            ),
         ]);
     }
     if settings.authorization == Approval::Deny {

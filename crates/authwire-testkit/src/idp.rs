@@ -1441,7 +1441,11 @@ impl IdpState {
         code
     }
 
-    pub(crate) fn authenticate_client(&self, headers: &HeaderMap, body: &[u8]) -> Result<(Client, Form), Response> {
+    pub(crate) fn authenticate_client(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Client, Form), Response> {
         let form = parse_form(body);
         authenticate(self, headers, &form).map(|(c, _)| (c, form))
     }

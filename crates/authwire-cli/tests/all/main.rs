@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
+mod browser_login;
+
 /// A private HOME, config and cache folder for one test.
 struct Sandbox {
     root: PathBuf,
@@ -62,20 +64,7 @@ impl<'a> Run<'a> {
     }
 
     async fn output(self) -> Out {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_authwire"));
-        cmd.args(&self.args)
-            .env_remove("AUTHWIRE_CLIENT_SECRET")
-            .env_remove("RUST_LOG")
-            .env("HOME", self.sandbox.path("home"))
-            .env("XDG_CONFIG_HOME", self.sandbox.path("config"))
-            .env("XDG_CACHE_HOME", self.sandbox.path("cache"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("run authwire");
+        let mut child = self.spawn();
         let mut stdin = child.stdin.take().unwrap();
         if let Some(input) = self.stdin {
             stdin.write_all(input.as_bytes()).await.unwrap();
@@ -86,6 +75,29 @@ impl<'a> Run<'a> {
             .expect("authwire finished")
             .unwrap();
         Out(output)
+    }
+
+    /// Start the binary with piped stdin, stdout and stderr.
+    fn spawn(&self) -> tokio::process::Child {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_authwire"));
+        cmd.args(&self.args)
+            .env_remove("AUTHWIRE_CLIENT_SECRET")
+            .env_remove("RUST_LOG")
+            // Never a real browser from a test.
+            .env_remove("BROWSER")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env("HOME", self.sandbox.path("home"))
+            .env("XDG_CONFIG_HOME", self.sandbox.path("config"))
+            .env("XDG_CACHE_HOME", self.sandbox.path("cache"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.kill_on_drop(true);
+        cmd.spawn().expect("run authwire")
     }
 }
 
@@ -261,6 +273,7 @@ async fn login_with_the_device_flow_then_token_then_logout() {
     assert_eq!(before.code(), 3);
     assert!(before.assert_one_line_error().contains("run `authwire login`"));
 
+    // No browser can be opened here (no DISPLAY, no BROWSER): plain `login` takes the device flow.
     let login = Run::new(&sb, &args(&["login"], &public))
         .env("AUTHWIRE_CLIENT_SECRET", "")
         .output()
@@ -547,7 +560,7 @@ async fn eight_concurrent_cli_runs_keep_a_rotating_login(cache: &str) {
         .await;
     let sb = Sandbox::new();
     let public = public_client(&idp, cache);
-    let login = Run::new(&sb, &args(&["login"], &public))
+    let login = Run::new(&sb, &args(&["login", "--device"], &public))
         .env("AUTHWIRE_CLIENT_SECRET", "")
         .output()
         .await;

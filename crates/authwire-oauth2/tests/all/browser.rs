@@ -62,7 +62,11 @@ async fn a_browser_login_uses_pkce_s256_and_state_and_yields_a_refresh_token() {
     assert_eq!(param(&url, "scope").as_deref(), Some("openid offline_access"));
     let redirect = url::Url::parse(&param(&url, "redirect_uri").unwrap()).unwrap();
     assert_eq!(redirect.scheme(), "http");
-    assert_eq!(redirect.host_str(), Some("127.0.0.1"), "RFC 8252: the loopback IP literal");
+    assert_eq!(
+        redirect.host_str(),
+        Some("127.0.0.1"),
+        "RFC 8252: the loopback IP literal"
+    );
     assert_ne!(redirect.port(), Some(0));
 
     let page = ScriptedBrowser::new().login(url.as_str()).await.unwrap();
@@ -103,7 +107,10 @@ async fn a_redirect_with_a_tampered_state_is_refused_and_the_wait_goes_on() {
     let mut elsewhere = callback.clone();
     elsewhere.set_path("/favicon.ico");
     assert_eq!(browser.deliver(&elsewhere).await.unwrap().status, 404);
-    assert!(!login.is_finished(), "the login still waits for the real redirect");
+    assert!(
+        !login.is_finished(),
+        "the login still waits for the real redirect"
+    );
     assert_eq!(idp.grant_count("authorization_code"), 0, "nothing was redeemed");
 
     let page = browser.deliver(&callback).await.unwrap();
@@ -224,7 +231,10 @@ async fn without_an_authorization_endpoint_the_error_says_what_to_set() {
         .grant(Grant::RefreshToken)
         .build()
         .unwrap();
-    let e = provider.browser_login(|_| panic!("nothing to open")).await.unwrap_err();
+    let e = provider
+        .browser_login(|_| panic!("nothing to open"))
+        .await
+        .unwrap_err();
     let text = authwire::error_chain(&e);
     assert!(text.contains("set authorization_url"), "{text}");
 
@@ -256,7 +266,11 @@ async fn revoke_ends_the_refresh_token_at_the_server() {
     let token = login.await.unwrap().unwrap();
     provider.revoke(&token).await.unwrap();
     assert_eq!(idp.revocations(), 1);
-    assert_eq!(idp.last_form().get("token"), None, "revocation is not a token request");
+    assert_eq!(
+        idp.last_form().get("token"),
+        None,
+        "revocation is not a token request"
+    );
     let e = provider.fetch_token(Some(&token)).await.unwrap_err();
     assert_eq!(e.error_code(), Some("invalid_grant"), "{e}");
     // Revoking again (a token the server no longer honours) is not an error (RFC 7009 2.2).
@@ -313,14 +327,20 @@ async fn the_testkit_server_enforces_pkce() {
         }
     };
     let code = param(&browser.authorize(url.as_str()).await.unwrap(), "code").unwrap();
-    assert_eq!(redeem(code.clone(), "wrong-verifier-wrong-verifier-wrong-verifier").await, 400);
+    assert_eq!(
+        redeem(code.clone(), "wrong-verifier-wrong-verifier-wrong-verifier").await,
+        400
+    );
     assert_eq!(
         redeem(code, "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").await,
         400,
         "a code is burnt by a failed attempt"
     );
     let code = param(&browser.authorize(url.as_str()).await.unwrap(), "code").unwrap();
-    assert_eq!(redeem(code, "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").await, 200);
+    assert_eq!(
+        redeem(code, "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk").await,
+        200
+    );
     // Without S256 the server redirects with an error.
     let plain = with_param(&url, "code_challenge_method", "plain");
     let answer = browser.authorize(plain.as_str()).await.unwrap();
