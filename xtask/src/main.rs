@@ -3,6 +3,8 @@
 //! - `cargo xtask ci`: format check, clippy (warnings are errors), every test including
 //!   doctests, and rustdoc (warnings are errors). This is the test command `.ci/run` calls.
 //! - `cargo xtask bench [FILTER]`: the criterion benchmarks (figures for docs/PERFORMANCE.md).
+//! - `cargo xtask interop`: the CLI against third-party servers on loopback (needs Node.js and
+//!   npm; not part of `ci`, which must not depend on a package registry).
 
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("demo") => demo(),
         Some("soak") => soak(&args[1..]),
+        Some("interop") => interop(),
         Some("deps") => deps::unused(&root()).map(|unused| {
             for line in &unused {
                 println!("unused: {line}");
@@ -48,6 +51,7 @@ fn usage() {
          ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
          deps            list dependencies declared but never used (part of ci)\n  \
+         interop         the CLI against panva's oidc-provider on loopback (Node.js + npm; see docs/interop.md)\n  \
          soak [--minutes N]  the soak: 64 tasks, 2 s tokens, random IdP faults (see docs/RELIABILITY.md)"
     );
 }
@@ -218,6 +222,24 @@ fn demo() -> Result<(), String> {
     } else {
         Err(format!("the demo failed ({status})"))
     }
+}
+
+/// The real `authwire` binary against third-party servers started on 127.0.0.1: panva's
+/// oidc-provider (OpenID Certified; PKCE, DPoP with nonces, RFC 9207, revocation).
+fn interop() -> Result<(), String> {
+    let mut build = cargo();
+    build.args(["build", "--quiet", "-p", "authwire-cli", "--bin", "authwire"]);
+    step("build the authwire binary", build)?;
+    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let dir = root().join("xtask/interop/oidc-provider");
+    let mut install = Command::new("npm");
+    install
+        .args(["ci", "--no-audit", "--no-fund", "--silent"])
+        .current_dir(&dir);
+    step("npm ci (oidc-provider, pinned by package-lock.json)", install)?;
+    let mut run = Command::new("node");
+    run.arg("run.mjs").arg(target.join("debug/authwire")).current_dir(&dir);
+    step("authwire against oidc-provider", run)
 }
 
 fn soak(args: &[String]) -> Result<(), String> {

@@ -287,10 +287,9 @@ async fn run(cli: Cli, trace: &Trace) -> Result<u8, CliError> {
             if let Some(min) = min_ttl
                 && time_left(&token) < min
             {
-                // Less than asked for: forget the cached token and fetch a new one.
-                if let Some(header) = authorizer.cached_authorization_header() {
-                    authorizer.invalidate(&header);
-                }
+                // Less than asked for: forget the cached token (bearer or DPoP-bound) and fetch
+                // a new one.
+                authorizer.invalidate_token(&token);
                 trace.step(
                     "step 2 refresh",
                     &format!("less than --min-ttl {min:?} left: refreshing first"),

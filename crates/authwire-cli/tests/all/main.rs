@@ -733,6 +733,18 @@ async fn token_min_ttl_refreshes_first_when_less_is_left() {
         .output()
         .await;
     assert_eq!(bad.code(), 2, "a usage error");
+
+    // Found by the interop run against oidc-provider: a DPoP-bound token has no bearer header
+    // to invalidate, and --min-ttl served the same token again.
+    let dpop: Vec<String> = creds.iter().cloned().chain(["--dpop".to_owned()]).collect();
+    let bound = Run::new(&sb, &args(&["token"], &dpop)).output().await;
+    assert_eq!(bound.code(), 0, "{}", bound.stderr());
+    let rebound = Run::new(&sb, &args(&["token", "--min-ttl", "20m"], &dpop))
+        .output()
+        .await;
+    assert_eq!(rebound.code(), 0, "{}", rebound.stderr());
+    assert_ne!(rebound.stdout(), bound.stdout(), "a bound token is refreshed first too");
+    assert_eq!(idp.tokens_issued(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -323,6 +323,22 @@ impl Authorizer {
         true
     }
 
+    /// Forget the cached token if it is still `token`, bearer or bound alike; the next call
+    /// refreshes (with its refresh token). For a caller that needs more time left than the
+    /// cached token has (`authwire token --min-ttl`), or knows the token is no good by other
+    /// means. The same rules as [`invalidate`](Self::invalidate) apply, rate limit included.
+    pub fn invalidate_token(&self, token: &Token) -> bool {
+        let Some(entry) = self.inner.current.load_full() else {
+            return false;
+        };
+        let same = std::ptr::eq(&*entry.token, token)
+            || crate::token::constant_time_eq(
+                secrecy::ExposeSecret::expose_secret(entry.token.access_token()).as_bytes(),
+                secrecy::ExposeSecret::expose_secret(token.access_token()).as_bytes(),
+            );
+        same && self.invalidate(&entry.header())
+    }
+
     /// Step 1 as an observation: where the cached token stands now. Starts nothing (unlike the
     /// calls that hand out a token, which start a refresh when one is due).
     ///
