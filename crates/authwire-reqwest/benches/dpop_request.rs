@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 /// A proof computed once and sent with every request: the same bytes on the wire as a real one,
 /// without the signature, to tell the signing cost from the header's.
-struct PrecomputedProof(http::HeaderValue);
+/// With a spin, it burns that long first: the CPU time of a real proof without its work, to
+/// tell the signature's cost from what any 20 µs pause in the request costs on loopback.
+struct PrecomputedProof(http::HeaderValue, Duration);
 
 impl ProofOfPossession for PrecomputedProof {
     fn proof(
@@ -22,12 +24,16 @@ impl ProofOfPossession for PrecomputedProof {
         _: &SecretString,
         _: Option<&str>,
     ) -> Result<(http::HeaderName, http::HeaderValue), ProviderError> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < self.1 {
+            std::hint::spin_loop();
+        }
         Ok((http::HeaderName::from_static("dpop"), self.0.clone()))
     }
 }
 
 /// Hands out `token`, bound to a precomputed proof.
-struct Precomputed(String, http::HeaderValue);
+struct Precomputed(String, http::HeaderValue, Duration);
 
 #[async_trait]
 impl IdentityProvider for Precomputed {
@@ -36,7 +42,7 @@ impl IdentityProvider for Precomputed {
         Ok(Token::new(self.0.clone())
             .with_token_type(TokenType::DPoP)
             .with_expires_at(now + Duration::from_secs(3600))
-            .with_proof(Arc::new(PrecomputedProof(self.1.clone()))))
+            .with_proof(Arc::new(PrecomputedProof(self.1.clone(), self.2))))
     }
     fn cache_key(&self) -> CacheKey {
         CacheKey::from_static("precomputed")
@@ -47,16 +53,36 @@ use authwire_reqwest::AuthMiddleware;
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::time::Duration;
 
-fn requests(c: &mut Criterion) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (url, idp, _server) = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new().fallback(|| async { "ok" });
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-        let idp = authwire_testkit::IdentityServer::start().await;
-        (format!("http://{addr}/v1/things?page=2"), idp, server)
+/// The loopback API and identity server, on a runtime of their own (one worker thread), so
+/// that the client's runtime measures the client.
+fn servers() -> (String, authwire_testkit::IdentityServer) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let app = axum::Router::new().fallback(|| async { "ok" });
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let idp = authwire_testkit::IdentityServer::start().await;
+            tx.send((format!("http://{addr}/v1/things?page=2"), idp)).unwrap();
+            std::future::pending::<()>().await;
+        });
     });
+    rx.recv().unwrap()
+}
+
+fn requests(c: &mut Criterion) {
+    // The client as a CLI or a small service runs it: one thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (url, idp) = servers();
     let client = |authorizer: Authorizer| {
         reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
             .with(AuthMiddleware::any_origin(authorizer))
@@ -84,12 +110,19 @@ fn requests(c: &mut Criterion) {
         let token = sent.to_str().unwrap().trim_start_matches("DPoP ").to_owned();
         (token, headers["dpop"].clone())
     });
-    let precomputed = client(Authorizer::new(Precomputed(token, proof)));
+    let precomputed = client(Authorizer::new(Precomputed(
+        token.clone(),
+        proof.clone(),
+        Duration::ZERO,
+    )));
+    // As long as a real proof takes (step5_without_http below), spent spinning.
+    let spinning = client(Authorizer::new(Precomputed(token, proof, Duration::from_micros(20))));
     let mut group = c.benchmark_group("request_through_middleware");
     for (name, client) in [
         ("bearer", &bearer),
         ("dpop", &bound),
         ("dpop_precomputed_proof", &precomputed),
+        ("dpop_precomputed_proof_after_20us_spin", &spinning),
     ] {
         runtime.block_on(async { client.get(&url).send().await.unwrap() }); // fetch the token
         group.bench_function(name, |b| {
@@ -114,6 +147,26 @@ fn requests(c: &mut Criterion) {
                 .await
                 .unwrap();
         })
+    });
+    // The same with the caches cooled between calls (4 MiB touched, untimed), as the HTTP work
+    // around each proof does in a real request.
+    let mut scratch = vec![0u8; 4 << 20];
+    group.bench_function("dpop_authorize_target_cold_cache", |b| {
+        b.to_async(&runtime).iter_batched(
+            || {
+                for (i, byte) in scratch.iter_mut().enumerate().step_by(64) {
+                    *byte = byte.wrapping_add(i as u8);
+                }
+                headers.clone()
+            },
+            |mut h| {
+                let (authorizer, target) = (&bound_authorizer, &target);
+                async move {
+                    authorizer.authorize_target(target, &mut h).await.unwrap();
+                }
+            },
+            criterion::BatchSize::PerIteration,
+        )
     });
     headers.clear();
     group.finish();
