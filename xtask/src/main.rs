@@ -238,7 +238,9 @@ fn interop() -> Result<(), String> {
         .current_dir(&dir);
     step("npm ci (oidc-provider, pinned by package-lock.json)", install)?;
     let mut run = Command::new("node");
-    run.arg("run.mjs").arg(target.join("debug/authwire")).current_dir(&dir);
+    run.arg("run.mjs")
+        .arg(target.join("debug/authwire"))
+        .current_dir(&dir);
     step("authwire against oidc-provider", run)
 }
 

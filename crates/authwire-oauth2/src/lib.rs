@@ -383,7 +383,10 @@ impl IdentityProvider for OAuth2Provider {
     async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
         let inner = &self.inner;
         if let Some(refresh_token) = current.and_then(Token::refresh_token) {
-            match inner.refresh(refresh_token).await {
+            match inner
+                .refresh_keeping(refresh_token, current.and_then(Token::id_token))
+                .await
+            {
                 Ok(token) => return Ok(token),
                 Err(e)
                     if e.error_code() == Some("invalid_grant")
@@ -610,7 +613,21 @@ impl Inner {
         self.token_request(form).await
     }
 
-    async fn refresh(&self, refresh_token: &SecretString) -> Result<Token, ProviderError> {
+    /// A refresh that keeps what the server did not send again: the refresh token (not
+    /// rotated) and the ID token (OpenID Connect Core 12.2: a refresh may omit it).
+    async fn refresh_keeping(
+        &self,
+        refresh_token: &SecretString,
+        id_token: Option<&SecretString>,
+    ) -> Result<Token, ProviderError> {
+        let mut token = self.refresh_inner(refresh_token).await?;
+        if token.id_token().is_none() {
+            token.set_id_token(id_token.cloned());
+        }
+        Ok(token)
+    }
+
+    async fn refresh_inner(&self, refresh_token: &SecretString) -> Result<Token, ProviderError> {
         let mut form = Form::new();
         form.push("grant_type", "refresh_token");
         form.push_secret("refresh_token", refresh_token.clone());

@@ -102,6 +102,17 @@ fn parse_token_object(
             ));
         }
     }
+    // OpenID Connect Core 3.1.3.3: `id_token` beside the access token.
+    match object.get("id_token") {
+        Some(Value::String(t)) if !t.is_empty() => token = token.with_id_token(t.clone()),
+        Some(Value::String(_) | Value::Null) | None => {}
+        Some(_) => {
+            return Err(ProviderError::invalid_response(
+                Some(status),
+                "id_token is not a string",
+            ));
+        }
+    }
     match object.get("scope") {
         Some(Value::String(s)) => token = token.with_scope(s.clone()),
         Some(Value::Array(list)) => {

@@ -116,7 +116,11 @@ fn requests(c: &mut Criterion) {
         Duration::ZERO,
     )));
     // As long as a real proof takes (step5_without_http below), spent spinning.
-    let spinning = client(Authorizer::new(Precomputed(token, proof, Duration::from_micros(20))));
+    let spinning = client(Authorizer::new(Precomputed(
+        token,
+        proof,
+        Duration::from_micros(20),
+    )));
     let mut group = c.benchmark_group("request_through_middleware");
     for (name, client) in [
         ("bearer", &bearer),

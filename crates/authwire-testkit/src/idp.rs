@@ -711,6 +711,13 @@ impl IdpState {
         if settings.send_expires_in {
             body["expires_in"] = json!(settings.token_lifetime.as_secs());
         }
+        // OpenID Connect: an ID token when `openid` was asked for.
+        if scope
+            .as_deref()
+            .is_some_and(|s| s.split(' ').any(|x| x == "openid"))
+        {
+            body["id_token"] = json!(self.id_token(subject, client_id, settings.token_lifetime));
+        }
         if let Some(s) = scope {
             body["scope"] = json!(s);
         }
@@ -718,6 +725,19 @@ impl IdpState {
             body["refresh_token"] = json!(r);
         }
         body
+    }
+
+    /// An OpenID Connect ID token (RS256) for `subject`, audience `client_id`.
+    fn id_token(&self, subject: &str, client_id: &str, lifetime: Duration) -> String {
+        let now = self.now_secs();
+        let claims = json!({
+            "iss": self.issuer, "sub": subject, "aud": client_id,
+            "iat": now, "exp": now + lifetime.as_secs(),
+            "jti": format!("id-{}", self.next_serial()),
+        });
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(KEY_ID.into());
+        jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign an ID token")
     }
 }
 

@@ -108,6 +108,8 @@ struct StoredRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_at: Option<f64>,
@@ -141,6 +143,8 @@ struct StoredV1 {
     token_type: String,
     expires_at: Option<f64>,
     refresh_token: Option<SecretString>,
+    #[serde(default)]
+    id_token: Option<SecretString>,
     scope: Option<String>,
     refresh_at: Option<f64>,
     issued_at: Option<f64>,
@@ -148,7 +152,8 @@ struct StoredV1 {
 }
 
 /// Serialise a token for a store: JSON with a format version (`"v": 1`), times (`expires_at`,
-/// `issued_at`, `refresh_at`) as seconds since the Unix epoch, the refresh token included. The buffer is wiped when dropped.
+/// `issued_at`, `refresh_at`) as seconds since the Unix epoch, the refresh token and the ID
+/// token included (`id_token` is optional: entries written before it existed read back). The buffer is wiped when dropped.
 ///
 /// ```
 /// use authwire::{store, Token};
@@ -173,6 +178,7 @@ pub fn encode(token: &Token) -> Zeroizing<Vec<u8>> {
         token_type: token.token_type().scheme(),
         expires_at: token.expires_at().map(to_epoch_secs),
         refresh_token: token.refresh_token().map(|r| r.expose_secret()),
+        id_token: token.id_token().map(|t| t.expose_secret()),
         scope: token.scope(),
         refresh_at: token.refresh_at().map(to_epoch_secs),
         issued_at: token.issued_at().map(to_epoch_secs),
@@ -232,6 +238,9 @@ pub fn decode(bytes: &[u8]) -> Result<Token, DecodeError> {
     if let Some(rt) = s.refresh_token {
         token = token.with_refresh_token(rt.expose_secret());
     }
+    if let Some(id) = s.id_token {
+        token.set_id_token(Some(id));
+    }
     if let Some(scope) = s.scope {
         token = token.with_scope(scope);
     }
@@ -272,8 +281,14 @@ mod tests {
             .with_refresh_at(UNIX_EPOCH + Duration::from_secs(1_899_999_000))
             .with_issued_at(UNIX_EPOCH + Duration::from_secs(1_899_996_400))
             .with_refresh_token("r")
+            .with_id_token("i.d.t")
             .with_scope("x y");
         let back = decode(&encode(&t)).unwrap();
+        assert_eq!(back.id_token().unwrap().expose_secret(), "i.d.t");
+        assert!(
+            !format!("{back:?}").contains("i.d.t"),
+            "the ID token is redacted in Debug"
+        );
         assert!(back.same_access_token(&t));
         assert_eq!(back.token_type(), &TokenType::DPoP);
         let exp = back.expires_at().unwrap().duration_since(UNIX_EPOCH).unwrap();

@@ -31,6 +31,8 @@ pub struct Token {
     token_type: TokenType,
     expires_at: Option<SystemTime>,
     refresh_token: Option<SecretString>,
+    /// The OpenID Connect ID token that came with the access token, if any.
+    id_token: Option<SecretString>,
     scope: Option<String>,
     refresh_at: Option<SystemTime>,
     issued_at: Option<SystemTime>,
@@ -90,6 +92,7 @@ impl Token {
             token_type: TokenType::Bearer,
             expires_at: None,
             refresh_token: None,
+            id_token: None,
             scope: None,
             refresh_at: None,
             issued_at: None,
@@ -139,6 +142,26 @@ impl Token {
     pub fn with_refresh_token(mut self, refresh_token: impl Into<String>) -> Self {
         self.refresh_token = Some(SecretString::from(refresh_token.into()));
         self
+    }
+
+    /// Attach the OpenID Connect ID token of the same response (Kubernetes' OIDC authenticator
+    /// and Cloud Run/IAP take an ID token where others take the access token).
+    pub fn with_id_token(mut self, id_token: impl Into<String>) -> Self {
+        self.id_token = Some(SecretString::from(id_token.into()));
+        self
+    }
+
+    /// Replace the ID token, or remove it with `None`.
+    pub fn set_id_token(&mut self, id_token: Option<SecretString>) {
+        self.id_token = id_token;
+    }
+
+    /// The OpenID Connect ID token that came with this token, if the issuer sent one.
+    ///
+    /// # Security warning
+    /// As for [`access_token`](Self::access_token): never log the exposed value.
+    pub fn id_token(&self) -> Option<&SecretString> {
+        self.id_token.as_ref()
     }
 
     /// Set the granted scope: space-delimited, as in RFC 6749 section 3.3.
@@ -230,6 +253,7 @@ impl fmt::Debug for Token {
             .field("token_type", &self.token_type)
             .field("expires_at", &self.expires_at)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| Redacted))
+            .field("id_token", &self.id_token.as_ref().map(|_| Redacted))
             .field("scope", &self.scope)
             .field("refresh_at", &self.refresh_at)
             .field("issued_at", &self.issued_at)

@@ -743,7 +743,11 @@ async fn token_min_ttl_refreshes_first_when_less_is_left() {
         .output()
         .await;
     assert_eq!(rebound.code(), 0, "{}", rebound.stderr());
-    assert_ne!(rebound.stdout(), bound.stdout(), "a bound token is refreshed first too");
+    assert_ne!(
+        rebound.stdout(),
+        bound.stdout(),
+        "a bound token is refreshed first too"
+    );
     assert_eq!(idp.tokens_issued(), 4);
 }
 

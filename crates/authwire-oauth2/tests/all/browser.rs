@@ -40,6 +40,19 @@ fn start(
     (rx, login)
 }
 
+/// The claims of a JWT, unverified.
+fn authwire_jwt_claims(jwt: &authwire::secrecy::SecretString) -> serde_json::Value {
+    use authwire::secrecy::ExposeSecret;
+    use base64::Engine;
+    let payload = jwt.expose_secret().split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 fn param(url: &url::Url, name: &str) -> Option<String> {
     url.query_pairs()
         .find(|(k, _)| k == name)
@@ -83,9 +96,15 @@ async fn a_browser_login_uses_pkce_s256_and_state_and_yields_a_refresh_token() {
     let port = redirect.port().unwrap();
     assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err());
 
+    // `openid` was asked for: the ID token is kept beside the access token.
+    let id = token.id_token().expect("an ID token");
+    let claims = authwire_jwt_claims(id);
+    assert_eq!(claims["aud"], Client::PUBLIC_ID);
+
     // And the refresh token it brought works.
     let refreshed = provider.fetch_token(Some(&token)).await.unwrap();
     assert!(refreshed.refresh_token().is_some());
+    assert!(refreshed.id_token().is_some());
 }
 
 #[tokio::test]
