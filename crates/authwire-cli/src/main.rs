@@ -13,6 +13,7 @@
 #![allow(clippy::print_stdout)]
 
 mod browser;
+mod helpers;
 mod settings;
 
 use authwire::secrecy::ExposeSecret;
@@ -54,7 +55,7 @@ struct Cli {
 
 /// Where tokens come from. Flags override the profile. The client secret is read from
 /// AUTHWIRE_CLIENT_SECRET or --client-secret-file, never from the command line.
-#[derive(Args)]
+#[derive(Args, Default)]
 struct Credentials {
     /// A profile from $XDG_CONFIG_HOME/authwire/config.toml.
     #[arg(long, global = true)]
@@ -130,11 +131,39 @@ enum Command {
         /// The token, or "-" for stdin.
         token: Option<String>,
     },
+    /// kubectl's exec credential plugin: print an ExecCredential (client.authentication.k8s.io)
+    /// with the token and its expiry. Logs in only when kubectl says a person is there.
+    Kube {
+        /// Send the OpenID Connect ID token (what Kubernetes' OIDC authenticator checks)
+        /// instead of the access token.
+        #[arg(long)]
+        id_token: bool,
+    },
+    /// git's credential helper (gitcredentials(7)): `get` answers for the configured hosts,
+    /// `erase` forgets a rejected token, `store` is ignored.
+    GitCredential(GitArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Args)]
+struct GitArgs {
+    /// A host to answer for (`git.example.com`, `127.0.0.1:8080`); repeatable. Other hosts get
+    /// no answer, so the next helper in git's list can give one.
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// The username sent with the token (`oauth2` for GitLab, `x-access-token` for GitHub).
+    #[arg(long, default_value = "oauth2")]
+    username: String,
+    /// How to answer `get`: `auto` sends `authtype=Bearer` when git can and the server asks
+    /// for Bearer, otherwise username and password.
+    #[arg(long, value_enum, default_value = "auto")]
+    authtype: helpers::AuthType,
+    /// git's action: get, store or erase.
+    action: String,
 }
 
 #[derive(Args)]
@@ -157,6 +186,30 @@ struct LoginArgs {
     /// How long to wait for the browser or the device approval (`90s`, `5m`).
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     timeout: Duration,
+}
+
+impl LoginArgs {
+    /// What a helper uses when it must log a person in: the default choice, 5 minutes.
+    fn interactive() -> Self {
+        Self {
+            browser: false,
+            device: false,
+            no_open: false,
+            prompt: None,
+            login_hint: None,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Credentials {
+    /// The settings of one profile, with no flag overriding them.
+    fn for_profile(name: &str) -> Self {
+        Self {
+            profile: Some(name.to_owned()),
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Args)]
@@ -238,6 +291,16 @@ impl Trace {
 }
 
 fn main() -> ExitCode {
+    // Installed as `docker-credential-authwire` (a link to this binary), speak docker's protocol.
+    let args: Vec<String> = std::env::args().collect();
+    if args.first().is_some_and(|a| {
+        std::path::Path::new(a)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("docker-credential-"))
+    }) {
+        return helpers::docker_main(&args);
+    }
     let cli = Cli::parse();
     if cli.verbose {
         // The library's own events (refresh started, refreshed, failed): never a secret.
@@ -331,6 +394,10 @@ async fn run(cli: Cli, trace: &Trace) -> Result<u8, CliError> {
         Command::Logout => {
             let s = settings::resolve(&cli.credentials, false).await?;
             logout(&s).await
+        }
+        Command::Kube { id_token } => helpers::kube(&cli.credentials, id_token).await,
+        Command::GitCredential(g) => {
+            helpers::git(&cli.credentials, &g.action, &g.hosts, &g.username, g.authtype).await
         }
     }
 }

@@ -44,6 +44,11 @@ struct Profile {
     dpop: bool,
     authorization_url: Option<String>,
     revocation_url: Option<String>,
+    /// Hosts `git-credential` answers for.
+    #[serde(default)]
+    hosts: Vec<String>,
+    /// The username the git and docker helpers send with the token.
+    username: Option<String>,
 }
 
 /// Which token cache to use.
@@ -82,6 +87,10 @@ pub(crate) struct Settings {
     pub(crate) client_id: String,
     /// The DPoP key tokens are bound to, with `--dpop`.
     pub(crate) dpop_key: Option<DpopKey>,
+    /// The profile's hosts, for `git-credential`.
+    pub(crate) hosts: Vec<String>,
+    /// The profile's username, for the git and docker helpers.
+    pub(crate) username: Option<String>,
 }
 
 pub(crate) fn config_dir() -> Option<PathBuf> {
@@ -98,14 +107,37 @@ fn cache_dir() -> Option<PathBuf> {
         .map(|d| d.join("authwire"))
 }
 
-fn load_profile(name: &str) -> Result<Profile, CliError> {
-    let path = config_dir()
+fn config_file() -> Result<PathBuf, CliError> {
+    Ok(config_dir()
         .ok_or_else(|| CliError::config("cannot find the config folder: set XDG_CONFIG_HOME or HOME"))?
-        .join("config.toml");
+        .join("config.toml"))
+}
+
+fn parse_config(path: &Path, text: &str) -> Result<ConfigFile, CliError> {
+    toml::from_str(text)
+        .map_err(|e| CliError::config(format!("{} is not valid: {}", path.display(), e.message())))
+}
+
+/// The names of the profiles in the config file (none when there is no file).
+pub(crate) fn profile_names() -> Result<Vec<String>, CliError> {
+    let path = config_file()?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(parse_config(&path, &text)?.profiles.into_keys().collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(CliError::config(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// A profile's `username`.
+pub(crate) fn profile_username(name: &str) -> Result<Option<String>, CliError> {
+    Ok(load_profile(name)?.username)
+}
+
+fn load_profile(name: &str) -> Result<Profile, CliError> {
+    let path = config_file()?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| CliError::config(format!("profile {name:?} needs {}: {e}", path.display())))?;
-    let file: ConfigFile = toml::from_str(&text)
-        .map_err(|e| CliError::config(format!("{} is not valid: {}", path.display(), e.message())))?;
+    let file = parse_config(&path, &text)?;
     let known: Vec<&str> = file.profiles.keys().map(String::as_str).collect();
     file.profiles.get(name).cloned().ok_or_else(|| {
         CliError::config(format!(
@@ -160,6 +192,7 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         (None, None) => None,
     };
     let private_key = c.private_key_file.clone().or(profile.private_key_file);
+    let (hosts, username) = (profile.hosts.clone(), profile.username.clone());
     let allow_insecure_http = c.allow_insecure_http || profile.allow_insecure_http;
 
     let mut b = OAuth2Provider::builder().client_id(&client_id);
@@ -251,6 +284,8 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         endpoint,
         client_id,
         dpop_key,
+        hosts,
+        username,
     })
 }
 

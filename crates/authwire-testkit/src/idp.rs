@@ -1461,6 +1461,7 @@ impl IdpState {
         code
     }
 
+    #[allow(clippy::result_large_err)] // as `authenticate`: the error is the answer to send
     pub(crate) fn authenticate_client(
         &self,
         headers: &HeaderMap,

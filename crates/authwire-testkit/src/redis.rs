@@ -163,7 +163,7 @@ impl RedisServer {
 }
 
 /// A CA and a server certificate for `127.0.0.1` signed by it, in `dir`; returns the CA (PEM).
-fn make_certificates(dir: &std::path::Path) -> Vec<u8> {
+pub(crate) fn make_certificates(dir: &std::path::Path) -> Vec<u8> {
     let run = |args: &[&str]| {
         let status = std::process::Command::new("openssl")
             .args(args)

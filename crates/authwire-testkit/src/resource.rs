@@ -28,6 +28,12 @@ struct ResourceState {
     /// The nonce DPoP proofs must carry, when set.
     dpop_nonce: Mutex<Option<String>>,
     dpop_nonce_challenges: AtomicUsize,
+    /// Accept `Authorization: Basic base64(user:token)` (the token as the password, as git and
+    /// registry hosts do) and advertise `Basic` in challenges.
+    accept_basic: std::sync::atomic::AtomicBool,
+    /// Serve the files under this folder for authorized requests (a protected static site: a
+    /// git repository over dumb HTTP, say) instead of the JSON answer.
+    files: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// How many requests' headers and bodies are remembered (the oldest are forgotten first), so a
@@ -50,9 +56,9 @@ fn remember<T>(list: &Mutex<std::collections::VecDeque<T>>, item: T) {
 /// `/see-other/<path>` and `/redirect-to/<port>/<path>` redirect (303, and 307 to another
 /// loopback port). Stops when dropped.
 pub struct ResourceServer {
-    addr: SocketAddr,
     state: Arc<ResourceState>,
     task: tokio::task::JoinHandle<()>,
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Drop for ResourceServer {
@@ -64,10 +70,38 @@ impl Drop for ResourceServer {
 impl ResourceServer {
     /// Serve on `127.0.0.1:0`, trusting tokens of `idp`.
     pub async fn start(idp: &IdentityServer) -> Self {
+        Self::serve(idp, None).await
+    }
+
+    /// The same over HTTPS, with a server certificate for `127.0.0.1` from a throwaway CA
+    /// ([`ca_pem`](Self::ca_pem)), made with the `openssl` tool. For clients that send tokens
+    /// only over TLS (kubectl's exec credentials, say).
+    pub async fn start_tls(idp: &IdentityServer) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "authwire-testkit-tls-{}-{}",
+            std::process::id(),
+            authwire::random::hex(6)
+        ));
+        std::fs::create_dir_all(&dir).expect("a folder for the certificates");
+        let ca = crate::redis::make_certificates(&dir);
+        let tls = tls_acceptor(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut server = Self::serve(idp, Some(tls)).await;
+        server.ca_pem = Some(ca);
+        server
+    }
+
+    /// The CA that signed the certificate of a [`start_tls`](Self::start_tls) server (PEM).
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.ca_pem.as_deref()
+    }
+
+    async fn serve(idp: &IdentityServer, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(ResourceState {
             idp: idp.state.clone(),
             requests: AtomicUsize::new(0),
@@ -77,23 +111,34 @@ impl ResourceServer {
             always_401: Default::default(),
             authorization_seen: Mutex::default(),
             bodies_seen: Mutex::default(),
-            origin: format!("http://{addr}"),
+            origin: format!("{scheme}://{addr}"),
             dpop_seen: Mutex::default(),
             dpop_verified: AtomicUsize::new(0),
             dpop_seen_proofs: Mutex::default(),
             dpop_nonce: Mutex::default(),
             dpop_nonce_challenges: AtomicUsize::new(0),
+            accept_basic: Default::default(),
+            files: Mutex::default(),
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        Self { addr, state, task }
+        let task = match tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            }),
+            Some(acceptor) => tokio::spawn(async move {
+                let _ = axum::serve(TlsListener { listener, acceptor }, router).await;
+            }),
+        };
+        Self {
+            state,
+            task,
+            ca_pem: None,
+        }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for [`start_tls`](Self::start_tls)).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.state.origin.clone()
     }
 
     /// Requests received.
@@ -157,6 +202,18 @@ impl ResourceServer {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         seen.iter().cloned().collect()
+    }
+
+    /// Accept `Authorization: Basic` with the token as the password (the username is ignored),
+    /// and advertise `Basic realm="testkit"` (only) when no credentials came, as git hosts do.
+    pub fn accept_basic(&self, on: bool) {
+        self.state.accept_basic.store(on, Ordering::SeqCst);
+    }
+
+    /// Answer authorized requests with the files under `dir` (404 for what is not there),
+    /// instead of the JSON body.
+    pub fn serve_files(&self, dir: impl Into<std::path::PathBuf>) {
+        *self.state.files.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir.into());
     }
 
     /// The body of the requests received, in order (the last 10,000).
@@ -239,15 +296,37 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
     if forced {
         return unauthorized(&state, "token revoked");
     }
-    let (scheme, token) = match authorization.as_deref().and_then(|a| a.split_once(' ')) {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => ("Bearer", token),
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("dpop") => ("DPoP", token),
+    let basic = state.accept_basic.load(Ordering::SeqCst);
+    let from_basic = authorization
+        .as_deref()
+        .and_then(|a| a.split_once(' '))
+        .filter(|(scheme, _)| basic && scheme.eq_ignore_ascii_case("basic"))
+        .and_then(|(_, encoded)| {
+            use base64::Engine as _;
+            let pair = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+            let pair = String::from_utf8(pair).ok()?;
+            pair.split_once(':').map(|(_, token)| token.to_owned())
+        });
+    let (scheme, token) = match (
+        &from_basic,
+        authorization.as_deref().and_then(|a| a.split_once(' ')),
+    ) {
+        (Some(token), _) => ("Bearer", token.as_str()),
+        (None, Some((scheme, token))) if scheme.eq_ignore_ascii_case("bearer") => ("Bearer", token),
+        (None, Some((scheme, token))) if scheme.eq_ignore_ascii_case("dpop") => ("DPoP", token),
         _ => {
             let mut r = unauthorized(&state, "no bearer token");
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"testkit\""),
             );
+            if basic {
+                // As git hosts do: Basic only, the token as the password.
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"testkit\""),
+                );
+            }
             return r;
         }
     };
@@ -304,6 +383,10 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
             }
             r
         }
+        Ok(_) if state.files.lock().unwrap_or_else(|e| e.into_inner()).is_some() => {
+            let dir = state.files.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            serve_file(dir.as_deref(), parts.uri.path())
+        }
         Ok(sub) => axum::Json(json!({
             "ok": true,
             "sub": sub,
@@ -312,5 +395,80 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
         }))
         .into_response(),
         Err(why) => unauthorized(&state, why),
+    }
+}
+
+/// A file under `dir` for a request path; nothing outside it.
+fn serve_file(dir: Option<&std::path::Path>, path: &str) -> Response {
+    let Some(dir) = dir else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let relative = path.trim_start_matches('/');
+    if relative
+        .split('/')
+        .any(|p| p == ".." || p.is_empty() && !relative.is_empty())
+    {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match std::fs::read(dir.join(relative)) {
+        Ok(bytes) => {
+            // A JSON document that names its media type (an OCI or Docker manifest) is served
+            // as that type, as registries do.
+            let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("mediaType")?.as_str().map(str::to_owned));
+            let mut r = (StatusCode::OK, bytes).into_response();
+            if let Some(v) = media_type.and_then(|m| HeaderValue::from_str(&m).ok()) {
+                r.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            r
+        }
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// A TLS server configuration from `server.pem` and `server.key` in `dir`.
+fn tls_acceptor(dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("read the server certificate")
+        .collect::<Result<_, _>>()
+        .expect("a PEM certificate");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("read the server key");
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("a usable certificate and key");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Accepts TCP connections and completes their TLS handshakes, for `axum::serve`.
+struct TlsListener {
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.listener.accept().await else {
+                continue;
+            };
+            let handshake = self.acceptor.accept(tcp);
+            if let Ok(Ok(tls)) = tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
     }
 }

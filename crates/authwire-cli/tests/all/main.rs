@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 mod browser_login;
+mod helpers;
 
 /// A private HOME, config and cache folder for one test.
 struct Sandbox {
