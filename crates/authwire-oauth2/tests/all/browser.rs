@@ -7,7 +7,7 @@ use authwire::{IdentityProvider, Token};
 use authwire_oauth2::{BrowserLogin, Grant, OAuth2Provider};
 use authwire_testkit::{Approval, Client, IdentityServer, ScriptedBrowser, Settings, with_param};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 fn public_login(idp: &IdentityServer) -> OAuth2Provider {
@@ -193,7 +193,7 @@ async fn an_authorization_response_from_another_issuer_is_refused() {
 #[tokio::test]
 async fn the_wait_is_bounded_on_the_providers_clock() {
     let idp = IdentityServer::start().await;
-    let clock = ManualClock::new(SystemTime::now());
+    let clock = ManualClock::new(authwire::Clock::now(&authwire::SystemClock));
     let provider = OAuth2Provider::builder()
         .issuer(idp.issuer())
         .client_id(Client::PUBLIC_ID)
