@@ -1,5 +1,6 @@
 //! Whole-process wall time of `authwire token`: answered from the file cache vs fetched from the
-//! identity provider. Figures for docs/PERFORMANCE.md; run with
+//! identity provider; beside it `authwire --version` (process start alone) and the credential
+//! helpers (`kube`, `git-credential get`, `docker-credential-authwire get`) answered from the cache. Figures for docs/PERFORMANCE.md; run with
 //! `cargo build --release -p authwire-cli --examples && target/release/examples/cli_timing`.
 
 #![allow(missing_docs, clippy::print_stdout)]
@@ -42,6 +43,33 @@ async fn time_runs(
     times
 }
 
+/// `runs` runs of `bin args` with `stdin`, sorted wall times; every run must succeed.
+async fn time_command(bin: &PathBuf, args: &[String], stdin: &str, home: &PathBuf, runs: usize) -> Vec<Duration> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = SystemClock.now();
+        let mut child = tokio::process::Command::new(bin)
+            .args(args)
+            .env("AUTHWIRE_CLIENT_SECRET", Client::CONFIDENTIAL_SECRET)
+            .env("XDG_CACHE_HOME", home)
+            .env("XDG_CONFIG_HOME", home)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run authwire");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin.as_bytes()).await.expect("write stdin");
+        drop(input);
+        let out = child.wait_with_output().await.expect("wait");
+        times.push(SystemClock.now().duration_since(start).unwrap_or_default());
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    times.sort();
+    times
+}
+
 fn report(label: &str, t: &[Duration]) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
@@ -78,7 +106,55 @@ async fn main() {
         issued_before + 1,
         "cached runs made no request to the IdP"
     );
+    let creds: Vec<String> = [
+        "--token-url",
+        &idp.token_url(),
+        "--client-id",
+        Client::CONFIDENTIAL_ID,
+        "--cache",
+        "file",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let with = |first: &[&str]| -> Vec<String> {
+        first.iter().map(|s| s.to_string()).chain(creds.iter().cloned()).collect()
+    };
+    let version = time_command(&bin, &["--version".into()], "", &home, runs).await;
+    let kube = time_command(&bin, &with(&["kube"]), "", &home, runs).await;
+    let git = time_command(
+        &bin,
+        &with(&["git-credential", "--host", "git.example.com", "get"]),
+        "protocol=https\nhost=git.example.com\n\n",
+        &home,
+        runs,
+    )
+    .await;
+    // docker-credential-authwire: a link to the binary, and a profile named after the registry.
+    std::fs::create_dir_all(home.join("authwire")).expect("config folder");
+    std::fs::write(
+        home.join("authwire/config.toml"),
+        format!(
+            "[profiles.\"registry.example.com\"]\ntoken_url = \"{}\"\nclient_id = \"{}\"\ncache = \"file\"\n",
+            idp.token_url(),
+            Client::CONFIDENTIAL_ID
+        ),
+    )
+    .expect("write the profile");
+    let link = home.join("docker-credential-authwire");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&bin, &link).expect("link");
+    let docker = time_command(&link, &["get".into()], "https://registry.example.com\n", &home, runs).await;
+    assert_eq!(
+        idp.tokens_issued(),
+        issued_before + 1,
+        "the helpers answered from the same cache"
+    );
+    report("authwire --version (process start)", &version);
     report("authwire token, fetching (--cache none)", &fetching);
     report("authwire token, cached (--cache file)", &cached);
+    report("authwire kube, cached", &kube);
+    report("authwire git-credential get, cached", &git);
+    report("docker-credential-authwire get, cached", &docker);
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -314,7 +314,8 @@ pub enum BuildError {
     Conflict(&'static str),
     /// A private key could not be read.
     Key(String),
-    /// The HTTP client could not be built (for example: no CA certificates on this machine).
+    /// The HTTP client could not be built. No longer returned by `build`: the client is built
+    /// on first use (a cached token needs none), and a failure there is a `ProviderError`.
     HttpClient(String),
 }
 

@@ -96,7 +96,9 @@ struct Inner {
     resources: Vec<String>,
     extra_params: Vec<(String, String)>,
     request_timeout: Duration,
-    http: reqwest::Client,
+    /// Built on first use: a process that finds a cached token never pays for TLS set-up
+    /// (loading the system's roots takes milliseconds).
+    http: LazyClient,
     allow_insecure_http: bool,
     clock: Arc<dyn Clock>,
     cache_key: CacheKey,
@@ -206,14 +208,14 @@ impl OAuth2Provider {
             ));
         }
         // Whoever supplied the builder, credential-bearing requests never follow a redirect.
-        let http = b
-            .http_client
-            .unwrap_or_else(|| {
-                reqwest::Client::builder().user_agent(concat!("authwire-oauth2/", env!("CARGO_PKG_VERSION")))
-            })
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| BuildError::HttpClient(authwire::error_chain(&e)))?;
+        let http = LazyClient::new(
+            b.http_client
+                .unwrap_or_else(|| {
+                    reqwest::Client::builder()
+                        .user_agent(concat!("authwire-oauth2/", env!("CARGO_PKG_VERSION")))
+                })
+                .redirect(reqwest::redirect::Policy::none()),
+        );
         let mut sorted_scopes = b.scopes.clone();
         sorted_scopes.sort();
         sorted_scopes.dedup();
@@ -503,6 +505,7 @@ impl Inner {
     async fn fetch_metadata(&self, url: &str, expected_issuer: &str) -> Result<Metadata, ProviderError> {
         let request = self
             .http
+            .get()?
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
             .timeout(self.request_timeout);
@@ -817,7 +820,11 @@ impl Inner {
         dpop_proof: Option<String>,
         sent: &mut Vec<SecretString>,
     ) -> Result<Reply, ProviderError> {
-        let mut request = self.http.post(endpoint.clone()).timeout(self.request_timeout);
+        let mut request = self
+            .http
+            .get()?
+            .post(endpoint.clone())
+            .timeout(self.request_timeout);
         if let Some(proof) = dpop_proof {
             let mut value = reqwest::header::HeaderValue::from_str(&proof)
                 .map_err(|_| ProviderError::permanent("the DPoP proof is not a header value"))?;
@@ -1158,6 +1165,38 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Provid
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// A `reqwest::Client` built from its builder the first time it is needed.
+struct LazyClient {
+    builder: std::sync::Mutex<Option<reqwest::ClientBuilder>>,
+    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl LazyClient {
+    fn new(builder: reqwest::ClientBuilder) -> Self {
+        Self {
+            builder: std::sync::Mutex::new(Some(builder)),
+            client: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Result<&reqwest::Client, ProviderError> {
+        self.client
+            .get_or_init(|| {
+                let builder = self
+                    .builder
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                match builder {
+                    Some(b) => b.build().map_err(|e| authwire::error_chain(&e)),
+                    None => Err("the HTTP client could not be built".into()),
+                }
+            })
+            .as_ref()
+            .map_err(|e| ProviderError::permanent(format!("cannot set up the HTTP client: {e}")))
+    }
 }
 
 fn random_id() -> String {
