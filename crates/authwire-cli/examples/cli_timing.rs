@@ -44,7 +44,13 @@ async fn time_runs(
 }
 
 /// `runs` runs of `bin args` with `stdin`, sorted wall times; every run must succeed.
-async fn time_command(bin: &PathBuf, args: &[String], stdin: &str, home: &PathBuf, runs: usize) -> Vec<Duration> {
+async fn time_command(
+    bin: &PathBuf,
+    args: &[String],
+    stdin: &str,
+    home: &PathBuf,
+    runs: usize,
+) -> Vec<Duration> {
     use tokio::io::AsyncWriteExt as _;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -64,7 +70,11 @@ async fn time_command(bin: &PathBuf, args: &[String], stdin: &str, home: &PathBu
         drop(input);
         let out = child.wait_with_output().await.expect("wait");
         times.push(SystemClock.now().duration_since(start).unwrap_or_default());
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     times.sort();
     times
@@ -118,7 +128,11 @@ async fn main() {
     .map(|s| s.to_string())
     .collect();
     let with = |first: &[&str]| -> Vec<String> {
-        first.iter().map(|s| s.to_string()).chain(creds.iter().cloned()).collect()
+        first
+            .iter()
+            .map(|s| s.to_string())
+            .chain(creds.iter().cloned())
+            .collect()
     };
     let version = time_command(&bin, &["--version".into()], "", &home, runs).await;
     let kube = time_command(&bin, &with(&["kube"]), "", &home, runs).await;
@@ -144,7 +158,14 @@ async fn main() {
     let link = home.join("docker-credential-authwire");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&bin, &link).expect("link");
-    let docker = time_command(&link, &["get".into()], "https://registry.example.com\n", &home, runs).await;
+    let docker = time_command(
+        &link,
+        &["get".into()],
+        "https://registry.example.com\n",
+        &home,
+        runs,
+    )
+    .await;
     assert_eq!(
         idp.tokens_issued(),
         issued_before + 1,
