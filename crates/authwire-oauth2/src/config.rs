@@ -30,6 +30,10 @@ pub enum ClientAuthMethod {
     },
     /// `none`: a public client, identified by `client_id` only (the default without a secret).
     None,
+    /// A client assertion made elsewhere (RFC 7521 section 4.2, `client_assertion_type`
+    /// jwt-bearer): a Kubernetes projected service-account token for Azure workload identity,
+    /// or any federated token. Read again for every token request.
+    ClientAssertion(AssertionSource),
 }
 
 impl ClientAuthMethod {
@@ -40,6 +44,7 @@ impl ClientAuthMethod {
             ClientAuthMethod::ClientSecretPost => "client_secret_post",
             ClientAuthMethod::PrivateKeyJwt { .. } => "private_key_jwt",
             ClientAuthMethod::None => "none",
+            ClientAuthMethod::ClientAssertion(_) => "client_assertion",
         }
     }
 }
@@ -56,6 +61,8 @@ pub struct PrivateKey {
     pub(crate) key: Arc<EncodingKey>,
     pub(crate) algorithm: Algorithm,
     pub(crate) key_id: Option<String>,
+    /// The `x5t` header (base64url SHA-1 of the certificate), for Microsoft Entra.
+    pub(crate) x5t: Option<String>,
     /// [`credential_fingerprint`] of the PEM, for the cache key.
     pub(crate) fingerprint: Arc<str>,
 }
@@ -87,6 +94,7 @@ impl PrivateKey {
             key: Arc::new(key),
             algorithm: Algorithm::RS256,
             key_id: None,
+            x5t: None,
             fingerprint: credential_fingerprint(pem).into(),
         })
     }
@@ -98,6 +106,7 @@ impl PrivateKey {
             key: Arc::new(key),
             algorithm: Algorithm::ES256,
             key_id: None,
+            x5t: None,
             fingerprint: credential_fingerprint(pem).into(),
         })
     }
@@ -111,6 +120,13 @@ impl PrivateKey {
     /// Name the key in the JWT header (`kid`), as servers with several registered keys need.
     pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
         self.key_id = Some(key_id.into());
+        self
+    }
+
+    /// Put `x5t` (the base64url SHA-1 thumbprint of the key's certificate) in the header of the
+    /// assertions: how Microsoft Entra finds a certificate credential.
+    pub fn with_x5t(mut self, thumbprint: impl Into<String>) -> Self {
+        self.x5t = Some(thumbprint.into());
         self
     }
 }
@@ -159,6 +175,7 @@ impl Grant {
             key,
             issuer: issuer.into(),
             subject: subject.into(),
+            claims: serde_json::Map::new(),
         })
     }
 
@@ -189,7 +206,15 @@ impl fmt::Debug for Grant {
     }
 }
 
-/// Where JWT bearer assertions come from.
+/// Where assertions come from: for the JWT bearer grant ([`Grant::JwtBearer`]) and for client
+/// authentication by assertion ([`ClientAuthMethod::ClientAssertion`]).
+///
+/// ```
+/// use authwire_oauth2::AssertionSource;
+/// // Kubernetes rotates the projected token: the file is read for every token request.
+/// let source = AssertionSource::file("/var/run/secrets/tokens/idp-token");
+/// let source = AssertionSource::from_fn(|| Ok(std::env::var("MY_ASSERTION")?));
+/// ```
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum AssertionSource {
@@ -201,9 +226,59 @@ pub enum AssertionSource {
         key: PrivateKey,
         /// `iss` of the assertion.
         issuer: String,
-        /// `sub` of the assertion: whom the token is for.
+        /// `sub` of the assertion: whom the token is for. Empty: no `sub` claim (Google's
+        /// service-account assertions have none).
         subject: String,
+        /// More claims (Google puts `scope` in the assertion); they cannot replace `iss`,
+        /// `sub`, `aud`, `iat`, `exp` or `jti`.
+        claims: serde_json::Map<String, serde_json::Value>,
     },
+    /// The content of a file, read again for every request (whitespace around it trimmed).
+    File(std::path::PathBuf),
+}
+
+impl AssertionSource {
+    /// The assertion in `path`, read for every token request.
+    pub fn file(path: impl Into<std::path::PathBuf>) -> Self {
+        AssertionSource::File(path.into())
+    }
+
+    /// The assertion that `f` returns, called for every token request.
+    pub fn from_fn(f: impl Fn() -> Result<String, BoxError> + Send + Sync + 'static) -> Self {
+        AssertionSource::Fn(Arc::new(f))
+    }
+
+    /// Assertions signed here: `iss` = `issuer`, `sub` = `subject` (none when empty), `aud` =
+    /// the token endpoint.
+    pub fn signed(key: PrivateKey, issuer: impl Into<String>, subject: impl Into<String>) -> Self {
+        AssertionSource::Signed {
+            key,
+            issuer: issuer.into(),
+            subject: subject.into(),
+            claims: serde_json::Map::new(),
+        }
+    }
+
+    /// Add a claim to signed assertions (ignored for the other sources).
+    pub fn with_claim(mut self, name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        if let AssertionSource::Signed { claims, .. } = &mut self {
+            claims.insert(name.into(), value.into());
+        }
+        self
+    }
+}
+
+impl fmt::Debug for AssertionSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AssertionSource::Fn(_) => f.write_str("AssertionSource::Fn"),
+            AssertionSource::Signed { issuer, .. } => f
+                .debug_struct("AssertionSource::Signed")
+                .field("issuer", issuer)
+                .finish_non_exhaustive(),
+            AssertionSource::File(path) => f.debug_tuple("AssertionSource::File").field(path).finish(),
+        }
+    }
 }
 
 /// What a device authorization asks the user to do (RFC 8628 section 3.2).
@@ -362,11 +437,9 @@ fn is_loopback(url: &Url) -> bool {
     url.host_str().is_some_and(authwire::is_loopback_host)
 }
 
-pub(crate) fn parse_url(
-    value: &str,
-    setting: &'static str,
-    allow_insecure_http: bool,
-) -> Result<Url, BuildError> {
+/// Parse a configured URL and check its transport: https, or plain http to loopback unless
+/// `allow_insecure_http`.
+pub fn parse_url(value: &str, setting: &'static str, allow_insecure_http: bool) -> Result<Url, BuildError> {
     let url = Url::parse(value).map_err(|e| BuildError::InvalidUrl {
         setting,
         reason: e.to_string(),

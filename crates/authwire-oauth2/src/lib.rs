@@ -229,6 +229,9 @@ impl OAuth2Provider {
         if let ClientAuthMethod::PrivateKeyJwt { key } = &auth_method {
             credentials.push(key.fingerprint.to_string());
         }
+        if let ClientAuthMethod::ClientAssertion(AssertionSource::File(path)) = &auth_method {
+            credentials.push(format!("assertion-file:{}", path.display()));
+        }
         if let Grant::JwtBearer(AssertionSource::Signed { key, .. }) = &b.grant {
             credentials.push(key.fingerprint.to_string());
         }
@@ -666,10 +669,23 @@ impl Inner {
                     authwire::error_chain(&*e)
                 ))
             }),
-            AssertionSource::Signed { key, issuer, subject } => {
+            AssertionSource::Signed {
+                key,
+                issuer,
+                subject,
+                claims,
+            } => {
                 let audience = self.token_endpoint().await?;
-                self.sign_jwt(key, issuer, subject, audience.as_str(), Duration::from_secs(300))
+                self.sign_jwt_with(
+                    key,
+                    issuer,
+                    subject,
+                    audience.as_str(),
+                    Duration::from_secs(300),
+                    claims,
+                )
             }
+            AssertionSource::File(path) => read_assertion_file(path).await,
         }
     }
 
@@ -681,6 +697,18 @@ impl Inner {
         aud: &str,
         life: Duration,
     ) -> Result<SecretString, ProviderError> {
+        self.sign_jwt_with(key, iss, sub, aud, life, &serde_json::Map::new())
+    }
+
+    fn sign_jwt_with(
+        &self,
+        key: &PrivateKey,
+        iss: &str,
+        sub: &str,
+        aud: &str,
+        life: Duration,
+        extra: &serde_json::Map<String, Value>,
+    ) -> Result<SecretString, ProviderError> {
         let now = self
             .clock
             .now()
@@ -688,11 +716,24 @@ impl Inner {
             .map_or(0, |d| d.as_secs());
         let mut header = jsonwebtoken::Header::new(key.algorithm);
         header.kid = key.key_id.clone();
-        let claims = serde_json::json!({
-            "iss": iss, "sub": sub, "aud": aud,
-            "iat": now, "exp": now + life.as_secs(),
-            "jti": random_id(),
-        });
+        let mut claims = extra.clone();
+        for (name, value) in [
+            ("iss", Value::from(iss)),
+            ("aud", Value::from(aud)),
+            ("iat", Value::from(now)),
+            ("exp", Value::from(now + life.as_secs())),
+            ("jti", Value::from(random_id())),
+        ] {
+            claims.insert(name.into(), value);
+        }
+        if sub.is_empty() {
+            claims.remove("sub");
+        } else {
+            claims.insert("sub".into(), Value::from(sub));
+        }
+        if let Some(x5t) = &key.x5t {
+            header.x5t = Some(x5t.clone());
+        }
         jsonwebtoken::encode(&header, &claims, &key.key)
             .map(SecretString::from)
             .map_err(|e| ProviderError::permanent(format!("could not sign the assertion: {e}")))
@@ -867,6 +908,13 @@ impl Inner {
             }
             ClientAuthMethod::None => {
                 form.push("client_id", &self.client_id);
+            }
+            ClientAuthMethod::ClientAssertion(source) => {
+                let assertion = self.assertion(source).await?;
+                form.push("client_id", &self.client_id);
+                form.push("client_assertion_type", CLIENT_ASSERTION_TYPE);
+                sent.extend(encodings(expose(&assertion)));
+                form.push_secret("client_assertion", assertion);
             }
         }
         send(
@@ -1100,15 +1148,25 @@ fn retry_after_header(response: &reqwest::Response) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// What came back for a request: status, `Retry-After`, `DPoP-Nonce`, body (size-limited).
-struct Reply {
-    status: u16,
-    retry_after: Option<String>,
-    dpop_nonce: Option<String>,
-    body: Vec<u8>,
+/// What came back for a request: status, `Retry-After`, `DPoP-Nonce`, headers, body
+/// (size-limited).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The raw `Retry-After` value.
+    pub retry_after: Option<String>,
+    /// The `DPoP-Nonce` value (RFC 9449 section 8), if short enough to be one.
+    pub dpop_nonce: Option<String>,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body, at most [`MAX_RESPONSE_BYTES`].
+    pub body: Vec<u8>,
 }
 
-/// Send a request and read the answer.
+/// Send a request and read the answer: network errors are transient, a redirect (which is
+/// never followed) and a body over [`MAX_RESPONSE_BYTES`] are refused.
 async fn send(request: reqwest::RequestBuilder) -> Result<Reply, ProviderError> {
     let (client, request) = request.build_split();
     let request = request.map_err(network_error)?;
@@ -1133,11 +1191,13 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Reply, ProviderError> 
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 512)
         .map(str::to_owned);
+    let headers = response.headers().clone();
     let body = read_limited(response).await?;
     Ok(Reply {
         status,
         retry_after,
         dpop_nonce,
+        headers,
         body,
     })
 }
@@ -1167,21 +1227,46 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Provid
     Ok(body)
 }
 
-/// A `reqwest::Client` built from its builder the first time it is needed.
-struct LazyClient {
+/// HTTP for provider crates built on this one (`authwire-gcp`, `authwire-azure`), with the
+/// same rules as the OAuth2 provider: no redirects followed, bounded bodies, network errors
+/// transient, https (or plain http to loopback) unless allowed by name, errors that never quote
+/// a secret. Not needed to use the OAuth2 provider itself.
+pub mod transport {
+    pub use crate::config::{MAX_RESPONSE_BYTES, parse_url as check_url};
+    pub use crate::response::{parse_error, parse_retry_after, parse_token_response};
+    pub use crate::{LazyClient, Reply};
+
+    /// Send a request and read the answer (see [`Reply`]).
+    pub async fn send(request: reqwest::RequestBuilder) -> Result<Reply, authwire::ProviderError> {
+        crate::send(request).await
+    }
+
+    /// A client builder for credential-bearing requests: no redirects, authwire's user agent.
+    pub fn client_builder(user_agent: &'static str) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .user_agent(user_agent)
+            .redirect(reqwest::redirect::Policy::none())
+    }
+}
+
+/// A `reqwest::Client` built from its builder the first time it is needed (a process that
+/// finds its token in a cache never pays for TLS set-up).
+pub struct LazyClient {
     builder: std::sync::Mutex<Option<reqwest::ClientBuilder>>,
     client: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
 impl LazyClient {
-    fn new(builder: reqwest::ClientBuilder) -> Self {
+    /// A client to be built from `builder` on first use.
+    pub fn new(builder: reqwest::ClientBuilder) -> Self {
         Self {
             builder: std::sync::Mutex::new(Some(builder)),
             client: std::sync::OnceLock::new(),
         }
     }
 
-    fn get(&self) -> Result<&reqwest::Client, ProviderError> {
+    /// The client, built now if it was not yet.
+    pub fn get(&self) -> Result<&reqwest::Client, ProviderError> {
         self.client
             .get_or_init(|| {
                 let builder = self
@@ -1197,6 +1282,39 @@ impl LazyClient {
             .as_ref()
             .map_err(|e| ProviderError::permanent(format!("cannot set up the HTTP client: {e}")))
     }
+}
+
+/// The largest assertion file read.
+const MAX_ASSERTION_BYTES: u64 = 64 * 1024;
+
+/// An assertion from a file, read now (Kubernetes rotates projected tokens in place).
+async fn read_assertion_file(path: &std::path::Path) -> Result<SecretString, ProviderError> {
+    use tokio::io::AsyncReadExt as _;
+    let shown = path.display();
+    let file = tokio::fs::File::open(path).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ProviderError::permanent(format!(
+            "the assertion file {shown} does not exist: is the token volume mounted (AZURE_FEDERATED_TOKEN_FILE, a projected service-account token)?"
+        )),
+        _ => ProviderError::transient(format!("cannot read the assertion file {shown}: {e}")),
+    })?;
+    let mut text = String::new();
+    file.take(MAX_ASSERTION_BYTES + 1)
+        .read_to_string(&mut text)
+        .await
+        .map_err(|e| ProviderError::transient(format!("cannot read the assertion file {shown}: {e}")))?;
+    if text.len() as u64 > MAX_ASSERTION_BYTES {
+        return Err(ProviderError::permanent(format!(
+            "the assertion file {shown} is larger than {MAX_ASSERTION_BYTES} bytes"
+        )));
+    }
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        // Being rewritten, most likely: try again shortly.
+        return Err(ProviderError::transient(format!(
+            "the assertion file {shown} is empty"
+        )));
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
 }
 
 fn random_id() -> String {

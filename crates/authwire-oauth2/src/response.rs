@@ -102,6 +102,30 @@ fn parse_token_object(
             ));
         }
     }
+    // Other fields are kept (bounded), for `Token::extra`: `issued_token_type` (RFC 8693), a
+    // vendor's additions. Fields that hold secrets by name are not.
+    const KNOWN: &[&str] = &[
+        "access_token",
+        "token_type",
+        "expires_in",
+        "refresh_in",
+        "refresh_token",
+        "id_token",
+        "scope",
+    ];
+    for (name, value) in object
+        .iter()
+        .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
+        .take(32)
+    {
+        let secretish = ["token", "secret", "password", "assertion", "key"]
+            .iter()
+            .any(|w| name.to_ascii_lowercase().contains(w))
+            && name != "issued_token_type";
+        if !secretish && value.to_string().len() <= 4096 {
+            token = token.with_extra(name.clone(), value.clone());
+        }
+    }
     // OpenID Connect Core 3.1.3.3: `id_token` beside the access token.
     match object.get("id_token") {
         Some(Value::String(t)) if !t.is_empty() => token = token.with_id_token(t.clone()),
@@ -279,6 +303,24 @@ mod tests {
             "tGzv3JOkF0XG5Qx2TlKWIA"
         );
         assert_eq!(t.scope(), Some("a b"));
+        // RFC 6749 section 5.1's `example_parameter` is kept for `Token::extra`.
+        assert_eq!(
+            t.extra("example_parameter").and_then(|v| v.as_str()),
+            Some("example_value")
+        );
+    }
+
+    #[test]
+    fn extra_fields_are_kept_but_not_secret_looking_ones() {
+        let t = ok(
+            r#"{"access_token":"a","issued_token_type":"urn:ietf:params:oauth:token-type:access_token",
+            "mfa_token":"SECRET","client_secret":"SECRET","tenant":"t1"}"#,
+        )
+        .unwrap();
+        assert!(t.extra("issued_token_type").is_some());
+        assert_eq!(t.extra("tenant").and_then(|v| v.as_str()), Some("t1"));
+        assert!(t.extra("mfa_token").is_none() && t.extra("client_secret").is_none());
+        assert!(!format!("{t:?}").contains("SECRET"));
     }
 
     #[test]

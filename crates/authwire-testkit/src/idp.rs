@@ -294,6 +294,7 @@ pub(crate) struct IdpState {
     grants: Mutex<HashMap<String, usize>>,
     auth_methods: Mutex<Vec<String>>,
     last_form: Mutex<HashMap<String, String>>,
+    last_assertion: Mutex<Option<String>>,
     signing_key: EncodingKey,
     pub(crate) verifying_key: DecodingKey,
 }
@@ -371,6 +372,7 @@ impl IdentityServerBuilder {
             grants: Mutex::default(),
             auth_methods: Mutex::default(),
             last_form: Mutex::default(),
+            last_assertion: Mutex::default(),
             signing_key: EncodingKey::from_rsa_pem(IDP_PRIVATE_KEY_PEM.as_bytes()).expect("test key"),
             verifying_key: DecodingKey::from_rsa_pem(IDP_PUBLIC_KEY_PEM.as_bytes()).expect("test key"),
         });
@@ -524,6 +526,12 @@ impl IdentityServer {
     /// Revocation requests that authenticated and revoked something (RFC 7009).
     pub fn revocations(&self) -> usize {
         self.state.revocations.load(Ordering::SeqCst)
+    }
+
+    /// The `assertion` of the last JWT bearer grant request, as sent (a test server: tests read
+    /// its claims).
+    pub fn last_assertion(&self) -> Option<String> {
+        lock(&self.state.last_assertion).clone()
     }
 
     /// Approve the device authorization with this user code. Returns whether it existed.
@@ -1068,6 +1076,9 @@ async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Bytes) -> Respo
             })
             .collect();
         *lock(&s.last_form) = redacted;
+    }
+    if let Some(a) = form.get("assertion") {
+        *lock(&s.last_assertion) = Some(a.clone());
     }
     let grant = form.get("grant_type").cloned().unwrap_or_default();
     *lock(&s.grants).entry(grant.clone()).or_default() += 1;

@@ -109,6 +109,8 @@ struct StoredRef<'a> {
     refresh_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     id_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    extra: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,6 +147,8 @@ struct StoredV1 {
     refresh_token: Option<SecretString>,
     #[serde(default)]
     id_token: Option<SecretString>,
+    #[serde(default)]
+    extra: serde_json::Map<String, serde_json::Value>,
     scope: Option<String>,
     refresh_at: Option<f64>,
     issued_at: Option<f64>,
@@ -179,6 +183,7 @@ pub fn encode(token: &Token) -> Zeroizing<Vec<u8>> {
         expires_at: token.expires_at().map(to_epoch_secs),
         refresh_token: token.refresh_token().map(|r| r.expose_secret()),
         id_token: token.id_token().map(|t| t.expose_secret()),
+        extra: token.extras().map(|(k, v)| (k.to_owned(), v.clone())).collect(),
         scope: token.scope(),
         refresh_at: token.refresh_at().map(to_epoch_secs),
         issued_at: token.issued_at().map(to_epoch_secs),
@@ -241,6 +246,9 @@ pub fn decode(bytes: &[u8]) -> Result<Token, DecodeError> {
     if let Some(id) = s.id_token {
         token.set_id_token(Some(id));
     }
+    for (name, value) in s.extra {
+        token = token.with_extra(name, value);
+    }
     if let Some(scope) = s.scope {
         token = token.with_scope(scope);
     }
@@ -282,9 +290,17 @@ mod tests {
             .with_issued_at(UNIX_EPOCH + Duration::from_secs(1_899_996_400))
             .with_refresh_token("r")
             .with_id_token("i.d.t")
+            .with_extra(
+                "issued_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            )
             .with_scope("x y");
         let back = decode(&encode(&t)).unwrap();
         assert_eq!(back.id_token().unwrap().expose_secret(), "i.d.t");
+        assert_eq!(
+            back.extra("issued_token_type").and_then(|v| v.as_str()),
+            Some("urn:ietf:params:oauth:token-type:access_token")
+        );
         assert!(
             !format!("{back:?}").contains("i.d.t"),
             "the ID token is redacted in Debug"

@@ -33,6 +33,8 @@ pub struct Token {
     refresh_token: Option<SecretString>,
     /// The OpenID Connect ID token that came with the access token, if any.
     id_token: Option<SecretString>,
+    /// Other fields of the token response (`issued_token_type`, a vendor's extras).
+    extra: Option<std::sync::Arc<serde_json::Map<String, serde_json::Value>>>,
     scope: Option<String>,
     refresh_at: Option<SystemTime>,
     issued_at: Option<SystemTime>,
@@ -93,6 +95,7 @@ impl Token {
             expires_at: None,
             refresh_token: None,
             id_token: None,
+            extra: None,
             scope: None,
             refresh_at: None,
             issued_at: None,
@@ -162,6 +165,27 @@ impl Token {
     /// As for [`access_token`](Self::access_token): never log the exposed value.
     pub fn id_token(&self) -> Option<&SecretString> {
         self.id_token.as_ref()
+    }
+
+    /// Keep another field of the token response (`issued_token_type`, a vendor's extra).
+    /// Never put a secret here: extras are shown by name in `Debug` and stored as they are.
+    pub fn with_extra(mut self, name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        std::sync::Arc::make_mut(self.extra.get_or_insert_with(Default::default))
+            .insert(name.into(), value.into());
+        self
+    }
+
+    /// A field of the token response that has no accessor of its own (RFC 8693's
+    /// `issued_token_type`, say), if the provider kept it.
+    pub fn extra(&self, name: &str) -> Option<&serde_json::Value> {
+        self.extra.as_ref()?.get(name)
+    }
+
+    /// Every extra field.
+    pub fn extras(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+        self.extra
+            .iter()
+            .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), v)))
     }
 
     /// Set the granted scope: space-delimited, as in RFC 6749 section 3.3.
@@ -254,6 +278,10 @@ impl fmt::Debug for Token {
             .field("expires_at", &self.expires_at)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| Redacted))
             .field("id_token", &self.id_token.as_ref().map(|_| Redacted))
+            .field(
+                "extra",
+                &self.extra.as_ref().map(|m| m.keys().collect::<Vec<_>>()),
+            )
             .field("scope", &self.scope)
             .field("refresh_at", &self.refresh_at)
             .field("issued_at", &self.issued_at)

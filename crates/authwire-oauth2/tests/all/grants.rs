@@ -2,7 +2,9 @@
 
 use crate::confidential;
 use authwire::{Authorizer, Clock, IdentityProvider, SystemClock, Token, TokenType};
-use authwire_oauth2::{ClientAuthMethod, Grant, OAuth2Provider, PrivateKey, SubjectFn, TokenExchange};
+use authwire_oauth2::{
+    AssertionSource, ClientAuthMethod, Grant, OAuth2Provider, PrivateKey, SubjectFn, TokenExchange,
+};
 use authwire_testkit::{CLIENT_PRIVATE_KEY_PEM, Client, IdentityServer, Settings};
 use secrecy::ExposeSecret;
 use std::sync::{Arc, Mutex};
@@ -381,4 +383,96 @@ async fn a_huge_device_code_lifetime_is_bounded_not_a_panic() {
         *seen.lock().unwrap(),
         Some(authwire_oauth2::MAX_DEVICE_CODE_LIFETIME)
     );
+}
+
+/// A `private_key_jwt`-style client assertion for the testkit's JWT client, signed elsewhere (as
+/// a federated identity's token would be), with a fresh `jti`.
+fn federated_assertion(idp: &IdentityServer, jti: &str) -> String {
+    let now = SystemClock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": Client::PRIVATE_KEY_JWT_ID, "sub": Client::PRIVATE_KEY_JWT_ID,
+        "aud": idp.token_url(), "iat": now, "exp": now + 300, "jti": jti,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(CLIENT_PRIVATE_KEY_PEM.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_assertion_file_is_read_again_for_every_token_request() {
+    // Issue 15: Kubernetes rotates projected tokens in place (AZURE_FEDERATED_TOKEN_FILE).
+    let idp = IdentityServer::start().await;
+    let dir = std::env::temp_dir().join(format!("authwire-assertion-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{}\n", federated_assertion(&idp, "first"))).unwrap();
+    let provider = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::PRIVATE_KEY_JWT_ID)
+        .auth_method(ClientAuthMethod::ClientAssertion(AssertionSource::file(&file)))
+        .build()
+        .unwrap();
+    provider.fetch_token(None).await.unwrap();
+    assert_eq!(
+        idp.last_form().get("client_assertion").map(String::as_str),
+        Some("<present>")
+    );
+    assert_eq!(
+        idp.last_form().get("client_assertion_type").map(String::as_str),
+        Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    );
+    // The same file again: the server refuses a reused jti, so a provider that cached the
+    // assertion would fail here.
+    let reused = provider.fetch_token(None).await.unwrap_err();
+    assert_eq!(reused.error_code(), Some("invalid_client"));
+    std::fs::write(&file, federated_assertion(&idp, "rotated")).unwrap();
+    provider.fetch_token(None).await.unwrap();
+
+    // Missing and empty files say what is wrong; an empty one (being rewritten) is transient.
+    std::fs::write(&file, "").unwrap();
+    let empty = provider.fetch_token(None).await.unwrap_err();
+    assert!(empty.is_transient());
+    std::fs::remove_file(&file).unwrap();
+    let missing = provider.fetch_token(None).await.unwrap_err();
+    assert!(!missing.is_transient());
+    assert!(authwire::error_chain(&missing).contains("is the token volume mounted"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn signed_assertions_carry_extra_claims_and_may_omit_sub() {
+    // Google's service-account assertions: `scope` as a claim, no `sub`.
+    let idp = IdentityServer::start().await;
+    let key = PrivateKey::rsa_pem(CLIENT_PRIVATE_KEY_PEM.as_bytes()).unwrap();
+    let source = AssertionSource::signed(key, "svc@example.iam", "")
+        .with_claim("scope", "https://www.googleapis.com/auth/cloud-platform")
+        .with_claim("iss", "ignored: the fixed claims win");
+    // Sign through the provider, then read what it signed from the server's side.
+    let provider = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::CONFIDENTIAL_ID)
+        .client_secret(Client::CONFIDENTIAL_SECRET)
+        .grant(Grant::JwtBearer(source))
+        .build()
+        .unwrap();
+    let _ = provider.fetch_token(None).await; // the testkit wants `sub`; what matters is the JWT
+    let assertion = idp.last_assertion().expect("the server saw an assertion");
+    use base64::Engine as _;
+    let payload = assertion.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["scope"], "https://www.googleapis.com/auth/cloud-platform");
+    assert_eq!(claims["iss"], "svc@example.iam");
+    assert!(claims.get("sub").is_none());
 }
