@@ -75,7 +75,7 @@ pub struct PrivateKey {
 /// shared store), and it is the same in every process and after every restart. It is keyed
 /// and cut to 64 bits so that it is not a hash of the secret to look up; a guessable secret
 /// stays guessable, as it is against the token endpoint.
-pub(crate) fn credential_fingerprint(credential: &[u8]) -> String {
+pub fn credential_fingerprint(credential: &[u8]) -> String {
     let mac = EncodingKey::from_secret(credential)
         .and_then(|key| {
             jsonwebtoken::crypto::sign(b"authwire credential fingerprint v1", &key, Algorithm::HS256)

@@ -1232,7 +1232,7 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Provid
 /// transient, https (or plain http to loopback) unless allowed by name, errors that never quote
 /// a secret. Not needed to use the OAuth2 provider itself.
 pub mod transport {
-    pub use crate::config::{MAX_RESPONSE_BYTES, parse_url as check_url};
+    pub use crate::config::{MAX_RESPONSE_BYTES, credential_fingerprint, parse_url as check_url};
     pub use crate::response::{parse_error, parse_retry_after, parse_token_response};
     pub use crate::{LazyClient, Reply};
 

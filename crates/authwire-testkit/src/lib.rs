@@ -8,6 +8,9 @@
 //!   answers 401 with `WWW-Authenticate: Bearer error="invalid_token"` when they are expired or
 //!   wrong.
 //!
+//! - [`GcpEmulator`] (and, with Azure, `AzureEmulator`): the cloud credential endpoints (metadata servers, token
+//!   endpoints, STS), from the vendors' published documentation.
+//!
 //! - [`conformance::store_conformance`]: the behaviour every `TokenStore` must have.
 //!
 //! The servers read time through an [`authwire::Clock`], so tests can drive them with a
@@ -26,6 +29,7 @@ mod browser;
 pub mod conformance;
 mod doubles;
 mod dpop;
+mod gcp;
 mod idp;
 mod raw;
 mod redis;
@@ -33,6 +37,10 @@ mod resource;
 
 pub use browser::{Page, ScriptedBrowser, with_param};
 pub use doubles::SequenceProvider;
+pub use gcp::{
+    GCP_KEY_ID, GCP_SERVICE_ACCOUNT, GCP_USER_CLIENT_ID, GCP_USER_CLIENT_SECRET, GCP_USER_REFRESH_TOKEN,
+    GCP_WIF_AUDIENCE, GcpEmulator,
+};
 pub use idp::{Approval, Client, Fault, IdentityServer, IdentityServerBuilder, Settings};
 pub use raw::{Misbehavior, RawServer};
 pub use redis::RedisServer;

@@ -1,0 +1,146 @@
+//! Application Default Credentials: the order Google's client libraries look in.
+
+use crate::metadata::{METADATA_IP, PROBE_TIMEOUT, probe};
+use crate::{AuthorizedUser, ExternalAccount, GcpError, MetadataServer, ServiceAccountKey};
+use authwire::{CacheKey, IdentityProvider, ProofKey, ProofOfPossession, ProviderError, Token, async_trait};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Whichever credentials [`default_credentials`] found.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum GcpCredentials {
+    /// A service account key file.
+    ServiceAccount(ServiceAccountKey),
+    /// gcloud's application-default login.
+    AuthorizedUser(AuthorizedUser),
+    /// Workload identity federation.
+    ExternalAccount(ExternalAccount),
+    /// The metadata server.
+    Metadata(MetadataServer),
+}
+
+impl GcpCredentials {
+    /// Read a credentials file of any supported `type`.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, GcpError> {
+        let path = path.as_ref();
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| GcpError::Read {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        #[derive(serde::Deserialize)]
+        struct Kind {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+        }
+        let kind: Kind = serde_json::from_slice(&bytes).map_err(|e| GcpError::Format {
+            source: shown.clone(),
+            reason: format!("not JSON ({e})"),
+        })?;
+        match kind.kind.as_deref() {
+            Some("service_account") => ServiceAccountKey::from_json(&bytes, &shown).map(Self::ServiceAccount),
+            Some("authorized_user") => AuthorizedUser::from_json(&bytes, &shown).map(Self::AuthorizedUser),
+            Some("external_account") => ExternalAccount::from_json(&bytes, &shown).map(Self::ExternalAccount),
+            Some(other) => Err(GcpError::Unsupported {
+                kind: other.to_owned(),
+            }),
+            None => Err(GcpError::Format {
+                source: shown,
+                reason: "no \"type\" field".into(),
+            }),
+        }
+    }
+
+    /// Ask for this scope (repeatable), whatever the source.
+    pub fn scope(self, scope: impl Into<String>) -> Self {
+        match self {
+            Self::ServiceAccount(p) => Self::ServiceAccount(p.scope(scope)),
+            Self::AuthorizedUser(p) => Self::AuthorizedUser(p.scope(scope)),
+            Self::ExternalAccount(p) => Self::ExternalAccount(p.scope(scope)),
+            Self::Metadata(p) => Self::Metadata(p.scope(scope)),
+        }
+    }
+
+    /// Which source this is, for messages: `service_account`, `authorized_user`,
+    /// `external_account`, `metadata_server`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ServiceAccount(_) => "service_account",
+            Self::AuthorizedUser(_) => "authorized_user",
+            Self::ExternalAccount(_) => "external_account",
+            Self::Metadata(_) => "metadata_server",
+        }
+    }
+
+    fn inner(&self) -> &dyn IdentityProvider {
+        match self {
+            Self::ServiceAccount(p) => p,
+            Self::AuthorizedUser(p) => p,
+            Self::ExternalAccount(p) => p,
+            Self::Metadata(p) => p,
+        }
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for GcpCredentials {
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+        self.inner().fetch_token(current).await
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        self.inner().cache_key()
+    }
+
+    fn restore_proof(&self, key: &ProofKey) -> Option<Arc<dyn ProofOfPossession>> {
+        self.inner().restore_proof(key)
+    }
+}
+
+/// Application Default Credentials, from the process environment: see
+/// [`default_credentials_in`].
+pub async fn default_credentials() -> Result<GcpCredentials, GcpError> {
+    default_credentials_in(|name| std::env::var(name).ok()).await
+}
+
+/// Application Default Credentials with the environment read through `env` (tests and
+/// sandboxes pass their own). In order:
+///
+/// 1. `GOOGLE_APPLICATION_CREDENTIALS`: the file it names (an error if it cannot be used: a
+///    set variable is never silently skipped);
+/// 2. gcloud's well-known file, `$CLOUDSDK_CONFIG/application_default_credentials.json` or
+///    `~/.config/gcloud/application_default_credentials.json` (`%APPDATA%\gcloud` on Windows);
+/// 3. the metadata server, if it answers a probe within [`PROBE_TIMEOUT`] at
+///    `GCE_METADATA_IP`, `GCE_METADATA_HOST` or 169.254.169.254 (skipped when
+///    `NO_GCE_CHECK=true`).
+pub async fn default_credentials_in(
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<GcpCredentials, GcpError> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    if let Some(path) = var("GOOGLE_APPLICATION_CREDENTIALS") {
+        return GcpCredentials::from_file(path);
+    }
+    if let Some(path) = well_known_file(&var).filter(|p| p.is_file()) {
+        return GcpCredentials::from_file(path);
+    }
+    if var("NO_GCE_CHECK").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err(GcpError::NotFound);
+    }
+    let probe_host = var("GCE_METADATA_IP")
+        .or_else(|| var("GCE_METADATA_HOST"))
+        .unwrap_or_else(|| METADATA_IP.to_owned());
+    if probe(&format!("http://{probe_host}"), PROBE_TIMEOUT).await {
+        return Ok(GcpCredentials::Metadata(MetadataServer::from_env(&var)));
+    }
+    Err(GcpError::NotFound)
+}
+
+fn well_known_file(var: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let dir = match var("CLOUDSDK_CONFIG") {
+        Some(d) => PathBuf::from(d),
+        None if cfg!(windows) => PathBuf::from(var("APPDATA")?).join("gcloud"),
+        None => PathBuf::from(var("HOME")?).join(".config/gcloud"),
+    };
+    Some(dir.join("application_default_credentials.json"))
+}

@@ -1,0 +1,455 @@
+//! `external_account` files: workload identity federation. A subject token from elsewhere (a
+//! file, such as a Kubernetes projected token, or a URL) is exchanged at Google's STS
+//! (RFC 8693 token exchange), and optionally for a service account's token
+//! (`generateAccessToken`), as Google's workload identity federation documentation describes.
+
+use crate::GcpError;
+use crate::http::Http;
+use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, Token, async_trait};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The largest subject token read.
+const MAX_SUBJECT_TOKEN: u64 = 64 * 1024;
+
+/// Workload identity federation from an `external_account` file.
+///
+/// ```no_run
+/// # fn run() -> Result<(), authwire_gcp::GcpError> {
+/// let provider = authwire_gcp::ExternalAccount::from_file("/etc/gcp/wif.json")?
+///     .scope("https://www.googleapis.com/auth/cloud-platform");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ExternalAccount {
+    audience: String,
+    subject_token_type: String,
+    token_url: String,
+    impersonation_url: Option<String>,
+    lifetime: Duration,
+    source: SubjectSource,
+    client: Option<(String, SecretString)>,
+    workforce_user_project: Option<String>,
+    scopes: Vec<String>,
+    http: Http,
+}
+
+#[derive(Clone, Debug)]
+enum SubjectSource {
+    File {
+        path: String,
+        format: Format,
+    },
+    Url {
+        url: String,
+        headers: BTreeMap<String, String>,
+        format: Format,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Format {
+    Text,
+    Json { field: String },
+}
+
+#[derive(serde::Deserialize)]
+struct ExternalFile {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    audience: Option<String>,
+    subject_token_type: Option<String>,
+    token_url: Option<String>,
+    service_account_impersonation_url: Option<String>,
+    service_account_impersonation: Option<ImpersonationOptions>,
+    credential_source: Option<serde_json::Value>,
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    workforce_pool_user_project: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ImpersonationOptions {
+    token_lifetime_seconds: Option<u64>,
+}
+
+impl ExternalAccount {
+    /// Read an `external_account` file.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, GcpError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| GcpError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_json(&bytes, &path.display().to_string())
+    }
+
+    /// Parse an `external_account` file's content; `source` names it in errors.
+    pub fn from_json(bytes: &[u8], source: &str) -> Result<Self, GcpError> {
+        let format_error = |reason: String| GcpError::Format {
+            source: source.to_owned(),
+            reason,
+        };
+        let file: ExternalFile =
+            serde_json::from_slice(bytes).map_err(|e| format_error(format!("not JSON ({e})")))?;
+        if file.kind.as_deref() != Some("external_account") {
+            return Err(format_error("\"type\" is not \"external_account\"".into()));
+        }
+        let audience = file.audience.ok_or_else(|| format_error("no audience".into()))?;
+        let subject_token_type = file
+            .subject_token_type
+            .ok_or_else(|| format_error("no subject_token_type".into()))?;
+        let token_url = file
+            .token_url
+            .unwrap_or_else(|| "https://sts.googleapis.com/v1/token".into());
+        for (name, url) in [
+            ("token_url", Some(&token_url)),
+            (
+                "service_account_impersonation_url",
+                file.service_account_impersonation_url.as_ref(),
+            ),
+        ] {
+            if let Some(url) = url {
+                authwire_oauth2::transport::check_url(url, name, false)
+                    .map_err(|e| GcpError::Url(e.to_string()))?;
+            }
+        }
+        let cs = file
+            .credential_source
+            .ok_or_else(|| format_error("no credential_source".into()))?;
+        let format = match cs.get("format") {
+            None => Format::Text,
+            Some(f) => match f.get("type").and_then(|t| t.as_str()) {
+                None | Some("text") => Format::Text,
+                Some("json") => Format::Json {
+                    field: f
+                        .get("subject_token_field_name")
+                        .and_then(|n| n.as_str())
+                        .ok_or_else(|| format_error("format json needs subject_token_field_name".into()))?
+                        .to_owned(),
+                },
+                Some(other) => {
+                    return Err(format_error(format!(
+                        "unknown credential_source format {other:?}"
+                    )));
+                }
+            },
+        };
+        let source = if let Some(path) = cs.get("file").and_then(|p| p.as_str()) {
+            SubjectSource::File {
+                path: path.to_owned(),
+                format,
+            }
+        } else if let Some(url) = cs.get("url").and_then(|u| u.as_str()) {
+            let headers = cs
+                .get("headers")
+                .and_then(|h| h.as_object())
+                .map(|h| {
+                    h.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            SubjectSource::Url {
+                url: url.to_owned(),
+                headers,
+                format,
+            }
+        } else if cs.get("executable").is_some() {
+            return Err(GcpError::Unsupported {
+                kind: "external_account with an executable credential source".into(),
+            });
+        } else if cs.get("environment_id").is_some() {
+            return Err(GcpError::Unsupported {
+                kind: "external_account with an AWS credential source".into(),
+            });
+        } else {
+            return Err(format_error("credential_source has neither file nor url".into()));
+        };
+        let client = match (file.client_id, file.client_secret) {
+            (Some(id), Some(secret)) => Some((id, secret)),
+            _ => None,
+        };
+        Ok(Self {
+            audience,
+            subject_token_type,
+            token_url,
+            impersonation_url: file.service_account_impersonation_url,
+            lifetime: Duration::from_secs(
+                file.service_account_impersonation
+                    .and_then(|o| o.token_lifetime_seconds)
+                    .unwrap_or(3600),
+            ),
+            source,
+            client,
+            workforce_user_project: file.workforce_pool_user_project,
+            scopes: Vec::new(),
+            http: Http::new(),
+        })
+    }
+
+    /// Ask for this scope (repeatable; default: cloud-platform).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// Read time from `clock` (tests; the default is the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.http.clock = Arc::new(clock);
+        self
+    }
+
+    fn scopes(&self) -> Vec<String> {
+        if self.scopes.is_empty() {
+            vec![crate::CLOUD_PLATFORM_SCOPE.to_owned()]
+        } else {
+            self.scopes.clone()
+        }
+    }
+
+    /// The subject token, read now (files are rotated in place).
+    async fn subject_token(&self) -> Result<SecretString, ProviderError> {
+        let (raw, format, origin) = match &self.source {
+            SubjectSource::File { path, format } => {
+                use tokio::io::AsyncReadExt as _;
+                let file = tokio::fs::File::open(path).await.map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => ProviderError::permanent(format!(
+                        "the subject token file {path} does not exist: is the token volume mounted?"
+                    )),
+                    _ => ProviderError::transient(format!("cannot read the subject token file {path}: {e}")),
+                })?;
+                let mut text = String::new();
+                file.take(MAX_SUBJECT_TOKEN)
+                    .read_to_string(&mut text)
+                    .await
+                    .map_err(|e| {
+                        ProviderError::transient(format!("cannot read the subject token file {path}: {e}"))
+                    })?;
+                (text, format, path.clone())
+            }
+            SubjectSource::Url { url, headers, format } => {
+                let mut request = self.http.client()?.get(url);
+                for (k, v) in headers {
+                    request = request.header(k, v);
+                }
+                let reply = self.http.send(request).await?;
+                if !(200..300).contains(&reply.status) {
+                    return Err(self.http.error_answer(&reply, &[]));
+                }
+                let text = String::from_utf8(reply.body).map_err(|_| {
+                    ProviderError::invalid_response(Some(reply.status), "the subject token is not text")
+                })?;
+                (text, format, url.clone())
+            }
+        };
+        let token = match format {
+            Format::Text => raw.trim().to_owned(),
+            Format::Json { field } => serde_json::from_str::<serde_json::Value>(&raw)
+                .ok()
+                .and_then(|v| v.get(field)?.as_str().map(str::to_owned))
+                .ok_or_else(|| {
+                    ProviderError::permanent(format!(
+                        "the subject token from {origin} is not JSON with a string field {field:?}"
+                    ))
+                })?,
+        };
+        if token.is_empty() {
+            return Err(ProviderError::transient(format!(
+                "the subject token from {origin} is empty"
+            )));
+        }
+        Ok(SecretString::from(token))
+    }
+
+    /// RFC 8693 at Google's STS.
+    async fn exchange(&self, subject: &str, scope: &str) -> Result<Token, ProviderError> {
+        let options = self
+            .workforce_user_project
+            .as_ref()
+            .filter(|_| self.client.is_none())
+            .map(|p| serde_json::json!({ "userProject": p }).to_string());
+        let mut fields = vec![
+            ("grant_type", GRANT_TOKEN_EXCHANGE),
+            ("audience", self.audience.as_str()),
+            ("scope", scope),
+            ("requested_token_type", TOKEN_TYPE_ACCESS),
+            ("subject_token", subject),
+            ("subject_token_type", self.subject_token_type.as_str()),
+        ];
+        if let Some(o) = &options {
+            fields.push(("options", o));
+        }
+        let basic = self
+            .client
+            .as_ref()
+            .map(|(id, secret)| (id.as_str(), secret.expose_secret()));
+        let secrets: Vec<&str> = [Some(subject), basic.map(|(_, s)| s)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let reply = self
+            .http
+            .post_form(&self.token_url, &fields, &secrets, basic)
+            .await?;
+        self.http.token_answer(&reply, &secrets)
+    }
+
+    /// IAM Credentials `generateAccessToken`, authorized by the federated token.
+    async fn impersonate(&self, url: &str, federated: &Token) -> Result<Token, ProviderError> {
+        let bearer = federated.access_token().expose_secret();
+        let body = serde_json::json!({
+            "scope": self.scopes(),
+            "lifetime": format!("{}s", self.lifetime.as_secs()),
+        });
+        let request = self
+            .http
+            .client()?
+            .post(url)
+            .bearer_auth(bearer)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let reply = self
+            .http
+            .send(request)
+            .await
+            .map_err(|e| crate::http::redact(e, &[bearer]))?;
+        if !(200..300).contains(&reply.status) {
+            return Err(self.http.error_answer(&reply, &[bearer]));
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|_| {
+            ProviderError::invalid_response(Some(reply.status), "the generateAccessToken answer is not JSON")
+        })?;
+        let token = doc
+            .get("accessToken")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ProviderError::invalid_response(Some(reply.status), "no accessToken in the answer")
+            })?;
+        let expires = doc
+            .get("expireTime")
+            .and_then(|t| t.as_str())
+            .and_then(parse_rfc3339)
+            .ok_or_else(|| {
+                ProviderError::invalid_response(Some(reply.status), "no RFC 3339 expireTime in the answer")
+            })?;
+        Ok(Token::new(token).with_expires_at(expires))
+    }
+}
+
+impl fmt::Debug for ExternalAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExternalAccount")
+            .field("audience", &self.audience)
+            .field("token_url", &self.token_url)
+            .field("impersonation_url", &self.impersonation_url)
+            .field("source", &self.source)
+            .field("client_id", &self.client.as_ref().map(|(id, _)| id))
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for ExternalAccount {
+    async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
+        let subject = self.subject_token().await?;
+        match &self.impersonation_url {
+            None => {
+                self.exchange(subject.expose_secret(), &self.scopes().join(" "))
+                    .await
+            }
+            Some(url) => {
+                // The federated token only needs to call IAM Credentials.
+                let federated = self
+                    .exchange(subject.expose_secret(), crate::CLOUD_PLATFORM_SCOPE)
+                    .await?;
+                self.impersonate(url, &federated).await
+            }
+        }
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        let mut scopes = self.scopes();
+        scopes.sort();
+        CacheKey::new(format!(
+            "gcp-external-account|{}|{}|{}|scope={}",
+            self.audience,
+            self.token_url,
+            self.impersonation_url.as_deref().unwrap_or(""),
+            scopes.join(" ")
+        ))
+    }
+}
+
+/// `2014-10-02T15:01:23Z` or `2014-10-02T15:01:23.045123456Z` (UTC only, as Google sends).
+pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()?;
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(9).collect();
+        digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32)
+    };
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_as_google_writes_them() {
+        assert_eq!(
+            parse_rfc3339("2014-10-02T15:01:23Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_412_262_083))
+        );
+        assert_eq!(
+            parse_rfc3339("2014-10-02T15:01:23.045123456Z"),
+            Some(UNIX_EPOCH + Duration::new(1_412_262_083, 45_123_456))
+        );
+        assert_eq!(
+            parse_rfc3339("2000-02-29T00:00:00Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(951_782_400))
+        );
+        assert_eq!(parse_rfc3339("2014-10-02T15:01:23+02:00"), None);
+        assert_eq!(parse_rfc3339("2014-13-02T15:01:23Z"), None);
+        assert_eq!(parse_rfc3339("soon"), None);
+    }
+
+    #[test]
+    fn unsupported_sources_say_so() {
+        let exec = br#"{"type":"external_account","audience":"a","subject_token_type":"t","credential_source":{"executable":{"command":"x"}}}"#;
+        assert!(matches!(
+            ExternalAccount::from_json(exec, "f"),
+            Err(GcpError::Unsupported { .. })
+        ));
+        let insecure = br#"{"type":"external_account","audience":"a","subject_token_type":"t","token_url":"http://sts.example/v1/token","credential_source":{"file":"/x"}}"#;
+        assert!(matches!(
+            ExternalAccount::from_json(insecure, "f"),
+            Err(GcpError::Url(_))
+        ));
+    }
+}

@@ -1,0 +1,129 @@
+//! The HTTP all sources share: authwire-oauth2's transport (no redirects, bounded bodies,
+//! transient network errors), a client built on first use, and a per-request timeout.
+
+use authwire::ProviderError;
+use authwire_oauth2::transport::{self, LazyClient, Reply};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one request may take.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Clone)]
+pub(crate) struct Http {
+    client: Arc<LazyClient>,
+    pub(crate) timeout: Duration,
+    /// Turns `expires_in` into `expires_at`: the Authorizer's clock, for tests on `ManualClock`.
+    pub(crate) clock: Arc<dyn authwire::Clock>,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Http {
+    pub(crate) fn new() -> Self {
+        Self {
+            client: Arc::new(LazyClient::new(transport::client_builder(concat!(
+                "authwire-gcp/",
+                env!("CARGO_PKG_VERSION")
+            )))),
+            timeout: REQUEST_TIMEOUT,
+            clock: Arc::new(authwire::SystemClock),
+        }
+    }
+
+    pub(crate) fn now(&self) -> std::time::SystemTime {
+        self.clock.now()
+    }
+
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub(crate) fn client(&self) -> Result<&reqwest::Client, ProviderError> {
+        self.client.get()
+    }
+
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply, ProviderError> {
+        transport::send(request.timeout(self.timeout)).await
+    }
+
+    /// POST a form; every value listed in `secrets` is scrubbed from any error.
+    pub(crate) async fn post_form(
+        &self,
+        url: &str,
+        fields: &[(&str, &str)],
+        secrets: &[&str],
+        basic: Option<(&str, &str)>,
+    ) -> Result<Reply, ProviderError> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let mut request = self
+            .client()?
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body);
+        if let Some((user, password)) = basic {
+            request = request.basic_auth(form_encode(user), Some(form_encode(password)));
+        }
+        self.send(request).await.map_err(|e| redact(e, secrets))
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Scrub what a request carried from an error (a server may echo it back).
+pub(crate) fn redact(e: ProviderError, secrets: &[&str]) -> ProviderError {
+    let sent: Vec<secrecy::SecretString> = secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .flat_map(|s| [s.to_string(), form_encode(s)])
+        .map(secrecy::SecretString::from)
+        .collect();
+    e.redact_sent(&sent)
+}
+
+impl Http {
+    /// A token from a token endpoint's answer (RFC 6749 section 5), scrubbed of what was sent.
+    pub(crate) fn token_answer(
+        &self,
+        reply: &Reply,
+        secrets: &[&str],
+    ) -> Result<authwire::Token, ProviderError> {
+        transport::parse_token_response(
+            reply.status,
+            reply.retry_after.as_deref(),
+            &reply.body,
+            self.now(),
+        )
+        .map_err(|e| redact(e, secrets))
+    }
+
+    /// The error an answer that is not a success describes.
+    pub(crate) fn error_answer(&self, reply: &Reply, secrets: &[&str]) -> ProviderError {
+        redact(
+            transport::parse_error(
+                reply.status,
+                reply.retry_after.as_deref(),
+                &reply.body,
+                self.now(),
+            ),
+            secrets,
+        )
+    }
+}
+
+/// The keyed fingerprint of a credential, for cache keys.
+pub(crate) fn fingerprint(secret: &str) -> String {
+    transport::credential_fingerprint(secret.as_bytes())
+}

@@ -1,0 +1,105 @@
+//! Google Cloud credentials for authwire.
+//!
+//! Each source is an [`IdentityProvider`]: give it to an [`authwire::Authorizer`] and every
+//! caller shares one refresh, ahead of expiry, with backoff, through any store.
+//!
+//! | source | what it is | where it comes from |
+//! | --- | --- | --- |
+//! | [`ServiceAccountKey`] | a service account's JSON key | `GOOGLE_APPLICATION_CREDENTIALS`, a file |
+//! | [`AuthorizedUser`] | a person's refresh token | `gcloud auth application-default login` |
+//! | [`ExternalAccount`] | workload identity federation | a file naming a subject token source, Google's STS, optional impersonation |
+//! | [`MetadataServer`] | the VM's, pod's or service's identity | GCE, GKE, Cloud Run, Cloud Functions |
+//! | [`MetadataIdToken`] | an ID token for an audience | the metadata server (Cloud Run, IAP) |
+//!
+//! [`default_credentials`] picks one in Application Default Credentials order:
+//! `GOOGLE_APPLICATION_CREDENTIALS`, then gcloud's well-known file, then the metadata server
+//! (probed with a short, bounded timeout, so a laptop does not hang).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let credentials = authwire_gcp::default_credentials()
+//!     .await?
+//!     .scope("https://www.googleapis.com/auth/cloud-platform");
+//! let authorizer = authwire::Authorizer::new(credentials);
+//! # Ok(()) }
+//! ```
+//!
+//! Every endpoint can be pointed elsewhere (the key file's `token_uri`, the external account's
+//! `token_url` and `service_account_impersonation_url`, `GCE_METADATA_HOST`,
+//! [`MetadataServer::endpoint`]), which is how the tests run against emulators on 127.0.0.1.
+
+mod adc;
+mod external_account;
+mod http;
+mod metadata;
+mod service_account;
+mod user;
+
+pub use adc::{GcpCredentials, default_credentials, default_credentials_in};
+pub use external_account::ExternalAccount;
+pub use metadata::{METADATA_HOST, METADATA_IP, MetadataIdToken, MetadataServer, PROBE_TIMEOUT};
+pub use service_account::ServiceAccountKey;
+pub use user::AuthorizedUser;
+
+use std::fmt;
+
+/// Google's OAuth 2.0 token endpoint, for `authorized_user` credentials without a `token_uri`.
+pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+
+/// The scope most Google Cloud APIs accept.
+pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// Why credentials could not be set up. Says what to fix; never contains a key or a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GcpError {
+    /// A credentials file could not be read.
+    Read {
+        /// The file.
+        path: String,
+        /// What the system said.
+        reason: String,
+    },
+    /// A credentials file is not what Google's formats describe.
+    Format {
+        /// Where it came from.
+        source: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A credentials file of a type this crate does not handle.
+    Unsupported {
+        /// The `type` field (or the credential source).
+        kind: String,
+    },
+    /// No credentials anywhere Application Default Credentials look.
+    NotFound,
+    /// An endpoint URL is not usable (not https, and not http to loopback).
+    Url(String),
+}
+
+impl fmt::Display for GcpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GcpError::Read { path, reason } => write!(f, "cannot read the credentials file {path}: {reason}"),
+            GcpError::Format { source, reason } => {
+                write!(f, "{source} is not a usable Google credentials file: {reason}")
+            }
+            GcpError::Unsupported { kind } => write!(
+                f,
+                "credentials of type {kind:?} are not supported (service_account, authorized_user and external_account with file or URL sources are)"
+            ),
+            GcpError::NotFound => f.write_str(
+                "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a key file, run `gcloud auth application-default login`, or run on Google Cloud (no metadata server answered: not on GCE?)",
+            ),
+            GcpError::Url(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for GcpError {}
+
+/// docs/cloud.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/cloud.md")]
+pub struct CloudGuide;

@@ -1,0 +1,149 @@
+//! `authorized_user` files: a person's refresh token, as `gcloud auth application-default
+//! login` writes it (`{"type": "authorized_user", "client_id", "client_secret",
+//! "refresh_token", "quota_project_id"}`).
+
+use crate::GcpError;
+use crate::http::{Http, fingerprint};
+use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, Token, async_trait};
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+use std::sync::Arc;
+
+/// A person's credentials: the refresh token grant against Google's token endpoint (or the
+/// file's `token_uri`), client id and secret in the body as Google's libraries send them.
+#[derive(Clone)]
+pub struct AuthorizedUser {
+    client_id: String,
+    client_secret: SecretString,
+    refresh_token: SecretString,
+    token_uri: String,
+    scopes: Vec<String>,
+    http: Http,
+}
+
+#[derive(serde::Deserialize)]
+struct UserFile {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    refresh_token: Option<SecretString>,
+    token_uri: Option<String>,
+}
+
+impl AuthorizedUser {
+    /// Read an `authorized_user` file.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, GcpError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| GcpError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_json(&bytes, &path.display().to_string())
+    }
+
+    /// Parse an `authorized_user` file's content; `source` names it in errors.
+    pub fn from_json(bytes: &[u8], source: &str) -> Result<Self, GcpError> {
+        let format = |reason: &str| GcpError::Format {
+            source: source.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let file: UserFile = serde_json::from_slice(bytes).map_err(|e| format(&format!("not JSON ({e})")))?;
+        if file.kind.as_deref() != Some("authorized_user") {
+            return Err(format("\"type\" is not \"authorized_user\""));
+        }
+        let token_uri = file
+            .token_uri
+            .unwrap_or_else(|| crate::GOOGLE_TOKEN_URL.to_owned());
+        authwire_oauth2::transport::check_url(&token_uri, "token_uri", false)
+            .map_err(|e| GcpError::Url(e.to_string()))?;
+        Ok(Self {
+            client_id: file.client_id.ok_or_else(|| format("no client_id"))?,
+            client_secret: file.client_secret.ok_or_else(|| format("no client_secret"))?,
+            refresh_token: file
+                .refresh_token
+                .filter(|r| !r.expose_secret().is_empty())
+                .ok_or_else(|| {
+                    format("no refresh_token: run `gcloud auth application-default login` again")
+                })?,
+            token_uri,
+            scopes: Vec::new(),
+            http: Http::new(),
+        })
+    }
+
+    /// Ask for this scope (repeatable; Google limits it to what the login granted).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// Use another token endpoint than the file's (or Google's).
+    pub fn token_url(mut self, url: impl Into<String>) -> Result<Self, GcpError> {
+        let url = url.into();
+        authwire_oauth2::transport::check_url(&url, "token_url", false)
+            .map_err(|e| GcpError::Url(e.to_string()))?;
+        self.token_uri = url;
+        Ok(self)
+    }
+
+    /// Read time from `clock` (tests; the default is the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.http.clock = Arc::new(clock);
+        self
+    }
+}
+
+impl fmt::Debug for AuthorizedUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizedUser")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("refresh_token", &"[redacted]")
+            .field("token_uri", &self.token_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for AuthorizedUser {
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+        let secret = self.client_secret.expose_secret();
+        // A refresh token the server rotated earlier (kept on the stored token) wins over the
+        // file's, which it replaced.
+        let refresh_token = current
+            .and_then(Token::refresh_token)
+            .unwrap_or(&self.refresh_token);
+        let refresh = refresh_token.expose_secret();
+        let scope = self.scopes.join(" ");
+        let mut fields = vec![
+            ("grant_type", "refresh_token"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", secret),
+            ("refresh_token", refresh),
+        ];
+        if !scope.is_empty() {
+            fields.push(("scope", &scope));
+        }
+        let reply = self
+            .http
+            .post_form(&self.token_uri, &fields, &[secret, refresh], None)
+            .await?;
+        let mut token = self.http.token_answer(&reply, &[secret, refresh])?;
+        if token.refresh_token().is_none() {
+            // Not rotated: keep using the one we have (never drop a refresh token).
+            token.set_refresh_token(Some(refresh_token.clone()));
+        }
+        Ok(token)
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        CacheKey::new(format!(
+            "gcp-authorized-user|{}|{}|rt={}|scope={}",
+            self.token_uri,
+            self.client_id,
+            fingerprint(self.refresh_token.expose_secret()),
+            self.scopes.join(" ")
+        ))
+    }
+}

@@ -1,0 +1,388 @@
+//! Every Google Cloud source end to end against the testkit's emulator of Google's endpoints on
+//! 127.0.0.1, through the `Authorizer`. Nothing here talks to Google, the metadata IP or any
+//! address that is not loopback: every endpoint is overridden before a provider is built.
+
+use authwire::secrecy::ExposeSecret;
+use authwire::{Authorizer, Clock, IdentityProvider, ManualClock, SystemClock};
+use authwire_gcp::{
+    AuthorizedUser, CLOUD_PLATFORM_SCOPE, ExternalAccount, GcpCredentials, GcpError, MetadataServer,
+    ServiceAccountKey, default_credentials_in,
+};
+use authwire_testkit::{GCP_KEY_ID, GCP_SERVICE_ACCOUNT, GcpEmulator};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A private folder for one test's files.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "authwire-gcp-{name}-{}-{}",
+            std::process::id(),
+            authwire::random::hex(4)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+
+    fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Wait (on the runtime, not the clock) until `f` holds.
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("condition not reached");
+}
+
+fn jwt_claims(jwt: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_service_account_key_gets_tokens_cached_and_refreshed_ahead_of_expiry() {
+    let clock = ManualClock::new(SystemClock.now());
+    let gcp = GcpEmulator::start_with_clock(clock.clone()).await;
+    let dir = Dir::new("sa");
+    let key = dir.write("sa.json", &gcp.service_account_key_json());
+    let provider = ServiceAccountKey::from_file(&key)
+        .unwrap()
+        .scope(CLOUD_PLATFORM_SCOPE)
+        .clock(clock.clone());
+    assert!(
+        !format!("{provider:?}").contains("PRIVATE KEY"),
+        "the key is redacted"
+    );
+    let authorizer = Authorizer::builder(provider).clock(clock.clone()).build();
+    let first = authorizer.token().await.unwrap();
+    assert_eq!(
+        gcp.check_token(first.access_token().expose_secret()).as_deref(),
+        Some(GCP_SERVICE_ACCOUNT)
+    );
+    assert_eq!(gcp.last_scopes().as_deref(), Some(CLOUD_PLATFORM_SCOPE));
+    authorizer.token().await.unwrap();
+    assert_eq!(gcp.token_requests(), 1, "served from the cache");
+
+    // Inside the refresh window (the last five minutes before the 30 s expiry margin), before
+    // expiry: the cached token is still served and a new one is fetched in the background.
+    clock.advance(Duration::from_secs(3480));
+    let during = authorizer.token().await.unwrap();
+    assert!(during.same_access_token(&first));
+    // The background refresh starts after a jittered pause on the authorizer's clock.
+    let first_header = authorizer.cached_authorization_header().unwrap();
+    until(|| {
+        clock.advance(Duration::from_millis(100));
+        authorizer
+            .cached_authorization_header()
+            .is_some_and(|h| h != first_header)
+    })
+    .await;
+    assert_eq!(authorizer.metrics().fetches, 2);
+    assert_eq!(authorizer.metrics().background_refreshes, 1);
+    let second = authorizer.token().await.unwrap();
+    assert!(!second.same_access_token(&first));
+    assert!(gcp.check_token(second.access_token().expose_secret()).is_some());
+}
+
+#[tokio::test]
+async fn self_signed_jwts_need_no_token_endpoint() {
+    let gcp = GcpEmulator::start().await;
+    let dir = Dir::new("self-signed");
+    let key = dir.write("sa.json", &gcp.service_account_key_json());
+    let provider = ServiceAccountKey::from_file(&key)
+        .unwrap()
+        .scope(CLOUD_PLATFORM_SCOPE)
+        .self_signed_jwt();
+    let token = provider.fetch_token(None).await.unwrap();
+    let claims = jwt_claims(token.access_token().expose_secret());
+    assert_eq!(claims["iss"], GCP_SERVICE_ACCOUNT);
+    assert_eq!(claims["sub"], GCP_SERVICE_ACCOUNT);
+    assert_eq!(claims["scope"], CLOUD_PLATFORM_SCOPE);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        3600
+    );
+    let header = jsonwebtoken::decode_header(token.access_token().expose_secret()).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(GCP_KEY_ID));
+    assert_eq!(gcp.token_requests(), 0);
+}
+
+#[tokio::test]
+async fn bad_key_files_say_what_is_wrong_without_showing_the_key() {
+    let dir = Dir::new("bad");
+    let not_json = dir.write("a.json", "-----BEGIN PRIVATE KEY-----\nMIIE...");
+    let e = ServiceAccountKey::from_file(&not_json).unwrap_err();
+    assert!(matches!(e, GcpError::Format { .. }));
+    assert!(!e.to_string().contains("MIIE"));
+    let wrong_type = dir.write("b.json", r#"{"type":"authorized_user"}"#);
+    assert!(
+        ServiceAccountKey::from_file(&wrong_type)
+            .unwrap_err()
+            .to_string()
+            .contains("\"service_account\"")
+    );
+    let plain_http = dir.write(
+        "c.json",
+        &serde_json::json!({"type":"service_account","client_email":"x@y","private_key":authwire_testkit::CLIENT_PRIVATE_KEY_PEM,"token_uri":"http://oauth2.example/token"}).to_string(),
+    );
+    assert!(matches!(
+        ServiceAccountKey::from_file(&plain_http),
+        Err(GcpError::Url(_))
+    ));
+    let missing = ServiceAccountKey::from_file(dir.0.join("nope.json")).unwrap_err();
+    assert!(matches!(missing, GcpError::Read { .. }));
+}
+
+#[tokio::test]
+async fn an_authorized_user_refreshes_with_its_refresh_token_and_keeps_it() {
+    let gcp = GcpEmulator::start().await;
+    let dir = Dir::new("user");
+    let file = dir.write("adc.json", &gcp.authorized_user_json());
+    let provider = AuthorizedUser::from_file(&file).unwrap();
+    assert!(!format!("{provider:?}").contains(authwire_testkit::GCP_USER_REFRESH_TOKEN));
+    let token = provider.fetch_token(None).await.unwrap();
+    assert_eq!(
+        gcp.check_token(token.access_token().expose_secret()).as_deref(),
+        Some("user@example.com")
+    );
+    assert!(
+        token.refresh_token().is_some(),
+        "the refresh token is never dropped"
+    );
+
+    let revoked = dir.write(
+        "revoked.json",
+        &gcp.authorized_user_json()
+            .replace(authwire_testkit::GCP_USER_REFRESH_TOKEN, "1//revoked"),
+    );
+    let e = AuthorizedUser::from_file(&revoked)
+        .unwrap()
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_code(), Some("invalid_grant"));
+    assert!(!e.is_transient());
+    assert!(!authwire::error_chain(&e).contains("1//revoked"));
+}
+
+#[tokio::test]
+async fn workload_identity_federation_reads_the_rotated_subject_token_each_time() {
+    let gcp = GcpEmulator::start().await;
+    let dir = Dir::new("wif");
+    let subject = dir.write("token", "eyJ.subject-1.sig\n");
+    let config = dir.write(
+        "wif.json",
+        &gcp.external_account_json(subject.to_str().unwrap(), None),
+    );
+    let provider = ExternalAccount::from_file(&config).unwrap();
+    let authorizer = Authorizer::new(provider.clone());
+    let first = authorizer.token().await.unwrap();
+    assert_eq!(
+        gcp.check_token(first.access_token().expose_secret()).as_deref(),
+        Some("federated")
+    );
+    assert_eq!(gcp.last_scopes().as_deref(), Some(CLOUD_PLATFORM_SCOPE));
+    // The emulator accepts a subject token once: an un-rotated file fails, a rotated one works.
+    let reused = provider.fetch_token(None).await.unwrap_err();
+    assert_eq!(reused.error_code(), Some("invalid_grant"));
+    std::fs::write(&subject, "eyJ.subject-2.sig").unwrap();
+    assert!(authorizer.invalidate_token(&first));
+    let second = authorizer.token().await.unwrap();
+    assert!(!second.same_access_token(&first));
+    assert_eq!(gcp.subject_tokens(), ["eyJ.subject-1.sig", "eyJ.subject-2.sig"]);
+}
+
+#[tokio::test]
+async fn workload_identity_federation_with_service_account_impersonation() {
+    let gcp = GcpEmulator::start().await;
+    let dir = Dir::new("wif-sa");
+    let subject = dir.write("token", "eyJ.subject-imp.sig");
+    let target = "deployer@authwire-test.iam.gserviceaccount.com";
+    let config = dir.write(
+        "wif.json",
+        &gcp.external_account_json(subject.to_str().unwrap(), Some(target)),
+    );
+    let provider = ExternalAccount::from_file(&config)
+        .unwrap()
+        .scope("https://www.googleapis.com/auth/devstorage.read_only");
+    let token = provider.fetch_token(None).await.unwrap();
+    assert_eq!(
+        gcp.check_token(token.access_token().expose_secret()).as_deref(),
+        Some(target)
+    );
+    assert_eq!(gcp.impersonations(), 1);
+    assert_eq!(
+        gcp.last_scopes().as_deref(),
+        Some("https://www.googleapis.com/auth/devstorage.read_only")
+    );
+    let left = token
+        .expires_at()
+        .unwrap()
+        .duration_since(SystemClock.now())
+        .unwrap();
+    assert!(left > Duration::from_secs(3500), "expireTime was read: {left:?}");
+}
+
+#[tokio::test]
+async fn the_metadata_server_sends_its_header_and_maps_its_errors() {
+    let gcp = GcpEmulator::start().await;
+    let provider = MetadataServer::new()
+        .endpoint(gcp.url())
+        .scope(CLOUD_PLATFORM_SCOPE)
+        .scope("openid");
+    let token = provider.fetch_token(None).await.unwrap();
+    assert!(gcp.check_token(token.access_token().expose_secret()).is_some());
+    assert_eq!(
+        gcp.last_scopes().as_deref(),
+        Some("https://www.googleapis.com/auth/cloud-platform,openid")
+    );
+    // The emulator, like the server, refuses requests without `Metadata-Flavor: Google`.
+    let bare = reqwest::get(format!(
+        "{}/computeMetadata/v1/instance/service-accounts/default/token",
+        gcp.url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(bare.status().as_u16(), 403);
+
+    let unknown = MetadataServer::new()
+        .endpoint(gcp.url())
+        .account("nobody@example.iam.gserviceaccount.com")
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(!unknown.is_transient());
+    assert!(authwire::error_chain(&unknown).contains("no service account"));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let away = MetadataServer::new()
+        .endpoint(format!("http://127.0.0.1:{port}"))
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(away.is_transient());
+    assert!(
+        authwire::error_chain(&away).contains("not on Google Cloud? set GOOGLE_APPLICATION_CREDENTIALS"),
+        "{}",
+        authwire::error_chain(&away)
+    );
+}
+
+#[tokio::test]
+async fn gce_metadata_host_points_the_metadata_server_elsewhere() {
+    let gcp = GcpEmulator::start().await;
+    let env: HashMap<&str, String> = [("GCE_METADATA_HOST", gcp.host())].into();
+    let credentials = default_credentials_in(|n| env.get(n).cloned()).await.unwrap();
+    assert_eq!(credentials.kind(), "metadata_server");
+    let token = credentials.fetch_token(None).await.unwrap();
+    assert!(gcp.check_token(token.access_token().expose_secret()).is_some());
+}
+
+#[tokio::test]
+async fn id_tokens_for_an_audience_expire_with_their_exp() {
+    let gcp = GcpEmulator::start().await;
+    let provider = MetadataServer::new()
+        .endpoint(gcp.url())
+        .id_token("https://hello-abc123-uc.a.run.app");
+    let token = provider.fetch_token(None).await.unwrap();
+    let claims = jwt_claims(token.access_token().expose_secret());
+    assert_eq!(claims["aud"], "https://hello-abc123-uc.a.run.app");
+    assert_eq!(
+        token
+            .expires_at()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        claims["exp"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn application_default_credentials_look_where_googles_libraries_look() {
+    let gcp = GcpEmulator::start().await;
+    let dir = Dir::new("adc");
+    let key = dir.write("sa.json", &gcp.service_account_key_json());
+    // Every environment below names a closed loopback port for the metadata probe, or turns it
+    // off: no test may reach 169.254.169.254.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let find = |pairs: Vec<(&'static str, String)>| {
+        let env: HashMap<&str, String> = pairs.into_iter().collect();
+        async move { default_credentials_in(|n| env.get(n).cloned()).await }
+    };
+
+    // 1. GOOGLE_APPLICATION_CREDENTIALS first.
+    let found = find(vec![
+        ("GOOGLE_APPLICATION_CREDENTIALS", key.display().to_string()),
+        ("GCE_METADATA_IP", closed.clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(found.kind(), "service_account");
+    let found = found.scope(CLOUD_PLATFORM_SCOPE);
+    assert!(found.fetch_token(None).await.is_ok());
+    // A variable that names a missing file is an error, not a reason to look elsewhere.
+    let missing = find(vec![(
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        dir.0.join("nope.json").display().to_string(),
+    )])
+    .await
+    .unwrap_err();
+    assert!(matches!(missing, GcpError::Read { .. }));
+
+    // 2. gcloud's well-known file.
+    let gcloud = dir.0.join("gcloud");
+    std::fs::create_dir_all(&gcloud).unwrap();
+    std::fs::write(
+        gcloud.join("application_default_credentials.json"),
+        gcp.authorized_user_json(),
+    )
+    .unwrap();
+    let found = find(vec![
+        ("CLOUDSDK_CONFIG", gcloud.display().to_string()),
+        ("GCE_METADATA_IP", closed.clone()),
+    ])
+    .await
+    .unwrap();
+    assert!(matches!(found, GcpCredentials::AuthorizedUser(_)));
+
+    // 3. The metadata server, when it answers the probe.
+    let found = find(vec![("GCE_METADATA_HOST", gcp.host())]).await.unwrap();
+    assert_eq!(found.kind(), "metadata_server");
+
+    // Nothing anywhere: a clear error, after a bounded probe.
+    let nothing = find(vec![("GCE_METADATA_IP", closed.clone())]).await.unwrap_err();
+    assert_eq!(nothing, GcpError::NotFound);
+    assert!(nothing.to_string().contains("GOOGLE_APPLICATION_CREDENTIALS"));
+    let skipped = find(vec![("NO_GCE_CHECK", "true".into())]).await.unwrap_err();
+    assert_eq!(skipped, GcpError::NotFound);
+    assert_eq!(gcp.metadata_requests(), 1, "only the one probe that found it");
+}
