@@ -8,7 +8,7 @@
 //!   answers 401 with `WWW-Authenticate: Bearer error="invalid_token"` when they are expired or
 //!   wrong.
 //!
-//! - [`GcpEmulator`] (and, with Azure, `AzureEmulator`): the cloud credential endpoints (metadata servers, token
+//! - [`GcpEmulator`], [`AzureEmulator`]: the cloud credential endpoints (metadata servers, token
 //!   endpoints, STS), from the vendors' published documentation.
 //!
 //! - [`conformance::store_conformance`]: the behaviour every `TokenStore` must have.
@@ -25,6 +25,7 @@
 //! ```
 
 mod authorize;
+mod azure;
 mod browser;
 pub mod conformance;
 mod doubles;
@@ -35,6 +36,10 @@ mod raw;
 mod redis;
 mod resource;
 
+pub use azure::{
+    AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_IDENTITY_HEADER, AZURE_TENANT_ID,
+    AZURE_USER_ASSIGNED_CLIENT_ID, AzureEmulator,
+};
 pub use browser::{Page, ScriptedBrowser, with_param};
 pub use doubles::SequenceProvider;
 pub use gcp::{

@@ -1,0 +1,283 @@
+//! Credentials that ask Entra ID's token endpoint
+//! (`{authority}/{tenant}/oauth2/v2.0/token`, the client credentials grant) with a federated
+//! assertion, a secret or a certificate. Built on authwire-oauth2's provider.
+
+use crate::{AzureError, DEFAULT_AUTHORITY_HOST, Env, process_env};
+use authwire::{CacheKey, IdentityProvider, ProviderError, Token, async_trait};
+use authwire_oauth2::{AssertionSource, ClientAuthMethod, OAuth2Provider, PrivateKey};
+use base64::Engine as _;
+use std::fmt;
+use std::path::PathBuf;
+
+/// Where a credential's token endpoint is.
+#[derive(Clone, Debug)]
+struct Tenant {
+    authority: String,
+    tenant: String,
+    client_id: String,
+}
+
+impl Tenant {
+    fn from_env(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, AzureError> {
+        let tenant = var("AZURE_TENANT_ID").ok_or(AzureError::Missing("AZURE_TENANT_ID"))?;
+        let client_id = var("AZURE_CLIENT_ID").ok_or(AzureError::Missing("AZURE_CLIENT_ID"))?;
+        if !tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(AzureError::Invalid {
+                setting: "AZURE_TENANT_ID",
+                reason: "a tenant is a GUID or a domain name".into(),
+            });
+        }
+        let authority = var("AZURE_AUTHORITY_HOST").unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.to_owned());
+        let authority = if authority.ends_with('/') {
+            authority
+        } else {
+            format!("{authority}/")
+        };
+        Ok(Self {
+            authority,
+            tenant,
+            client_id,
+        })
+    }
+
+    fn token_url(&self) -> String {
+        format!("{}{}/oauth2/v2.0/token", self.authority, self.tenant)
+    }
+
+    fn provider(
+        &self,
+        auth: ClientAuthMethod,
+        secret: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<OAuth2Provider, AzureError> {
+        let mut b = OAuth2Provider::builder()
+            .token_url(self.token_url())
+            .client_id(&self.client_id)
+            .auth_method(auth);
+        if let Some(s) = secret {
+            b = b.client_secret(s);
+        }
+        if let Some(s) = scope {
+            b = b.scope(s);
+        }
+        b.build().map_err(|e| AzureError::Invalid {
+            setting: "AZURE_AUTHORITY_HOST",
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn vars(env: Env<'_>) -> impl Fn(&str) -> Option<String> + '_ {
+    move |n: &str| env(n).filter(|v| !v.is_empty())
+}
+
+/// Workload identity: a Kubernetes service account federated with an Entra app. The projected
+/// token in `AZURE_FEDERATED_TOKEN_FILE` is the client assertion, read again for every token
+/// request (the kubelet rotates it).
+///
+/// ```no_run
+/// # fn run() -> Result<(), authwire_azure::AzureError> {
+/// let provider = authwire_azure::WorkloadIdentity::from_env()?.scope("https://vault.azure.net/.default");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct WorkloadIdentity {
+    tenant: Tenant,
+    file: PathBuf,
+    provider: OAuth2Provider,
+}
+
+impl WorkloadIdentity {
+    /// From `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and
+    /// `AZURE_AUTHORITY_HOST` (what the workload identity webhook injects).
+    pub fn from_env() -> Result<Self, AzureError> {
+        Self::from_env_in(&process_env)
+    }
+
+    /// [`from_env`](Self::from_env) with the environment read through `env`.
+    pub fn from_env_in(env: Env<'_>) -> Result<Self, AzureError> {
+        let var = vars(env);
+        let file =
+            var("AZURE_FEDERATED_TOKEN_FILE").ok_or(AzureError::Missing("AZURE_FEDERATED_TOKEN_FILE"))?;
+        let tenant = Tenant::from_env(&var)?;
+        let file = PathBuf::from(file);
+        let provider = tenant.provider(
+            ClientAuthMethod::ClientAssertion(AssertionSource::file(&file)),
+            None,
+            None,
+        )?;
+        Ok(Self {
+            tenant,
+            file,
+            provider,
+        })
+    }
+
+    /// The scope (`https://RESOURCE/.default`).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        let scope = scope.into();
+        if let Ok(p) = self.tenant.provider(
+            ClientAuthMethod::ClientAssertion(AssertionSource::file(&self.file)),
+            None,
+            Some(&scope),
+        ) {
+            self.provider = p;
+        }
+        self
+    }
+}
+
+impl fmt::Debug for WorkloadIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadIdentity")
+            .field("tenant", &self.tenant)
+            .field("token_file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for WorkloadIdentity {
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+        self.provider.fetch_token(current).await
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        self.provider.cache_key()
+    }
+}
+
+/// An app registration's secret (`AZURE_CLIENT_SECRET`, sent in the body as Azure's SDKs do)
+/// or certificate (`AZURE_CLIENT_CERTIFICATE_PATH`: a PEM file with the certificate and its
+/// private key; the assertion carries the certificate's `x5t`).
+#[derive(Clone)]
+pub struct EnvironmentCredential {
+    tenant: Tenant,
+    secret: Option<secrecy::SecretString>,
+    key: Option<PrivateKey>,
+    provider: OAuth2Provider,
+}
+
+impl EnvironmentCredential {
+    /// From `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET` or
+    /// `AZURE_CLIENT_CERTIFICATE_PATH` (and `AZURE_AUTHORITY_HOST`).
+    pub fn from_env() -> Result<Self, AzureError> {
+        Self::from_env_in(&process_env)
+    }
+
+    /// [`from_env`](Self::from_env) with the environment read through `env`.
+    pub fn from_env_in(env: Env<'_>) -> Result<Self, AzureError> {
+        use secrecy::ExposeSecret;
+        let var = vars(env);
+        let secret = var("AZURE_CLIENT_SECRET").map(secrecy::SecretString::from);
+        let certificate = var("AZURE_CLIENT_CERTIFICATE_PATH");
+        if secret.is_none() && certificate.is_none() {
+            return Err(AzureError::Missing(
+                "AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH",
+            ));
+        }
+        let tenant = Tenant::from_env(&var)?;
+        let key = match (&secret, certificate) {
+            (None, Some(path)) => Some(certificate_key(&path)?),
+            _ => None,
+        };
+        let secret_text = secret.as_ref().map(|s| s.expose_secret().to_owned());
+        let provider = tenant.provider(auth_for(&key, secret.is_some()), secret_text.as_deref(), None)?;
+        Ok(Self {
+            tenant,
+            secret,
+            key,
+            provider,
+        })
+    }
+
+    /// The scope (`https://RESOURCE/.default`).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        use secrecy::ExposeSecret;
+        let scope = scope.into();
+        let secret = self.secret.as_ref().map(|s| s.expose_secret().to_owned());
+        if let Ok(p) = self.tenant.provider(
+            auth_for(&self.key, self.secret.is_some()),
+            secret.as_deref(),
+            Some(&scope),
+        ) {
+            self.provider = p;
+        }
+        self
+    }
+}
+
+fn auth_for(key: &Option<PrivateKey>, secret: bool) -> ClientAuthMethod {
+    match (key, secret) {
+        (_, true) => ClientAuthMethod::ClientSecretPost,
+        (Some(k), false) => ClientAuthMethod::PrivateKeyJwt { key: k.clone() },
+        (None, false) => ClientAuthMethod::None,
+    }
+}
+
+/// The private key of a PEM file that holds a certificate and its key, with the certificate's
+/// `x5t` (base64url SHA-1 of its DER), as Entra ID expects in certificate assertions.
+fn certificate_key(path: &str) -> Result<PrivateKey, AzureError> {
+    let invalid = |reason: String| AzureError::Invalid {
+        setting: "AZURE_CLIENT_CERTIFICATE_PATH",
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+    let block = |label: &str| -> Option<String> {
+        let begin = format!("-----BEGIN {label}-----");
+        let end = format!("-----END {label}-----");
+        let start = text.find(&begin)?;
+        let stop = text[start..].find(&end)? + start + end.len();
+        Some(text[start..stop].to_owned())
+    };
+    let cert = block("CERTIFICATE").ok_or_else(|| {
+        invalid(format!(
+            "{path} has no CERTIFICATE block (PFX files are not supported; convert to PEM)"
+        ))
+    })?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(
+            cert.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .map_err(|_| invalid(format!("the certificate in {path} is not base64")))?;
+    let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
+    let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(thumbprint.as_ref());
+    let key_pem = block("PRIVATE KEY")
+        .or_else(|| block("RSA PRIVATE KEY"))
+        .ok_or_else(|| invalid(format!("{path} has no PRIVATE KEY block")))?;
+    let key = PrivateKey::rsa_pem(key_pem.as_bytes())
+        .map_err(|_| invalid(format!("the key in {path} is not an RSA key")))?;
+    Ok(key.with_x5t(x5t))
+}
+
+impl fmt::Debug for EnvironmentCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvironmentCredential")
+            .field("tenant", &self.tenant)
+            .field(
+                "kind",
+                &if self.secret.is_some() {
+                    "client secret (redacted)"
+                } else {
+                    "certificate"
+                },
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for EnvironmentCredential {
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+        self.provider.fetch_token(current).await
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        self.provider.cache_key()
+    }
+}

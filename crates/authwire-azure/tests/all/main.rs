@@ -1,0 +1,362 @@
+//! Every Azure source end to end against the testkit's emulator of Azure's endpoints on
+//! 127.0.0.1. Nothing here talks to Azure or 169.254.169.254: every environment names the
+//! emulator (or a closed loopback port) before a credential is built.
+
+use authwire::secrecy::ExposeSecret;
+use authwire::{Authorizer, Clock, IdentityProvider, ManualClock, SystemClock};
+use authwire_azure::{
+    AzureCredential, AzureError, EnvironmentCredential, ManagedIdentity, WorkloadIdentity,
+    default_credential_in,
+};
+use authwire_testkit::{
+    AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_IDENTITY_HEADER, AZURE_TENANT_ID,
+    AZURE_USER_ASSIGNED_CLIENT_ID, AzureEmulator,
+};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const ARM: &str = "https://management.azure.com/.default";
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "authwire-azure-{name}-{}-{}",
+            std::process::id(),
+            authwire::random::hex(4)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn env(pairs: &[(&'static str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<&'static str, String> = pairs.iter().cloned().collect();
+    move |n: &str| map.get(n).cloned()
+}
+
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test]
+async fn imds_tokens_are_cached_and_refreshed_ahead_of_expiry() {
+    let clock = ManualClock::new(SystemClock.now());
+    let azure = AzureEmulator::start_with_clock(clock.clone()).await;
+    azure.set_token_lifetime(Duration::from_secs(3600));
+    let provider = ManagedIdentity::new()
+        .imds_endpoint(azure.url())
+        .scope(ARM)
+        .clock(clock.clone());
+    let authorizer = Authorizer::builder(provider).clock(clock.clone()).build();
+    let first = authorizer.token().await.unwrap();
+    assert_eq!(
+        azure.check_token(first.access_token().expose_secret()).as_deref(),
+        Some("system-assigned")
+    );
+    assert_eq!(
+        azure.last_resource().as_deref(),
+        Some("https://management.azure.com"),
+        "the resource is the scope without /.default"
+    );
+    let left = first.expires_at().unwrap().duration_since(clock.now()).unwrap();
+    assert!(
+        left > Duration::from_secs(3590),
+        "expires_on (a string) was read: {left:?}"
+    );
+    authorizer.token().await.unwrap();
+    assert_eq!(azure.imds_requests(), 1);
+
+    clock.advance(Duration::from_secs(3480));
+    let header = authorizer.cached_authorization_header().unwrap();
+    assert!(authorizer.token().await.unwrap().same_access_token(&first));
+    until(|| {
+        clock.advance(Duration::from_millis(100));
+        authorizer
+            .cached_authorization_header()
+            .is_some_and(|h| h != header)
+    })
+    .await;
+    assert_eq!(azure.imds_requests(), 2);
+}
+
+#[tokio::test]
+async fn user_assigned_identities_and_their_errors() {
+    let azure = AzureEmulator::start().await;
+    let mine = ManagedIdentity::new()
+        .imds_endpoint(azure.url())
+        .client_id(AZURE_USER_ASSIGNED_CLIENT_ID)
+        .scope("https://vault.azure.net/.default");
+    let token = mine.fetch_token(None).await.unwrap();
+    assert_eq!(
+        azure.check_token(token.access_token().expose_secret()).as_deref(),
+        Some(AZURE_USER_ASSIGNED_CLIENT_ID)
+    );
+    let other = ManagedIdentity::new()
+        .imds_endpoint(azure.url())
+        .client_id("11111111-2222-3333-4444-555555555555")
+        .scope(ARM);
+    let e = other.fetch_token(None).await.unwrap_err();
+    assert!(!e.is_transient());
+    assert!(
+        authwire::error_chain(&e).contains("no managed identity with client id 11111111"),
+        "{}",
+        authwire::error_chain(&e)
+    );
+    // The emulator, like IMDS, requires `Metadata: true`.
+    let bare = reqwest::get(format!(
+        "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=x",
+        azure.url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(bare.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn app_service_uses_identity_endpoint_and_header() {
+    let azure = AzureEmulator::start().await;
+    let vars = env(&[
+        ("IDENTITY_ENDPOINT", azure.identity_endpoint()),
+        ("IDENTITY_HEADER", AZURE_IDENTITY_HEADER.into()),
+    ]);
+    let provider = ManagedIdentity::from_env_in(&vars).scope(ARM);
+    assert!(provider.is_app_service());
+    assert!(!format!("{provider:?}").contains(AZURE_IDENTITY_HEADER));
+    let token = provider.fetch_token(None).await.unwrap();
+    assert!(azure.check_token(token.access_token().expose_secret()).is_some());
+    assert_eq!(azure.app_service_requests(), 1);
+    assert_eq!(azure.imds_requests(), 0);
+
+    let wrong = env(&[
+        ("IDENTITY_ENDPOINT", azure.identity_endpoint()),
+        ("IDENTITY_HEADER", "guessed".into()),
+    ]);
+    let e = ManagedIdentity::from_env_in(&wrong)
+        .scope(ARM)
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(!authwire::error_chain(&e).contains("guessed"));
+}
+
+#[tokio::test]
+async fn workload_identity_reads_the_rotated_federated_token_file() {
+    let azure = AzureEmulator::start().await;
+    let dir = Dir::new("wi");
+    let file = dir.0.join("azure-identity-token");
+    std::fs::write(&file, "eyJ.kube-sa-token-1.sig").unwrap();
+    azure.set_federated_token("eyJ.kube-sa-token-1.sig");
+    let vars = env(&[
+        ("AZURE_TENANT_ID", AZURE_TENANT_ID.into()),
+        ("AZURE_CLIENT_ID", AZURE_CLIENT_ID.into()),
+        ("AZURE_FEDERATED_TOKEN_FILE", file.display().to_string()),
+        ("AZURE_AUTHORITY_HOST", azure.url()),
+    ]);
+    let provider = WorkloadIdentity::from_env_in(&vars).unwrap().scope(ARM);
+    let authorizer = Authorizer::new(provider);
+    let first = authorizer.token().await.unwrap();
+    assert!(azure.check_token(first.access_token().expose_secret()).is_some());
+    let form = azure.last_form();
+    assert_eq!(
+        form["client_assertion_type"],
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    );
+    assert_eq!(form["scope"], ARM);
+    assert_eq!(form["client_id"], AZURE_CLIENT_ID);
+
+    // The kubelet rotates the token; Entra now trusts only the new one.
+    std::fs::write(&file, "eyJ.kube-sa-token-2.sig").unwrap();
+    azure.set_federated_token("eyJ.kube-sa-token-2.sig");
+    assert!(authorizer.invalidate_token(&first));
+    let second = authorizer.token().await.unwrap();
+    assert!(azure.check_token(second.access_token().expose_secret()).is_some());
+
+    let missing = env(&[("AZURE_FEDERATED_TOKEN_FILE", "/x".into())]);
+    assert_eq!(
+        WorkloadIdentity::from_env_in(&missing).unwrap_err(),
+        AzureError::Missing("AZURE_TENANT_ID")
+    );
+}
+
+#[tokio::test]
+async fn a_client_secret_from_the_environment_and_entras_errors() {
+    let azure = AzureEmulator::start().await;
+    let vars = env(&[
+        ("AZURE_TENANT_ID", AZURE_TENANT_ID.into()),
+        ("AZURE_CLIENT_ID", AZURE_CLIENT_ID.into()),
+        ("AZURE_CLIENT_SECRET", AZURE_CLIENT_SECRET.into()),
+        ("AZURE_AUTHORITY_HOST", format!("{}/", azure.url())),
+    ]);
+    let credential = EnvironmentCredential::from_env_in(&vars).unwrap().scope(ARM);
+    assert!(!format!("{credential:?}").contains(AZURE_CLIENT_SECRET));
+    let token = credential.fetch_token(None).await.unwrap();
+    assert!(azure.check_token(token.access_token().expose_secret()).is_some());
+    assert_eq!(
+        azure.last_form()["client_secret"],
+        "<present>",
+        "sent in the body"
+    );
+
+    // Entra wants `/.default`: its AADSTS error comes through, without the secret.
+    let wrong_scope = EnvironmentCredential::from_env_in(&vars)
+        .unwrap()
+        .scope("https://management.azure.com/user_impersonation")
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_scope.error_code(), Some("invalid_scope"));
+    assert!(authwire::error_chain(&wrong_scope).contains("AADSTS1002012"));
+    let bad = env(&[
+        ("AZURE_TENANT_ID", AZURE_TENANT_ID.into()),
+        ("AZURE_CLIENT_ID", AZURE_CLIENT_ID.into()),
+        ("AZURE_CLIENT_SECRET", "not-the-secret".into()),
+        ("AZURE_AUTHORITY_HOST", azure.url()),
+    ]);
+    let e = EnvironmentCredential::from_env_in(&bad)
+        .unwrap()
+        .scope(ARM)
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_code(), Some("invalid_client"));
+    assert!(!e.is_transient());
+    assert!(!authwire::error_chain(&e).contains("not-the-secret"));
+}
+
+#[tokio::test]
+async fn a_certificate_from_the_environment_signs_assertions_with_x5t() {
+    let azure = AzureEmulator::start().await;
+    let dir = Dir::new("cert");
+    let key = dir.0.join("key.pem");
+    std::fs::write(&key, authwire_testkit::CLIENT_PRIVATE_KEY_PEM).unwrap();
+    let cert = dir.0.join("cert.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-key"])
+        .arg(&key)
+        .args(["-subj", "/CN=authwire-test", "-days", "2", "-out"])
+        .arg(&cert)
+        .output()
+        .expect("the openssl tool is needed for this test");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    // The thumbprint as Azure computes it: base64url(SHA-1(DER)), from openssl's own output.
+    let fingerprint = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let hex: String = String::from_utf8_lossy(&fingerprint.stdout)
+        .split('=')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .replace(':', "");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    use base64::Engine as _;
+    azure.trust_certificate(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let bundle = dir.0.join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&cert).unwrap(),
+            authwire_testkit::CLIENT_PRIVATE_KEY_PEM
+        ),
+    )
+    .unwrap();
+    let vars = env(&[
+        ("AZURE_TENANT_ID", AZURE_TENANT_ID.into()),
+        ("AZURE_CLIENT_ID", AZURE_CLIENT_ID.into()),
+        ("AZURE_CLIENT_CERTIFICATE_PATH", bundle.display().to_string()),
+        ("AZURE_AUTHORITY_HOST", azure.url()),
+    ]);
+    let credential = EnvironmentCredential::from_env_in(&vars).unwrap().scope(ARM);
+    let token = credential.fetch_token(None).await.unwrap();
+    assert!(azure.check_token(token.access_token().expose_secret()).is_some());
+    assert_eq!(azure.last_form()["client_assertion"], "<present>");
+}
+
+#[tokio::test]
+async fn the_default_chain_picks_in_the_sdks_order_and_fails_fast_off_azure() {
+    let azure = AzureEmulator::start().await;
+    let tenant = [
+        ("AZURE_TENANT_ID", AZURE_TENANT_ID.to_owned()),
+        ("AZURE_CLIENT_ID", AZURE_CLIENT_ID.to_owned()),
+        ("AZURE_AUTHORITY_HOST", azure.url()),
+    ];
+    let with = |extra: &[(&'static str, String)]| {
+        let mut all = tenant.to_vec();
+        all.extend_from_slice(extra);
+        all.push(("AZURE_POD_IDENTITY_AUTHORITY_HOST", closed_port()));
+        env(&all)
+    };
+    let kind = |vars: &dyn Fn(&str) -> Option<String>| default_credential_in(vars).unwrap().kind();
+    assert_eq!(kind(&with(&[("AZURE_CLIENT_SECRET", "x".into())])), "environment");
+    assert_eq!(
+        kind(&with(&[
+            ("AZURE_CLIENT_SECRET", "x".into()),
+            ("AZURE_FEDERATED_TOKEN_FILE", "/t".into())
+        ])),
+        "environment",
+        "the environment comes first"
+    );
+    assert_eq!(
+        kind(&with(&[("AZURE_FEDERATED_TOKEN_FILE", "/t".into())])),
+        "workload_identity"
+    );
+    assert_eq!(kind(&with(&[])), "managed_identity");
+
+    // Managed identity with AZURE_CLIENT_ID: the user-assigned identity, from IMDS here.
+    let vars = env(&[
+        ("AZURE_CLIENT_ID", AZURE_USER_ASSIGNED_CLIENT_ID.into()),
+        ("AZURE_POD_IDENTITY_AUTHORITY_HOST", azure.url()),
+    ]);
+    let chosen = default_credential_in(&vars).unwrap().scope(ARM);
+    let token = chosen.fetch_token(None).await.unwrap();
+    assert_eq!(
+        azure.check_token(token.access_token().expose_secret()).as_deref(),
+        Some(AZURE_USER_ASSIGNED_CLIENT_ID)
+    );
+    assert_eq!(azure.imds_requests(), 2, "one probe, one token request");
+
+    // Off Azure (IMDS does not answer): a permanent error that says what to set, quickly.
+    let away = env(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", closed_port())]);
+    let e = default_credential_in(&away)
+        .unwrap()
+        .scope(ARM)
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient());
+    assert!(
+        authwire::error_chain(&e).contains("not on Azure? set AZURE_CLIENT_ID"),
+        "{}",
+        authwire::error_chain(&e)
+    );
+    assert!(matches!(
+        default_credential_in(&away).unwrap(),
+        AzureCredential::Managed(_)
+    ));
+}

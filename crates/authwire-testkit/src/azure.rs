@@ -1,0 +1,419 @@
+//! An emulator of Azure's credential endpoints on one loopback port, written from Microsoft's
+//! published documentation: IMDS (`/metadata/identity/oauth2/token`, `Metadata: true`), App
+//! Service's identity endpoint (`/msi/token`, `X-IDENTITY-HEADER`, api-version 2019-08-01) and
+//! Entra ID's v2.0 token endpoint (`/{tenant}/oauth2/v2.0/token`: client credentials with a
+//! secret, a federated assertion or a certificate assertion with `x5t`).
+
+use crate::CLIENT_PUBLIC_KEY_PEM;
+use authwire::{Clock, SystemClock};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The tenant the emulator serves.
+pub const AZURE_TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+/// The app registration's client id.
+pub const AZURE_CLIENT_ID: &str = "5a3a0b7c-1f2e-4d3c-9b8a-7f6e5d4c3b2a";
+/// The app registration's secret.
+pub const AZURE_CLIENT_SECRET: &str = "Azu~re.S3cret-for_tests";
+/// A user-assigned managed identity's client id.
+pub const AZURE_USER_ASSIGNED_CLIENT_ID: &str = "0d5bd2a1-7f3e-4c6b-8a9d-1e2f3a4b5c6d";
+/// App Service's `IDENTITY_HEADER`.
+pub const AZURE_IDENTITY_HEADER: &str = "e4b2a7c9-identity-header";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct AzureState {
+    clock: Arc<dyn Clock>,
+    base: String,
+    lifetime: Mutex<Duration>,
+    tokens: Mutex<HashMap<String, (SystemTime, String)>>,
+    federated_token: Mutex<Option<String>>,
+    certificate_x5t: Mutex<Option<String>>,
+    seen_jti: Mutex<HashSet<String>>,
+    imds_requests: AtomicUsize,
+    app_service_requests: AtomicUsize,
+    entra_requests: AtomicUsize,
+    last_resource: Mutex<Option<String>>,
+    last_form: Mutex<HashMap<String, String>>,
+    serial: AtomicUsize,
+}
+
+/// Azure's credential endpoints on `127.0.0.1:PORT`. Stops when dropped.
+pub struct AzureEmulator {
+    state: Arc<AzureState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AzureEmulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AzureEmulator {
+    /// Start on the system clock.
+    pub async fn start() -> Self {
+        Self::start_with_clock(SystemClock).await
+    }
+
+    /// Start, reading time from `clock`.
+    pub async fn start_with_clock(clock: impl Clock) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let state = Arc::new(AzureState {
+            clock: Arc::new(clock),
+            base: format!("http://{addr}"),
+            lifetime: Mutex::new(Duration::from_secs(86_399)),
+            tokens: Mutex::default(),
+            federated_token: Mutex::default(),
+            certificate_x5t: Mutex::default(),
+            seen_jti: Mutex::default(),
+            imds_requests: AtomicUsize::new(0),
+            app_service_requests: AtomicUsize::new(0),
+            entra_requests: AtomicUsize::new(0),
+            last_resource: Mutex::default(),
+            last_form: Mutex::default(),
+            serial: AtomicUsize::new(1),
+        });
+        let router = Router::new().fallback(route).with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { state, task }
+    }
+
+    /// `http://127.0.0.1:PORT`: IMDS's base (`AZURE_POD_IDENTITY_AUTHORITY_HOST`) and the
+    /// authority host (`AZURE_AUTHORITY_HOST`).
+    pub fn url(&self) -> String {
+        self.state.base.clone()
+    }
+
+    /// App Service's `IDENTITY_ENDPOINT`.
+    pub fn identity_endpoint(&self) -> String {
+        format!("{}/msi/token", self.state.base)
+    }
+
+    /// The tenant's token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/{AZURE_TENANT_ID}/oauth2/v2.0/token", self.state.base)
+    }
+
+    /// The federated token (the projected service-account token) that the app trusts now.
+    pub fn set_federated_token(&self, token: &str) {
+        *lock(&self.state.federated_token) = Some(token.to_owned());
+    }
+
+    /// Trust certificate assertions whose `x5t` is this thumbprint (signed by
+    /// [`crate::CLIENT_PRIVATE_KEY_PEM`]).
+    pub fn trust_certificate(&self, x5t: &str) {
+        *lock(&self.state.certificate_x5t) = Some(x5t.to_owned());
+    }
+
+    /// How long tokens issued from now on live.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        *lock(&self.state.lifetime) = lifetime;
+    }
+
+    /// Whether `token` is a live token issued here; `Some(principal)` if so.
+    pub fn check_token(&self, token: &str) -> Option<String> {
+        let now = self.state.clock.now();
+        lock(&self.state.tokens)
+            .get(token)
+            .filter(|(exp, _)| *exp > now)
+            .map(|(_, who)| who.clone())
+    }
+
+    /// IMDS requests (any).
+    pub fn imds_requests(&self) -> usize {
+        self.state.imds_requests.load(Ordering::SeqCst)
+    }
+
+    /// App Service identity endpoint requests.
+    pub fn app_service_requests(&self) -> usize {
+        self.state.app_service_requests.load(Ordering::SeqCst)
+    }
+
+    /// Entra token endpoint requests.
+    pub fn entra_requests(&self) -> usize {
+        self.state.entra_requests.load(Ordering::SeqCst)
+    }
+
+    /// The `resource` of the last managed identity request.
+    pub fn last_resource(&self) -> Option<String> {
+        lock(&self.state.last_resource).clone()
+    }
+
+    /// The last token endpoint form, secrets replaced by `<present>`.
+    pub fn last_form(&self) -> HashMap<String, String> {
+        lock(&self.state.last_form).clone()
+    }
+}
+
+impl AzureState {
+    fn issue(&self, who: &str) -> (String, Duration, SystemTime) {
+        let lifetime = *lock(&self.lifetime);
+        let token = format!(
+            "eyJ0eXAi.azure-emulator-{}-{}",
+            self.serial.fetch_add(1, Ordering::SeqCst),
+            authwire::random::hex(8)
+        );
+        let exp = self.clock.now() + lifetime;
+        lock(&self.tokens).insert(token.clone(), (exp, who.to_owned()));
+        (token, lifetime, exp)
+    }
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+async fn route(
+    State(s): State<Arc<AzureState>>,
+    uri: Uri,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let q: HashMap<String, String> = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    match uri.path() {
+        "/metadata/identity/oauth2/token" => imds(&s, &q, &headers),
+        "/msi/token" => app_service(&s, &q, &headers),
+        path if path == format!("/{AZURE_TENANT_ID}/oauth2/v2.0/token") => entra(&s, &body),
+        path if path.ends_with("/oauth2/v2.0/token") => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "AADSTS90002: Tenant not found. Check to make sure you have the correct tenant ID.",
+        ),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[allow(clippy::result_large_err)] // a test server: the error is the finished answer
+fn managed_identity_token(
+    s: &AzureState,
+    q: &HashMap<String, String>,
+) -> Result<(String, Duration, SystemTime, String), Response> {
+    let Some(resource) = q.get("resource").filter(|r| !r.is_empty()) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required audience parameter not specified",
+        ));
+    };
+    let identity = match q.get("client_id").map(String::as_str) {
+        None => "system-assigned".to_owned(),
+        Some(AZURE_USER_ASSIGNED_CLIENT_ID) => AZURE_USER_ASSIGNED_CLIENT_ID.to_owned(),
+        Some(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Identity not found",
+            ));
+        }
+    };
+    *lock(&s.last_resource) = Some(resource.clone());
+    let (token, lifetime, exp) = s.issue(&identity);
+    Ok((token, lifetime, exp, resource.clone()))
+}
+
+fn imds(s: &AzureState, q: &HashMap<String, String>, headers: &HeaderMap) -> Response {
+    s.imds_requests.fetch_add(1, Ordering::SeqCst);
+    if headers.get("metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request_102",
+            "Required metadata header not specified",
+        );
+    }
+    if headers.contains_key("x-forwarded-for") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request_103",
+            "Request denied: X-Forwarded-For",
+        );
+    }
+    if q.get("api-version").is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required parameter api-version not specified",
+        );
+    }
+    match managed_identity_token(s, q) {
+        Err(r) => r,
+        Ok((token, lifetime, exp, resource)) => {
+            let now = secs(s.clock.now());
+            axum::Json(json!({
+                "access_token": token,
+                "client_id": q.get("client_id").map_or("00000000-0000-0000-0000-0000000000aa", String::as_str),
+                "expires_in": lifetime.as_secs().to_string(),
+                "expires_on": secs(exp).to_string(),
+                "ext_expires_in": lifetime.as_secs().to_string(),
+                "not_before": now.to_string(),
+                "resource": resource,
+                "token_type": "Bearer"
+            }))
+            .into_response()
+        }
+    }
+}
+
+fn app_service(s: &AzureState, q: &HashMap<String, String>, headers: &HeaderMap) -> Response {
+    s.app_service_requests.fetch_add(1, Ordering::SeqCst);
+    if headers.get("x-identity-header").and_then(|v| v.to_str().ok()) != Some(AZURE_IDENTITY_HEADER) {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(
+                json!({"statusCode": 400, "message": "No X-IDENTITY-HEADER header or invalid header value"}),
+            ),
+        )
+            .into_response();
+    }
+    if q.get("api-version").map(String::as_str) != Some("2019-08-01") {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"statusCode": 400, "message": "api-version 2019-08-01 required"})),
+        )
+            .into_response();
+    }
+    match managed_identity_token(s, q) {
+        Err(r) => r,
+        Ok((token, _, exp, resource)) => axum::Json(json!({
+            "access_token": token,
+            "expires_on": secs(exp).to_string(),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": q.get("client_id").map_or("00000000-0000-0000-0000-0000000000aa", String::as_str)
+        }))
+        .into_response(),
+    }
+}
+
+fn aadsts(status: StatusCode, error: &str, code: u32, text: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "error": error,
+            "error_description": format!("AADSTS{code}: {text}\r\nTrace ID: 0000\r\nCorrelation ID: 0000\r\nTimestamp: 2026-11-29 00:00:00Z"),
+            "error_codes": [code],
+            "timestamp": "2026-11-29 00:00:00Z",
+            "trace_id": "00000000-0000-0000-0000-000000000000",
+            "correlation_id": "00000000-0000-0000-0000-000000000000"
+        })),
+    )
+        .into_response()
+}
+
+fn entra(s: &AzureState, body: &[u8]) -> Response {
+    s.entra_requests.fetch_add(1, Ordering::SeqCst);
+    let f: HashMap<String, String> = form_urlencoded::parse(body).into_owned().collect();
+    *lock(&s.last_form) = f
+        .iter()
+        .map(|(k, v)| {
+            let secret = ["client_secret", "client_assertion"].contains(&k.as_str());
+            (k.clone(), if secret { "<present>".into() } else { v.clone() })
+        })
+        .collect();
+    let get = |k: &str| f.get(k).map(String::as_str);
+    if get("grant_type") != Some("client_credentials") {
+        return aadsts(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type.",
+        );
+    }
+    if get("client_id") != Some(AZURE_CLIENT_ID) {
+        return aadsts(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            "Application was not found in the directory.",
+        );
+    }
+    if !get("scope").is_some_and(|s| s.ends_with("/.default")) {
+        return aadsts(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            1002012,
+            "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
+        );
+    }
+    let authenticated = match (
+        get("client_secret"),
+        get("client_assertion_type"),
+        get("client_assertion"),
+    ) {
+        (Some(secret), _, _) => secret == AZURE_CLIENT_SECRET,
+        (None, Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"), Some(assertion)) => {
+            federated_or_certificate(s, assertion)
+        }
+        _ => false,
+    };
+    if !authenticated {
+        return aadsts(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+        );
+    }
+    let (token, lifetime, _) = s.issue(AZURE_CLIENT_ID);
+    axum::Json(json!({
+        "token_type": "Bearer",
+        "expires_in": lifetime.as_secs(),
+        "ext_expires_in": lifetime.as_secs(),
+        "access_token": token
+    }))
+    .into_response()
+}
+
+fn federated_or_certificate(s: &AzureState, assertion: &str) -> bool {
+    if lock(&s.federated_token).as_deref() == Some(assertion) {
+        return true;
+    }
+    let Some(x5t) = lock(&s.certificate_x5t).clone() else {
+        return false;
+    };
+    let header_ok = jsonwebtoken::decode_header(assertion)
+        .ok()
+        .is_some_and(|h| h.x5t.as_deref() == Some(x5t.as_str()));
+    if !header_ok {
+        return false;
+    }
+    let mut v = Validation::new(Algorithm::RS256);
+    v.set_audience(&[format!("{}/{AZURE_TENANT_ID}/oauth2/v2.0/token", s.base)]);
+    v.set_issuer(&[AZURE_CLIENT_ID]);
+    v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    let key = DecodingKey::from_rsa_pem(CLIENT_PUBLIC_KEY_PEM.as_bytes()).expect("test key");
+    let Ok(data) = jsonwebtoken::decode::<Value>(assertion, &key, &v) else {
+        return false;
+    };
+    data.claims["sub"] == AZURE_CLIENT_ID
+        && data.claims["jti"]
+            .as_str()
+            .is_some_and(|j| lock(&s.seen_jti).insert(j.to_owned()))
+}
