@@ -40,7 +40,7 @@ async fn forget(s: &Settings, rejected: &str) -> Result<bool, CliError> {
     let Some((store, _)) = &s.store else {
         return Ok(false);
     };
-    let key = authwire::IdentityProvider::cache_key(&s.provider);
+    let key = s.cache_key();
     let Ok(Some(token)) = store.load(&key).await else {
         return Ok(false);
     };
@@ -386,7 +386,7 @@ pub(crate) async fn docker(action: &str) -> Result<u8, CliError> {
             if settings::profile_names()?.iter().any(|p| p == &host) {
                 let s = settings::resolve(&Credentials::for_profile(&host), false).await?;
                 if let Some((store, _)) = &s.store {
-                    let key = authwire::IdentityProvider::cache_key(&s.provider);
+                    let key = s.cache_key();
                     store
                         .delete(&key)
                         .await

@@ -103,6 +103,11 @@ struct Credentials {
     /// The revocation endpoint (RFC 7009), for `logout` [default: from discovery].
     #[arg(long, global = true)]
     revocation_url: Option<String>,
+    /// Use the cloud platform's own credentials instead of an OAuth2 client: `gcp`
+    /// (Application Default Credentials) or `azure` (environment, workload identity, managed
+    /// identity). No client id or secret needed.
+    #[arg(long, global = true, value_enum)]
+    credential: Option<settings::Cloud>,
 }
 
 #[derive(Subcommand)]
@@ -563,7 +568,10 @@ async fn use_browser(s: &Settings, args: &LoginArgs) -> bool {
         return args.browser;
     }
     let can_open = args.no_open || browser::available();
-    can_open && s.provider.authorization_endpoint().await.is_ok()
+    let Ok(provider) = s.oauth2("login") else {
+        return false;
+    };
+    can_open && provider.authorization_endpoint().await.is_ok()
 }
 
 async fn login(s: &Settings, args: &LoginArgs) -> Result<u8, CliError> {
@@ -572,6 +580,7 @@ async fn login(s: &Settings, args: &LoginArgs) -> Result<u8, CliError> {
             "login needs a cache to keep the refresh token in (not --cache none)",
         ));
     };
+    let provider = s.oauth2("login")?;
     let token = if use_browser(s, args).await {
         let mut options = authwire_oauth2::BrowserLogin::new().timeout(args.timeout);
         if let Some(p) = &args.prompt {
@@ -582,7 +591,7 @@ async fn login(s: &Settings, args: &LoginArgs) -> Result<u8, CliError> {
         }
         // The URL carries no secret (state and the PKCE challenge are single-use and public);
         // the code comes back to our listener, never to the terminal.
-        s.provider
+        provider
             .browser_login_with(&options, |url| {
                 eprintln!("authwire: to log in, open this URL in a browser:\n\n    {url}\n");
                 if !args.no_open {
@@ -600,7 +609,7 @@ async fn login(s: &Settings, args: &LoginArgs) -> Result<u8, CliError> {
             })
             .await
     } else {
-        s.provider
+        provider
             .device_login(|p| {
                 let url = p
                     .verification_uri_complete
@@ -615,7 +624,7 @@ async fn login(s: &Settings, args: &LoginArgs) -> Result<u8, CliError> {
             .await
     }
     .map_err(|e| CliError::auth(&AuthError::Refresh(e), &s.endpoint))?;
-    let key = authwire::IdentityProvider::cache_key(&s.provider);
+    let key = s.cache_key();
     store
         .save(&key, &token)
         .await
@@ -636,7 +645,7 @@ async fn logout(s: &Settings) -> Result<u8, CliError> {
     let Some((store, description)) = &s.store else {
         return Err(CliError::config("there is no cache to log out of (--cache none)"));
     };
-    let token_key = authwire::IdentityProvider::cache_key(&s.provider);
+    let token_key = s.cache_key();
     let mut keys = vec![token_key.clone()];
     if s.dpop_key.is_some() {
         keys.push(settings::dpop_key_entry(&s.endpoint, &s.client_id));
@@ -644,8 +653,9 @@ async fn logout(s: &Settings) -> Result<u8, CliError> {
     let mut revocation_failed = false;
     if let Ok(Some(token)) = store.load(&token_key).await
         && token.refresh_token().is_some()
+        && let Some(provider) = &s.oauth2
     {
-        match s.provider.revoke(&token).await {
+        match provider.revoke(&token).await {
             Ok(()) => eprintln!("authwire: the refresh token was revoked at the server"),
             Err(e) => {
                 revocation_failed = true;

@@ -47,6 +47,8 @@ struct Profile {
     /// Hosts `git-credential` answers for.
     #[serde(default)]
     hosts: Vec<String>,
+    /// `gcp` or `azure`: the platform's credentials instead of an OAuth2 client.
+    credential: Option<String>,
     /// The username the git and docker helpers send with the token.
     username: Option<String>,
 }
@@ -78,9 +80,21 @@ pub(crate) enum AuthMethod {
 /// The token store behind `--cache`, and how to name it to the user.
 pub(crate) type ChosenStore = (Arc<dyn TokenStore>, String);
 
+/// A cloud platform's own credentials instead of an OAuth2 client (`--credential`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Cloud {
+    /// Google Cloud Application Default Credentials (key file, gcloud login, metadata server).
+    Gcp,
+    /// Azure's default chain (environment, workload identity, managed identity).
+    Azure,
+}
+
 /// The resolved configuration.
 pub(crate) struct Settings {
-    pub(crate) provider: OAuth2Provider,
+    /// The OAuth2 client; `None` with `--credential gcp|azure`.
+    pub(crate) oauth2: Option<OAuth2Provider>,
+    /// The identity provider tokens come from: the OAuth2 client, or the cloud's credentials.
+    pub(crate) provider: Arc<dyn authwire::IdentityProvider>,
     pub(crate) store: Option<ChosenStore>,
     pub(crate) allow_insecure_http: bool,
     pub(crate) endpoint: String,
@@ -167,6 +181,17 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         Some(name) => load_profile(name)?,
         None => Profile::default(),
     };
+    let cloud = match (c.credential, profile.credential.as_deref()) {
+        (Some(k), _) => Some(k),
+        (None, Some(name)) => Some(
+            <Cloud as clap::ValueEnum>::from_str(name, true)
+                .map_err(|_| CliError::config(format!("credential {name:?} is not gcp or azure")))?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(cloud) = cloud {
+        return resolve_cloud(c, &profile, cloud).await;
+    }
     let issuer = c.issuer.clone().or(profile.issuer);
     let token_url = c.token_url.clone().or(profile.token_url);
     let client_id = c.client_id.clone().or(profile.client_id).ok_or_else(|| {
@@ -278,7 +303,8 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
     };
     let provider = b.build().map_err(|e| CliError::config(e.to_string()))?;
     Ok(Settings {
-        provider,
+        oauth2: Some(provider.clone()),
+        provider: Arc::new(provider),
         store,
         allow_insecure_http,
         endpoint,
@@ -287,6 +313,83 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         hosts,
         username,
     })
+}
+
+/// `--credential gcp|azure`: the platform's own credentials, scopes from `--scope`.
+async fn resolve_cloud(c: &Credentials, profile: &Profile, cloud: Cloud) -> Result<Settings, CliError> {
+    if c.dpop || profile.dpop {
+        return Err(CliError::config(
+            "--dpop needs an OAuth2 identity provider, not --credential",
+        ));
+    }
+    let scopes: Vec<String> = c
+        .scope
+        .iter()
+        .chain(&profile.scope)
+        .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    let (provider, endpoint): (Arc<dyn authwire::IdentityProvider>, String) = match cloud {
+        Cloud::Gcp => {
+            let mut found = authwire_gcp::default_credentials()
+                .await
+                .map_err(|e| CliError::config(e.to_string()))?;
+            let kind = found.kind();
+            if scopes.is_empty() {
+                found = found.scope(authwire_gcp::CLOUD_PLATFORM_SCOPE);
+            }
+            for s in &scopes {
+                found = found.scope(s);
+            }
+            (Arc::new(found), format!("Google Cloud ({kind})"))
+        }
+        Cloud::Azure => {
+            let [scope] = scopes.as_slice() else {
+                return Err(CliError::config(
+                    "--credential azure needs exactly one --scope, such as https://management.azure.com/.default",
+                ));
+            };
+            let found = authwire_azure::default_credential()
+                .map_err(|e| CliError::config(e.to_string()))?
+                .scope(scope);
+            let kind = found.kind();
+            (Arc::new(found), format!("Azure ({kind})"))
+        }
+    };
+    let cache = match (c.cache, profile.cache.as_deref()) {
+        (Some(k), _) => Some(k),
+        (None, Some(name)) => Some(
+            <CacheKind as clap::ValueEnum>::from_str(name, true)
+                .map_err(|_| CliError::config(format!("cache {name:?} is not keyring, file or none")))?,
+        ),
+        (None, None) => None,
+    };
+    Ok(Settings {
+        oauth2: None,
+        provider,
+        store: open_store(cache)?,
+        allow_insecure_http: c.allow_insecure_http || profile.allow_insecure_http,
+        endpoint,
+        client_id: String::new(),
+        dpop_key: None,
+        hosts: profile.hosts.clone(),
+        username: profile.username.clone(),
+    })
+}
+
+impl Settings {
+    /// The OAuth2 client, for what only an OAuth2 identity provider does (log in, revoke).
+    pub(crate) fn oauth2(&self, what: &str) -> Result<&OAuth2Provider, CliError> {
+        self.oauth2.as_ref().ok_or_else(|| {
+            CliError::config(format!(
+                "{what} needs an OAuth2 identity provider (--issuer or --token-url), not --credential"
+            ))
+        })
+    }
+
+    /// The cache key of this configuration's tokens.
+    pub(crate) fn cache_key(&self) -> authwire::CacheKey {
+        self.provider.cache_key()
+    }
 }
 
 /// Where the client's DPoP key is kept in the cache.

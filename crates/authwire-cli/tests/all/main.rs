@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 mod browser_login;
+mod cloud;
 mod helpers;
 
 /// A private HOME, config and cache folder for one test.
@@ -84,8 +85,17 @@ impl<'a> Run<'a> {
         cmd.args(&self.args)
             .env_remove("AUTHWIRE_CLIENT_SECRET")
             .env_remove("RUST_LOG")
-            // Never a real browser from a test.
+            // Never a real browser, nor a real cloud, from a test.
             .env_remove("BROWSER")
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .env_remove("CLOUDSDK_CONFIG")
+            .env_remove("GCE_METADATA_HOST")
+            .env_remove("IDENTITY_ENDPOINT")
+            .env_remove("AZURE_CLIENT_ID")
+            .env_remove("AZURE_TENANT_ID")
+            .env_remove("AZURE_CLIENT_SECRET")
+            .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+            .env("NO_GCE_CHECK", "true")
             .env_remove("DISPLAY")
             .env_remove("WAYLAND_DISPLAY")
             .env("HOME", self.sandbox.path("home"))
