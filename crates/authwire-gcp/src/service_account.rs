@@ -197,7 +197,10 @@ impl IdentityProvider for ServiceAccountKey {
             let (jwt, exp) = self.sign(claims)?;
             return Ok(Token::new(jwt).with_expires_at(UNIX_EPOCH + Duration::from_secs(exp)));
         }
-        claims.insert("aud".into(), self.token_uri.clone().into());
+        // Google: "When making an access token request this value is always
+        // https://oauth2.googleapis.com/token", whatever `token_uri` the request goes to (and
+        // google-auth does the same).
+        claims.insert("aud".into(), crate::GOOGLE_TOKEN_URL.into());
         if !self.scopes.is_empty() {
             claims.insert("scope".into(), self.scopes.join(" ").into());
         }

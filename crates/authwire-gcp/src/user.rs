@@ -9,8 +9,9 @@ use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::sync::Arc;
 
-/// A person's credentials: the refresh token grant against Google's token endpoint (or the
-/// file's `token_uri`), client id and secret in the body as Google's libraries send them.
+/// A person's credentials: the refresh token grant against Google's token endpoint (a
+/// `token_uri` in the file is ignored, as google-auth ignores it; [`token_url`](Self::token_url)
+/// changes it), client id and secret in the body as Google's libraries send them.
 #[derive(Clone)]
 pub struct AuthorizedUser {
     client_id: String,

@@ -300,6 +300,9 @@ fn metadata(s: &GcpState, path: &str, q: HashMap<String, String>, headers: &Head
     if headers.contains_key("x-forwarded-for") {
         return flavored((StatusCode::FORBIDDEN, "Request denied: X-Forwarded-For").into_response());
     }
+    if path == "/computeMetadata/v1/project/project-id" {
+        return flavored("authwire-test".into_response());
+    }
     let Some(rest) = path.strip_prefix("/computeMetadata/v1/instance/service-accounts/") else {
         return flavored((StatusCode::NOT_FOUND, "not found").into_response());
     };
@@ -312,6 +315,16 @@ fn metadata(s: &GcpState, path: &str, q: HashMap<String, String>, headers: &Head
         return flavored((StatusCode::NOT_FOUND, "not found").into_response());
     }
     match leaf {
+        // What google-auth reads first: the account's e-mail and scopes.
+        "" => flavored(
+            axum::Json(json!({
+                "aliases": ["default"],
+                "email": GCP_SERVICE_ACCOUNT,
+                "scopes": ["https://www.googleapis.com/auth/cloud-platform"]
+            }))
+            .into_response(),
+        ),
+        "email" => flavored(GCP_SERVICE_ACCOUNT.into_response()),
         "token" => {
             *lock(&s.last_scopes) = q.get("scopes").cloned();
             let (token, lifetime) = s.issue(GCP_SERVICE_ACCOUNT);
@@ -364,7 +377,8 @@ fn token(s: &GcpState, body: &[u8]) -> Response {
                 return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT Signature.");
             }
             let mut v = Validation::new(Algorithm::RS256);
-            v.set_audience(&[format!("{}/token", s.base)]);
+            // Google's audience for assertions, whatever URL they are posted to.
+            v.set_audience(&["https://oauth2.googleapis.com/token"]);
             v.set_issuer(&[GCP_SERVICE_ACCOUNT]);
             v.set_required_spec_claims(&["exp", "iat", "aud", "iss"]);
             let key = DecodingKey::from_rsa_pem(CLIENT_PUBLIC_KEY_PEM.as_bytes()).expect("test key");
@@ -518,7 +532,8 @@ fn generate_access_token(s: &GcpState, sa: &str, headers: &HeaderMap, body: &[u8
     axum::Json(json!({"accessToken": token, "expireTime": rfc3339(expire)})).into_response()
 }
 
-/// RFC 3339 in UTC with nanoseconds, as Google writes `expireTime`.
+/// RFC 3339 in UTC to the second, as IAM Credentials writes `expireTime` (google-auth parses
+/// exactly `%Y-%m-%dT%H:%M:%SZ`).
 fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
@@ -533,10 +548,9 @@ fn rfc3339(t: SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_nanos()
+        rem % 60
     )
 }

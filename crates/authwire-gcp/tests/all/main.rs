@@ -161,7 +161,10 @@ async fn an_authorized_user_refreshes_with_its_refresh_token_and_keeps_it() {
     let gcp = GcpEmulator::start().await;
     let dir = Dir::new("user");
     let file = dir.write("adc.json", &gcp.authorized_user_json());
-    let provider = AuthorizedUser::from_file(&file).unwrap();
+    let provider = AuthorizedUser::from_file(&file)
+        .unwrap()
+        .token_url(gcp.token_url())
+        .unwrap();
     assert!(!format!("{provider:?}").contains(authwire_testkit::GCP_USER_REFRESH_TOKEN));
     let token = provider.fetch_token(None).await.unwrap();
     assert_eq!(
@@ -179,6 +182,8 @@ async fn an_authorized_user_refreshes_with_its_refresh_token_and_keeps_it() {
             .replace(authwire_testkit::GCP_USER_REFRESH_TOKEN, "1//revoked"),
     );
     let e = AuthorizedUser::from_file(&revoked)
+        .unwrap()
+        .token_url(gcp.token_url())
         .unwrap()
         .fetch_token(None)
         .await

@@ -1,0 +1,53 @@
+//! The cloud emulators as a process, for checking them with the vendors' own client libraries
+//! (`cargo xtask interop` runs Google's google-auth and Microsoft's azure-identity against
+//! them). Writes `emulators.json` and the credential files into the folder given as the first
+//! argument, prints `ready`, and serves until stdin closes.
+
+#![allow(missing_docs, clippy::print_stdout)]
+
+use authwire_testkit::{AzureEmulator, GcpEmulator};
+use tokio::io::AsyncReadExt as _;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let dir = std::path::PathBuf::from(std::env::args().nth(1).expect("usage: cloud_emulators DIR"));
+    std::fs::create_dir_all(&dir).expect("the folder");
+    let gcp = GcpEmulator::start().await;
+    let azure = AzureEmulator::start().await;
+    let write = |name: &str, content: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, content).expect("write");
+        path.display().to_string()
+    };
+    let subject = write("subject-token", "eyJ.interop-subject-1.sig");
+    let federated = write("azure-federated-token", "eyJ.interop-kube-token.sig");
+    azure.set_federated_token("eyJ.interop-kube-token.sig");
+    let config = serde_json::json!({
+        "gcp": {
+            "metadata_host": gcp.host(),
+            "token_url": gcp.token_url(),
+            "service_account_file": write("sa.json", &gcp.service_account_key_json()),
+            "authorized_user_file": write("user.json", &gcp.authorized_user_json()),
+            "external_account_file": write("wif.json", &gcp.external_account_json(&subject, None)),
+            "external_account_impersonation_file": write(
+                "wif-sa.json",
+                &gcp.external_account_json(&subject, Some("deployer@authwire-test.iam.gserviceaccount.com")),
+            ),
+            "subject_token_file": subject,
+        },
+        "azure": {
+            "url": azure.url(),
+            "identity_endpoint": azure.identity_endpoint(),
+            "identity_header": authwire_testkit::AZURE_IDENTITY_HEADER,
+            "tenant_id": authwire_testkit::AZURE_TENANT_ID,
+            "client_id": authwire_testkit::AZURE_CLIENT_ID,
+            "user_assigned_client_id": authwire_testkit::AZURE_USER_ASSIGNED_CLIENT_ID,
+            "federated_token_file": federated,
+        }
+    });
+    write("emulators.json", &config.to_string());
+    println!("ready");
+    let mut sink = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    drop((gcp, azure));
+}
