@@ -51,7 +51,7 @@ fn usage() {
          ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
          deps            list dependencies declared but never used (part of ci)\n  \
-         interop         the CLI against panva's oidc-provider on loopback (Node.js + npm; see docs/interop.md)\n  \
+         interop         the CLI against panva's oidc-provider, and the cloud emulators against google-auth and\n                  azure-identity, all on loopback (Node.js, npm, Python; see docs/interop.md)\n  \
          soak [--minutes N]  the soak: 64 tasks, 2 s tokens, random IdP faults (see docs/RELIABILITY.md)"
     );
 }
@@ -241,7 +241,55 @@ fn interop() -> Result<(), String> {
     run.arg("run.mjs")
         .arg(target.join("debug/authwire"))
         .current_dir(&dir);
-    step("authwire against oidc-provider", run)
+    step("authwire against oidc-provider", run)?;
+    cloud_interop(&target)
+}
+
+/// The cloud emulators (testkit) checked with Google's google-auth and Microsoft's
+/// azure-identity, in a virtualenv under target/.
+fn cloud_interop(target: &Path) -> Result<(), String> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "authwire-testkit",
+        "--example",
+        "cloud_emulators",
+    ]);
+    step("build the cloud emulators", build)?;
+    let venv = target.join("interop-venv");
+    if !venv.join("bin/python").exists() {
+        let mut make = Command::new("python3");
+        make.args(["-m", "venv"]).arg(&venv);
+        step("python3 -m venv target/interop-venv", make)?;
+    }
+    let dir = root().join("xtask/interop/cloud");
+    let mut install = Command::new(venv.join("bin/pip"));
+    install
+        .args(["install", "--quiet", "-r"])
+        .arg(dir.join("requirements.txt"));
+    step("pip install google-auth azure-identity (pinned)", install)?;
+    let files = target.join("interop-cloud");
+    let _ = std::fs::remove_dir_all(&files);
+    let mut emulators = Command::new(target.join("debug/examples/cloud_emulators"))
+        .arg(&files)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start the emulators: {e}"))?;
+    // Wait for "ready".
+    let mut line = String::new();
+    if let Some(out) = emulators.stdout.take() {
+        use std::io::BufRead as _;
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    let mut check = Command::new(venv.join("bin/python"));
+    check.arg(dir.join("check.py")).arg(&files);
+    let result = step("the vendors' libraries against the cloud emulators", check);
+    drop(emulators.stdin.take()); // the emulators stop when stdin closes
+    let _ = emulators.wait();
+    result
 }
 
 fn soak(args: &[String]) -> Result<(), String> {

@@ -152,7 +152,7 @@ impl IdentityProvider for WorkloadIdentity {
 
 /// An app registration's secret (`AZURE_CLIENT_SECRET`, sent in the body as Azure's SDKs do)
 /// or certificate (`AZURE_CLIENT_CERTIFICATE_PATH`: a PEM file with the certificate and its
-/// private key; the assertion carries the certificate's `x5t`).
+/// private key; the assertion is PS256 with the certificate's `x5t#S256`, as MSAL sends it).
 #[derive(Clone)]
 pub struct EnvironmentCredential {
     tenant: Tenant,
@@ -218,8 +218,9 @@ fn auth_for(key: &Option<PrivateKey>, secret: bool) -> ClientAuthMethod {
     }
 }
 
-/// The private key of a PEM file that holds a certificate and its key, with the certificate's
-/// `x5t` (base64url SHA-1 of its DER), as Entra ID expects in certificate assertions.
+/// The private key of a PEM file that holds a certificate and its key, signing PS256 with the
+/// certificate's `x5t#S256` (base64url SHA-256 of its DER), as Microsoft's MSAL does for Entra
+/// ID.
 fn certificate_key(path: &str) -> Result<PrivateKey, AzureError> {
     let invalid = |reason: String| AzureError::Invalid {
         setting: "AZURE_CLIENT_CERTIFICATE_PATH",
@@ -245,14 +246,16 @@ fn certificate_key(path: &str) -> Result<PrivateKey, AzureError> {
                 .collect::<String>(),
         )
         .map_err(|_| invalid(format!("the certificate in {path} is not base64")))?;
-    let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
-    let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(thumbprint.as_ref());
+    let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+    let x5t_s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(thumbprint.as_ref());
     let key_pem = block("PRIVATE KEY")
         .or_else(|| block("RSA PRIVATE KEY"))
         .ok_or_else(|| invalid(format!("{path} has no PRIVATE KEY block")))?;
     let key = PrivateKey::rsa_pem(key_pem.as_bytes())
         .map_err(|_| invalid(format!("the key in {path} is not an RSA key")))?;
-    Ok(key.with_x5t(x5t))
+    Ok(key
+        .with_algorithm(jsonwebtoken::Algorithm::PS256)
+        .with_x5t_s256(x5t_s256))
 }
 
 impl fmt::Debug for EnvironmentCredential {

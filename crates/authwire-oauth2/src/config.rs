@@ -61,8 +61,10 @@ pub struct PrivateKey {
     pub(crate) key: Arc<EncodingKey>,
     pub(crate) algorithm: Algorithm,
     pub(crate) key_id: Option<String>,
-    /// The `x5t` header (base64url SHA-1 of the certificate), for Microsoft Entra.
+    /// The `x5t` header (base64url SHA-1 of the certificate).
     pub(crate) x5t: Option<String>,
+    /// The `x5t#S256` header (base64url SHA-256 of the certificate), for Microsoft Entra.
+    pub(crate) x5t_s256: Option<String>,
     /// [`credential_fingerprint`] of the PEM, for the cache key.
     pub(crate) fingerprint: Arc<str>,
 }
@@ -95,6 +97,7 @@ impl PrivateKey {
             algorithm: Algorithm::RS256,
             key_id: None,
             x5t: None,
+            x5t_s256: None,
             fingerprint: credential_fingerprint(pem).into(),
         })
     }
@@ -107,6 +110,7 @@ impl PrivateKey {
             algorithm: Algorithm::ES256,
             key_id: None,
             x5t: None,
+            x5t_s256: None,
             fingerprint: credential_fingerprint(pem).into(),
         })
     }
@@ -127,6 +131,14 @@ impl PrivateKey {
     /// assertions: how Microsoft Entra finds a certificate credential.
     pub fn with_x5t(mut self, thumbprint: impl Into<String>) -> Self {
         self.x5t = Some(thumbprint.into());
+        self
+    }
+
+    /// Put `x5t#S256` (the base64url SHA-256 thumbprint of the key's certificate, RFC 7515
+    /// section 4.1.8) in the header: what Microsoft's MSAL sends with PS256 certificate
+    /// assertions.
+    pub fn with_x5t_s256(mut self, thumbprint: impl Into<String>) -> Self {
+        self.x5t_s256 = Some(thumbprint.into());
         self
     }
 }

@@ -734,6 +734,9 @@ impl Inner {
         if let Some(x5t) = &key.x5t {
             header.x5t = Some(x5t.clone());
         }
+        if let Some(x5t) = &key.x5t_s256 {
+            header.x5t_s256 = Some(x5t.clone());
+        }
         jsonwebtoken::encode(&header, &claims, &key.key)
             .map(SecretString::from)
             .map_err(|e| ProviderError::permanent(format!("could not sign the assertion: {e}")))

@@ -14,6 +14,8 @@ async fn main() {
     std::fs::create_dir_all(&dir).expect("the folder");
     let gcp = GcpEmulator::start().await;
     let azure = AzureEmulator::start().await;
+    // Entra's token endpoint behind TLS: MSAL talks to an authority only over https.
+    let entra = AzureEmulator::start_tls().await;
     let write = |name: &str, content: &str| {
         let path = dir.join(name);
         std::fs::write(&path, content).expect("write");
@@ -22,6 +24,39 @@ async fn main() {
     let subject = write("subject-token", "eyJ.interop-subject-1.sig");
     let federated = write("azure-federated-token", "eyJ.interop-kube-token.sig");
     azure.set_federated_token("eyJ.interop-kube-token.sig");
+    entra.set_federated_token("eyJ.interop-kube-token.sig");
+    let ca = write(
+        "entra-ca.pem",
+        &String::from_utf8_lossy(entra.ca_pem().expect("a CA")),
+    );
+    // A certificate for the client key, and its thumbprint as Entra computes it.
+    let key = write("client.key", authwire_testkit::CLIENT_PRIVATE_KEY_PEM);
+    let cert = dir.join("client.crt");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-subj",
+            "/CN=authwire-interop",
+            "-days",
+            "2",
+            "-key",
+            &key,
+            "-out",
+        ])
+        .arg(&cert)
+        .output()
+        .expect("the openssl tool");
+    assert!(made.status.success());
+    entra.trust_certificate(&std::fs::read_to_string(&cert).expect("the certificate"));
+    let bundle = write(
+        "client-bundle.pem",
+        &format!(
+            "{}{}",
+            std::fs::read_to_string(&cert).expect("the certificate"),
+            authwire_testkit::CLIENT_PRIVATE_KEY_PEM
+        ),
+    );
     let config = serde_json::json!({
         "gcp": {
             "metadata_host": gcp.host(),
@@ -43,11 +78,15 @@ async fn main() {
             "client_id": authwire_testkit::AZURE_CLIENT_ID,
             "user_assigned_client_id": authwire_testkit::AZURE_USER_ASSIGNED_CLIENT_ID,
             "federated_token_file": federated,
+            "entra_authority": entra.url(),
+            "entra_ca_file": ca,
+            "client_secret": authwire_testkit::AZURE_CLIENT_SECRET,
+            "client_certificate_file": bundle,
         }
     });
     write("emulators.json", &config.to_string());
     println!("ready");
     let mut sink = Vec::new();
     let _ = tokio::io::stdin().read_to_end(&mut sink).await;
-    drop((gcp, azure));
+    drop((gcp, azure, entra));
 }

@@ -39,7 +39,8 @@ struct AzureState {
     lifetime: Mutex<Duration>,
     tokens: Mutex<HashMap<String, (SystemTime, String)>>,
     federated_token: Mutex<Option<String>>,
-    certificate_x5t: Mutex<Option<String>>,
+    /// The trusted certificate's thumbprints: SHA-1 (`x5t`) and SHA-256 (`x5t#S256`).
+    certificate_x5t: Mutex<Option<(String, String)>>,
     seen_jti: Mutex<HashSet<String>>,
     imds_requests: AtomicUsize,
     app_service_requests: AtomicUsize,
@@ -53,6 +54,7 @@ struct AzureState {
 pub struct AzureEmulator {
     state: Arc<AzureState>,
     task: tokio::task::JoinHandle<()>,
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Drop for AzureEmulator {
@@ -69,13 +71,32 @@ impl AzureEmulator {
 
     /// Start, reading time from `clock`.
     pub async fn start_with_clock(clock: impl Clock) -> Self {
+        Self::serve(Arc::new(clock), None).await
+    }
+
+    /// Start over HTTPS with a throwaway CA ([`ca_pem`](Self::ca_pem)): Microsoft's MSAL (under
+    /// azure-identity) talks to an authority only over https.
+    pub async fn start_tls() -> Self {
+        let (tls, ca) = crate::tls::throwaway();
+        let mut emulator = Self::serve(Arc::new(SystemClock), Some(tls)).await;
+        emulator.ca_pem = Some(ca);
+        emulator
+    }
+
+    /// The CA of a [`start_tls`](Self::start_tls) emulator (PEM).
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.ca_pem.as_deref()
+    }
+
+    async fn serve(clock: Arc<dyn Clock>, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(AzureState {
-            clock: Arc::new(clock),
-            base: format!("http://{addr}"),
+            clock,
+            base: format!("{scheme}://{addr}"),
             lifetime: Mutex::new(Duration::from_secs(86_399)),
             tokens: Mutex::default(),
             federated_token: Mutex::default(),
@@ -89,13 +110,22 @@ impl AzureEmulator {
             serial: AtomicUsize::new(1),
         });
         let router = Router::new().fallback(route).with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        Self { state, task }
+        let task = match tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, router).await;
+            }),
+            Some(acceptor) => tokio::spawn(async move {
+                let _ = axum::serve(crate::tls::TlsListener { listener, acceptor }, router).await;
+            }),
+        };
+        Self {
+            state,
+            task,
+            ca_pem: None,
+        }
     }
 
-    /// `http://127.0.0.1:PORT`: IMDS's base (`AZURE_POD_IDENTITY_AUTHORITY_HOST`) and the
+    /// `http://127.0.0.1:PORT` (`https://` for [`start_tls`](Self::start_tls)): IMDS's base (`AZURE_POD_IDENTITY_AUTHORITY_HOST`) and the
     /// authority host (`AZURE_AUTHORITY_HOST`).
     pub fn url(&self) -> String {
         self.state.base.clone()
@@ -116,10 +146,24 @@ impl AzureEmulator {
         *lock(&self.state.federated_token) = Some(token.to_owned());
     }
 
-    /// Trust certificate assertions whose `x5t` is this thumbprint (signed by
-    /// [`crate::CLIENT_PRIVATE_KEY_PEM`]).
-    pub fn trust_certificate(&self, x5t: &str) {
-        *lock(&self.state.certificate_x5t) = Some(x5t.to_owned());
+    /// Trust certificate assertions for this certificate (PEM; its key is
+    /// [`crate::CLIENT_PRIVATE_KEY_PEM`]): RS256 with its SHA-1 `x5t`, or PS256 with its SHA-256
+    /// `x5t#S256`, as Entra ID accepts them.
+    pub fn trust_certificate(&self, pem: &str) {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let body: String = pem
+            .lines()
+            .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----END"))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .expect("a PEM certificate");
+        let b64 = |d: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
+        let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
+        *lock(&self.state.certificate_x5t) = Some((b64(sha1.as_ref()), b64(&sha2::Sha256::digest(&der))));
     }
 
     /// How long tokens issued from now on live.
@@ -200,6 +244,9 @@ async fn route(
         .collect();
     match uri.path() {
         "/metadata/identity/oauth2/token" => imds(&s, &q, &headers),
+        path if path == format!("/{AZURE_TENANT_ID}/v2.0/.well-known/openid-configuration") => {
+            openid_configuration(&s)
+        }
         "/msi/token" => app_service(&s, &q, &headers),
         path if path == format!("/{AZURE_TENANT_ID}/oauth2/v2.0/token") => entra(&s, &body),
         path if path.ends_with("/oauth2/v2.0/token") => error(
@@ -209,6 +256,29 @@ async fn route(
         ),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+#[allow(clippy::result_large_err)] // a test server: the error is the finished answer
+/// Entra ID's OpenID Connect discovery document for the tenant (what MSAL reads first).
+fn openid_configuration(s: &AzureState) -> Response {
+    let tenant = format!("{}/{AZURE_TENANT_ID}", s.base);
+    axum::Json(json!({
+        "token_endpoint": format!("{tenant}/oauth2/v2.0/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{}/{AZURE_TENANT_ID}/discovery/v2.0/keys", s.base),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": format!("{tenant}/v2.0"),
+        "authorization_endpoint": format!("{tenant}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{tenant}/oauth2/v2.0/devicecode"),
+        "end_session_endpoint": format!("{tenant}/oauth2/v2.0/logout"),
+        "tenant_region_scope": "EU",
+        "cloud_instance_name": "microsoftonline.com"
+    }))
+    .into_response()
 }
 
 #[allow(clippy::result_large_err)] // a test server: the error is the finished answer
@@ -395,16 +465,21 @@ fn federated_or_certificate(s: &AzureState, assertion: &str) -> bool {
     if lock(&s.federated_token).as_deref() == Some(assertion) {
         return true;
     }
-    let Some(x5t) = lock(&s.certificate_x5t).clone() else {
+    let Some((x5t, x5t_s256)) = lock(&s.certificate_x5t).clone() else {
         return false;
     };
-    let header_ok = jsonwebtoken::decode_header(assertion)
-        .ok()
-        .is_some_and(|h| h.x5t.as_deref() == Some(x5t.as_str()));
-    if !header_ok {
+    let Ok(header) = jsonwebtoken::decode_header(assertion) else {
         return false;
-    }
-    let mut v = Validation::new(Algorithm::RS256);
+    };
+    // MSAL pads its base64url thumbprints with `=`; compare without padding.
+    let same =
+        |sent: Option<&String>, trusted: &str| sent.is_some_and(|t| t.trim_end_matches('=') == trusted);
+    let algorithm = match header.alg {
+        Algorithm::RS256 if same(header.x5t.as_ref(), &x5t) => Algorithm::RS256,
+        Algorithm::PS256 if same(header.x5t_s256.as_ref(), &x5t_s256) => Algorithm::PS256,
+        _ => return false,
+    };
+    let mut v = Validation::new(algorithm);
     v.set_audience(&[format!("{}/{AZURE_TENANT_ID}/oauth2/v2.0/token", s.base)]);
     v.set_issuer(&[AZURE_CLIENT_ID]);
     v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);

@@ -35,6 +35,7 @@ mod idp;
 mod raw;
 mod redis;
 mod resource;
+mod tls;
 
 pub use azure::{
     AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_IDENTITY_HEADER, AZURE_TENANT_ID,

@@ -7,7 +7,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -77,15 +76,7 @@ impl ResourceServer {
     /// ([`ca_pem`](Self::ca_pem)), made with the `openssl` tool. For clients that send tokens
     /// only over TLS (kubectl's exec credentials, say).
     pub async fn start_tls(idp: &IdentityServer) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "authwire-testkit-tls-{}-{}",
-            std::process::id(),
-            authwire::random::hex(6)
-        ));
-        std::fs::create_dir_all(&dir).expect("a folder for the certificates");
-        let ca = crate::redis::make_certificates(&dir);
-        let tls = tls_acceptor(&dir);
-        let _ = std::fs::remove_dir_all(&dir);
+        let (tls, ca) = crate::tls::throwaway();
         let mut server = Self::serve(idp, Some(tls)).await;
         server.ca_pem = Some(ca);
         server
@@ -126,7 +117,7 @@ impl ResourceServer {
                 let _ = axum::serve(listener, router).await;
             }),
             Some(acceptor) => tokio::spawn(async move {
-                let _ = axum::serve(TlsListener { listener, acceptor }, router).await;
+                let _ = axum::serve(crate::tls::TlsListener { listener, acceptor }, router).await;
             }),
         };
         Self {
@@ -424,51 +415,5 @@ fn serve_file(dir: Option<&std::path::Path>, path: &str) -> Response {
             r
         }
         Err(_) => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-/// A TLS server configuration from `server.pem` and `server.key` in `dir`.
-fn tls_acceptor(dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
-        .expect("read the server certificate")
-        .collect::<Result<_, _>>()
-        .expect("a PEM certificate");
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("read the server key");
-    let config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("a usable certificate and key");
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
-
-/// Accepts TCP connections and completes their TLS handshakes, for `axum::serve`.
-struct TlsListener {
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.listener.accept().await else {
-                continue;
-            };
-            let handshake = self.acceptor.accept(tcp);
-            if let Ok(Ok(tls)) = tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.listener.local_addr()
     }
 }

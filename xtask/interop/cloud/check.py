@@ -145,6 +145,43 @@ def app_service():
     return "App Service identity endpoint (2019-08-01, X-IDENTITY-HEADER)"
 
 
+# Entra ID's token endpoint (over TLS: MSAL requires https), trusted through requests' CA bundle.
+os.environ["REQUESTS_CA_BUNDLE"] = cfg["azure"]["entra_ca_file"]
+from azure.identity import (  # noqa: E402
+    CertificateCredential,
+    ClientSecretCredential,
+    WorkloadIdentityCredential,
+)
+
+AZ = cfg["azure"]
+ENTRA = dict(authority=AZ["entra_authority"], disable_instance_discovery=True)
+
+
+def client_secret():
+    t = ClientSecretCredential(AZ["tenant_id"], AZ["client_id"], AZ["client_secret"], **ENTRA).get_token(ARM)
+    assert t.token
+    return "client credentials with the secret, via MSAL and the tenant's discovery document"
+
+
+def client_certificate():
+    t = CertificateCredential(
+        AZ["tenant_id"], AZ["client_id"], certificate_path=AZ["client_certificate_file"], **ENTRA
+    ).get_token(ARM)
+    assert t.token
+    return "certificate assertion with x5t"
+
+
+def workload_identity():
+    t = WorkloadIdentityCredential(
+        tenant_id=AZ["tenant_id"], client_id=AZ["client_id"], token_file_path=AZ["federated_token_file"], **ENTRA
+    ).get_token(ARM)
+    assert t.token
+    return "federated token file as the client assertion"
+
+
+check("azure-identity: ClientSecretCredential (Entra v2.0 token endpoint)", client_secret)
+check("azure-identity: CertificateCredential", client_certificate)
+check("azure-identity: WorkloadIdentityCredential", workload_identity)
 check("azure-identity: ManagedIdentityCredential (IMDS)", imds)
 check("azure-identity: ManagedIdentityCredential (user-assigned)", imds_user_assigned)
 check("azure-identity: ManagedIdentityCredential (App Service)", app_service)
