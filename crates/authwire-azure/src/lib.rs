@@ -79,6 +79,11 @@ pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// docs/cloud.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/cloud.md")]
+pub struct CloudGuide;
+
 #[cfg(test)]
 mod tests {
     #[test]

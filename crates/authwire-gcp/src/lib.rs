@@ -98,8 +98,3 @@ impl fmt::Display for GcpError {
 }
 
 impl std::error::Error for GcpError {}
-
-/// docs/cloud.md, compiled as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../docs/cloud.md")]
-pub struct CloudGuide;
