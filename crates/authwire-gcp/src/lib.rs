@@ -1,6 +1,6 @@
 //! Google Cloud credentials for authwire.
 //!
-//! Each source is an [`IdentityProvider`]: give it to an [`authwire::Authorizer`] and every
+//! Each source is an [`authwire::IdentityProvider`]: give it to an [`authwire::Authorizer`] and every
 //! caller shares one refresh, ahead of expiry, with backoff, through any store.
 //!
 //! | source | what it is | where it comes from |
