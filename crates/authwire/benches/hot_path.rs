@@ -108,6 +108,36 @@ fn hot_path(c: &mut Criterion) {
     let auth = warm_authorizer();
 
     for threads in [1usize, 2] {
+        // The naive floor of issue 16 as it names it: an ArcSwap load, SystemTime::now, a
+        // comparison, a header clone; beside `authorization_header` on the same threads.
+        group.bench_with_input(
+            BenchmarkId::new("naive_floor", threads),
+            &threads,
+            |b, &threads| {
+                b.iter_custom(|iters| {
+                    per_call_on_threads(threads, iters, &|| {
+                        let g = black_box(&baseline).current.load();
+                        assert!(clock.now() < g.1);
+                        black_box(g.0.clone());
+                    })
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("authorization_header_threads", threads),
+            &threads,
+            |b, &threads| {
+                b.iter_custom(|iters| {
+                    per_call_on_threads(threads, iters, &|| {
+                        black_box(
+                            poll_once(black_box(&auth).authorization_header())
+                                .unwrap()
+                                .unwrap(),
+                        );
+                    })
+                })
+            },
+        );
         group.bench_with_input(BenchmarkId::new("baseline", threads), &threads, |b, &threads| {
             b.iter_custom(|iters| {
                 per_call_on_threads(threads, iters, &|| {

@@ -386,7 +386,7 @@ impl Authorizer {
     fn cached<T>(&self, take: impl FnOnce(&Entry) -> T) -> Option<T> {
         let guard = self.inner.current.load();
         let entry = guard.as_ref()?;
-        let now = self.inner.shared.clock.now();
+        let now = self.inner.shared.clock.now_coarse();
         match check_expiry(&entry.schedule, now) {
             Freshness::Fresh => Some(take(entry)),
             Freshness::RefreshDue => {
