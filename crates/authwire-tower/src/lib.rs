@@ -62,7 +62,10 @@
 //!
 //! [tower]: https://docs.rs/tower
 
-use authwire::{Admission, Answer, AuthError, Authorizer, RejectionRules, RetryDecision, Target};
+use authwire::{
+    Admission, Answer, AuthError, Authorizer, RejectionRules, RetryDecision, StripedAuthorizer,
+    StripedHandle, Target,
+};
 pub use authwire::{OriginError, Origins};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use std::fmt;
@@ -90,6 +93,7 @@ pub struct RetryOnce;
 #[derive(Clone)]
 pub struct AuthLayer<M = NoRetry> {
     authorizer: Authorizer,
+    handles: StripedAuthorizer,
     origins: Origins,
     _mode: PhantomData<M>,
 }
@@ -114,6 +118,7 @@ impl AuthLayer {
     /// A layer that authorizes requests admitted by `origins`.
     pub fn with_origins(authorizer: Authorizer, origins: Origins) -> Self {
         Self {
+            handles: StripedAuthorizer::new(&authorizer),
             authorizer,
             origins,
             _mode: PhantomData,
@@ -124,6 +129,7 @@ impl AuthLayer {
     pub fn retry_once(self) -> AuthLayer<RetryOnce> {
         AuthLayer {
             authorizer: self.authorizer,
+            handles: self.handles,
             origins: self.origins,
             _mode: PhantomData,
         }
@@ -137,6 +143,7 @@ impl<S, M> Layer<S> for AuthLayer<M> {
         AuthService {
             inner,
             authorizer: self.authorizer.clone(),
+            handles: self.handles.clone(),
             origins: self.origins.clone(),
             _mode: PhantomData,
         }
@@ -157,6 +164,8 @@ impl<M> fmt::Debug for AuthLayer<M> {
 pub struct AuthService<S, M = NoRetry> {
     inner: S,
     authorizer: Authorizer,
+    /// Per-thread handles for response futures: no shared reference-count write per request.
+    handles: StripedAuthorizer,
     origins: Origins,
     _mode: PhantomData<M>,
 }
@@ -236,7 +245,7 @@ where
         let state = match start(&self.authorizer, &self.origins, &mut request) {
             Start::Cached(sent) => State::Sent {
                 future: self.inner.call(request),
-                sent: Some((sent, self.authorizer.clone())),
+                sent: Some((sent, self.handles.handle())),
             },
             Start::PassThrough => State::Sent {
                 future: self.inner.call(request),
@@ -344,7 +353,7 @@ pin_project_lite::pin_project! {
     enum State<F, ResBody> {
         // The request is with the inner service: with the cached token (`sent`), or passed
         // through untouched (`None`).
-        Sent { #[pin] future: F, sent: Option<(HeaderValue, Authorizer)> },
+        Sent { #[pin] future: F, sent: Option<(HeaderValue, StripedHandle)> },
         // Waiting for a token first.
         Refreshing { future: BoxFuture<Result<Response<ResBody>, BoxError>> },
         // The destination was refused; the request was not sent.

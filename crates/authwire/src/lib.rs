@@ -77,7 +77,7 @@ mod token;
 pub use async_trait::async_trait;
 pub use authorizer::{
     AuthorizationHeader, AuthorizationHeaderFuture, Authorize, AuthorizeFuture, AuthorizeTarget,
-    AuthorizeTargetFuture, Authorizer, AuthorizerBuilder, TokenState,
+    AuthorizeTargetFuture, Authorizer, AuthorizerBuilder, StripedAuthorizer, StripedHandle, TokenState,
 };
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]

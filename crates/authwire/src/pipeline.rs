@@ -238,7 +238,7 @@ pub(crate) fn update_headers(headers: &mut HeaderMap, value: HeaderValue) {
 }
 
 /// How many copies of each header an entry keeps: twice the cores, a power of two, at most 64.
-fn stripe_count() -> usize {
+pub(crate) fn stripe_count() -> usize {
     static COUNT: OnceLock<usize> = OnceLock::new();
     *COUNT.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -248,7 +248,7 @@ fn stripe_count() -> usize {
 
 /// This thread's stripe: threads are numbered in the order they first authorize.
 #[inline]
-fn stripe_index() -> usize {
+pub(crate) fn stripe_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);

@@ -446,7 +446,7 @@ impl<'a> Answer<'a> {
     /// The `DPoP-Nonce` the server sent, if any (bounded: at most 512 visible characters).
     pub(crate) fn dpop_nonce(&self) -> Option<&str> {
         self.headers
-            .get("dpop-nonce")
+            .get(&DPOP_NONCE)
             .and_then(|v| v.to_str().ok())
             .filter(|n| !n.is_empty() && n.len() <= 512)
     }
@@ -516,10 +516,14 @@ impl<'a> Answer<'a> {
     }
 }
 
+/// Header names looked up in every answer, parsed once.
+static DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
+static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// `grpc-status: 16` (UNAUTHENTICATED).
 fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .is_some_and(|v| v.as_bytes().trim_ascii() == b"16")
 }
 

@@ -21,6 +21,7 @@ mod builder;
 mod flight;
 mod futures;
 mod refresh;
+mod striped;
 
 pub use builder::AuthorizerBuilder;
 use flight::*;
@@ -29,6 +30,7 @@ pub use futures::{
     AuthorizeTargetFuture,
 };
 use refresh::*;
+pub use striped::{StripedAuthorizer, StripedHandle};
 
 use crate::clock::SharedClock;
 use crate::metrics::{Counters, Metrics};
@@ -185,7 +187,10 @@ impl Authorizer {
     /// The synchronous half of [`Authorizer::decide`]: whether `answer` rejects the token, and
     /// if so, forget the token that was `sent` (rate-limited). For adapters that never retry.
     pub fn judge(&self, answer: &Answer<'_>, sent: &HeaderValue, rules: RejectionRules) -> bool {
-        self.remember_dpop_nonce(answer);
+        // Nonces matter only to bound tokens' proofs: a bearer request skips the lookup.
+        if is_bound_header(sent) {
+            self.remember_dpop_nonce(answer);
+        }
         if !answer.rejects_token(rules) {
             return false;
         }
