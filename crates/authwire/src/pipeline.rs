@@ -27,9 +27,15 @@ pub(crate) struct Entry {
     pub(crate) schedule: Schedule,
     /// The proof of possession of a bound (DPoP) token: step 5 adds its header to each request.
     pub(crate) proof: Option<Arc<dyn crate::ProofOfPossession>>,
-    /// The same header value, once per stripe; see [`stripe_index`].
-    headers: Box<[HeaderValue]>,
-    mask: usize,
+    /// The header value as the first thread to use it gets it.
+    header: HeaderValue,
+    /// The first thread's stripe index (`usize::MAX` until one uses the entry).
+    owner: AtomicUsize,
+    /// Once a second thread uses the entry: the same header once per stripe (see
+    /// [`stripe_index`]), so that threads never write one reference count. Most authorizers in
+    /// a multi-tenant process are used by one thread at a time and never pay for stripes.
+    stripes: OnceLock<Box<[HeaderValue]>>,
+    prepared: PreparedHeader,
 }
 
 impl Entry {
@@ -38,14 +44,14 @@ impl Entry {
         let access_token = retrieve_access_token(&token);
         let proof = token.proof().cloned();
         let prepared = prepare_header(token.token_type().scheme(), access_token, proof.is_some())?;
-        let stripes = stripe_count();
-        let headers = (0..stripes).map(|_| prepared.stripe()).collect();
         Ok(Self {
             token,
             schedule,
             proof,
-            headers,
-            mask: stripes - 1,
+            header: prepared.stripe(),
+            owner: AtomicUsize::new(usize::MAX),
+            stripes: OnceLock::new(),
+            prepared,
         })
     }
 
@@ -56,11 +62,35 @@ impl Entry {
         self.token.expires_at().is_none_or(|exp| now < exp)
     }
 
-    /// The prepared header: a clone of this thread's stripe, so that threads on different
-    /// stripes never write to the same cache line.
+    /// The prepared header: for an entry one thread uses, its one value; once a second thread
+    /// uses it, a clone of this thread's stripe, so that threads on different stripes never
+    /// write to the same cache line.
     #[inline(always)]
     pub(crate) fn header(&self) -> HeaderValue {
-        self.headers[stripe_index() & self.mask].clone()
+        let me = stripe_index();
+        if let Some(stripes) = self.stripes.get() {
+            return stripes[me & (stripes.len() - 1)].clone();
+        }
+        let owner = self.owner.load(Ordering::Relaxed);
+        if owner == me
+            || (owner == usize::MAX
+                && self
+                    .owner
+                    .compare_exchange(usize::MAX, me, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok())
+        {
+            return self.header.clone();
+        }
+        self.striped(me)
+    }
+
+    /// A second thread uses this entry: stripe it from now on.
+    #[cold]
+    fn striped(&self, me: usize) -> HeaderValue {
+        let stripes = self
+            .stripes
+            .get_or_init(|| (0..stripe_count()).map(|_| self.prepared.stripe()).collect());
+        stripes[me & (stripes.len() - 1)].clone()
     }
 
     /// Step 5's inputs: the header, and for a bound token its proof and token.
@@ -74,7 +104,7 @@ impl Entry {
 
     /// Whether `value` is the header this entry hands out.
     pub(crate) fn issued(&self, value: &HeaderValue) -> bool {
-        crate::token::constant_time_eq(self.headers[0].as_bytes(), value.as_bytes())
+        crate::token::constant_time_eq(self.header.as_bytes(), value.as_bytes())
     }
 }
 
@@ -367,9 +397,18 @@ mod tests {
     }
 
     #[test]
-    fn every_stripe_carries_the_same_value() {
-        let e = entry(Token::new("same")).unwrap();
-        assert!(e.headers.len().is_power_of_two());
-        assert!(e.headers.iter().all(|h| h == "Bearer same" && h.is_sensitive()));
+    fn stripes_appear_when_a_second_thread_uses_the_entry_and_carry_the_same_value() {
+        let e = Arc::new(entry(Token::new("same")).unwrap());
+        assert_eq!(e.header(), "Bearer same");
+        assert_eq!(e.header(), "Bearer same");
+        assert!(e.stripes.get().is_none(), "one thread: no stripes");
+        let other = e.clone();
+        let from_there = std::thread::spawn(move || other.header()).join().unwrap();
+        assert_eq!(from_there, "Bearer same");
+        let stripes = e.stripes.get().expect("a second thread: stripes");
+        assert!(stripes.len().is_power_of_two());
+        assert!(stripes.iter().all(|h| h == "Bearer same" && h.is_sensitive()));
+        assert_eq!(e.header(), "Bearer same");
+        assert!(e.issued(&HeaderValue::from_static("Bearer same")));
     }
 }

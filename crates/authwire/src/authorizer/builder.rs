@@ -28,6 +28,7 @@ pub struct AuthorizerBuilder {
     lease_ttl: Option<Duration>,
     require_store: bool,
     cache_key: Option<CacheKey>,
+    fetch_limit: Option<super::FetchLimit>,
 }
 
 impl AuthorizerBuilder {
@@ -42,6 +43,7 @@ impl AuthorizerBuilder {
             lease_ttl: None,
             require_store: false,
             cache_key: None,
+            fetch_limit: None,
         }
     }
 
@@ -94,6 +96,13 @@ impl AuthorizerBuilder {
     /// failure (default [`DEFAULT_FETCH_TIMEOUT`](crate::DEFAULT_FETCH_TIMEOUT), 30 s).
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.refresh_timeout = timeout;
+        self
+    }
+
+    /// Share a bound on concurrent fetches with the other authorizers of the same identity
+    /// provider (see [`FetchLimit`](super::FetchLimit)). Default: unbounded.
+    pub fn fetch_limit(mut self, limit: &super::FetchLimit) -> Self {
+        self.fetch_limit = Some(limit.clone());
         self
     }
 
@@ -177,6 +186,7 @@ impl AuthorizerBuilder {
                         .lease_ttl
                         .unwrap_or(self.refresh_timeout + 2 * self.store_timeout),
                     require_store: self.require_store,
+                    fetch_limit: self.fetch_limit,
                     counters: Counters::default(),
                 }),
             }),

@@ -20,6 +20,7 @@
 mod builder;
 mod flight;
 mod futures;
+mod limit;
 mod refresh;
 mod striped;
 
@@ -29,6 +30,7 @@ pub use futures::{
     AuthorizationHeader, AuthorizationHeaderFuture, Authorize, AuthorizeFuture, AuthorizeTarget,
     AuthorizeTargetFuture,
 };
+pub use limit::FetchLimit;
 use refresh::*;
 pub use striped::{StripedAuthorizer, StripedHandle};
 

@@ -15,6 +15,7 @@ pub(super) struct Shared {
     pub(super) store_timeout: Duration,
     pub(super) lease_ttl: Duration,
     pub(super) require_store: bool,
+    pub(super) fetch_limit: Option<super::FetchLimit>,
     pub(super) counters: Counters,
 }
 
@@ -30,6 +31,13 @@ impl Shared {
         if let Some(entry) = stored.as_ref().and_then(|s| self.adoptable(s, input)) {
             return self.adopt(entry);
         }
+
+        // A slot under the identity provider's limit, before any refresh lease is taken (a
+        // lease must not run out while this waits); the wait is not part of the fetch timeout.
+        let _slot = match &self.fetch_limit {
+            Some(limit) => limit.acquire().await,
+            None => None,
+        };
 
         // The provider gets the newest token we know of, for its refresh token.
         let mut current = newest(stored, held);

@@ -257,3 +257,81 @@ fn works_without_a_tokio_runtime() {
     clock.advance(Duration::from_secs(190));
     assert_eq!(block_on(auth.authorization_header()).unwrap(), "Bearer access-2");
 }
+
+/// An identity provider shared by many tenants' authorizers that counts the calls it is
+/// serving at once, and holds each until the test opens its gate.
+struct CountingProvider {
+    tenant: usize,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[authwire::async_trait]
+impl authwire::IdentityProvider for CountingProvider {
+    async fn fetch_token(
+        &self,
+        _: Option<&authwire::Token>,
+    ) -> Result<authwire::Token, authwire::ProviderError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+        self.gate.acquire().await.expect("open").forget();
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(authwire::Token::new(format!("tenant-{}", self.tenant)).with_expires_at(t0() + HOUR))
+    }
+    fn cache_key(&self) -> authwire::CacheKey {
+        authwire::CacheKey::new(format!("tenant-{}", self.tenant))
+    }
+}
+
+/// A cold start of `tenants` authorizers against one provider; the peak of calls in flight.
+async fn cold_start(tenants: usize, limit: Option<&authwire::FetchLimit>) -> usize {
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let clock = ManualClock::new(t0());
+    let tasks: Vec<_> = (0..tenants)
+        .map(|tenant| {
+            let provider = CountingProvider {
+                tenant,
+                in_flight: in_flight.clone(),
+                peak: peak.clone(),
+                gate: gate.clone(),
+            };
+            let mut builder = Authorizer::builder(provider).clock(clock.clone());
+            if let Some(limit) = limit {
+                builder = builder.fetch_limit(limit);
+            }
+            let auth = builder.build();
+            tokio::spawn(async move { auth.authorization_header().await })
+        })
+        .collect();
+    // Let every tenant start, then let the provider answer them all.
+    let expected = limit.map_or(tenants, |l| l.max().min(tenants));
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while in_flight.load(std::sync::atomic::Ordering::SeqCst) < expected {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the tenants started");
+    gate.add_permits(tenants);
+    for (tenant, task) in tasks.into_iter().enumerate() {
+        // No failure from our own queueing: every tenant gets its own token.
+        assert_eq!(
+            task.await.unwrap().unwrap(),
+            format!("Bearer tenant-{tenant}").as_str()
+        );
+    }
+    peak.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_limit_bounds_a_cold_start_of_many_authorizers() {
+    // Issue 16: without a bound, a cold start puts every tenant's request in flight at once.
+    assert_eq!(cold_start(500, None).await, 500);
+    let limit = authwire::FetchLimit::new(8);
+    assert_eq!(cold_start(500, Some(&limit)).await, 8);
+    assert_eq!(limit.in_flight(), 0, "every slot was given back");
+}
