@@ -50,6 +50,8 @@ struct GcpState {
     sts_requests: AtomicUsize,
     impersonations: AtomicUsize,
     subject_tokens: Mutex<Vec<String>>,
+    /// What `/subject-token` serves (a URL-sourced subject token, as an Azure VM's IMDS would).
+    url_subject_token: Mutex<Option<String>>,
     last_scopes: Mutex<Option<String>>,
     signing_key: EncodingKey,
     serial: AtomicUsize,
@@ -90,6 +92,7 @@ impl GcpEmulator {
             sts_requests: AtomicUsize::new(0),
             impersonations: AtomicUsize::new(0),
             subject_tokens: Mutex::default(),
+            url_subject_token: Mutex::default(),
             last_scopes: Mutex::default(),
             signing_key: EncodingKey::from_rsa_pem(IDP_PRIVATE_KEY_PEM.as_bytes()).expect("test key"),
             serial: AtomicUsize::new(1),
@@ -176,6 +179,30 @@ impl GcpEmulator {
             doc["service_account_impersonation_url"] = json!(self.impersonation_url(sa));
         }
         doc.to_string()
+    }
+
+    /// Serve `token` at `/subject-token` (JSON `{"access_token": ...}`, only to requests with
+    /// `Metadata: True`, as an Azure VM's IMDS serves the token a URL-sourced external account
+    /// reads).
+    pub fn set_url_subject_token(&self, token: &str) {
+        *lock(&self.state.url_subject_token) = Some(token.to_owned());
+    }
+
+    /// An `external_account` file whose subject token comes from `/subject-token` here (JSON
+    /// format, field `access_token`, header `Metadata: True`).
+    pub fn external_account_url_json(&self) -> String {
+        json!({
+            "type": "external_account",
+            "audience": GCP_WIF_AUDIENCE,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": self.sts_url(),
+            "credential_source": {
+                "url": format!("{}/subject-token", self.state.base),
+                "headers": {"Metadata": "True"},
+                "format": {"type": "json", "subject_token_field_name": "access_token"}
+            }
+        })
+        .to_string()
     }
 
     /// How long tokens issued from now on live.
@@ -273,6 +300,16 @@ async fn route(
     }
     if path == "/v1/token" {
         return sts(&s, &body);
+    }
+    if path == "/subject-token" {
+        let token = lock(&s.url_subject_token).clone();
+        return match (headers.get("metadata").and_then(|v| v.to_str().ok()), token) {
+            (Some("True"), Some(t)) => {
+                axum::Json(json!({"access_token": t, "token_type": "Bearer"})).into_response()
+            }
+            (Some("True"), None) => StatusCode::NOT_FOUND.into_response(),
+            _ => (StatusCode::BAD_REQUEST, "Required metadata header not specified").into_response(),
+        };
     }
     if let Some(rest) = path.strip_prefix("/v1/projects/-/serviceAccounts/")
         && let Some(sa) = rest.strip_suffix(":generateAccessToken")

@@ -221,6 +221,24 @@ async fn workload_identity_federation_reads_the_rotated_subject_token_each_time(
 }
 
 #[tokio::test]
+async fn workload_identity_federation_from_a_url_source_with_headers_and_json() {
+    let gcp = GcpEmulator::start().await;
+    let dir = Dir::new("wif-url");
+    let config = dir.write("wif.json", &gcp.external_account_url_json());
+    let provider = ExternalAccount::from_file(&config).unwrap();
+    // Nothing served yet: the source's error comes through.
+    assert!(provider.fetch_token(None).await.is_err());
+    gcp.set_url_subject_token("eyJ.from-imds.sig");
+    let token = provider.fetch_token(None).await.unwrap();
+    assert!(gcp.check_token(token.access_token().expose_secret()).is_some());
+    assert_eq!(
+        gcp.subject_tokens(),
+        ["eyJ.from-imds.sig"],
+        "the JSON field, with the header sent"
+    );
+}
+
+#[tokio::test]
 async fn workload_identity_federation_with_service_account_impersonation() {
     let gcp = GcpEmulator::start().await;
     let dir = Dir::new("wif-sa");
