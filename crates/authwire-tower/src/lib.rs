@@ -243,13 +243,23 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let state = match start(&self.authorizer, &self.origins, &mut request) {
-            Start::Cached(sent) => State::Sent {
-                future: self.inner.call(request),
-                sent: Some((sent, self.handles.handle())),
-            },
+            Start::Cached(sent) => {
+                // A bound token's answer may carry a DPoP nonce for this origin (RFC 9449
+                // section 9): keep the target for it; a bearer request keeps nothing.
+                let target = sent
+                    .as_bytes()
+                    .starts_with(b"DPoP ")
+                    .then(|| Box::new((request.method().clone(), request.uri().clone())));
+                State::Sent {
+                    future: self.inner.call(request),
+                    sent: Some((sent, self.handles.handle())),
+                    target,
+                }
+            }
             Start::PassThrough => State::Sent {
                 future: self.inner.call(request),
                 sent: None,
+                target: None,
             },
             Start::Refused(e) => State::Refused { error: Some(e) },
             Start::Wait => {
@@ -259,8 +269,14 @@ where
                 State::Refreshing {
                     future: Box::pin(async move {
                         let sent = authorize(&authorizer, &mut request).await?;
+                        let (method, uri) = (request.method().clone(), request.uri().clone());
                         let response = ready.call(request).await.map_err(Into::into)?;
-                        authorizer.judge(&answer(&response), &sent, RejectionRules::default());
+                        let target = Target::from_uri(&method, &uri);
+                        authorizer.judge(
+                            &answer(&response).for_target(&target),
+                            &sent,
+                            RejectionRules::default(),
+                        );
                         Ok(response)
                     }),
                 }
@@ -353,7 +369,12 @@ pin_project_lite::pin_project! {
     enum State<F, ResBody> {
         // The request is with the inner service: with the cached token (`sent`), or passed
         // through untouched (`None`).
-        Sent { #[pin] future: F, sent: Option<(HeaderValue, StripedHandle)> },
+        Sent {
+            #[pin] future: F,
+            sent: Option<(HeaderValue, StripedHandle)>,
+            // For a bound token: the request's method and URI, for the answer's DPoP nonce.
+            target: Option<Box<(http::Method, http::Uri)>>,
+        },
         // Waiting for a token first.
         Refreshing { future: BoxFuture<Result<Response<ResBody>, BoxError>> },
         // The destination was refused; the request was not sent.
@@ -370,10 +391,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Sent { future, sent } => {
+            StateProj::Sent { future, sent, target } => {
                 let response = ready!(future.poll(cx)).map_err(Into::into)?;
                 if let Some((sent, authorizer)) = sent {
-                    authorizer.judge(&answer(&response), sent, RejectionRules::default());
+                    match target {
+                        Some(t) => {
+                            let target = Target::from_uri(&t.0, &t.1);
+                            authorizer.judge(
+                                &answer(&response).for_target(&target),
+                                sent,
+                                RejectionRules::default(),
+                            );
+                        }
+                        None => {
+                            authorizer.judge(&answer(&response), sent, RejectionRules::default());
+                        }
+                    }
                 }
                 Poll::Ready(Ok(response))
             }

@@ -218,3 +218,32 @@ async fn a_dpop_bound_token_gets_a_proof_through_the_layer() {
     assert_eq!(api.dpop_proofs_verified(), 2);
     assert_eq!(idp.tokens_issued(), 1);
 }
+
+#[tokio::test]
+async fn without_retry_a_resource_servers_dpop_nonce_is_kept_for_the_next_request() {
+    // Issue 14 follow-up: the default (no-retry) mode judged answers without their origin, so a
+    // resource server's DPoP-Nonce was not kept and every request met `use_dpop_nonce` again.
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    api.require_dpop_nonce("rs-nonce-1");
+    let provider = idp
+        .confidential_client()
+        .dpop(authwire_oauth2::DpopKey::generate_es256().unwrap())
+        .build()
+        .unwrap();
+    let mut service = AuthLayer::for_origins(Authorizer::new(provider), [api.url()])
+        .unwrap()
+        .layer(hyper_client());
+    let url = format!("{}/v1/things", api.url());
+    // Warm the token (this request waits for it), then the cached path.
+    let (first, _) = send(&mut service, get(&url)).await.unwrap();
+    assert_eq!(
+        first, 401,
+        "no nonce yet: the server asks for one (no retry in this mode)"
+    );
+    let (second, body) = send(&mut service, get(&url)).await.unwrap();
+    assert_eq!(second, 200, "the nonce from the first answer was used: {body}");
+    let (third, _) = send(&mut service, get(&url)).await.unwrap();
+    assert_eq!(third, 200);
+    assert_eq!(api.dpop_nonce_challenges(), 1);
+}
