@@ -36,7 +36,9 @@ fn middleware(c: &mut Criterion) {
         .unwrap();
     let url = server();
     let bare = reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).build();
-    let authorizer = Authorizer::new(StaticTokenProvider::new("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJiZW5jaCJ9.c2ln"));
+    let authorizer = Authorizer::new(StaticTokenProvider::new(
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJiZW5jaCJ9.c2ln",
+    ));
     let authed = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(AuthMiddleware::any_origin(authorizer))
         .build();
