@@ -23,12 +23,7 @@ pub enum GcpCredentials {
 impl GcpCredentials {
     /// Read a credentials file of any supported `type`.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, GcpError> {
-        let path = path.as_ref();
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| GcpError::Read {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
+        let (bytes, shown) = crate::read_file(path.as_ref())?;
         #[derive(serde::Deserialize)]
         struct Kind {
             #[serde(rename = "type")]

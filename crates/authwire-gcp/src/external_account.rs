@@ -81,12 +81,8 @@ struct ImpersonationOptions {
 impl ExternalAccount {
     /// Read an `external_account` file.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, GcpError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| GcpError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_json(&bytes, &path.display().to_string())
+        let (bytes, shown) = crate::read_file(path.as_ref())?;
+        Self::from_json(&bytes, &shown)
     }
 
     /// Parse an `external_account` file's content; `source` names it in errors.

@@ -98,3 +98,13 @@ impl fmt::Display for GcpError {
 }
 
 impl std::error::Error for GcpError {}
+
+/// A credentials file's bytes and the name errors give it.
+pub(crate) fn read_file(path: &std::path::Path) -> Result<(Vec<u8>, String), GcpError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| GcpError::Read {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok((bytes, shown))
+}

@@ -60,12 +60,8 @@ struct KeyFile {
 impl ServiceAccountKey {
     /// Read a key file.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, GcpError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| GcpError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_json(&bytes, &path.display().to_string())
+        let (bytes, shown) = crate::read_file(path.as_ref())?;
+        Self::from_json(&bytes, &shown)
     }
 
     /// Parse a key file's content; `source` names it in errors.

@@ -35,12 +35,8 @@ struct UserFile {
 impl AuthorizedUser {
     /// Read an `authorized_user` file.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, GcpError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| GcpError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_json(&bytes, &path.display().to_string())
+        let (bytes, shown) = crate::read_file(path.as_ref())?;
+        Self::from_json(&bytes, &shown)
     }
 
     /// Parse an `authorized_user` file's content; `source` names it in errors.
