@@ -35,6 +35,7 @@ mod idp;
 mod raw;
 mod redis;
 mod resource;
+mod scratch;
 mod tls;
 
 pub use azure::{
@@ -51,6 +52,7 @@ pub use idp::{Approval, Client, Fault, IdentityServer, IdentityServerBuilder, Se
 pub use raw::{Misbehavior, RawServer};
 pub use redis::RedisServer;
 pub use resource::ResourceServer;
+pub use scratch::{TempDir, wait_until};
 
 /// An OAuth2 provider for the default confidential client ([`Client::CONFIDENTIAL_ID`] and its
 /// secret) at `token_url`; finish it with whatever the test needs, then `build()`.

@@ -10,33 +10,12 @@ use authwire_azure::{
 };
 use authwire_testkit::{
     AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_IDENTITY_HEADER, AZURE_TENANT_ID,
-    AZURE_USER_ASSIGNED_CLIENT_ID, AzureEmulator,
+    AZURE_USER_ASSIGNED_CLIENT_ID, AzureEmulator, TempDir, wait_until,
 };
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const ARM: &str = "https://management.azure.com/.default";
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!(
-            "authwire-azure-{name}-{}-{}",
-            std::process::id(),
-            authwire::random::hex(4)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn env(pairs: &[(&'static str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
     let map: HashMap<&'static str, String> = pairs.iter().cloned().collect();
@@ -46,16 +25,6 @@ fn env(pairs: &[(&'static str, String)]) -> impl Fn(&str) -> Option<String> + us
 fn closed_port() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", l.local_addr().unwrap())
-}
-
-async fn until(mut f: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("condition not reached");
 }
 
 #[tokio::test]
@@ -89,7 +58,7 @@ async fn imds_tokens_are_cached_and_refreshed_ahead_of_expiry() {
     clock.advance(Duration::from_secs(3480));
     let header = authorizer.cached_authorization_header().unwrap();
     assert!(authorizer.token().await.unwrap().same_access_token(&first));
-    until(|| {
+    wait_until(|| {
         clock.advance(Duration::from_millis(100));
         authorizer
             .cached_authorization_header()
@@ -162,8 +131,8 @@ async fn app_service_uses_identity_endpoint_and_header() {
 #[tokio::test]
 async fn workload_identity_reads_the_rotated_federated_token_file() {
     let azure = AzureEmulator::start().await;
-    let dir = Dir::new("wi");
-    let file = dir.0.join("azure-identity-token");
+    let dir = TempDir::new("azure-wi");
+    let file = dir.path().join("azure-identity-token");
     std::fs::write(&file, "eyJ.kube-sa-token-1.sig").unwrap();
     azure.set_federated_token("eyJ.kube-sa-token-1.sig");
     let vars = env(&[
@@ -246,10 +215,10 @@ async fn a_client_secret_from_the_environment_and_entras_errors() {
 #[tokio::test]
 async fn a_certificate_from_the_environment_signs_assertions_with_x5t() {
     let azure = AzureEmulator::start().await;
-    let dir = Dir::new("cert");
-    let key = dir.0.join("key.pem");
+    let dir = TempDir::new("azure-cert");
+    let key = dir.path().join("key.pem");
     std::fs::write(&key, authwire_testkit::CLIENT_PRIVATE_KEY_PEM).unwrap();
-    let cert = dir.0.join("cert.pem");
+    let cert = dir.path().join("cert.pem");
     let made = std::process::Command::new("openssl")
         .args(["req", "-x509", "-key"])
         .arg(&key)
@@ -259,7 +228,7 @@ async fn a_certificate_from_the_environment_signs_assertions_with_x5t() {
         .expect("the openssl tool is needed for this test");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     azure.trust_certificate(&std::fs::read_to_string(&cert).unwrap());
-    let bundle = dir.0.join("bundle.pem");
+    let bundle = dir.path().join("bundle.pem");
     std::fs::write(
         &bundle,
         format!(

@@ -8,48 +8,9 @@ use authwire_gcp::{
     AuthorizedUser, CLOUD_PLATFORM_SCOPE, ExternalAccount, GcpCredentials, GcpError, MetadataServer,
     ServiceAccountKey, default_credentials_in,
 };
-use authwire_testkit::{GCP_KEY_ID, GCP_SERVICE_ACCOUNT, GcpEmulator};
+use authwire_testkit::{GCP_KEY_ID, GCP_SERVICE_ACCOUNT, GcpEmulator, TempDir, wait_until};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// A private folder for one test's files.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!(
-            "authwire-gcp-{name}-{}-{}",
-            std::process::id(),
-            authwire::random::hex(4)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-
-    fn write(&self, name: &str, content: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, content).unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Wait (on the runtime, not the clock) until `f` holds.
-async fn until(mut f: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("condition not reached");
-}
 
 fn jwt_claims(jwt: &str) -> serde_json::Value {
     use base64::Engine as _;
@@ -66,7 +27,7 @@ fn jwt_claims(jwt: &str) -> serde_json::Value {
 async fn a_service_account_key_gets_tokens_cached_and_refreshed_ahead_of_expiry() {
     let clock = ManualClock::new(SystemClock.now());
     let gcp = GcpEmulator::start_with_clock(clock.clone()).await;
-    let dir = Dir::new("sa");
+    let dir = TempDir::new("gcp-sa");
     let key = dir.write("sa.json", &gcp.service_account_key_json());
     let provider = ServiceAccountKey::from_file(&key)
         .unwrap()
@@ -93,7 +54,7 @@ async fn a_service_account_key_gets_tokens_cached_and_refreshed_ahead_of_expiry(
     assert!(during.same_access_token(&first));
     // The background refresh starts after a jittered pause on the authorizer's clock.
     let first_header = authorizer.cached_authorization_header().unwrap();
-    until(|| {
+    wait_until(|| {
         clock.advance(Duration::from_millis(100));
         authorizer
             .cached_authorization_header()
@@ -110,7 +71,7 @@ async fn a_service_account_key_gets_tokens_cached_and_refreshed_ahead_of_expiry(
 #[tokio::test]
 async fn self_signed_jwts_need_no_token_endpoint() {
     let gcp = GcpEmulator::start().await;
-    let dir = Dir::new("self-signed");
+    let dir = TempDir::new("gcp-self-signed");
     let key = dir.write("sa.json", &gcp.service_account_key_json());
     let provider = ServiceAccountKey::from_file(&key)
         .unwrap()
@@ -132,7 +93,7 @@ async fn self_signed_jwts_need_no_token_endpoint() {
 
 #[tokio::test]
 async fn bad_key_files_say_what_is_wrong_without_showing_the_key() {
-    let dir = Dir::new("bad");
+    let dir = TempDir::new("gcp-bad");
     let not_json = dir.write("a.json", "-----BEGIN PRIVATE KEY-----\nMIIE...");
     let e = ServiceAccountKey::from_file(&not_json).unwrap_err();
     assert!(matches!(e, GcpError::Format { .. }));
@@ -152,14 +113,14 @@ async fn bad_key_files_say_what_is_wrong_without_showing_the_key() {
         ServiceAccountKey::from_file(&plain_http),
         Err(GcpError::Url(_))
     ));
-    let missing = ServiceAccountKey::from_file(dir.0.join("nope.json")).unwrap_err();
+    let missing = ServiceAccountKey::from_file(dir.path().join("nope.json")).unwrap_err();
     assert!(matches!(missing, GcpError::Read { .. }));
 }
 
 #[tokio::test]
 async fn an_authorized_user_refreshes_with_its_refresh_token_and_keeps_it() {
     let gcp = GcpEmulator::start().await;
-    let dir = Dir::new("user");
+    let dir = TempDir::new("gcp-user");
     let file = dir.write("adc.json", &gcp.authorized_user_json());
     let provider = AuthorizedUser::from_file(&file)
         .unwrap()
@@ -196,7 +157,7 @@ async fn an_authorized_user_refreshes_with_its_refresh_token_and_keeps_it() {
 #[tokio::test]
 async fn workload_identity_federation_reads_the_rotated_subject_token_each_time() {
     let gcp = GcpEmulator::start().await;
-    let dir = Dir::new("wif");
+    let dir = TempDir::new("gcp-wif");
     let subject = dir.write("token", "eyJ.subject-1.sig\n");
     let config = dir.write(
         "wif.json",
@@ -223,7 +184,7 @@ async fn workload_identity_federation_reads_the_rotated_subject_token_each_time(
 #[tokio::test]
 async fn workload_identity_federation_from_a_url_source_with_headers_and_json() {
     let gcp = GcpEmulator::start().await;
-    let dir = Dir::new("wif-url");
+    let dir = TempDir::new("gcp-wif-url");
     let config = dir.write("wif.json", &gcp.external_account_url_json());
     let provider = ExternalAccount::from_file(&config).unwrap();
     // Nothing served yet: the source's error comes through.
@@ -241,7 +202,7 @@ async fn workload_identity_federation_from_a_url_source_with_headers_and_json() 
 #[tokio::test]
 async fn workload_identity_federation_with_service_account_impersonation() {
     let gcp = GcpEmulator::start().await;
-    let dir = Dir::new("wif-sa");
+    let dir = TempDir::new("gcp-wif-sa");
     let subject = dir.write("token", "eyJ.subject-imp.sig");
     let target = "deployer@authwire-test.iam.gserviceaccount.com";
     let config = dir.write(
@@ -349,7 +310,7 @@ async fn id_tokens_for_an_audience_expire_with_their_exp() {
 #[tokio::test]
 async fn application_default_credentials_look_where_googles_libraries_look() {
     let gcp = GcpEmulator::start().await;
-    let dir = Dir::new("adc");
+    let dir = TempDir::new("gcp-adc");
     let key = dir.write("sa.json", &gcp.service_account_key_json());
     // Every environment below names a closed loopback port for the metadata probe, or turns it
     // off: no test may reach 169.254.169.254.
@@ -375,14 +336,14 @@ async fn application_default_credentials_look_where_googles_libraries_look() {
     // A variable that names a missing file is an error, not a reason to look elsewhere.
     let missing = find(vec![(
         "GOOGLE_APPLICATION_CREDENTIALS",
-        dir.0.join("nope.json").display().to_string(),
+        dir.path().join("nope.json").display().to_string(),
     )])
     .await
     .unwrap_err();
     assert!(matches!(missing, GcpError::Read { .. }));
 
     // 2. gcloud's well-known file.
-    let gcloud = dir.0.join("gcloud");
+    let gcloud = dir.path().join("gcloud");
     std::fs::create_dir_all(&gcloud).unwrap();
     std::fs::write(
         gcloud.join("application_default_credentials.json"),
