@@ -36,8 +36,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct AzureState {
     clock: Arc<dyn Clock>,
     base: String,
-    lifetime: Mutex<Duration>,
-    tokens: Mutex<HashMap<String, (SystemTime, String)>>,
+    ledger: crate::ledger::Ledger,
     federated_token: Mutex<Option<String>>,
     /// The trusted certificate's thumbprints: SHA-1 (`x5t`) and SHA-256 (`x5t#S256`).
     certificate_x5t: Mutex<Option<(String, String)>>,
@@ -47,7 +46,6 @@ struct AzureState {
     entra_requests: AtomicUsize,
     last_resource: Mutex<Option<String>>,
     last_form: Mutex<HashMap<String, String>>,
-    serial: AtomicUsize,
 }
 
 /// Azure's credential endpoints on `127.0.0.1:PORT`. Stops when dropped.
@@ -95,10 +93,13 @@ impl AzureEmulator {
         let addr = listener.local_addr().expect("local address");
         let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(AzureState {
+            ledger: crate::ledger::Ledger::new(
+                clock.clone(),
+                "eyJ0eXAi.azure-emulator-",
+                Duration::from_secs(86_399),
+            ),
             clock,
             base: format!("{scheme}://{addr}"),
-            lifetime: Mutex::new(Duration::from_secs(86_399)),
-            tokens: Mutex::default(),
             federated_token: Mutex::default(),
             certificate_x5t: Mutex::default(),
             seen_jti: Mutex::default(),
@@ -107,7 +108,6 @@ impl AzureEmulator {
             entra_requests: AtomicUsize::new(0),
             last_resource: Mutex::default(),
             last_form: Mutex::default(),
-            serial: AtomicUsize::new(1),
         });
         let router = Router::new().fallback(route).with_state(state.clone());
         let task = match tls {
@@ -168,16 +168,12 @@ impl AzureEmulator {
 
     /// How long tokens issued from now on live.
     pub fn set_token_lifetime(&self, lifetime: Duration) {
-        *lock(&self.state.lifetime) = lifetime;
+        self.state.ledger.set_lifetime(lifetime);
     }
 
     /// Whether `token` is a live token issued here; `Some(principal)` if so.
     pub fn check_token(&self, token: &str) -> Option<String> {
-        let now = self.state.clock.now();
-        lock(&self.state.tokens)
-            .get(token)
-            .filter(|(exp, _)| *exp > now)
-            .map(|(_, who)| who.clone())
+        self.state.ledger.check(token)
     }
 
     /// IMDS requests (any).
@@ -208,15 +204,8 @@ impl AzureEmulator {
 
 impl AzureState {
     fn issue(&self, who: &str) -> (String, Duration, SystemTime) {
-        let lifetime = *lock(&self.lifetime);
-        let token = format!(
-            "eyJ0eXAi.azure-emulator-{}-{}",
-            self.serial.fetch_add(1, Ordering::SeqCst),
-            authwire::random::hex(8)
-        );
-        let exp = self.clock.now() + lifetime;
-        lock(&self.tokens).insert(token.clone(), (exp, who.to_owned()));
-        (token, lifetime, exp)
+        let issued = self.ledger.issue(who);
+        (issued.token, issued.lifetime, issued.expires)
     }
 }
 

@@ -40,9 +40,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct GcpState {
     clock: Arc<dyn Clock>,
     base: String,
-    lifetime: Mutex<Duration>,
     /// Issued access tokens: expiry, and who they are for.
-    tokens: Mutex<HashMap<String, (SystemTime, String)>>,
+    ledger: crate::ledger::Ledger,
     /// Tokens from the STS (federated), usable only for generateAccessToken.
     federated: Mutex<HashSet<String>>,
     metadata_requests: AtomicUsize,
@@ -54,7 +53,6 @@ struct GcpState {
     url_subject_token: Mutex<Option<String>>,
     last_scopes: Mutex<Option<String>>,
     signing_key: EncodingKey,
-    serial: AtomicUsize,
 }
 
 /// Google's credential endpoints on `127.0.0.1:PORT`. Stops when dropped.
@@ -77,15 +75,15 @@ impl GcpEmulator {
 
     /// Start, reading time from `clock`.
     pub async fn start_with_clock(clock: impl Clock) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(clock);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let state = Arc::new(GcpState {
-            clock: Arc::new(clock),
+            ledger: crate::ledger::Ledger::new(clock.clone(), "ya29.emulator-", Duration::from_secs(3599)),
+            clock,
             base: format!("http://{addr}"),
-            lifetime: Mutex::new(Duration::from_secs(3599)),
-            tokens: Mutex::default(),
             federated: Mutex::default(),
             metadata_requests: AtomicUsize::new(0),
             token_requests: AtomicUsize::new(0),
@@ -95,7 +93,6 @@ impl GcpEmulator {
             url_subject_token: Mutex::default(),
             last_scopes: Mutex::default(),
             signing_key: EncodingKey::from_rsa_pem(IDP_PRIVATE_KEY_PEM.as_bytes()).expect("test key"),
-            serial: AtomicUsize::new(1),
         });
         let router = Router::new().fallback(route).with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -207,16 +204,12 @@ impl GcpEmulator {
 
     /// How long tokens issued from now on live.
     pub fn set_token_lifetime(&self, lifetime: Duration) {
-        *lock(&self.state.lifetime) = lifetime;
+        self.state.ledger.set_lifetime(lifetime);
     }
 
     /// Whether `token` is a live access token issued here; `Some(principal)` if so.
     pub fn check_token(&self, token: &str) -> Option<String> {
-        let now = self.state.clock.now();
-        lock(&self.state.tokens)
-            .get(token)
-            .filter(|(exp, _)| *exp > now)
-            .map(|(_, who)| who.clone())
+        self.state.ledger.check(token)
     }
 
     /// Metadata server requests (any path).
@@ -252,14 +245,8 @@ impl GcpEmulator {
 
 impl GcpState {
     fn issue(&self, who: &str) -> (String, Duration) {
-        let lifetime = *lock(&self.lifetime);
-        let token = format!(
-            "ya29.emulator-{}-{}",
-            self.serial.fetch_add(1, Ordering::SeqCst),
-            authwire::random::hex(8)
-        );
-        lock(&self.tokens).insert(token.clone(), (self.clock.now() + lifetime, who.to_owned()));
-        (token, lifetime)
+        let issued = self.ledger.issue(who);
+        (issued.token, issued.lifetime)
     }
 
     fn now_secs(&self) -> u64 {

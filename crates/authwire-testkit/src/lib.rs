@@ -32,6 +32,7 @@ mod doubles;
 mod dpop;
 mod gcp;
 mod idp;
+mod ledger;
 mod raw;
 mod redis;
 mod resource;
