@@ -432,49 +432,54 @@ impl Inner {
     }
 
     async fn device_endpoint(&self) -> Result<Url, ProviderError> {
-        let found = match &self.endpoints {
-            Endpoints::Fixed { device, .. } => device.clone(),
-            Endpoints::Discovered {
-                device_override: Some(d),
-                ..
-            } => Some(d.clone()),
-            Endpoints::Discovered { .. } => self.metadata().await?.device_authorization_endpoint.clone(),
+        let configured = match &self.endpoints {
+            Endpoints::Fixed { device, .. } => device.as_ref(),
+            Endpoints::Discovered { device_override, .. } => device_override.as_ref(),
         };
-        found.ok_or_else(|| {
-            ProviderError::permanent("no device authorization endpoint: set device_authorization_url or use an issuer that publishes one")
-        })
+        self.optional_endpoint(
+            configured,
+            |m| m.device_authorization_endpoint.as_ref(),
+            "no device authorization endpoint: set device_authorization_url or use an issuer that publishes one",
+        )
+        .await
     }
 
     /// The authorization endpoint: configured, or discovered.
     async fn authorization_endpoint(&self) -> Result<Url, ProviderError> {
-        if let Some(u) = &self.authorization_override {
-            return Ok(u.clone());
-        }
-        let found = match &self.endpoints {
-            Endpoints::Fixed { .. } => None,
-            Endpoints::Discovered { .. } => self.metadata().await?.authorization_endpoint.clone(),
-        };
-        found.ok_or_else(|| {
-            ProviderError::permanent(
-                "no authorization endpoint: set authorization_url or use an issuer that publishes one",
-            )
-        })
+        self.optional_endpoint(
+            self.authorization_override.as_ref(),
+            |m| m.authorization_endpoint.as_ref(),
+            "no authorization endpoint: set authorization_url or use an issuer that publishes one",
+        )
+        .await
     }
 
     /// The revocation endpoint (RFC 7009): configured, or discovered.
     async fn revocation_endpoint(&self) -> Result<Url, ProviderError> {
-        if let Some(u) = &self.revocation_override {
-            return Ok(u.clone());
+        self.optional_endpoint(
+            self.revocation_override.as_ref(),
+            |m| m.revocation_endpoint.as_ref(),
+            "no revocation endpoint: set revocation_url or use an issuer that publishes one (RFC 7009)",
+        )
+        .await
+    }
+
+    /// An endpoint a server may not have: the configured one, else the discovered one, else
+    /// an error that names the setting.
+    async fn optional_endpoint(
+        &self,
+        configured: Option<&Url>,
+        discovered: fn(&Metadata) -> Option<&Url>,
+        missing: &'static str,
+    ) -> Result<Url, ProviderError> {
+        if let Some(url) = configured {
+            return Ok(url.clone());
         }
         let found = match &self.endpoints {
             Endpoints::Fixed { .. } => None,
-            Endpoints::Discovered { .. } => self.metadata().await?.revocation_endpoint.clone(),
+            Endpoints::Discovered { .. } => discovered(self.metadata().await?).cloned(),
         };
-        found.ok_or_else(|| {
-            ProviderError::permanent(
-                "no revocation endpoint: set revocation_url or use an issuer that publishes one (RFC 7009)",
-            )
-        })
+        found.ok_or_else(|| ProviderError::permanent(missing))
     }
 
     /// Discovery, cached after the first success (failures are not cached).

@@ -110,14 +110,7 @@ impl AzureEmulator {
             last_form: Mutex::default(),
         });
         let router = Router::new().fallback(route).with_state(state.clone());
-        let task = match tls {
-            None => tokio::spawn(async move {
-                let _ = axum::serve(listener, router).await;
-            }),
-            Some(acceptor) => tokio::spawn(async move {
-                let _ = axum::serve(crate::tls::TlsListener { listener, acceptor }, router).await;
-            }),
-        };
+        let task = crate::tls::spawn(listener, router, tls);
         Self {
             state,
             task,

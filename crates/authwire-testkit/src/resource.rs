@@ -112,14 +112,7 @@ impl ResourceServer {
             files: Mutex::default(),
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
-        let task = match tls {
-            None => tokio::spawn(async move {
-                let _ = axum::serve(listener, router).await;
-            }),
-            Some(acceptor) => tokio::spawn(async move {
-                let _ = axum::serve(crate::tls::TlsListener { listener, acceptor }, router).await;
-            }),
-        };
+        let task = crate::tls::spawn(listener, router, tls);
         Self {
             state,
             task,

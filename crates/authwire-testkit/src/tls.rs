@@ -4,6 +4,22 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Serve `router` on `listener`, over TLS when an acceptor is given.
+pub(crate) fn spawn(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> tokio::task::JoinHandle<()> {
+    match tls {
+        None => tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        }),
+        Some(acceptor) => tokio::spawn(async move {
+            let _ = axum::serve(TlsListener { listener, acceptor }, router).await;
+        }),
+    }
+}
+
 /// Make a CA and a server certificate in a fresh folder; the acceptor and the CA (PEM).
 pub(crate) fn throwaway() -> (tokio_rustls::TlsAcceptor, Vec<u8>) {
     let dir = std::env::temp_dir().join(format!(

@@ -1,5 +1,5 @@
 //! Every Azure source end to end against the testkit's emulator of Azure's endpoints on
-//! 127.0.0.1. Nothing here talks to Azure or 169.254.169.254: every environment names the
+//! 127.0.0.1. Nothing here talks to Azure or to a cloud metadata address: every environment names the
 //! emulator (or a closed loopback port) before a credential is built.
 
 use authwire::secrecy::ExposeSecret;

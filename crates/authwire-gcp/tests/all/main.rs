@@ -313,7 +313,7 @@ async fn application_default_credentials_look_where_googles_libraries_look() {
     let dir = TempDir::new("gcp-adc");
     let key = dir.write("sa.json", &gcp.service_account_key_json());
     // Every environment below names a closed loopback port for the metadata probe, or turns it
-    // off: no test may reach 169.254.169.254.
+    // off: no test may reach a cloud metadata address.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
