@@ -3,6 +3,8 @@
 //! - `cargo xtask ci`: format check, clippy (warnings are errors), every test including
 //!   doctests, and rustdoc (warnings are errors). This is the test command `.ci/run` calls.
 //! - `cargo xtask bench [FILTER]`: the criterion benchmarks (figures for docs/PERFORMANCE.md).
+//! - `cargo xtask outside [FILTER]`: authwire beside other Rust token libraries in one process
+//!   (the outside harness in `xtask/outside`; needs crates.io, not part of `ci`).
 //! - `cargo xtask interop`: the CLI against third-party servers on loopback (needs Node.js and
 //!   npm; not part of `ci`, which must not depend on a package registry).
 
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("soak") => soak(&args[1..]),
         Some("interop") => interop(),
+        Some("outside") => outside(&args[1..]),
         Some("deps") => deps::unused(&root()).map(|unused| {
             for line in &unused {
                 println!("unused: {line}");
@@ -52,6 +55,7 @@ fn usage() {
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
          deps            list dependencies declared but never used (part of ci)\n  \
          interop         the CLI against panva's oidc-provider, and the cloud emulators against google-auth and\n                  azure-identity, all on loopback (Node.js, npm, Python; see docs/interop.md)\n  \
+         outside [FILTER] authwire beside google-cloud-auth and gcp_auth in one process (crates.io; see\n                  docs/PERFORMANCE.md)\n  \
          soak [--minutes N]  the soak: 64 tasks, 2 s tokens, random IdP faults (see docs/RELIABILITY.md)"
     );
 }
@@ -306,6 +310,21 @@ fn soak(args: &[String]) -> Result<(), String> {
     ]);
     cmd.args(args);
     step("soak", cmd)
+}
+
+/// The outside harness (xtask/outside, a project of its own with its own lockfile): authwire
+/// beside other Rust token libraries in one process, built into the project's target directory.
+fn outside(args: &[String]) -> Result<(), String> {
+    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let mut cmd = cargo();
+    cmd.arg("bench")
+        .arg("--manifest-path")
+        .arg(root().join("xtask/outside/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target)
+        .arg("--");
+    cmd.args(args);
+    step("authwire beside other token libraries", cmd)
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
