@@ -17,12 +17,14 @@ use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 use zeroize::Zeroize;
 
 /// A token as the hot path needs it: its schedule and its prepared header.
 pub(crate) struct Entry {
+    /// Unique in the process, never 0 nor `u64::MAX` (see the authorizer's per-thread slots).
+    pub(crate) serial: u64,
     pub(crate) token: Arc<Token>,
     pub(crate) schedule: Schedule,
     /// The proof of possession of a bound (DPoP) token: step 5 adds its header to each request.
@@ -44,7 +46,9 @@ impl Entry {
         let access_token = retrieve_access_token(&token);
         let proof = token.proof().cloned();
         let prepared = prepare_header(token.token_type().scheme(), access_token, proof.is_some())?;
+        static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             token,
             schedule,
             proof,
@@ -100,6 +104,12 @@ impl Entry {
             header: self.header(),
             bound: self.proof.as_ref().map(|p| (p.clone(), self.token.clone())),
         }
+    }
+
+    /// Whether this entry's token is bound to a key (DPoP): each request needs a proof.
+    #[inline(always)]
+    pub(crate) fn is_bound(&self) -> bool {
+        self.proof.is_some()
     }
 
     /// Whether `value` is the header this entry hands out.

@@ -170,6 +170,7 @@ impl AuthorizerBuilder {
         Authorizer {
             inner: Arc::new(Inner {
                 current: ArcSwapOption::empty(),
+                generation: AtomicU64::new(0),
                 gate: AtomicU64::new(0),
                 degraded: AtomicBool::new(false),
                 control: Mutex::new(Control::default()),

@@ -6,6 +6,9 @@ use super::*;
 pub(super) struct Inner {
     /// The token served now, with its schedule and prepared header.
     pub(super) current: ArcSwapOption<Entry>,
+    /// The serial of `current`'s entry, 0 when there is none: what the per-thread slots
+    /// ([`super::local`]) are checked against. Written after `current`, under `control`.
+    pub(super) generation: AtomicU64,
     /// Nanoseconds since the epoch before which no background refresh may start; `u64::MAX`
     /// while a flight runs. Read on the refresh-due path only.
     pub(super) gate: AtomicU64,
@@ -150,6 +153,7 @@ impl Inner {
         match outcome {
             Outcome::Ready(entry) => {
                 self.current.store(Some(entry.clone()));
+                self.generation.store(entry.serial, Ordering::Release);
                 control.held = Some(entry.token.clone());
                 control.rejected = None;
                 control.published_at = Some(now);

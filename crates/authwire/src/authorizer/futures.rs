@@ -20,7 +20,7 @@ impl Future for AuthorizationHeaderFuture<'_> {
         let refreshing = match &mut this.refreshing {
             Some(refreshing) => refreshing,
             None => {
-                if let Some(value) = this.authorizer.cached(Entry::header) {
+                if let Some(value) = this.authorizer.cached_header() {
                     return std::task::Poll::Ready(unbound(value));
                 }
                 this.refreshing.insert(Box::pin(this.authorizer.refresh()))
@@ -83,7 +83,7 @@ impl Future for AuthorizeTargetFuture<'_> {
         let refreshing = match &mut this.refreshing {
             Some(refreshing) => refreshing,
             None => {
-                if let Some(step5) = this.authorizer.cached(Entry::step5) {
+                if let Some(step5) = this.authorizer.cached_step5() {
                     let nonce = this.authorizer.dpop_nonce_for(&step5, this.target);
                     return std::task::Poll::Ready(step5.apply(this.target, nonce.as_deref(), this.headers));
                 }

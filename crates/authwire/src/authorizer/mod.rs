@@ -2,9 +2,11 @@
 //!
 //! # How a call flows
 //!
-//! The hot path ([`Authorizer::cached`]) loads the current [`Entry`] (an `ArcSwap` load, no
-//! lock), reads the clock once, runs step 1 and clones the prepared header of this thread's
-//! stripe. Nothing else: no lock, no allocation, no shared cache line written.
+//! The hot path ([`Authorizer::cached_via_slot`]) reads the serial of the current [`Entry`] (one
+//! atomic load), and when this thread's slot holds that entry ([`local`]), reads the clock once,
+//! runs step 1 on the slot's schedule and clones the slot's header (this thread's stripe). Else
+//! ([`Authorizer::cached`]) it loads the entry (an `ArcSwap` load, no lock), does the same and
+//! fills the slot. Nothing else: no lock, no allocation, no shared cache line written.
 //!
 //! When step 1 says *refresh due*, the caller still gets the current token at once, and the
 //! first such caller starts a background flight ([`Inner::start_background`]). When it says
@@ -21,6 +23,7 @@ mod builder;
 mod flight;
 mod futures;
 mod limit;
+mod local;
 mod refresh;
 mod striped;
 
@@ -36,7 +39,7 @@ pub use striped::{StripedAuthorizer, StripedHandle};
 
 use crate::clock::SharedClock;
 use crate::metrics::{Counters, Metrics};
-use crate::pipeline::{Entry, check_expiry, is_bound_header, update_headers};
+use crate::pipeline::{Entry, Step5, check_expiry, is_bound_header, update_headers};
 use crate::policy::{self, Freshness, Timing};
 use crate::request::{Answer, RejectionRules, RetryDecision, Target};
 use crate::store::{LeaseGuard, RefreshLease};
@@ -140,7 +143,7 @@ impl Authorizer {
     /// synchronous (a tower `Service::call`).
     #[inline]
     pub fn try_authorize_target(&self, target: &Target<'_>, headers: &mut HeaderMap) -> Option<HeaderValue> {
-        let step5 = self.cached(Entry::step5)?;
+        let step5 = self.cached_step5()?;
         let nonce = self.dpop_nonce_for(&step5, target);
         step5.apply(target, nonce.as_deref(), headers).ok()
     }
@@ -219,7 +222,7 @@ impl Authorizer {
     ///
     /// `None` too for a DPoP-bound token, which never leaves without a proof for its request.
     pub fn cached_authorization_header(&self) -> Option<HeaderValue> {
-        self.cached(Entry::header).filter(|v| !is_bound_header(v))
+        self.cached_header().filter(|v| !is_bound_header(v))
     }
 
     /// Steps 1-3: the current valid token.
@@ -324,6 +327,7 @@ impl Authorizer {
         }
         control.rejection_pending = true;
         inner.current.store(None);
+        inner.generation.store(0, Ordering::Release);
         control.rejected = Some(entry.token.clone());
         Counters::bump(&inner.shared.counters.invalidations);
         info!(cache_key = %inner.shared.key, "token rejected by a server; it will be refreshed on the next call");
@@ -385,6 +389,41 @@ impl Authorizer {
     /// The key this authorizer's tokens are stored under.
     pub fn cache_key(&self) -> &CacheKey {
         &self.inner.shared.key
+    }
+
+    /// The hot path for a header: this thread's slot when it holds the current entry
+    /// ([`local`]), else [`cached`](Self::cached), which fills the slot for the next call. A
+    /// bound token's header is returned too (callers refuse it or add its proof).
+    #[inline(always)]
+    fn cached_header(&self) -> Option<HeaderValue> {
+        self.cached_via_slot(|header| header, |entry| entry.header())
+    }
+
+    /// [`cached_header`](Self::cached_header) for step 5 (a slot hit is an unbound token).
+    #[inline(always)]
+    fn cached_step5(&self) -> Option<Step5> {
+        self.cached_via_slot(|header| Step5 { header, bound: None }, Entry::step5)
+    }
+
+    /// Steps 1 and 3-4 from this thread's slot (`hit` gets its header), else from the entry
+    /// through [`cached`](Self::cached) (`miss`), remembering an unbound entry's header in the
+    /// slot.
+    #[inline(always)]
+    fn cached_via_slot<T>(
+        &self,
+        hit: impl FnOnce(HeaderValue) -> T,
+        miss: impl FnOnce(&Entry) -> T,
+    ) -> Option<T> {
+        let serial = self.inner.generation.load(Ordering::Acquire);
+        if let Some(header) = local::probe(serial, self.inner.shared.clock.now_coarse()) {
+            return Some(hit(header));
+        }
+        self.cached(|entry| {
+            if !entry.is_bound() {
+                local::fill(entry);
+            }
+            miss(entry)
+        })
     }
 
     /// The hot path: steps 1 and 3-4 on the cached entry, without locking or allocating.

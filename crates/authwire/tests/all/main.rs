@@ -5,5 +5,6 @@ mod flights;
 mod mocked;
 mod proofs;
 mod rejections;
+mod slots;
 mod stores;
 mod support;
