@@ -50,7 +50,8 @@
 //! - `poll_ready` passes through to the inner service.
 //! - A response that rejects the token (a 401 whose `WWW-Authenticate` says `invalid_token`, or
 //!   gRPC `grpc-status: 16` UNAUTHENTICATED in a trailers-only response) makes the authorizer
-//!   forget the token that was sent ([`Authorizer::judge`]), so the next request gets a fresh one.
+//!   forget the token that was sent ([`SentToken::judge`](authwire::SentToken::judge); the response future holds
+//!   that plain token, not the authorizer), so the next request gets a fresh one.
 //! - With [`AuthLayer::retry_once`], such a request is also retried once with a fresh token
 //!   ([`Authorizer::decide`]). That needs a body that can be replayed, so that mode requires
 //!   `B: Clone` (hyper's `Full<Bytes>`, `String`, `()`); streaming bodies (tonic's, hyper's
@@ -62,10 +63,7 @@
 //!
 //! [tower]: https://docs.rs/tower
 
-use authwire::{
-    Admission, Answer, AuthError, Authorizer, RejectionRules, RetryDecision, StripedAuthorizer,
-    StripedHandle, Target,
-};
+use authwire::{Admission, Answer, AuthError, Authorizer, RejectionRules, RetryDecision, SentToken, Target};
 pub use authwire::{OriginError, Origins};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use std::fmt;
@@ -93,7 +91,6 @@ pub struct RetryOnce;
 #[derive(Clone)]
 pub struct AuthLayer<M = NoRetry> {
     authorizer: Authorizer,
-    handles: StripedAuthorizer,
     origins: Origins,
     _mode: PhantomData<M>,
 }
@@ -118,7 +115,6 @@ impl AuthLayer {
     /// A layer that authorizes requests admitted by `origins`.
     pub fn with_origins(authorizer: Authorizer, origins: Origins) -> Self {
         Self {
-            handles: StripedAuthorizer::new(&authorizer),
             authorizer,
             origins,
             _mode: PhantomData,
@@ -129,7 +125,6 @@ impl AuthLayer {
     pub fn retry_once(self) -> AuthLayer<RetryOnce> {
         AuthLayer {
             authorizer: self.authorizer,
-            handles: self.handles,
             origins: self.origins,
             _mode: PhantomData,
         }
@@ -143,7 +138,6 @@ impl<S, M> Layer<S> for AuthLayer<M> {
         AuthService {
             inner,
             authorizer: self.authorizer.clone(),
-            handles: self.handles.clone(),
             origins: self.origins.clone(),
             _mode: PhantomData,
         }
@@ -164,8 +158,6 @@ impl<M> fmt::Debug for AuthLayer<M> {
 pub struct AuthService<S, M = NoRetry> {
     inner: S,
     authorizer: Authorizer,
-    /// Per-thread handles for response futures: no shared reference-count write per request.
-    handles: StripedAuthorizer,
     origins: Origins,
     _mode: PhantomData<M>,
 }
@@ -184,8 +176,8 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What the synchronous part of `call` found.
 enum Start {
-    /// The cached token is on the request: this header.
-    Cached(HeaderValue),
+    /// The cached token is on the request.
+    Cached(SentToken),
     /// No usable cached token: wait for one.
     Wait,
     /// Not for this layer's origins.
@@ -195,12 +187,13 @@ enum Start {
 }
 
 /// Scope the request and, when the token is cached, authorize it in place.
+#[inline(always)]
 fn start<B>(authorizer: &Authorizer, origins: &Origins, request: &mut Request<B>) -> Start {
     // The headers are moved out while the target borrows the method and URI.
     let mut headers = std::mem::take(request.headers_mut());
     let target = Target::from_uri(request.method(), request.uri());
     let start = match origins.admits(&target) {
-        Admission::Authorize => match authorizer.try_authorize_target(&target, &mut headers) {
+        Admission::Authorize => match authorizer.try_authorize_target_sent(&target, &mut headers) {
             Some(sent) => Start::Cached(sent),
             None => Start::Wait,
         },
@@ -241,18 +234,18 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let state = match start(&self.authorizer, &self.origins, &mut request) {
             Start::Cached(sent) => {
                 // A bound token's answer may carry a DPoP nonce for this origin (RFC 9449
                 // section 9): keep the target for it; a bearer request keeps nothing.
                 let target = sent
-                    .as_bytes()
-                    .starts_with(b"DPoP ")
+                    .is_bound()
                     .then(|| Box::new((request.method().clone(), request.uri().clone())));
                 State::Sent {
                     future: self.inner.call(request),
-                    sent: Some((sent, self.handles.handle())),
+                    sent: Some(sent),
                     target,
                 }
             }
@@ -371,7 +364,9 @@ pin_project_lite::pin_project! {
         // through untouched (`None`).
         Sent {
             #[pin] future: F,
-            sent: Option<(HeaderValue, StripedHandle)>,
+            // The token sent (plain data: it finds its authorizer only if the answer rejects
+            // it); `None` for a request passed through.
+            sent: Option<SentToken>,
             // For a bound token: the request's method and URI, for the answer's DPoP nonce.
             target: Option<Box<(http::Method, http::Uri)>>,
         },
@@ -389,22 +384,19 @@ where
 {
     type Output = Result<Response<ResBody>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Sent { future, sent, target } => {
                 let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                if let Some((sent, authorizer)) = sent {
+                if let Some(sent) = sent {
                     match target {
                         Some(t) => {
                             let target = Target::from_uri(&t.0, &t.1);
-                            authorizer.judge(
-                                &answer(&response).for_target(&target),
-                                sent,
-                                RejectionRules::default(),
-                            );
+                            sent.judge(&answer(&response).for_target(&target), RejectionRules::default());
                         }
                         None => {
-                            authorizer.judge(&answer(&response), sent, RejectionRules::default());
+                            sent.judge(&answer(&response), RejectionRules::default());
                         }
                     }
                 }

@@ -77,8 +77,8 @@ mod token;
 pub use async_trait::async_trait;
 pub use authorizer::{
     AuthorizationHeader, AuthorizationHeaderFuture, Authorize, AuthorizeFuture, AuthorizeTarget,
-    AuthorizeTargetFuture, Authorizer, AuthorizerBuilder, FetchLimit, StripedAuthorizer, StripedHandle,
-    TokenState,
+    AuthorizeTargetFuture, Authorizer, AuthorizerBuilder, FetchLimit, SentToken, StripedAuthorizer,
+    StripedHandle, TokenState,
 };
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]

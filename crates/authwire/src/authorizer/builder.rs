@@ -171,6 +171,7 @@ impl AuthorizerBuilder {
             inner: Arc::new(Inner {
                 current: ArcSwapOption::empty(),
                 generation: AtomicU64::new(0),
+                registered: AtomicU64::new(0),
                 gate: AtomicU64::new(0),
                 degraded: AtomicBool::new(false),
                 control: Mutex::new(Control::default()),

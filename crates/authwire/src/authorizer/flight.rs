@@ -9,6 +9,8 @@ pub(super) struct Inner {
     /// The serial of `current`'s entry, 0 when there is none: what the per-thread slots
     /// ([`super::local`]) are checked against. Written after `current`, under `control`.
     pub(super) generation: AtomicU64,
+    /// The number under which [`super::registry`] knows this authorizer (0: not registered).
+    pub(super) registered: AtomicU64,
     /// Nanoseconds since the epoch before which no background refresh may start; `u64::MAX`
     /// while a flight runs. Read on the refresh-due path only.
     pub(super) gate: AtomicU64,
@@ -214,6 +216,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        super::registry::remove(*self.registered.get_mut());
         let control = self.control.get_mut().unwrap_or_else(PoisonError::into_inner);
         if let Some(abort) = control.flight.as_ref().and_then(|f| f.abort.as_ref()) {
             abort.abort();

@@ -25,6 +25,7 @@ mod futures;
 mod limit;
 mod local;
 mod refresh;
+mod registry;
 mod striped;
 
 pub use builder::AuthorizerBuilder;
@@ -146,6 +147,56 @@ impl Authorizer {
         let step5 = self.cached_step5()?;
         let nonce = self.dpop_nonce_for(&step5, target);
         step5.apply(target, nonce.as_deref(), headers).ok()
+    }
+
+    /// [`try_authorize_target`](Self::try_authorize_target) for adapters that keep, until the
+    /// answer arrives, only what judging it needs: a [`SentToken`] (two words, no reference
+    /// count) instead of a clone of the header. Give it to
+    /// its [`judge`](SentToken::judge) with the answer.
+    ///
+    /// ```
+    /// # use authwire::{Answer, Authorizer, RejectionRules, Target};
+    /// # async fn send(authorizer: &Authorizer) {
+    /// let (method, uri) = (http::Method::GET, "https://api.example/v1/things".parse().unwrap());
+    /// let mut headers = http::HeaderMap::new();
+    /// let target = Target::from_uri(&method, &uri);
+    /// if let Some(sent) = authorizer.try_authorize_target_sent(&target, &mut headers) {
+    ///     // ... send the request with `headers`; then, with the answer's status and headers:
+    ///     let answer_headers = http::HeaderMap::new();
+    ///     let answer = Answer::new(http::StatusCode::OK, &answer_headers);
+    ///     assert!(!sent.judge(&answer, RejectionRules::default()));
+    /// }
+    /// # }
+    /// ```
+    #[inline(always)]
+    pub fn try_authorize_target_sent(
+        &self,
+        target: &Target<'_>,
+        headers: &mut HeaderMap,
+    ) -> Option<SentToken> {
+        let serial = self.inner.generation.load(Ordering::Acquire);
+        if let Some(header) = local::probe(serial, self.inner.shared.clock.now_coarse()) {
+            update_headers(headers, header);
+            return Some(SentToken {
+                authorizer: registry::number(&self.inner),
+                serial,
+                bound: 0,
+            });
+        }
+        let (serial, step5) = self.cached(|entry| {
+            if !entry.is_bound() {
+                local::fill(entry);
+            }
+            (entry.serial, entry.step5())
+        })?;
+        let bound = u64::from(step5.bound.is_some());
+        let nonce = self.dpop_nonce_for(&step5, target);
+        step5.apply(target, nonce.as_deref(), headers).ok()?;
+        Some(SentToken {
+            authorizer: registry::number(&self.inner),
+            serial,
+            bound,
+        })
     }
 
     /// The rules for a rejected request, in one place: given what came back for a request that
@@ -301,12 +352,16 @@ impl Authorizer {
     /// returned and [`Metrics::throttled_rejections`] counts it. A server that rejects every
     /// token then costs one fetch per backoff, not one per request.
     pub fn invalidate(&self, rejected: &HeaderValue) -> bool {
+        self.invalidate_if(|entry| entry.issued(rejected))
+    }
+
+    fn invalidate_if(&self, issued: impl FnOnce(&Entry) -> bool) -> bool {
         let inner = &self.inner;
         let mut control = inner.lock();
         let Some(entry) = inner.current.load_full() else {
             return false;
         };
-        if !entry.issued(rejected) {
+        if !issued(&entry) {
             return false;
         }
         // A token fetched because the previous one was rejected, and rejected again moments
@@ -529,5 +584,58 @@ impl fmt::Debug for Authorizer {
             .field("timing", &self.inner.shared.timing)
             .field("store", &self.inner.shared.store.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Which token a request carried, for judging its answer later ([`SentToken::judge`]): the
+/// authorizer and the cached entry it came from, and whether it is bound (DPoP). Plain data: no
+/// token, no header, no reference count, so a response future keeps it for free. From
+/// [`Authorizer::try_authorize_target_sent`].
+///
+/// The default is no token at all: judging it forgets nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SentToken {
+    /// The authorizer's number in the registry (0: none).
+    authorizer: u64,
+    /// The entry's serial (0: none).
+    serial: u64,
+    /// 1 for a bound token, else 0. A whole word, not a `bool`: values holding a `SentToken`
+    /// are moved as whole words, and a byte written alone then read back inside a wider load
+    /// stalls store-to-load forwarding (measured in the tower layer's response future).
+    bound: u64,
+}
+
+impl SentToken {
+    /// Whether the token is bound to a key (DPoP): its answers may carry a nonce for the origin.
+    pub fn is_bound(&self) -> bool {
+        self.bound != 0
+    }
+
+    /// [`Authorizer::judge`] for the request that carried this token: whether `answer` rejects
+    /// it, and if so, make its authorizer forget it (rate-limited) unless it has been replaced
+    /// since; a bound token's answer also updates the origin's DPoP nonce (the answer must then
+    /// know its origin, [`Answer::for_target`]). The authorizer is not kept alive by the token:
+    /// if it has been dropped, there is nothing to forget.
+    #[inline]
+    pub fn judge(&self, answer: &Answer<'_>, rules: RejectionRules) -> bool {
+        if self.bound == 0 && !answer.rejects_token(rules) {
+            return false; // the common case: no lookup at all
+        }
+        self.judge_slow(answer, rules)
+    }
+
+    #[cold]
+    fn judge_slow(&self, answer: &Answer<'_>, rules: RejectionRules) -> bool {
+        let rejected = answer.rejects_token(rules);
+        let Some(authorizer) = registry::find(self.authorizer) else {
+            return rejected;
+        };
+        if self.is_bound() {
+            authorizer.remember_dpop_nonce(answer);
+        }
+        if rejected {
+            authorizer.invalidate_if(|entry| entry.serial == self.serial);
+        }
+        rejected
     }
 }

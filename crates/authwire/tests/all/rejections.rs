@@ -158,3 +158,106 @@ async fn an_answer_that_does_not_blame_the_token_changes_nothing() {
     );
     assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
 }
+
+// `SentToken`: what an adapter keeps of a request until its answer arrives (issue 16).
+
+fn api_target() -> (Method, http::Uri) {
+    (Method::GET, "https://api.example/v1".parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_sent_token_makes_its_authorizer_forget_a_rejected_token() {
+    let (authorizer, provider, _clock) = setup();
+    authorizer.authorization_header().await.unwrap();
+    let (method, uri) = api_target();
+    let mut headers = HeaderMap::new();
+    let sent = authorizer
+        .try_authorize_target_sent(&Target::from_uri(&method, &uri), &mut headers)
+        .expect("cached");
+    assert_eq!(headers["authorization"], "Bearer access-1");
+    assert!(!sent.is_bound());
+
+    let ok = HeaderMap::new();
+    assert!(!sent.judge(&Answer::new(StatusCode::OK, &ok), RejectionRules::default()));
+    assert_eq!(
+        authorizer.cached_authorization_header().unwrap(),
+        "Bearer access-1"
+    );
+
+    let rejection = invalid_token();
+    assert!(sent.judge(
+        &Answer::new(StatusCode::UNAUTHORIZED, &rejection),
+        RejectionRules::default()
+    ));
+    assert_eq!(authorizer.cached_authorization_header(), None, "forgotten");
+    assert_eq!(
+        authorizer.authorization_header().await.unwrap(),
+        "Bearer access-2"
+    );
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_late_rejection_of_a_replaced_token_forgets_nothing() {
+    let (authorizer, provider, clock) = setup();
+    authorizer.authorization_header().await.unwrap();
+    let (method, uri) = api_target();
+    let mut headers = HeaderMap::new();
+    let old = authorizer
+        .try_authorize_target_sent(&Target::from_uri(&method, &uri), &mut headers)
+        .unwrap();
+    // The token is replaced (rejected by another request), and the rejection cooldown passes.
+    assert!(authorizer.invalidate(&headers["authorization"]));
+    assert_eq!(
+        authorizer.authorization_header().await.unwrap(),
+        "Bearer access-2"
+    );
+    clock.advance(Duration::from_secs(60));
+    // Then the first request's answer arrives: it rejected access-1, not access-2.
+    let rejection = invalid_token();
+    assert!(old.judge(
+        &Answer::new(StatusCode::UNAUTHORIZED, &rejection),
+        RejectionRules::default()
+    ));
+    assert_eq!(
+        authorizer.cached_authorization_header().unwrap(),
+        "Bearer access-2"
+    );
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_sent_token_does_not_keep_its_authorizer_alive() {
+    let (authorizer, provider, _clock) = setup();
+    authorizer.authorization_header().await.unwrap();
+    let (method, uri) = api_target();
+    let mut headers = HeaderMap::new();
+    let sent = authorizer
+        .try_authorize_target_sent(&Target::from_uri(&method, &uri), &mut headers)
+        .unwrap();
+    assert_eq!(
+        Arc::strong_count(&provider.calls),
+        2,
+        "the authorizer's provider and ours"
+    );
+    drop(authorizer);
+    assert_eq!(
+        Arc::strong_count(&provider.calls),
+        1,
+        "the authorizer and its provider are gone"
+    );
+    // Its authorizer is gone: the answer is still judged, and there is nothing to forget.
+    let rejection = invalid_token();
+    assert!(sent.judge(
+        &Answer::new(StatusCode::UNAUTHORIZED, &rejection),
+        RejectionRules::default()
+    ));
+    // A default token stands for no token: it is never anyone's.
+    let (other, _, _) = setup();
+    other.authorization_header().await.unwrap();
+    assert!(authwire::SentToken::default().judge(
+        &Answer::new(StatusCode::UNAUTHORIZED, &rejection),
+        RejectionRules::default()
+    ));
+    assert!(other.cached_authorization_header().is_some(), "not forgotten");
+}

@@ -35,7 +35,10 @@ async fn many_authorizers_on_one_thread_each_get_their_own_header() {
     for n in 100..140 {
         let auth = named(n);
         assert_eq!(auth.cached_authorization_header(), None, "nothing fetched yet");
-        assert_eq!(auth.authorization_header().await.unwrap(), format!("Bearer access-{n}").as_str());
+        assert_eq!(
+            auth.authorization_header().await.unwrap(),
+            format!("Bearer access-{n}").as_str()
+        );
     }
 }
 
@@ -46,7 +49,11 @@ async fn a_forgotten_token_is_not_served_from_the_slot() {
         .clock(ManualClock::new(t0()))
         .build();
     let first = auth.authorization_header().await.unwrap();
-    assert_eq!(auth.authorization_header().await.unwrap(), first, "served from the slot");
+    assert_eq!(
+        auth.authorization_header().await.unwrap(),
+        first,
+        "served from the slot"
+    );
     assert!(auth.invalidate(&first));
     assert_eq!(auth.cached_authorization_header(), None);
     assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
@@ -83,12 +90,19 @@ fn a_token_replaced_on_another_thread_is_not_served_from_this_threads_slot() {
             .unwrap()
     };
     let first = runtime().block_on(auth.authorization_header()).unwrap();
-    assert_eq!(auth.cached_authorization_header().unwrap(), first, "this thread's slot is filled");
+    assert_eq!(
+        auth.cached_authorization_header().unwrap(),
+        first,
+        "this thread's slot is filled"
+    );
     std::thread::scope(|s| {
         s.spawn(|| {
             let seen = auth.cached_authorization_header().unwrap();
             assert!(auth.invalidate(&seen));
-            assert_eq!(runtime().block_on(auth.authorization_header()).unwrap(), "Bearer access-2");
+            assert_eq!(
+                runtime().block_on(auth.authorization_header()).unwrap(),
+                "Bearer access-2"
+            );
         });
     });
     assert_eq!(auth.cached_authorization_header().unwrap(), "Bearer access-2");
