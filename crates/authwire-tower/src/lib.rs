@@ -50,8 +50,9 @@
 //! - `poll_ready` passes through to the inner service.
 //! - A response that rejects the token (a 401 whose `WWW-Authenticate` says `invalid_token`, or
 //!   gRPC `grpc-status: 16` UNAUTHENTICATED in a trailers-only response) makes the authorizer
-//!   forget the token that was sent ([`SentToken::judge`](authwire::SentToken::judge); the response future holds
-//!   that plain token, not the authorizer), so the next request gets a fresh one.
+//!   forget the token that was sent ([`SentToken::judge`](authwire::SentToken::judge): the
+//!   response future holds that plain token, not the authorizer), so the next request gets a
+//!   fresh one.
 //! - With [`AuthLayer::retry_once`], such a request is also retried once with a fresh token
 //!   ([`Authorizer::decide`]). That needs a body that can be replayed, so that mode requires
 //!   `B: Clone` (hyper's `Full<Bytes>`, `String`, `()`); streaming bodies (tonic's, hyper's
