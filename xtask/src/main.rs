@@ -317,11 +317,12 @@ fn soak(args: &[String]) -> Result<(), String> {
 fn outside(args: &[String]) -> Result<(), String> {
     let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let mut cmd = cargo();
-    cmd.arg("bench")
+    // Through the environment, not `--target-dir`: criterion reads it to put its reports in
+    // target/criterion/outside beside the workspace's own.
+    cmd.env("CARGO_TARGET_DIR", target)
+        .arg("bench")
         .arg("--manifest-path")
         .arg(root().join("xtask/outside/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target)
         .arg("--");
     cmd.args(args);
     step("authwire beside other token libraries", cmd)
