@@ -150,9 +150,9 @@ impl Authorizer {
     }
 
     /// [`try_authorize_target`](Self::try_authorize_target) for adapters that keep, until the
-    /// answer arrives, only what judging it needs: a [`SentToken`] (two words, no reference
-    /// count) instead of a clone of the header. Give it to
-    /// its [`judge`](SentToken::judge) with the answer.
+    /// answer arrives, only what judging it needs: a [`SentToken`] (three words, no reference
+    /// count) instead of a clone of the header. When the answer comes, call its
+    /// [`judge`](SentToken::judge).
     ///
     /// ```
     /// # use authwire::{Answer, Authorizer, RejectionRules, Target};
