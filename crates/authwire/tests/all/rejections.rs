@@ -161,19 +161,33 @@ async fn an_answer_that_does_not_blame_the_token_changes_nothing() {
 
 // `SentToken`: what an adapter keeps of a request until its answer arrives (issue 16).
 
-fn api_target() -> (Method, http::Uri) {
-    (Method::GET, "https://api.example/v1".parse().unwrap())
+/// A warm authorizer's cached token on a GET: what was sent, and the request's headers.
+async fn sent_by(authorizer: &Authorizer) -> (authwire::SentToken, HeaderMap) {
+    authorizer.authorization_header().await.unwrap();
+    let (method, uri) = (
+        Method::GET,
+        "https://api.example/v1".parse::<http::Uri>().unwrap(),
+    );
+    let mut headers = HeaderMap::new();
+    let sent = authorizer
+        .try_authorize_target_sent(&Target::from_uri(&method, &uri), &mut headers)
+        .expect("cached");
+    (sent, headers)
+}
+
+/// `sent.judge` on a 401 whose challenge says `invalid_token`.
+fn judge_rejection(sent: &authwire::SentToken) -> bool {
+    let rejection = invalid_token();
+    sent.judge(
+        &Answer::new(StatusCode::UNAUTHORIZED, &rejection),
+        RejectionRules::default(),
+    )
 }
 
 #[tokio::test]
 async fn a_sent_token_makes_its_authorizer_forget_a_rejected_token() {
     let (authorizer, provider, _clock) = setup();
-    authorizer.authorization_header().await.unwrap();
-    let (method, uri) = api_target();
-    let mut headers = HeaderMap::new();
-    let sent = authorizer
-        .try_authorize_target_sent(&Target::from_uri(&method, &uri), &mut headers)
-        .expect("cached");
+    let (sent, headers) = sent_by(&authorizer).await;
     assert_eq!(headers["authorization"], "Bearer access-1");
     assert!(!sent.is_bound());
 
@@ -184,11 +198,7 @@ async fn a_sent_token_makes_its_authorizer_forget_a_rejected_token() {
         "Bearer access-1"
     );
 
-    let rejection = invalid_token();
-    assert!(sent.judge(
-        &Answer::new(StatusCode::UNAUTHORIZED, &rejection),
-        RejectionRules::default()
-    ));
+    assert!(judge_rejection(&sent));
     assert_eq!(authorizer.cached_authorization_header(), None, "forgotten");
     assert_eq!(
         authorizer.authorization_header().await.unwrap(),
@@ -200,12 +210,7 @@ async fn a_sent_token_makes_its_authorizer_forget_a_rejected_token() {
 #[tokio::test]
 async fn a_late_rejection_of_a_replaced_token_forgets_nothing() {
     let (authorizer, provider, clock) = setup();
-    authorizer.authorization_header().await.unwrap();
-    let (method, uri) = api_target();
-    let mut headers = HeaderMap::new();
-    let old = authorizer
-        .try_authorize_target_sent(&Target::from_uri(&method, &uri), &mut headers)
-        .unwrap();
+    let (old, headers) = sent_by(&authorizer).await;
     // The token is replaced (rejected by another request), and the rejection cooldown passes.
     assert!(authorizer.invalidate(&headers["authorization"]));
     assert_eq!(
@@ -214,11 +219,7 @@ async fn a_late_rejection_of_a_replaced_token_forgets_nothing() {
     );
     clock.advance(Duration::from_secs(60));
     // Then the first request's answer arrives: it rejected access-1, not access-2.
-    let rejection = invalid_token();
-    assert!(old.judge(
-        &Answer::new(StatusCode::UNAUTHORIZED, &rejection),
-        RejectionRules::default()
-    ));
+    assert!(judge_rejection(&old));
     assert_eq!(
         authorizer.cached_authorization_header().unwrap(),
         "Bearer access-2"
@@ -229,12 +230,7 @@ async fn a_late_rejection_of_a_replaced_token_forgets_nothing() {
 #[tokio::test]
 async fn a_sent_token_does_not_keep_its_authorizer_alive() {
     let (authorizer, provider, _clock) = setup();
-    authorizer.authorization_header().await.unwrap();
-    let (method, uri) = api_target();
-    let mut headers = HeaderMap::new();
-    let sent = authorizer
-        .try_authorize_target_sent(&Target::from_uri(&method, &uri), &mut headers)
-        .unwrap();
+    let (sent, _) = sent_by(&authorizer).await;
     assert_eq!(
         Arc::strong_count(&provider.calls),
         2,
@@ -247,17 +243,10 @@ async fn a_sent_token_does_not_keep_its_authorizer_alive() {
         "the authorizer and its provider are gone"
     );
     // Its authorizer is gone: the answer is still judged, and there is nothing to forget.
-    let rejection = invalid_token();
-    assert!(sent.judge(
-        &Answer::new(StatusCode::UNAUTHORIZED, &rejection),
-        RejectionRules::default()
-    ));
+    assert!(judge_rejection(&sent));
     // A default token stands for no token: it is never anyone's.
     let (other, _, _) = setup();
     other.authorization_header().await.unwrap();
-    assert!(authwire::SentToken::default().judge(
-        &Answer::new(StatusCode::UNAUTHORIZED, &rejection),
-        RejectionRules::default()
-    ));
+    assert!(judge_rejection(&authwire::SentToken::default()));
     assert!(other.cached_authorization_header().is_some(), "not forgotten");
 }
