@@ -255,12 +255,15 @@ where
                 sent: None,
                 target: None,
             },
-            Start::Refused(e) => State::Refused { error: Some(e) },
+            Start::Refused(e) => State::Other {
+                // An async block, so that the future holds the error only (not a response type).
+                future: Box::pin(async move { Err(e.into()) }),
+            },
             Start::Wait => {
                 // Wait for a token, then call the service that was made ready.
                 let mut ready = take_ready(&mut self.inner);
                 let authorizer = self.authorizer.clone();
-                State::Refreshing {
+                State::Other {
                     future: Box::pin(async move {
                         let sent = authorize(&authorizer, &mut request).await?;
                         let (method, uri) = (request.method().clone(), request.uri().clone());
@@ -371,10 +374,8 @@ pin_project_lite::pin_project! {
             // For a bound token: the request's method and URI, for the answer's DPoP nonce.
             target: Option<Box<(http::Method, http::Uri)>>,
         },
-        // Waiting for a token first.
-        Refreshing { future: BoxFuture<Result<Response<ResBody>, BoxError>> },
-        // The destination was refused; the request was not sent.
-        Refused { error: Option<OriginError> },
+        // Waiting for a token first, or a refused destination (the request was not sent).
+        Other { future: BoxFuture<Result<Response<ResBody>, BoxError>> },
     }
 }
 
@@ -403,10 +404,7 @@ where
                 }
                 Poll::Ready(Ok(response))
             }
-            StateProj::Refreshing { future } => future.as_mut().poll(cx),
-            StateProj::Refused { error } => Poll::Ready(Err(error
-                .take()
-                .map_or_else(|| "polled after completion".into(), Into::into))),
+            StateProj::Other { future } => future.as_mut().poll(cx),
         }
     }
 }
@@ -415,8 +413,7 @@ impl<F, ResBody> fmt::Debug for ResponseFuture<F, ResBody> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Sent { .. } => "sent",
-            State::Refreshing { .. } => "refreshing",
-            State::Refused { .. } => "refused",
+            State::Other { .. } => "waiting",
         };
         f.debug_struct("ResponseFuture").field("state", &state).finish()
     }
