@@ -175,7 +175,8 @@ impl Authorizer {
         headers: &mut HeaderMap,
     ) -> Option<SentToken> {
         let serial = self.inner.generation.load(Ordering::Acquire);
-        if let Some(header) = local::probe(serial, self.inner.shared.clock.now_coarse()) {
+        let now = self.inner.shared.clock.now_coarse();
+        if let Some(header) = local::probe(serial, now) {
             update_headers(headers, header);
             return Some(SentToken {
                 authorizer: registry::number(&self.inner),
@@ -183,7 +184,7 @@ impl Authorizer {
                 bound: 0,
             });
         }
-        let (serial, step5) = self.cached(|entry| {
+        let (serial, step5) = self.cached_at(now, |entry| {
             if !entry.is_bound() {
                 local::fill(entry);
             }
@@ -470,10 +471,11 @@ impl Authorizer {
         miss: impl FnOnce(&Entry) -> T,
     ) -> Option<T> {
         let serial = self.inner.generation.load(Ordering::Acquire);
-        if let Some(header) = local::probe(serial, self.inner.shared.clock.now_coarse()) {
+        let now = self.inner.shared.clock.now_coarse();
+        if let Some(header) = local::probe(serial, now) {
             return Some(hit(header));
         }
-        self.cached(|entry| {
+        self.cached_at(now, |entry| {
             if !entry.is_bound() {
                 local::fill(entry);
             }
@@ -485,9 +487,14 @@ impl Authorizer {
     /// `None` when there is no usable token and the caller must wait for a refresh.
     #[inline(always)]
     fn cached<T>(&self, take: impl FnOnce(&Entry) -> T) -> Option<T> {
+        self.cached_at(self.inner.shared.clock.now_coarse(), take)
+    }
+
+    /// [`cached`](Self::cached) with the (coarse) time already read.
+    #[inline(always)]
+    fn cached_at<T>(&self, now: SystemTime, take: impl FnOnce(&Entry) -> T) -> Option<T> {
         let guard = self.inner.current.load();
         let entry = guard.as_ref()?;
-        let now = self.inner.shared.clock.now_coarse();
         match check_expiry(&entry.schedule, now) {
             Freshness::Fresh => Some(take(entry)),
             Freshness::RefreshDue => {
