@@ -1,7 +1,8 @@
 //! Where the CLI's credentials come from: flags, a profile in the config file, the environment.
 //! The client secret never comes from argv (other users can read it there).
 
-use crate::{CliError, Credentials};
+use crate::args::{AuthMethod, CacheKind, Cloud, Credentials};
+use crate::error::CliError;
 use authwire::{Authorizer, TokenStore};
 use authwire_file::FileStore;
 use authwire_keyring::KeyringStore;
@@ -53,41 +54,8 @@ struct Profile {
     username: Option<String>,
 }
 
-/// Which token cache to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum CacheKind {
-    /// The OS keyring.
-    Keyring,
-    /// A 0600 file under `$XDG_CACHE_HOME/authwire/`.
-    File,
-    /// No cache: fetch every time.
-    None,
-}
-
-/// How the client authenticates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum AuthMethod {
-    /// `client_secret_basic`.
-    Basic,
-    /// `client_secret_post`.
-    Post,
-    /// `private_key_jwt` (with `--private-key-file`).
-    PrivateKeyJwt,
-    /// A public client.
-    None,
-}
-
 /// The token store behind `--cache`, and how to name it to the user.
 pub(crate) type ChosenStore = (Arc<dyn TokenStore>, String);
-
-/// A cloud platform's own credentials instead of an OAuth2 client (`--credential`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Cloud {
-    /// Google Cloud Application Default Credentials (key file, gcloud login, metadata server).
-    Gcp,
-    /// Azure's default chain (environment, workload identity, managed identity).
-    Azure,
-}
 
 /// The resolved configuration.
 pub(crate) struct Settings {
@@ -390,6 +358,16 @@ impl Settings {
     pub(crate) fn cache_key(&self) -> authwire::CacheKey {
         self.provider.cache_key()
     }
+
+    /// The authorizer for these settings. With a store, a token that cannot be saved fails the
+    /// command: a rotated refresh token must not be lost when the process exits.
+    pub(crate) fn authorizer(&self) -> Authorizer {
+        let mut b = Authorizer::builder(self.provider.clone());
+        if let Some((store, _)) = &self.store {
+            b = b.store(store.clone()).require_store(true);
+        }
+        b.build()
+    }
 }
 
 /// Where the client's DPoP key is kept in the cache.
@@ -477,14 +455,4 @@ fn open_store(kind: Option<CacheKind>) -> Result<Option<ChosenStore>, CliError> 
             Ok(Some((store, description)))
         }
     }
-}
-
-/// The authorizer for these settings. With a store, a token that cannot be saved fails the
-/// command: a rotated refresh token must not be lost when the process exits.
-pub(crate) fn authorizer(s: &Settings) -> Authorizer {
-    let mut b = Authorizer::builder(s.provider.clone());
-    if let Some((store, _)) = &s.store {
-        b = b.store(store.clone()).require_store(true);
-    }
-    b.build()
 }

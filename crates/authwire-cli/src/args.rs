@@ -1,0 +1,303 @@
+//! The command line as clap sees it: every flag, subcommand and value type, and nothing else.
+//!
+//! Parsing only: what a flag means once combined with a profile and the environment is
+//! [`crate::settings`]' business, and what a command does with it is in [`crate::commands`].
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `authwire`: the top-level command.
+#[derive(Parser)]
+#[command(
+    name = "authwire",
+    version,
+    about = "Tokens and authorized requests from a terminal",
+    long_about = None,
+    after_help = "Also a docker credential helper: installed (or linked) as `docker-credential-authwire`, \
+it speaks docker's protocol (get, list, store, erase, version); see `docker-credential-authwire --help`."
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) credentials: Credentials,
+
+    /// Trace the pipeline's five steps on stderr, with timings (never with secrets).
+    #[arg(short, long, global = true)]
+    pub(crate) verbose: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where tokens come from. Flags override the profile. The client secret is read from
+/// AUTHWIRE_CLIENT_SECRET or --client-secret-file, never from the command line.
+#[derive(Args, Default, Clone)]
+pub(crate) struct Credentials {
+    /// A profile from $XDG_CONFIG_HOME/authwire/config.toml.
+    #[arg(long, global = true)]
+    pub(crate) profile: Option<String>,
+    /// The issuer URL (endpoints found by discovery).
+    #[arg(long, global = true)]
+    pub(crate) issuer: Option<String>,
+    /// The token endpoint URL.
+    #[arg(long, global = true)]
+    pub(crate) token_url: Option<String>,
+    /// The client id.
+    #[arg(long, global = true)]
+    pub(crate) client_id: Option<String>,
+    /// A file holding the client secret (instead of AUTHWIRE_CLIENT_SECRET).
+    #[arg(long, global = true)]
+    pub(crate) client_secret_file: Option<PathBuf>,
+    /// A scope to ask for; repeatable, or space-delimited.
+    #[arg(long, global = true)]
+    pub(crate) scope: Vec<String>,
+    /// The audience to ask for.
+    #[arg(long, global = true)]
+    pub(crate) audience: Option<String>,
+    /// A resource indicator (RFC 8707); repeatable.
+    #[arg(long, global = true)]
+    pub(crate) resource: Vec<String>,
+    /// How the client authenticates.
+    #[arg(long, global = true, value_enum)]
+    pub(crate) auth_method: Option<AuthMethod>,
+    /// The private key (PEM) for --auth-method private-key-jwt.
+    #[arg(long, global = true)]
+    pub(crate) private_key_file: Option<PathBuf>,
+    /// Where tokens are cached [default: keyring where available, else file].
+    #[arg(long, global = true, value_enum)]
+    pub(crate) cache: Option<CacheKind>,
+    /// Allow plain http to hosts that are not loopback (tokens cross the network readable).
+    #[arg(long, global = true)]
+    pub(crate) allow_insecure_http: bool,
+    /// Bind tokens to a DPoP key (RFC 9449), kept in the cache beside them; requests made with
+    /// `curl` then carry a proof each.
+    #[arg(long, global = true)]
+    pub(crate) dpop: bool,
+    /// The authorization endpoint, for `login --browser` [default: from discovery].
+    #[arg(long, global = true)]
+    pub(crate) authorization_url: Option<String>,
+    /// The revocation endpoint (RFC 7009), for `logout` [default: from discovery].
+    #[arg(long, global = true)]
+    pub(crate) revocation_url: Option<String>,
+    /// Use the cloud platform's own credentials instead of an OAuth2 client: `gcp`
+    /// (Application Default Credentials) or `azure` (environment, workload identity, managed
+    /// identity). No client id or secret needed.
+    #[arg(long, global = true, value_enum)]
+    pub(crate) credential: Option<Cloud>,
+}
+
+impl Credentials {
+    /// The settings of one profile, with no flag overriding them.
+    pub(crate) fn for_profile(name: &str) -> Self {
+        Self {
+            profile: Some(name.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
+/// The subcommands; each runs from its own file in `commands/`.
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Print the access token alone on stdout.
+    Token(TokenArgs),
+    /// Print the header line "Authorization: SCHEME TOKEN".
+    Header,
+    /// Send a request with the Authorization header added; print the body.
+    Curl(CurlArgs),
+    /// Log in as a person and cache the refresh token: through the browser (authorization code
+    /// with PKCE) when one can be opened and the server supports it, otherwise with the device
+    /// flow.
+    Login(LoginArgs),
+    /// Revoke the cached refresh token at the server (RFC 7009), then delete the cached token.
+    Logout,
+    /// Show a JWT's header and claims (the current token if none is given; "-" reads stdin).
+    Inspect(InspectArgs),
+    /// kubectl's exec credential plugin: print an ExecCredential (client.authentication.k8s.io)
+    /// with the token and its expiry. Logs in only when kubectl says a person is there.
+    Kube(KubeArgs),
+    /// git's credential helper (gitcredentials(7)): `get` answers for the configured hosts,
+    /// `erase` forgets a rejected token, `store` is ignored.
+    GitCredential(GitArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `authwire token`.
+#[derive(Args)]
+pub(crate) struct TokenArgs {
+    /// Print {"access_token","token_type","expires_at","scope"} instead.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Refresh first if the token has less than this left (`90s`, `5m`, `2h`, `1d`, or seconds).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) min_ttl: Option<Duration>,
+}
+
+/// `authwire inspect`.
+#[derive(Args)]
+pub(crate) struct InspectArgs {
+    /// The token, or "-" for stdin.
+    pub(crate) token: Option<String>,
+}
+
+/// `authwire kube`.
+#[derive(Args)]
+pub(crate) struct KubeArgs {
+    /// Send the OpenID Connect ID token (what Kubernetes' OIDC authenticator checks)
+    /// instead of the access token.
+    #[arg(long)]
+    pub(crate) id_token: bool,
+}
+
+/// `authwire git-credential`.
+#[derive(Args)]
+pub(crate) struct GitArgs {
+    /// A host to answer for (`git.example.com`, `127.0.0.1:8080`); repeatable. Other hosts get
+    /// no answer, so the next helper in git's list can give one.
+    #[arg(long = "host")]
+    pub(crate) hosts: Vec<String>,
+    /// The username sent with the token (`oauth2` for GitLab, `x-access-token` for GitHub).
+    #[arg(long, default_value = "oauth2")]
+    pub(crate) username: String,
+    /// How to answer `get`: `auto` sends `authtype=Bearer` when git can and the server asks
+    /// for Bearer, otherwise username and password.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) authtype: AuthType,
+    /// git's action: get, store or erase.
+    pub(crate) action: String,
+}
+
+/// `authwire login`.
+#[derive(Args)]
+pub(crate) struct LoginArgs {
+    /// Log in through the browser: authorization code + PKCE on a loopback redirect (RFC 8252).
+    #[arg(long, conflicts_with = "device")]
+    pub(crate) browser: bool,
+    /// Log in with the device authorization grant (RFC 8628): a code to enter on another device.
+    #[arg(long)]
+    pub(crate) device: bool,
+    /// With the browser flow: only print the URL (on stderr), do not open a browser.
+    #[arg(long)]
+    pub(crate) no_open: bool,
+    /// OpenID Connect `prompt` for the browser flow (login, consent, select_account).
+    #[arg(long)]
+    pub(crate) prompt: Option<String>,
+    /// OpenID Connect `login_hint` for the browser flow (the account to preselect).
+    #[arg(long)]
+    pub(crate) login_hint: Option<String>,
+    /// How long to wait for the browser or the device approval (`90s`, `5m`).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub(crate) timeout: Duration,
+}
+
+/// `authwire curl`.
+#[derive(Args)]
+pub(crate) struct CurlArgs {
+    /// The method [default: GET, or POST with data].
+    #[arg(short = 'X', long = "request")]
+    pub(crate) method: Option<String>,
+    /// A header, "Name: value"; repeatable.
+    #[arg(short = 'H', long = "header")]
+    pub(crate) headers: Vec<String>,
+    /// The request body.
+    #[arg(short = 'd', long = "data", conflicts_with = "data_file")]
+    pub(crate) data: Option<String>,
+    /// A file holding the request body.
+    #[arg(long)]
+    pub(crate) data_file: Option<PathBuf>,
+    /// Print the status line and headers before the body.
+    #[arg(short = 'i', long = "include")]
+    pub(crate) include: bool,
+    /// The URL.
+    pub(crate) url: String,
+}
+
+/// Which token cache to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum CacheKind {
+    /// The OS keyring.
+    Keyring,
+    /// A 0600 file under `$XDG_CACHE_HOME/authwire/`.
+    File,
+    /// No cache: fetch every time.
+    None,
+}
+
+/// How the client authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AuthMethod {
+    /// `client_secret_basic`.
+    Basic,
+    /// `client_secret_post`.
+    Post,
+    /// `private_key_jwt` (with `--private-key-file`).
+    PrivateKeyJwt,
+    /// A public client.
+    None,
+}
+
+/// A cloud platform's own credentials instead of an OAuth2 client (`--credential`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Cloud {
+    /// Google Cloud Application Default Credentials (key file, gcloud login, metadata server).
+    Gcp,
+    /// Azure's default chain (environment, workload identity, managed identity).
+    Azure,
+}
+
+/// How the git helper answers `get`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AuthType {
+    /// Bearer when git can send it (`capability[]=authtype`) and the server asked for it
+    /// (`wwwauth[]` names Bearer); otherwise username and password.
+    Auto,
+    /// Always username and password (the token as the password).
+    Basic,
+    /// Always `authtype=Bearer` (git 2.46 or later).
+    Bearer,
+}
+
+/// `90s`, `5m`, `2h`, `1d`, or plain seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 5m or 2h"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_take_the_units_the_help_names() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}
