@@ -7,8 +7,9 @@
 //!   header `X-IDENTITY-HEADER: {IDENTITY_HEADER}`; `expires_on` is a string of epoch seconds.
 
 use crate::{Env, process_env, scope_to_resource};
+use authwire::http;
 use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, Token, async_trait};
-use authwire_oauth2::transport::{self, LazyClient, Reply};
+use authwire_oauth2::transport::{self, HttpClient, Reply};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +20,9 @@ use tokio::sync::OnceCell;
 pub const IMDS_ENDPOINT: &str = "http://169.254.169.254";
 /// How long the first request of a chain waits for IMDS to be there at all.
 pub const IMDS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one token request to IMDS or App Service may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Clone)]
 enum Endpoint {
@@ -36,7 +40,7 @@ pub struct ManagedIdentity {
     endpoint: Endpoint,
     client_id: Option<String>,
     scope: Option<String>,
-    client: Arc<LazyClient>,
+    client: HttpClient,
     clock: Arc<dyn Clock>,
     /// Probe IMDS (quickly) before the first token request: set in a chain, where a laptop must
     /// not wait for a token request to time out.
@@ -75,10 +79,7 @@ impl ManagedIdentity {
             endpoint,
             client_id: None,
             scope: None,
-            client: Arc::new(LazyClient::new(transport::client_builder(concat!(
-                "authwire-azure/",
-                env!("CARGO_PKG_VERSION")
-            )))),
+            client: HttpClient::new(concat!("authwire-azure/", env!("CARGO_PKG_VERSION"))),
             clock: Arc::new(authwire::SystemClock),
             probe: None,
         }
@@ -123,11 +124,9 @@ impl ManagedIdentity {
     /// One short request without the `Metadata` header: any HTTP answer (IMDS says 400) means
     /// IMDS is there; a refused or silent connection means it is not.
     async fn probe_imds(&self, base: &str) -> Result<(), ProviderError> {
-        let client = self.client.get()?;
-        let request = client
-            .get(format!("{base}/metadata/identity/oauth2/token"))
-            .timeout(IMDS_PROBE_TIMEOUT);
-        match tokio::time::timeout(IMDS_PROBE_TIMEOUT, transport::send(request)).await {
+        let request = http::Request::get(format!("{base}/metadata/identity/oauth2/token"));
+        let probe = self.client.send(request, Vec::new(), IMDS_PROBE_TIMEOUT);
+        match tokio::time::timeout(IMDS_PROBE_TIMEOUT, probe).await {
             Ok(Ok(_)) => Ok(()),
             _ => Err(ProviderError::permanent(format!(
                 "no managed identity endpoint answered at {base} within {}s: not on Azure? set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET, or AZURE_FEDERATED_TOKEN_FILE",
@@ -218,7 +217,6 @@ impl IdentityProvider for ManagedIdentity {
             .as_deref()
             .map(|c| format!("&client_id={}", encode(c)))
             .unwrap_or_default();
-        let client = self.client.get()?;
         match &self.endpoint {
             Endpoint::Imds { base } => {
                 if let Some(probe) = &self.probe {
@@ -227,29 +225,30 @@ impl IdentityProvider for ManagedIdentity {
                 let url = format!(
                     "{base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}{client_id}"
                 );
-                let request = client
-                    .get(url)
-                    .header("Metadata", "true")
-                    .timeout(Duration::from_secs(20));
-                let reply = transport::send(request).await.map_err(|e| {
-                    if e.status().is_none() && e.is_transient() {
-                        ProviderError::transient(format!(
-                            "no managed identity endpoint answered at {base}: not on Azure? ({})",
-                            authwire::error_chain(&e)
-                        ))
-                    } else {
-                        e
-                    }
-                })?;
+                let request = http::Request::get(url).header("Metadata", "true");
+                let reply = self
+                    .client
+                    .send(request, Vec::new(), REQUEST_TIMEOUT)
+                    .await
+                    .map_err(|e| {
+                        if e.status().is_none() && e.is_transient() {
+                            ProviderError::transient(format!(
+                                "no managed identity endpoint answered at {base}: not on Azure? ({})",
+                                authwire::error_chain(&e)
+                            ))
+                        } else {
+                            e
+                        }
+                    })?;
                 self.answer(&reply, &[])
             }
             Endpoint::AppService { url, header } => {
                 let url = format!("{url}?api-version=2019-08-01&resource={resource}{client_id}");
-                let request = client
-                    .get(url)
-                    .header("X-IDENTITY-HEADER", header.expose_secret())
-                    .timeout(Duration::from_secs(20));
-                let reply = transport::send(request).await?;
+                let request = http::Request::get(url).header(
+                    "X-IDENTITY-HEADER",
+                    transport::secret_header(header.expose_secret())?,
+                );
+                let reply = self.client.send(request, Vec::new(), REQUEST_TIMEOUT).await?;
                 self.answer(&reply, &[header.expose_secret()])
             }
         }

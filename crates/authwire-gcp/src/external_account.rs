@@ -230,11 +230,11 @@ impl ExternalAccount {
                 (text, format, path.clone())
             }
             SubjectSource::Url { url, headers, format } => {
-                let mut request = self.http.client()?.get(url);
+                let mut request = authwire::http::Request::get(url);
                 for (k, v) in headers {
                     request = request.header(k, v);
                 }
-                let reply = self.http.send(request).await?;
+                let reply = self.http.send(request, Vec::new()).await?;
                 if !(200..300).contains(&reply.status) {
                     return Err(self.http.error_answer(&reply, &[]));
                 }
@@ -303,16 +303,14 @@ impl ExternalAccount {
             "scope": self.scopes(),
             "lifetime": format!("{}s", self.lifetime.as_secs()),
         });
-        let request = self
-            .http
-            .client()?
-            .post(url)
-            .bearer_auth(bearer)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
+        let authorization = authwire_oauth2::transport::secret_header(&format!("Bearer {bearer}"))
+            .map_err(|e| crate::http::redact(e, &[bearer]))?;
+        let request = authwire::http::Request::post(url)
+            .header(authwire::http::header::AUTHORIZATION, authorization)
+            .header(authwire::http::header::CONTENT_TYPE, "application/json");
         let reply = self
             .http
-            .send(request)
+            .send(request, body.to_string().into_bytes())
             .await
             .map_err(|e| crate::http::redact(e, &[bearer]))?;
         if !(200..300).contains(&reply.status) {

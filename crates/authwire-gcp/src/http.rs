@@ -2,7 +2,8 @@
 //! transient network errors), a client built on first use, and a per-request timeout.
 
 use authwire::ProviderError;
-use authwire_oauth2::transport::{self, LazyClient, Reply};
+use authwire::http::{self as h, header};
+use authwire_oauth2::transport::{self, HttpClient, Reply};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Clone)]
 pub(crate) struct Http {
-    client: Arc<LazyClient>,
+    client: HttpClient,
     pub(crate) timeout: Duration,
     /// Turns `expires_in` into `expires_at`: the Authorizer's clock, for tests on `ManualClock`.
     pub(crate) clock: Arc<dyn authwire::Clock>,
@@ -28,10 +29,7 @@ impl std::fmt::Debug for Http {
 impl Http {
     pub(crate) fn new() -> Self {
         Self {
-            client: Arc::new(LazyClient::new(transport::client_builder(concat!(
-                "authwire-gcp/",
-                env!("CARGO_PKG_VERSION")
-            )))),
+            client: HttpClient::new(concat!("authwire-gcp/", env!("CARGO_PKG_VERSION"))),
             timeout: REQUEST_TIMEOUT,
             clock: Arc::new(authwire::SystemClock),
         }
@@ -46,12 +44,13 @@ impl Http {
         self
     }
 
-    pub(crate) fn client(&self) -> Result<&reqwest::Client, ProviderError> {
-        self.client.get()
-    }
-
-    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply, ProviderError> {
-        transport::send(request.timeout(self.timeout)).await
+    /// Send `request` with `body` within this source's timeout.
+    pub(crate) async fn send(
+        &self,
+        request: h::request::Builder,
+        body: Vec<u8>,
+    ) -> Result<Reply, ProviderError> {
+        self.client.send(request, body, self.timeout).await
     }
 
     /// POST a form; every value listed in `secrets` is scrubbed from any error.
@@ -65,16 +64,20 @@ impl Http {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
-        let mut request = self
-            .client()?
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(body);
+        let mut request = h::Request::post(url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json");
         if let Some((user, password)) = basic {
-            request = request.basic_auth(form_encode(user), Some(form_encode(password)));
+            // RFC 6749 section 2.3.1: form-urlencode id and secret, then base64.
+            use base64::Engine as _;
+            let pair = format!("{}:{}", form_encode(user), form_encode(password));
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            let value = transport::secret_header(&format!("Basic {encoded}"))?;
+            request = request.header(header::AUTHORIZATION, value);
         }
-        self.send(request).await.map_err(|e| redact(e, secrets))
+        self.send(request, body.into_bytes())
+            .await
+            .map_err(|e| redact(e, secrets))
     }
 }
 

@@ -100,8 +100,8 @@ impl MetadataServer {
     }
 
     async fn get(&self, url: &str) -> Result<authwire_oauth2::transport::Reply, ProviderError> {
-        let request = self.http.client()?.get(url).header(FLAVOR, "Google");
-        let reply = self.http.send(request).await.map_err(|e| {
+        let request = authwire::http::Request::get(url).header(FLAVOR, "Google");
+        let reply = self.http.send(request, Vec::new()).await.map_err(|e| {
             if e.is_transient() && e.status().is_none() {
                 ProviderError::transient(format!(
                     "no metadata server answered at {}: not on Google Cloud? set GOOGLE_APPLICATION_CREDENTIALS ({})",
@@ -144,11 +144,8 @@ fn urlencode(s: &str) -> String {
 /// [`crate::default_credentials`] before it chooses the metadata server.
 pub(crate) async fn probe(base: &str, timeout: Duration) -> bool {
     let http = Http::new().with_timeout(timeout);
-    let Ok(client) = http.client() else {
-        return false;
-    };
-    let request = client.get(format!("{base}/")).header(FLAVOR, "Google");
-    match tokio::time::timeout(timeout, http.send(request)).await {
+    let request = authwire::http::Request::get(format!("{base}/")).header(FLAVOR, "Google");
+    match tokio::time::timeout(timeout, http.send(request, Vec::new())).await {
         Ok(Ok(reply)) => from_metadata_server(&reply),
         _ => false,
     }

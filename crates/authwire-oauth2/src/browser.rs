@@ -13,7 +13,9 @@
 //! - secrets on a screen: the code and the verifier go only to the token endpoint; the page the
 //!   browser gets echoes nothing from the request.
 
-use crate::{Endpoints, Form, Inner};
+use crate::discovery::Endpoints;
+use crate::form::Form;
+use crate::provider::Inner;
 use authwire::{ProviderError, Token};
 use base64::Engine as _;
 use secrecy::SecretString;

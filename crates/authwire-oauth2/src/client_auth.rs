@@ -1,0 +1,275 @@
+//! Client authentication (RFC 6749 section 2.3, RFC 7523 section 2.2): how the client proves
+//! its identity to the token, device, revocation endpoints, and the JWTs it signs for that and
+//! for the JWT bearer grant.
+
+use crate::config::{BuildError, expose};
+use crate::form::{Form, encodings, form_encode};
+use crate::grants::AssertionSource;
+use crate::provider::Inner;
+use authwire::ProviderError;
+use authwire::http::{HeaderMap, header};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use secrecy::SecretString;
+use serde_json::Value;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use url::Url;
+
+/// `client_assertion_type` of a JWT client assertion (RFC 7523 section 2.2).
+const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How the client proves its identity to the token endpoint (RFC 6749 section 2.3, RFC 7523).
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum ClientAuthMethod {
+    /// `client_secret_basic`: HTTP Basic with the id and secret form-urlencoded (the default
+    /// when a secret is configured).
+    ClientSecretBasic,
+    /// `client_secret_post`: id and secret in the request body.
+    ClientSecretPost,
+    /// `private_key_jwt`: a JWT signed with the client's private key (RFC 7523 section 2.2).
+    PrivateKeyJwt {
+        /// The signing key.
+        key: PrivateKey,
+    },
+    /// `none`: a public client, identified by `client_id` only (the default without a secret).
+    None,
+    /// A client assertion made elsewhere (RFC 7521 section 4.2, `client_assertion_type`
+    /// jwt-bearer): a Kubernetes projected service-account token for Azure workload identity,
+    /// or any federated token. Read again for every token request.
+    ClientAssertion(AssertionSource),
+}
+
+impl ClientAuthMethod {
+    /// The registered name of the method (RFC 7591).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
+            ClientAuthMethod::ClientSecretPost => "client_secret_post",
+            ClientAuthMethod::PrivateKeyJwt { .. } => "private_key_jwt",
+            ClientAuthMethod::None => "none",
+            ClientAuthMethod::ClientAssertion(_) => "client_assertion",
+        }
+    }
+}
+
+impl fmt::Debug for ClientAuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A private key that signs client assertions; its `Debug` shows only the algorithm and key id.
+#[derive(Clone)]
+pub struct PrivateKey {
+    pub(crate) key: Arc<EncodingKey>,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) key_id: Option<String>,
+    /// The `x5t` header (base64url SHA-1 of the certificate).
+    pub(crate) x5t: Option<String>,
+    /// The `x5t#S256` header (base64url SHA-256 of the certificate), for Microsoft Entra.
+    pub(crate) x5t_s256: Option<String>,
+    /// [`credential_fingerprint`] of the PEM, for the cache key.
+    pub(crate) fingerprint: Arc<str>,
+}
+
+/// A keyed fingerprint of a credential (client secret, private key): 16 hex digits of
+/// HMAC-SHA256 keyed with the credential itself over a fixed label.
+///
+/// It goes into cache keys so that two configurations that differ only in their credential
+/// never share stored tokens (a wrong secret must not be handed the right one's token from a
+/// shared store), and it is the same in every process and after every restart. It is keyed
+/// and cut to 64 bits so that it is not a hash of the secret to look up; a guessable secret
+/// stays guessable, as it is against the token endpoint.
+pub fn credential_fingerprint(credential: &[u8]) -> String {
+    let mac = EncodingKey::from_secret(credential)
+        .and_then(|key| {
+            jsonwebtoken::crypto::sign(b"authwire credential fingerprint v1", &key, Algorithm::HS256)
+        })
+        .unwrap_or_default();
+    let bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, mac).unwrap_or_default();
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+impl PrivateKey {
+    /// An RSA key in PEM (PKCS#1 or PKCS#8), signing with RS256.
+    pub fn rsa_pem(pem: &[u8]) -> Result<Self, BuildError> {
+        let key = EncodingKey::from_rsa_pem(pem).map_err(|e| BuildError::Key(e.to_string()))?;
+        Ok(Self {
+            key: Arc::new(key),
+            algorithm: Algorithm::RS256,
+            key_id: None,
+            x5t: None,
+            x5t_s256: None,
+            fingerprint: credential_fingerprint(pem).into(),
+        })
+    }
+
+    /// An EC P-256 key in PEM (PKCS#8), signing with ES256.
+    pub fn ec_pem(pem: &[u8]) -> Result<Self, BuildError> {
+        let key = EncodingKey::from_ec_pem(pem).map_err(|e| BuildError::Key(e.to_string()))?;
+        Ok(Self {
+            key: Arc::new(key),
+            algorithm: Algorithm::ES256,
+            key_id: None,
+            x5t: None,
+            x5t_s256: None,
+            fingerprint: credential_fingerprint(pem).into(),
+        })
+    }
+
+    /// Sign with another algorithm of the key's family (for example PS256 for an RSA key).
+    pub fn with_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// Name the key in the JWT header (`kid`), as servers with several registered keys need.
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = Some(key_id.into());
+        self
+    }
+
+    /// Put `x5t` (the base64url SHA-1 thumbprint of the key's certificate) in the header of the
+    /// assertions: how Microsoft Entra finds a certificate credential.
+    pub fn with_x5t(mut self, thumbprint: impl Into<String>) -> Self {
+        self.x5t = Some(thumbprint.into());
+        self
+    }
+
+    /// Put `x5t#S256` (the base64url SHA-256 thumbprint of the key's certificate, RFC 7515
+    /// section 4.1.8) in the header: what Microsoft's MSAL sends with PS256 certificate
+    /// assertions.
+    pub fn with_x5t_s256(mut self, thumbprint: impl Into<String>) -> Self {
+        self.x5t_s256 = Some(thumbprint.into());
+        self
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateKey")
+            .field("algorithm", &self.algorithm)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    /// Authenticate the client on a request to `endpoint`: a `Basic` header, or fields of the
+    /// form. Every secret that goes out is added to `sent`, for scrubbing errors.
+    pub(crate) async fn authenticate(
+        &self,
+        endpoint: &Url,
+        headers: &mut HeaderMap,
+        form: &mut Form,
+        sent: &mut Vec<SecretString>,
+    ) -> Result<(), ProviderError> {
+        match &self.auth_method {
+            ClientAuthMethod::ClientSecretBasic => {
+                let secret = self.client_secret.as_ref().map(expose).unwrap_or_default();
+                // RFC 6749 section 2.3.1: form-urlencode id and secret, then base64.
+                let pair = format!("{}:{}", form_encode(&self.client_id), form_encode(secret));
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                sent.extend(encodings(secret));
+                sent.push(SecretString::from(encoded.clone()));
+                let value = crate::transport::secret_header(&format!("Basic {encoded}"))
+                    .map_err(|_| ProviderError::permanent("client credentials cannot form a Basic header"))?;
+                headers.insert(header::AUTHORIZATION, value);
+            }
+            ClientAuthMethod::ClientSecretPost => {
+                form.push("client_id", &self.client_id);
+                if let Some(s) = &self.client_secret {
+                    sent.extend(encodings(expose(s)));
+                    form.push_secret("client_secret", s.clone());
+                }
+            }
+            ClientAuthMethod::PrivateKeyJwt { key } => {
+                let assertion = self.sign_jwt(
+                    key,
+                    &self.client_id,
+                    &self.client_id,
+                    endpoint.as_str(),
+                    Duration::from_secs(60),
+                )?;
+                push_assertion(form, &self.client_id, assertion, sent);
+            }
+            ClientAuthMethod::None => {
+                form.push("client_id", &self.client_id);
+            }
+            ClientAuthMethod::ClientAssertion(source) => {
+                let assertion = self.assertion(source).await?;
+                push_assertion(form, &self.client_id, assertion, sent);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sign_jwt(
+        &self,
+        key: &PrivateKey,
+        iss: &str,
+        sub: &str,
+        aud: &str,
+        life: Duration,
+    ) -> Result<SecretString, ProviderError> {
+        self.sign_jwt_with(key, iss, sub, aud, life, &serde_json::Map::new())
+    }
+
+    pub(crate) fn sign_jwt_with(
+        &self,
+        key: &PrivateKey,
+        iss: &str,
+        sub: &str,
+        aud: &str,
+        life: Duration,
+        extra: &serde_json::Map<String, Value>,
+    ) -> Result<SecretString, ProviderError> {
+        let now = self
+            .clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut header = jsonwebtoken::Header::new(key.algorithm);
+        header.kid = key.key_id.clone();
+        let mut claims = extra.clone();
+        for (name, value) in [
+            ("iss", Value::from(iss)),
+            ("aud", Value::from(aud)),
+            ("iat", Value::from(now)),
+            ("exp", Value::from(now + life.as_secs())),
+            ("jti", Value::from(random_id())),
+        ] {
+            claims.insert(name.into(), value);
+        }
+        if sub.is_empty() {
+            claims.remove("sub");
+        } else {
+            claims.insert("sub".into(), Value::from(sub));
+        }
+        if let Some(x5t) = &key.x5t {
+            header.x5t = Some(x5t.clone());
+        }
+        if let Some(x5t) = &key.x5t_s256 {
+            header.x5t_s256 = Some(x5t.clone());
+        }
+        jsonwebtoken::encode(&header, &claims, &key.key)
+            .map(SecretString::from)
+            .map_err(|e| ProviderError::permanent(format!("could not sign the assertion: {e}")))
+    }
+}
+
+/// A JWT client assertion in the form.
+fn push_assertion(form: &mut Form, client_id: &str, assertion: SecretString, sent: &mut Vec<SecretString>) {
+    form.push("client_id", client_id);
+    form.push("client_assertion_type", CLIENT_ASSERTION_TYPE);
+    sent.extend(encodings(expose(&assertion)));
+    form.push_secret("client_assertion", assertion);
+}
+
+fn random_id() -> String {
+    authwire::random::hex(16)
+}

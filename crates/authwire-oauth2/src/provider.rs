@@ -1,0 +1,341 @@
+//! The provider itself: [`OAuth2Provider`], what it is built from, its public methods (log a
+//! person in, revoke, the endpoints) and its [`IdentityProvider`] implementation (refresh
+//! first, then the configured grant). The work is done by the other modules, one per concern.
+
+use crate::browser::{self, BrowserLogin};
+use crate::client_auth::{ClientAuthMethod, credential_fingerprint};
+use crate::config::{BuildError, OAuth2ProviderBuilder, expose, parse_url};
+use crate::discovery::Endpoints;
+use crate::dpop::{self, DpopKey};
+use crate::form::Form;
+use crate::grants::{AssertionSource, DevicePrompt, Grant};
+use crate::response;
+use crate::transport::HttpClient;
+use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, Token, async_trait};
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tracing::info;
+use url::Url;
+
+/// An OAuth 2.0 / OpenID Connect token endpoint as an [`IdentityProvider`].
+///
+/// Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct OAuth2Provider {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) endpoints: Endpoints,
+    /// Configured authorization and revocation endpoints (otherwise discovered).
+    pub(crate) authorization_override: Option<Url>,
+    pub(crate) revocation_override: Option<Url>,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Option<SecretString>,
+    pub(crate) auth_method: ClientAuthMethod,
+    pub(crate) grant: Grant,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) audience: Option<String>,
+    pub(crate) resources: Vec<String>,
+    pub(crate) extra_params: Vec<(String, String)>,
+    pub(crate) request_timeout: Duration,
+    /// Built on first use: a process that finds a cached token never pays for TLS set-up
+    /// (loading the system's roots takes milliseconds).
+    pub(crate) http: HttpClient,
+    pub(crate) allow_insecure_http: bool,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) cache_key: CacheKey,
+    /// The DPoP key every token request proves possession of (RFC 9449), if any.
+    pub(crate) dpop: Option<DpopKey>,
+    pub(crate) dpop_bearer_fallback: bool,
+    /// The token endpoint's latest `DPoP-Nonce` (RFC 9449 section 8).
+    pub(crate) dpop_nonce: std::sync::Mutex<Option<String>>,
+}
+
+impl OAuth2Provider {
+    /// Configure a provider.
+    pub fn builder() -> OAuth2ProviderBuilder {
+        OAuth2ProviderBuilder::default()
+    }
+
+    pub(crate) fn from_builder(b: OAuth2ProviderBuilder) -> Result<Self, BuildError> {
+        let insecure = b.allow_insecure_http;
+        let client_id = b
+            .client_id
+            .filter(|c| !c.is_empty())
+            .ok_or(BuildError::Missing("client_id"))?;
+        let device_override = b
+            .device_authorization_url
+            .as_deref()
+            .map(|u| parse_url(u, "device_authorization_url", insecure))
+            .transpose()?;
+        let authorization_override = b
+            .authorization_url
+            .as_deref()
+            .map(|u| parse_url(u, "authorization_url", insecure))
+            .transpose()?;
+        let revocation_override = b
+            .revocation_url
+            .as_deref()
+            .map(|u| parse_url(u, "revocation_url", insecure))
+            .transpose()?;
+        let (endpoints, endpoint_for_key) = match (b.token_url, b.issuer) {
+            (Some(_), Some(_)) => {
+                return Err(BuildError::Conflict("set either token_url or issuer, not both"));
+            }
+            (None, None) => return Err(BuildError::Missing("token_url or issuer")),
+            (Some(t), None) => {
+                let token = parse_url(&t, "token_url", insecure)?;
+                let key = token.to_string();
+                (
+                    Endpoints::Fixed {
+                        token,
+                        device: device_override,
+                    },
+                    key,
+                )
+            }
+            (None, Some(i)) => {
+                let issuer = parse_url(&i, "issuer", insecure)?;
+                let key = issuer.to_string();
+                (
+                    Endpoints::Discovered {
+                        issuer,
+                        device_override,
+                        metadata: OnceCell::new(),
+                    },
+                    key,
+                )
+            }
+        };
+        let auth_method = match (b.auth_method, &b.client_secret) {
+            (Some(ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost), None) => {
+                return Err(BuildError::Missing(
+                    "client_secret (for client_secret_basic or client_secret_post)",
+                ));
+            }
+            (Some(m), _) => m,
+            (None, Some(_)) => ClientAuthMethod::ClientSecretBasic,
+            (None, None) => ClientAuthMethod::None,
+        };
+        if matches!(auth_method, ClientAuthMethod::None)
+            && matches!(b.grant, Grant::ClientCredentials)
+            && b.client_secret.is_none()
+        {
+            return Err(BuildError::Conflict(
+                "the client credentials grant needs client authentication: set client_secret or a private_key_jwt auth_method",
+            ));
+        }
+        // Whoever supplied the builder, credential-bearing requests never follow a redirect.
+        let http = HttpClient::from_builder(b.http_client.unwrap_or_else(|| {
+            reqwest::Client::builder().user_agent(concat!("authwire-oauth2/", env!("CARGO_PKG_VERSION")))
+        }));
+        let mut sorted_scopes = b.scopes.clone();
+        sorted_scopes.sort();
+        sorted_scopes.dedup();
+        let mut extra = b.extra_params.clone();
+        extra.sort();
+        // What proves the client's identity, as a keyed fingerprint (never the secret).
+        let mut credentials = Vec::new();
+        if let Some(secret) = &b.client_secret {
+            credentials.push(credential_fingerprint(expose(secret).as_bytes()));
+        }
+        if let ClientAuthMethod::PrivateKeyJwt { key } = &auth_method {
+            credentials.push(key.fingerprint.to_string());
+        }
+        if let ClientAuthMethod::ClientAssertion(AssertionSource::File(path)) = &auth_method {
+            credentials.push(format!("assertion-file:{}", path.display()));
+        }
+        if let Grant::JwtBearer(AssertionSource::Signed { key, .. }) = &b.grant {
+            credentials.push(key.fingerprint.to_string());
+        }
+        // Tokens bound to one DPoP key are useless with another: the key is part of the key.
+        if let Some(key) = &b.dpop {
+            credentials.push(format!("dpop:{}", key.thumbprint()));
+        }
+        let cache_key = CacheKey::new(format!(
+            "oauth2|{endpoint_for_key}|{client_id}|cred={}|{}|scope={}|aud={}|res={}|extra={}",
+            credentials.join(","),
+            b.grant.name(),
+            sorted_scopes.join(" "),
+            b.audience.as_deref().unwrap_or(""),
+            b.resources.join(" "),
+            extra
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoints,
+                authorization_override,
+                revocation_override,
+                client_id,
+                client_secret: b.client_secret,
+                auth_method,
+                grant: b.grant,
+                scopes: b.scopes,
+                audience: b.audience,
+                resources: b.resources,
+                extra_params: b.extra_params,
+                request_timeout: b.request_timeout,
+                http,
+                allow_insecure_http: insecure,
+                clock: b.clock,
+                cache_key,
+                dpop: b.dpop,
+                dpop_bearer_fallback: b.dpop_bearer_fallback,
+                dpop_nonce: std::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Run the device authorization grant now (RFC 8628): ask for a device code, tell the user
+    /// through `prompt`, poll until they approve, and return the token (with its refresh token,
+    /// for a store). This is what `authwire login` does.
+    pub async fn device_login(
+        &self,
+        prompt: impl Fn(&DevicePrompt) + Send + Sync,
+    ) -> Result<Token, ProviderError> {
+        self.inner.device_flow(&prompt).await
+    }
+
+    /// Log a person in through their browser: the authorization code grant with PKCE (RFC 7636,
+    /// S256) on a loopback redirect (RFC 8252), with the default [`BrowserLogin`] options.
+    ///
+    /// `open` receives the authorization URL: open the system browser there, or print it. The
+    /// call then waits (at most [`DEFAULT_LOGIN_TIMEOUT`]; drop the future to cancel) for the
+    /// browser to come back to `http://127.0.0.1:PORT/callback`, checks `state` (and `iss`,
+    /// RFC 9207, when the server sends it or its metadata promises it), answers the browser with
+    /// a page saying it can be closed, and redeems the code with its verifier. The token
+    /// returned carries the refresh token: save it in a store.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let provider = authwire_oauth2::OAuth2Provider::builder()
+    ///     .issuer("https://idp.example")
+    ///     .client_id("my-cli")
+    ///     .scope("openid offline_access")
+    ///     .grant(authwire_oauth2::Grant::RefreshToken)
+    ///     .build()?;
+    /// let token = provider
+    ///     .browser_login(|url| eprintln!("open {url} in your browser"))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn browser_login(&self, open: impl FnOnce(&Url)) -> Result<Token, ProviderError> {
+        self.browser_login_with(&BrowserLogin::default(), open).await
+    }
+
+    /// [`browser_login`](Self::browser_login) with options (`prompt`, `login_hint`, the
+    /// timeout).
+    pub async fn browser_login_with(
+        &self,
+        options: &BrowserLogin,
+        open: impl FnOnce(&Url),
+    ) -> Result<Token, ProviderError> {
+        browser::login(&self.inner, options, open).await
+    }
+
+    /// Revoke a token at the server (RFC 7009): the refresh token when `token` has one (which
+    /// also ends the access tokens issued with it, section 2.1), otherwise the access token.
+    /// The endpoint is [`revocation_url`](OAuth2ProviderBuilder::revocation_url) or the
+    /// discovered `revocation_endpoint`. Revoking a token the server no longer knows succeeds.
+    pub async fn revoke(&self, token: &Token) -> Result<(), ProviderError> {
+        let inner = &self.inner;
+        let endpoint = inner.revocation_endpoint().await?;
+        let mut form = Form::new();
+        match token.refresh_token() {
+            Some(rt) => {
+                form.push_secret("token", rt.clone());
+                form.push("token_type_hint", "refresh_token");
+            }
+            None => {
+                form.push_secret("token", token.access_token().clone());
+                form.push("token_type_hint", "access_token");
+            }
+        }
+        inner
+            .post(&endpoint, form, false, |status, retry_after, body| {
+                if status == 200 {
+                    Ok(())
+                } else {
+                    Err(response::parse_error(
+                        status,
+                        retry_after,
+                        body,
+                        inner.clock.now(),
+                    ))
+                }
+            })
+            .await
+    }
+
+    /// The authorization endpoint (for [`browser_login`](Self::browser_login)): configured, or
+    /// discovered; an error when there is none.
+    pub async fn authorization_endpoint(&self) -> Result<Url, ProviderError> {
+        self.inner.authorization_endpoint().await
+    }
+
+    /// The token endpoint, discovering it first if configured with an issuer.
+    pub async fn token_endpoint(&self) -> Result<Url, ProviderError> {
+        self.inner.token_endpoint().await
+    }
+}
+
+impl fmt::Debug for OAuth2Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("OAuth2Provider")
+            .field("cache_key", &i.cache_key)
+            .field("client_id", &i.client_id)
+            .field("client_secret", &i.client_secret.as_ref().map(|_| "[redacted]"))
+            .field("auth_method", &i.auth_method)
+            .field("grant", &i.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for OAuth2Provider {
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+        let inner = &self.inner;
+        if let Some(refresh_token) = current.and_then(Token::refresh_token) {
+            match inner
+                .refresh_keeping(refresh_token, current.and_then(Token::id_token))
+                .await
+            {
+                Ok(token) => return Ok(token),
+                Err(e)
+                    if e.error_code() == Some("invalid_grant")
+                        && !matches!(inner.grant, Grant::RefreshToken) =>
+                {
+                    info!(client_id = %inner.client_id, "refresh token rejected (invalid_grant); using the {} grant", inner.grant.name());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        inner.run_grant().await
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        self.inner.cache_key.clone()
+    }
+
+    /// A stored DPoP-bound token is usable again when its key is this provider's key.
+    fn restore_proof(&self, key: &authwire::ProofKey) -> Option<Arc<dyn authwire::ProofOfPossession>> {
+        let ours = self.inner.dpop.as_ref()?;
+        if key.kind != dpop::KEY_KIND {
+            return None;
+        }
+        let stored = DpopKey::from_pkcs8_pem(key.material.expose_secret().as_bytes()).ok()?;
+        (stored.thumbprint() == ours.thumbprint()).then(|| {
+            Arc::new(dpop::DpopSigner::new(stored, self.inner.clock.clone()))
+                as Arc<dyn authwire::ProofOfPossession>
+        })
+    }
+}
