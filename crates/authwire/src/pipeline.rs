@@ -9,9 +9,9 @@
 //! Steps 3 and 4 run once per token, when a new token arrives, and produce an [`Entry`]; the hot
 //! path then only runs step 1 and clones the prepared header.
 
-use crate::ProviderError;
-use crate::Token;
+use crate::error::ProviderError;
 use crate::policy::{Freshness, Schedule};
+use crate::token::Token;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -28,7 +28,7 @@ pub(crate) struct Entry {
     pub(crate) token: Arc<Token>,
     pub(crate) schedule: Schedule,
     /// The proof of possession of a bound (DPoP) token: step 5 adds its header to each request.
-    pub(crate) proof: Option<Arc<dyn crate::ProofOfPossession>>,
+    pub(crate) proof: Option<Arc<dyn crate::token::ProofOfPossession>>,
     /// The header value as the first thread to use it gets it.
     header: HeaderValue,
     /// The first thread's stripe index (`usize::MAX` until one uses the entry).
@@ -147,21 +147,21 @@ pub(crate) fn is_bound_header(value: &HeaderValue) -> bool {
 #[derive(Clone)]
 pub(crate) struct Step5 {
     pub(crate) header: HeaderValue,
-    pub(crate) bound: Option<(Arc<dyn crate::ProofOfPossession>, Arc<Token>)>,
+    pub(crate) bound: Option<(Arc<dyn crate::token::ProofOfPossession>, Arc<Token>)>,
 }
 
 impl Step5 {
     /// Step 5: put the header (and, for a bound token, a fresh proof for `target`) on `headers`.
     pub(crate) fn apply(
         self,
-        target: &crate::Target<'_>,
+        target: &crate::request::Target<'_>,
         nonce: Option<&str>,
         headers: &mut HeaderMap,
-    ) -> Result<HeaderValue, crate::AuthError> {
+    ) -> Result<HeaderValue, crate::error::AuthError> {
         if let Some((proof, token)) = &self.bound {
             let (name, value) = proof
                 .proof(target, token.access_token(), nonce)
-                .map_err(crate::AuthError::Refresh)?;
+                .map_err(crate::error::AuthError::Refresh)?;
             headers.insert(name, value);
         }
         update_headers(headers, self.header.clone());
@@ -299,8 +299,8 @@ pub(crate) fn stripe_index() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TokenType;
     use crate::policy::{Timing, schedule};
+    use crate::token::TokenType;
     use std::time::UNIX_EPOCH;
 
     fn entry(token: Token) -> Result<Entry, ProviderError> {
@@ -343,10 +343,10 @@ mod tests {
         );
         // A DPoP token is usable only when bound to a key (it then gets a proof per request).
         struct Nothing;
-        impl crate::ProofOfPossession for Nothing {
+        impl crate::token::ProofOfPossession for Nothing {
             fn proof(
                 &self,
-                _: &crate::Target<'_>,
+                _: &crate::request::Target<'_>,
                 _: &SecretString,
                 _: Option<&str>,
             ) -> Result<(http::HeaderName, HeaderValue), ProviderError> {

@@ -2,7 +2,8 @@
 //! long to wait after a failed refresh. Pure functions of the token, the time it was received and
 //! the configuration, so that every rule is unit-tested with fixed times.
 
-use crate::{ProviderError, Token};
+use crate::error::ProviderError;
+use crate::token::Token;
 use std::time::{Duration, SystemTime};
 
 /// A token counts as expired this long before its `expires_at` (clock skew, request latency).

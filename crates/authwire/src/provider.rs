@@ -1,6 +1,7 @@
 //! The [`IdentityProvider`] trait: where tokens come from.
 
-use crate::{CacheKey, ProviderError, Token};
+use crate::error::ProviderError;
+use crate::token::{CacheKey, Token};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -60,7 +61,10 @@ pub trait IdentityProvider: Send + Sync + 'static {
     /// Turn the proof key a store kept with a bound token back into its proof of possession,
     /// so the stored token can be used (a restart, another replica). `None` (the default): the
     /// stored bound token is not used, and the authorizer refreshes instead.
-    fn restore_proof(&self, key: &crate::ProofKey) -> Option<Arc<dyn crate::ProofOfPossession>> {
+    fn restore_proof(
+        &self,
+        key: &crate::token::ProofKey,
+    ) -> Option<Arc<dyn crate::token::ProofOfPossession>> {
         let _ = key;
         None
     }
@@ -76,7 +80,10 @@ impl<P: IdentityProvider + ?Sized> IdentityProvider for Arc<P> {
         (**self).cache_key()
     }
 
-    fn restore_proof(&self, key: &crate::ProofKey) -> Option<Arc<dyn crate::ProofOfPossession>> {
+    fn restore_proof(
+        &self,
+        key: &crate::token::ProofKey,
+    ) -> Option<Arc<dyn crate::token::ProofOfPossession>> {
         (**self).restore_proof(key)
     }
 }
@@ -91,7 +98,10 @@ impl<P: IdentityProvider + ?Sized> IdentityProvider for Box<P> {
         (**self).cache_key()
     }
 
-    fn restore_proof(&self, key: &crate::ProofKey) -> Option<Arc<dyn crate::ProofOfPossession>> {
+    fn restore_proof(
+        &self,
+        key: &crate::token::ProofKey,
+    ) -> Option<Arc<dyn crate::token::ProofOfPossession>> {
         (**self).restore_proof(key)
     }
 }

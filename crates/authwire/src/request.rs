@@ -568,7 +568,7 @@ impl Retry {
 
     /// Step 5 for the retry: put the fresh `Authorization` header (and, for a bound token, a
     /// fresh proof for `target`) on the copy of the request.
-    pub fn apply(self, target: &Target<'_>, headers: &mut HeaderMap) -> Result<(), crate::AuthError> {
+    pub fn apply(self, target: &Target<'_>, headers: &mut HeaderMap) -> Result<(), crate::error::AuthError> {
         self.step5.apply(target, self.nonce.as_deref(), headers).map(drop)
     }
 

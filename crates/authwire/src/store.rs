@@ -1,6 +1,7 @@
 //! The [`TokenStore`] trait, and the one serialisation of a [`Token`] that every store uses.
 
-use crate::{CacheKey, StoreError, Token, TokenType};
+use crate::error::StoreError;
+use crate::token::{CacheKey, Token, TokenType};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -253,7 +254,7 @@ pub fn decode(bytes: &[u8]) -> Result<Token, DecodeError> {
         token = token.with_scope(scope);
     }
     if let Some(pop) = s.pop {
-        token = token.with_stored_proof_key(crate::ProofKey {
+        token = token.with_stored_proof_key(crate::token::ProofKey {
             kind: pop.kind,
             material: pop.key,
         });

@@ -73,10 +73,10 @@ pub trait ProofOfPossession: Send + Sync + 'static {
     /// gave one.
     fn proof(
         &self,
-        target: &crate::Target<'_>,
+        target: &crate::request::Target<'_>,
         access_token: &SecretString,
         nonce: Option<&str>,
-    ) -> Result<(http::HeaderName, http::HeaderValue), crate::ProviderError>;
+    ) -> Result<(http::HeaderName, http::HeaderValue), crate::error::ProviderError>;
 
     /// The key, for stores to keep beside the token (so that a restarted process or another
     /// replica can use it). `None` (the default): the token is not stored with its key, and a

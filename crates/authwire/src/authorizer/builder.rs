@@ -145,12 +145,12 @@ impl AuthorizerBuilder {
     /// shorter than the refresh timeout plus two store timeouts (taking the lease and saving)
     /// would let a slow holder outlive its lease while another process refreshes with the same
     /// refresh token.
-    pub fn try_build(self) -> Result<Authorizer, crate::BuildError> {
+    pub fn try_build(self) -> Result<Authorizer, crate::error::BuildError> {
         let needed = self.refresh_timeout + 2 * self.store_timeout;
         if let Some(ttl) = self.lease_ttl
             && ttl < needed
         {
-            return Err(crate::BuildError::LeaseTooShort { ttl, needed });
+            return Err(crate::error::BuildError::LeaseTooShort { ttl, needed });
         }
         Ok(self.build())
     }

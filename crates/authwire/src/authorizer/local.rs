@@ -110,8 +110,8 @@ pub(super) fn fill(entry: &Entry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Token;
     use crate::policy::{Timing, schedule};
+    use crate::token::Token;
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 

@@ -39,14 +39,16 @@ use refresh::*;
 pub use striped::{StripedAuthorizer, StripedHandle};
 
 use crate::clock::SharedClock;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{AuthError, ProviderError, StoreError};
 use crate::metrics::{Counters, Metrics};
 use crate::pipeline::{Entry, Step5, check_expiry, is_bound_header, update_headers};
 use crate::policy::{self, Freshness, Timing};
+use crate::provider::IdentityProvider;
 use crate::request::{Answer, RejectionRules, RetryDecision, Target};
+use crate::store::TokenStore;
 use crate::store::{LeaseGuard, RefreshLease};
-use crate::{
-    AuthError, CacheKey, Clock, IdentityProvider, ProviderError, StoreError, SystemClock, Token, TokenStore,
-};
+use crate::token::{CacheKey, Token};
 use arc_swap::ArcSwapOption;
 use http::{HeaderMap, HeaderValue};
 use std::fmt;
