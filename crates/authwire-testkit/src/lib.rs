@@ -24,7 +24,6 @@
 //! # }
 //! ```
 
-mod authorize;
 mod azure;
 mod browser;
 pub mod conformance;

@@ -3,10 +3,10 @@
 //! revocation endpoint (RFC 7009). There is no login page: [`crate::Settings::authorization`]
 //! answers for the user.
 
-use crate::idp::{Approval, IdpState};
-use axum::body::Bytes;
+use super::config::Approval;
+use super::state::IdpState;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use sha2::Digest as _;
@@ -117,24 +117,6 @@ fn url_with_query(uri: &str) -> (String, form_urlencoded::Serializer<'static, St
         q.append_pair(&k, &v);
     }
     (format!("{base}?"), q)
-}
-
-/// `POST /revoke` (RFC 7009): the client authenticates; the answer is 200 whether or not the
-/// token was known (section 2.2).
-pub(crate) async fn revoke(State(s): State<Arc<IdpState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (client, form) = match s.authenticate_client(&headers, &body) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let Some(token) = form.get("token") else {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({"error": "invalid_request", "error_description": "token missing"})),
-        )
-            .into_response();
-    };
-    s.revoke(&client.id, token);
-    StatusCode::OK.into_response()
 }
 
 #[cfg(test)]

@@ -1,0 +1,305 @@
+//! The loopback identity provider: one module per endpoint family (`discovery`, `token`,
+//! `device`, `authorize`, `revoke`), the shared state in `state`, what a test configures in
+//! `config`, the wire format in `wire`. Arrows run from this module to the endpoints and from
+//! the endpoints to `state`, `config` and `wire`; no endpoint module imports another but
+//! `token`, which uses `client_auth` and the PKCE check of `authorize`.
+
+mod authorize;
+mod client_auth;
+mod config;
+mod device;
+mod discovery;
+mod revoke;
+mod state;
+mod token;
+mod wire;
+
+pub use config::{Approval, Client, Fault, Settings};
+pub(crate) use state::IdpState;
+
+use crate::{CLIENT_PUBLIC_KEY_PEM, IDP_PRIVATE_KEY_PEM, IDP_PUBLIC_KEY_PEM};
+use authwire::{Clock, SystemClock};
+use axum::Router;
+use axum::routing::{get, post};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Configure an [`IdentityServer`] before it starts.
+pub struct IdentityServerBuilder {
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+    clients: Vec<Client>,
+}
+
+impl IdentityServerBuilder {
+    /// Read time from `clock` (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Start with these settings.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Register another client.
+    pub fn client(mut self, client: Client) -> Self {
+        self.clients.push(client);
+        self
+    }
+
+    /// Bind `127.0.0.1:0` and serve.
+    pub async fn start(self) -> IdentityServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let mut clients: HashMap<String, Client> = [
+            Client::confidential(Client::CONFIDENTIAL_ID, Client::CONFIDENTIAL_SECRET),
+            Client::public(Client::PUBLIC_ID),
+            Client::private_key_jwt(Client::PRIVATE_KEY_JWT_ID, CLIENT_PUBLIC_KEY_PEM),
+        ]
+        .into_iter()
+        .map(|c| (c.id.clone(), c))
+        .collect();
+        for c in self.clients {
+            clients.insert(c.id.clone(), c);
+        }
+        let state = Arc::new(IdpState {
+            clock: self.clock,
+            issuer: format!("http://{addr}"),
+            settings: Mutex::new(self.settings),
+            clients: Mutex::new(clients),
+            refresh_tokens: Mutex::default(),
+            revoked_families: Mutex::default(),
+            devices: Mutex::default(),
+            codes: Mutex::default(),
+            authorization_requests: AtomicUsize::new(0),
+            revocations: AtomicUsize::new(0),
+            seen_jti: Mutex::default(),
+            dpop_seen: Mutex::default(),
+            opaque_cnf: Mutex::default(),
+            dpop_proofs: AtomicUsize::new(0),
+            opaque: Mutex::default(),
+            faults: Mutex::default(),
+            serial: AtomicU64::new(1),
+            token_requests: AtomicUsize::new(0),
+            tokens_issued: AtomicUsize::new(0),
+            discovery_requests: AtomicUsize::new(0),
+            jwks_requests: AtomicUsize::new(0),
+            errors: Mutex::default(),
+            grants: Mutex::default(),
+            auth_methods: Mutex::default(),
+            last_form: Mutex::default(),
+            last_assertion: Mutex::default(),
+            signing_key: EncodingKey::from_rsa_pem(IDP_PRIVATE_KEY_PEM.as_bytes()).expect("test key"),
+            verifying_key: DecodingKey::from_rsa_pem(IDP_PUBLIC_KEY_PEM.as_bytes()).expect("test key"),
+        });
+        let router = Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(discovery::openid_discovery),
+            )
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(discovery::discovery),
+            )
+            .route("/jwks", get(discovery::jwks))
+            .route("/token", post(token::token))
+            .route("/device_authorization", post(device::device_authorization))
+            .route("/authorize", get(authorize::authorize))
+            .route("/revoke", post(revoke::revoke))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        IdentityServer { addr, state, task }
+    }
+}
+
+/// An identity provider on a loopback port; it stops when dropped.
+pub struct IdentityServer {
+    addr: SocketAddr,
+    pub(crate) state: Arc<IdpState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for IdentityServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl IdentityServer {
+    /// Start with the default settings and clients.
+    pub async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    /// Configure before starting.
+    pub fn builder() -> IdentityServerBuilder {
+        IdentityServerBuilder {
+            clock: Arc::new(SystemClock),
+            settings: Settings::default(),
+            clients: Vec::new(),
+        }
+    }
+
+    /// The issuer URL, `http://127.0.0.1:PORT`.
+    pub fn issuer(&self) -> String {
+        self.state.issuer.clone()
+    }
+
+    /// The token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.state.issuer)
+    }
+
+    /// An OAuth2 provider builder for the default confidential client of this server.
+    pub fn confidential_client(&self) -> authwire_oauth2::OAuth2ProviderBuilder {
+        crate::confidential_client(self.token_url())
+    }
+
+    /// The JWKS endpoint.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/jwks", self.state.issuer)
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Change settings while running.
+    pub fn update(&self, change: impl FnOnce(&mut Settings)) {
+        change(&mut state::lock(&self.state.settings));
+    }
+
+    /// Answer the next token requests with `fault` (queued after earlier faults).
+    pub fn inject(&self, fault: Fault) {
+        state::lock(&self.state.faults).push_back(fault);
+    }
+
+    /// Drop every queued fault.
+    pub fn clear_faults(&self) {
+        state::lock(&self.state.faults).clear();
+    }
+
+    /// DPoP proofs on token requests that verified.
+    pub fn dpop_proofs(&self) -> usize {
+        self.state.dpop_proofs.load(Ordering::SeqCst)
+    }
+
+    /// Token endpoint requests received (including failed ones).
+    pub fn token_requests(&self) -> usize {
+        self.state.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Access tokens issued.
+    pub fn tokens_issued(&self) -> usize {
+        self.state.tokens_issued.load(Ordering::SeqCst)
+    }
+
+    /// Discovery documents served.
+    pub fn discovery_requests(&self) -> usize {
+        self.state.discovery_requests.load(Ordering::SeqCst)
+    }
+
+    /// JWKS documents served.
+    pub fn jwks_requests(&self) -> usize {
+        self.state.jwks_requests.load(Ordering::SeqCst)
+    }
+
+    /// Error answers of the token endpoint with this RFC 6749 `error` code (`invalid_grant`...).
+    pub fn errors(&self, code: &str) -> usize {
+        state::lock(&self.state.errors).get(code).copied().unwrap_or(0)
+    }
+
+    /// Token requests by `grant_type`.
+    pub fn grant_count(&self, grant_type: &str) -> usize {
+        state::lock(&self.state.grants)
+            .get(grant_type)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The client-authentication method of each token request, in order
+    /// (`client_secret_basic`, `client_secret_post`, `private_key_jwt`, `none`).
+    pub fn auth_methods(&self) -> Vec<String> {
+        state::lock(&self.state.auth_methods).clone()
+    }
+
+    /// The form parameters of the last token request, without secrets
+    /// (`client_secret`, `client_assertion`, `assertion`, `refresh_token`, `subject_token`,
+    /// `device_code` are replaced by `<present>`).
+    pub fn last_form(&self) -> HashMap<String, String> {
+        state::lock(&self.state.last_form).clone()
+    }
+
+    /// The authorization endpoint.
+    pub fn authorization_url(&self) -> String {
+        format!("{}/authorize", self.state.issuer)
+    }
+
+    /// The revocation endpoint (RFC 7009).
+    pub fn revocation_url(&self) -> String {
+        format!("{}/revoke", self.state.issuer)
+    }
+
+    /// Requests to the authorization endpoint.
+    pub fn authorization_requests(&self) -> usize {
+        self.state.authorization_requests.load(Ordering::SeqCst)
+    }
+
+    /// Revocation requests that authenticated and revoked something (RFC 7009).
+    pub fn revocations(&self) -> usize {
+        self.state.revocations.load(Ordering::SeqCst)
+    }
+
+    /// The `assertion` of the last JWT bearer grant request, as sent (a test server: tests read
+    /// its claims).
+    pub fn last_assertion(&self) -> Option<String> {
+        state::lock(&self.state.last_assertion).clone()
+    }
+
+    /// Approve the device authorization with this user code. Returns whether it existed.
+    pub fn approve_device(&self, user_code: &str) -> bool {
+        let mut devices = state::lock(&self.state.devices);
+        let found = devices.values_mut().find(|d| d.user_code == user_code);
+        found.map(|d| d.approved = true).is_some()
+    }
+
+    /// Deny the device authorization with this user code.
+    pub fn deny_device(&self, user_code: &str) -> bool {
+        let mut devices = state::lock(&self.state.devices);
+        let found = devices.values_mut().find(|d| d.user_code == user_code);
+        found.map(|d| d.denied = true).is_some()
+    }
+
+    /// Revoke every refresh token issued so far.
+    pub fn revoke_all_refresh_tokens(&self) {
+        let families: Vec<u64> = state::lock(&self.state.refresh_tokens)
+            .values()
+            .map(|r| r.family)
+            .collect();
+        state::lock(&self.state.revoked_families).extend(families);
+    }
+
+    /// Issue a refresh token for `client_id` directly (as if a user had logged in earlier).
+    pub fn issue_refresh_token(&self, client_id: &str, scope: Option<&str>) -> String {
+        self.state
+            .new_refresh_token(client_id, client_id, scope.map(str::to_owned), None)
+    }
+
+    /// Sign a JWT access token for `subject` with the server's key, as the token endpoint would.
+    pub fn mint_access_token(&self, subject: &str, lifetime: Duration) -> String {
+        self.state
+            .jwt_access_token(subject, subject, None, None, lifetime)
+    }
+}

@@ -1,0 +1,326 @@
+//! The state every endpoint shares: the configuration, issued refresh tokens, codes and device
+//! grants, counters, DPoP replay memory. Endpoint modules read and change it through these
+//! methods; none of them imports another endpoint module.
+
+use super::config::{Client, Fault, Settings};
+use super::wire::KEY_ID;
+use authwire::Clock;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub(super) struct RefreshRecord {
+    pub(super) client_id: String,
+    pub(super) subject: String,
+    pub(super) scope: Option<String>,
+    pub(super) family: u64,
+    pub(super) used: bool,
+    /// The DPoP key (thumbprint) the refresh token is bound to, if any.
+    pub(super) jkt: Option<String>,
+}
+
+/// An authorization code waiting to be redeemed.
+pub(super) struct CodeRecord {
+    pub(super) client_id: String,
+    pub(super) redirect_uri: String,
+    pub(super) code_challenge: String,
+    pub(super) scope: Option<String>,
+    pub(super) expires: SystemTime,
+}
+
+pub(super) struct DeviceRecord {
+    pub(super) client_id: String,
+    pub(super) user_code: String,
+    pub(super) scope: Option<String>,
+    pub(super) approved: bool,
+    pub(super) denied: bool,
+    pub(super) polls: u32,
+}
+
+pub(crate) struct IdpState {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(super) issuer: String,
+    pub(super) settings: Mutex<Settings>,
+    pub(super) clients: Mutex<HashMap<String, Client>>,
+    pub(super) refresh_tokens: Mutex<HashMap<String, RefreshRecord>>,
+    pub(super) revoked_families: Mutex<HashSet<u64>>,
+    pub(super) devices: Mutex<HashMap<String, DeviceRecord>>,
+    pub(super) codes: Mutex<HashMap<String, CodeRecord>>,
+    pub(super) authorization_requests: AtomicUsize,
+    pub(super) revocations: AtomicUsize,
+    pub(super) seen_jti: Mutex<HashSet<String>>,
+    /// `jti`s of DPoP proofs seen at the token endpoint.
+    pub(super) dpop_seen: Mutex<HashSet<String>>,
+    /// DPoP-bound opaque access tokens and their key thumbprints.
+    pub(super) opaque_cnf: Mutex<HashMap<String, String>>,
+    pub(crate) dpop_proofs: AtomicUsize,
+    /// Opaque access tokens issued, with their expiry and subject.
+    pub(super) opaque: Mutex<HashMap<String, (SystemTime, String)>>,
+    pub(super) faults: Mutex<VecDeque<Fault>>,
+    pub(super) serial: AtomicU64,
+    pub(super) token_requests: AtomicUsize,
+    pub(super) tokens_issued: AtomicUsize,
+    pub(super) discovery_requests: AtomicUsize,
+    pub(super) jwks_requests: AtomicUsize,
+    pub(super) errors: Mutex<HashMap<String, usize>>,
+    pub(super) grants: Mutex<HashMap<String, usize>>,
+    pub(super) auth_methods: Mutex<Vec<String>>,
+    pub(super) last_form: Mutex<HashMap<String, String>>,
+    pub(super) last_assertion: Mutex<Option<String>>,
+    pub(super) signing_key: EncodingKey,
+    pub(crate) verifying_key: DecodingKey,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl IdpState {
+    pub(super) fn next_serial(&self) -> u64 {
+        self.serial.fetch_add(1, Ordering::SeqCst)
+    }
+
+    pub(crate) fn now_secs(&self) -> u64 {
+        secs(self.clock.now())
+    }
+
+    pub(super) fn new_refresh_token(
+        &self,
+        client_id: &str,
+        subject: &str,
+        scope: Option<String>,
+        family: Option<u64>,
+    ) -> String {
+        let n = self.next_serial();
+        let marker = lock(&self.settings).secret_marker.clone().unwrap_or_default();
+        let token = format!("rt-{marker}{n}-{}", random_hex());
+        lock(&self.refresh_tokens).insert(
+            token.clone(),
+            RefreshRecord {
+                client_id: client_id.to_owned(),
+                subject: subject.to_owned(),
+                scope,
+                family: family.unwrap_or(n),
+                used: false,
+                jkt: None,
+            },
+        );
+        token
+    }
+
+    pub(super) fn jwt_access_token(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: Option<&str>,
+        audience: Option<&str>,
+        lifetime: Duration,
+    ) -> String {
+        let now = self.now_secs();
+        // `exp` is whole seconds: round up, so that the token lives at least `expires_in`.
+        let exp = secs(self.clock.now() + lifetime) + 1;
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(KEY_ID.into());
+        let claims = json!({
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": audience.unwrap_or("testkit-api"),
+            "client_id": client_id,
+            "scope": scope,
+            "iat": now,
+            "nbf": now,
+            "exp": exp,
+            "jti": format!("at-{}", self.next_serial()),
+        });
+        jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign with the test key")
+    }
+
+    /// The access token bound to the DPoP key `jkt`: a JWT re-signed with `cnf.jkt`, or an
+    /// opaque token recorded as bound.
+    pub(super) fn bind_access_token(&self, token: &str, jkt: &str) -> String {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims::<&str>(&[]);
+        match jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation) {
+            Ok(data) => {
+                let mut claims = data.claims;
+                claims["cnf"] = json!({ "jkt": jkt });
+                let mut header = Header::new(Algorithm::RS256);
+                header.kid = Some(KEY_ID.into());
+                jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign with the test key")
+            }
+            Err(_) => {
+                lock(&self.opaque_cnf).insert(token.to_owned(), jkt.to_owned());
+                token.to_owned()
+            }
+        }
+    }
+
+    /// The DPoP key thumbprint an access token is bound to (`cnf.jkt`), if any. Call after
+    /// [`check_access_token`](Self::check_access_token) succeeded.
+    pub(crate) fn access_token_jkt(&self, token: &str) -> Option<String> {
+        if let Some(jkt) = lock(&self.opaque_cnf).get(token) {
+            return Some(jkt.clone());
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims::<&str>(&[]);
+        let data = jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation).ok()?;
+        data.claims["cnf"]["jkt"].as_str().map(str::to_owned)
+    }
+
+    /// Whether `token` is a valid access token issued here, and its subject.
+    pub(crate) fn check_access_token(&self, token: &str) -> Result<String, &'static str> {
+        if let Some((exp, sub)) = lock(&self.opaque).get(token) {
+            return if self.clock.now() < *exp {
+                Ok(sub.clone())
+            } else {
+                Err("the access token expired")
+            };
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false; // checked against the server's clock below
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
+        let data = jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation)
+            .map_err(|_| "the access token is not one this server issued")?;
+        let exp = data.claims["exp"].as_u64().ok_or("the access token has no exp")?;
+        if self.now_secs() >= exp {
+            return Err("the access token expired");
+        }
+        Ok(data.claims["sub"].as_str().unwrap_or_default().to_owned())
+    }
+
+    pub(super) fn issue(
+        &self,
+        client_id: &str,
+        subject: &str,
+        scope: Option<String>,
+        audience: Option<&str>,
+        refresh: Option<String>,
+    ) -> Value {
+        let settings = lock(&self.settings).clone();
+        let access = if settings.jwt_access_tokens {
+            self.jwt_access_token(
+                subject,
+                client_id,
+                scope.as_deref(),
+                audience,
+                settings.token_lifetime,
+            )
+        } else {
+            let marker = settings.secret_marker.clone().unwrap_or_default();
+            let t = format!("opaque-{marker}{}-{}", self.next_serial(), random_hex());
+            lock(&self.opaque).insert(
+                t.clone(),
+                (self.clock.now() + settings.token_lifetime, subject.to_owned()),
+            );
+            t
+        };
+        self.tokens_issued.fetch_add(1, Ordering::SeqCst);
+        let mut body = json!({"access_token": access, "token_type": "Bearer"});
+        if settings.send_expires_in {
+            body["expires_in"] = json!(settings.token_lifetime.as_secs());
+        }
+        // OpenID Connect: an ID token when `openid` was asked for.
+        if scope
+            .as_deref()
+            .is_some_and(|s| s.split(' ').any(|x| x == "openid"))
+        {
+            body["id_token"] = json!(self.id_token(subject, client_id, settings.token_lifetime));
+        }
+        if let Some(s) = scope {
+            body["scope"] = json!(s);
+        }
+        if let Some(r) = refresh {
+            body["refresh_token"] = json!(r);
+        }
+        body
+    }
+
+    /// An OpenID Connect ID token (RS256) for `subject`, audience `client_id`.
+    pub(super) fn id_token(&self, subject: &str, client_id: &str, lifetime: Duration) -> String {
+        let now = self.now_secs();
+        let claims = json!({
+            "iss": self.issuer, "sub": subject, "aud": client_id,
+            "iat": now, "exp": now + lifetime.as_secs(),
+            "jti": format!("id-{}", self.next_serial()),
+        });
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(KEY_ID.into());
+        jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign an ID token")
+    }
+}
+
+pub(super) fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+pub(super) fn random_hex() -> String {
+    authwire::random::hex(8)
+}
+
+impl IdpState {
+    pub(crate) fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub(crate) fn client(&self, id: &str) -> Option<Client> {
+        lock(&self.clients).get(id).cloned()
+    }
+
+    pub(crate) fn settings(&self) -> Settings {
+        lock(&self.settings).clone()
+    }
+
+    pub(crate) fn count_authorization_request(&self) {
+        self.authorization_requests.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Keep a new authorization code for ten minutes.
+    pub(crate) fn new_code(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+        code_challenge: &str,
+        scope: Option<String>,
+    ) -> String {
+        let code = format!("code-{}-{}", self.next_serial(), random_hex());
+        lock(&self.codes).insert(
+            code.clone(),
+            CodeRecord {
+                client_id: client_id.to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+                code_challenge: code_challenge.to_owned(),
+                scope,
+                expires: self.clock.now() + Duration::from_secs(600),
+            },
+        );
+        code
+    }
+
+    /// RFC 7009 section 2.1: revoke a refresh token (and its family) or an opaque access token
+    /// of this client. Returns whether something was revoked.
+    pub(crate) fn revoke(&self, client_id: &str, token: &str) -> bool {
+        let family = lock(&self.refresh_tokens)
+            .get(token)
+            .filter(|r| r.client_id == client_id)
+            .map(|r| r.family);
+        let revoked = match family {
+            Some(f) => {
+                lock(&self.revoked_families).insert(f);
+                true
+            }
+            None => lock(&self.opaque).remove(token).is_some(),
+        };
+        if revoked {
+            self.revocations.fetch_add(1, Ordering::SeqCst);
+        }
+        revoked
+    }
+}
