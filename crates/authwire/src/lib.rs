@@ -41,7 +41,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let authorizer = Authorizer::new(MyProvider); // clone it into every task that needs it
 //!
-//! let mut request = http::Request::get("https://api.example/v1/things").body(())?;
+//! let mut request = authwire::http::Request::get("https://api.example/v1/things").body(())?;
 //! authorizer.authorize_request(&mut request).await?;
 //! assert_eq!(request.headers()["authorization"], "Bearer example-access-token");
 //! # Ok(()) }
@@ -55,7 +55,12 @@
 //! - the three traits: [`IdentityProvider`], [`TokenStore`], [`Clock`] (with [`SystemClock`] and,
 //!   behind the `test-util` feature, `ManualClock`);
 //! - the pipeline: [`Authorizer`], [`AuthorizerBuilder`], and the timing defaults
-//!   ([`DEFAULT_EXPIRY_MARGIN`], [`DEFAULT_REFRESH_WINDOW`], ...);
+//!   ([`DEFAULT_EXPIRY_MARGIN`], [`DEFAULT_REFRESH_WINDOW`], ...). `Authorizer`'s methods come
+//!   in two groups: for applications (`authorize`, `authorize_request`, `authorization_header`,
+//!   `token`, `state`, `metrics`) and for adapter authors (`authorize_target`,
+//!   `try_authorize_target[_sent]`, `decide`, `judge`);
+//! - [`request`]: the seam adapter authors write against ([`Target`], [`Answer`],
+//!   [`RetryDecision`], [`SentToken`], [`Origins`]), with a complete adapter as an example;
 //! - errors: [`AuthError`], [`ProviderError`], [`StoreError`];
 //! - [`store::encode`] / [`store::decode`]: the one serialisation every store uses.
 
@@ -77,9 +82,11 @@ mod token;
 pub use async_trait::async_trait;
 pub use authorizer::{
     AuthorizationHeader, AuthorizationHeaderFuture, Authorize, AuthorizeFuture, AuthorizeTarget,
-    AuthorizeTargetFuture, Authorizer, AuthorizerBuilder, FetchLimit, SentToken, StripedAuthorizer,
-    StripedHandle, TokenState,
+    AuthorizeTargetFuture, Authorizer, AuthorizerBuilder, FetchLimit, SentToken, TokenState,
 };
+#[doc(hidden)]
+#[allow(deprecated)]
+pub use authorizer::{StripedAuthorizer, StripedHandle};
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use clock::ManualClock;

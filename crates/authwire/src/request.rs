@@ -1,5 +1,7 @@
-//! The request-level seam: what HTTP adapters (reqwest, tower, the CLI, yours) call, so that
-//! step 5 and the rules for rejected requests are written once, here.
+//! For adapter authors: the request-level seam that HTTP adapters (reqwest, tower, the CLI,
+//! yours) call, so that step 5 and the rules for rejected requests are written once, here.
+//! Applications do not need this module: they call [`Authorizer::authorize`](crate::Authorizer::authorize)
+//! or use an adapter.
 //!
 //! An adapter does three things per request, each a call into this module:
 //!
@@ -7,15 +9,20 @@
 //!    all ([`Admission`]): tokens go only to origins the user named, and never over plain http
 //!    to a host that is not loopback unless the user opted in by name;
 //! 2. **authorize**: [`Authorizer::authorize_target`](crate::Authorizer::authorize_target) runs
-//!    steps 1-5 for a [`Target`] (method and URI) and its headers;
+//!    steps 1-5 for a [`Target`] (method and URI) and its headers; an adapter whose cached path
+//!    must not wait (a tower `Service::call`) tries
+//!    [`try_authorize_target_sent`](crate::Authorizer::try_authorize_target_sent) first, which
+//!    hands back a [`SentToken`] to judge the answer with;
 //! 3. **judge the answer**: [`Authorizer::decide`](crate::Authorizer::decide) takes what came
 //!    back ([`Answer`]: status, challenges, whether a redirect happened, whether the request can
 //!    be sent again) and the header that was sent, forgets a rejected token, and says
-//!    [`RetryDecision::RetryWith`] a new header, or [`RetryDecision::Done`].
+//!    [`RetryDecision::RetryWith`] a new header, or [`RetryDecision::Done`]. An adapter that
+//!    never retries calls [`Authorizer::judge`](crate::Authorizer::judge) (or
+//!    [`SentToken::judge`]) instead.
 //!
 //! ```
 //! use authwire::{Answer, Authorizer, Origins, RejectionRules, RetryDecision, StaticTokenProvider, Target};
-//! use http::{HeaderMap, Method, StatusCode};
+//! use authwire::http::{self, HeaderMap, Method, StatusCode};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let authorizer = Authorizer::new(StaticTokenProvider::new("t0k3n"));
@@ -35,6 +42,80 @@
 //! assert!(matches!(decision, RetryDecision::Done));
 //! # Ok(()) }
 //! ```
+//!
+//! # A complete adapter
+//!
+//! For a client whose `send` takes the headers and returns the answer's status and headers:
+//! scope, authorize, send, judge, and send once more with a new header when the token was
+//! rejected. The reqwest middleware and the tower layer are this loop, in their own types.
+//!
+//! ```
+//! use authwire::http::{self, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+//! use authwire::request::{Answer, Origins, RejectionRules, RetryDecision, Target};
+//! use authwire::{async_trait, AuthError, Authorizer, CacheKey, IdentityProvider, ProviderError, Token};
+//! use std::future::Future;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//!
+//! async fn send_authorized<F, Fut>(
+//!     authorizer: &Authorizer,
+//!     origins: &Origins,
+//!     method: &Method,
+//!     uri: &Uri,
+//!     send: F,
+//! ) -> Result<(StatusCode, HeaderMap), AuthError>
+//! where
+//!     F: Fn(HeaderMap) -> Fut,
+//!     Fut: Future<Output = (StatusCode, HeaderMap)>,
+//! {
+//!     let target = Target::from_uri(method, uri);
+//!     let mut headers = HeaderMap::new();
+//!     if !origins.admits(&target).authorize() {
+//!         return Ok(send(headers).await); // not an origin the user named: no token leaves
+//!     }
+//!     let sent = authorizer.authorize_target(&target, &mut headers).await?;
+//!     let (status, answer_headers) = send(headers.clone()).await;
+//!     let answer = Answer::new(status, &answer_headers)
+//!         .for_target(&target)
+//!         .replayable(true); // this request has no body, so it can be sent again
+//!     match authorizer.decide(&answer, &sent, RejectionRules::default()).await {
+//!         RetryDecision::RetryWith(retry) => {
+//!             retry.apply(&target, &mut headers)?;
+//!             Ok(send(headers).await) // the answer to the retry is final
+//!         }
+//!         _ => Ok((status, answer_headers)),
+//!     }
+//! }
+//!
+//! // A provider that issues `token-1`, `token-2`, ...; the server below has revoked `token-1`.
+//! struct Numbered(AtomicUsize);
+//! #[async_trait]
+//! impl IdentityProvider for Numbered {
+//!     async fn fetch_token(&self, _: Option<&Token>) -> Result<Token, ProviderError> {
+//!         Ok(Token::new(format!("token-{}", self.0.fetch_add(1, Ordering::SeqCst) + 1)))
+//!     }
+//!     fn cache_key(&self) -> CacheKey { CacheKey::from_static("numbered") }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = |headers: HeaderMap| async move {
+//!     if headers["authorization"] == "Bearer token-1" {
+//!         let mut challenge = HeaderMap::new();
+//!         challenge.insert("www-authenticate", HeaderValue::from_static(r#"Bearer error="invalid_token""#));
+//!         (StatusCode::UNAUTHORIZED, challenge)
+//!     } else {
+//!         (StatusCode::OK, HeaderMap::new())
+//!     }
+//! };
+//! let authorizer = Authorizer::new(Numbered(AtomicUsize::new(0)));
+//! let origins = Origins::new(["https://api.example"])?;
+//! let uri: Uri = "https://api.example/v1/things".parse()?;
+//! let (status, _) = send_authorized(&authorizer, &origins, &Method::GET, &uri, server).await?;
+//! assert_eq!(status, StatusCode::OK);
+//! assert_eq!(authorizer.metrics().fetches, 2, "one refresh for the rejected token");
+//! # Ok(()) }
+//! ```
+
+pub use crate::authorizer::{AuthorizeTarget, AuthorizeTargetFuture, SentToken};
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use std::fmt;

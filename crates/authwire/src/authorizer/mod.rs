@@ -36,6 +36,7 @@ pub use futures::{
 };
 pub use limit::FetchLimit;
 use refresh::*;
+#[allow(deprecated)]
 pub use striped::{StripedAuthorizer, StripedHandle};
 
 use crate::clock::SharedClock;
@@ -95,6 +96,13 @@ pub struct Authorizer {
     inner: Arc<Inner>,
 }
 
+/// # For applications
+///
+/// Put a valid `Authorization` header on a request ([`authorize`](Self::authorize),
+/// [`authorize_request`](Self::authorize_request)), get the header or the token itself
+/// ([`authorization_header`](Self::authorization_header), [`token`](Self::token)), and see how
+/// things stand ([`state`](Self::state), [`metrics`](Self::metrics)). With reqwest or tower,
+/// the `authwire-reqwest` middleware and the `authwire-tower` layer make these calls for you.
 impl Authorizer {
     /// An authorizer with every default: no store, the system clock, the default timing.
     pub fn new(provider: impl IdentityProvider) -> Self {
@@ -124,6 +132,192 @@ impl Authorizer {
         self.authorize_target(&target, headers).await.map(drop)
     }
 
+    /// Steps 1-4: the `Authorization` header value for the current token (marked sensitive).
+    ///
+    /// Equivalent to `async fn authorization_header(&self) -> Result<HeaderValue, AuthError>`;
+    /// the future is written by hand so that the cached path costs no more than its work.
+    pub fn authorization_header(&self) -> AuthorizationHeaderFuture<'_> {
+        AuthorizationHeaderFuture {
+            authorizer: self,
+            refreshing: None,
+        }
+    }
+
+    /// Steps 1-4 without waiting: the header for the cached token if it is usable now, else
+    /// `None` (and nothing is started except, inside the refresh window, the background
+    /// refresh). For synchronous code paths; async code calls
+    /// [`authorization_header`](Self::authorization_header).
+    ///
+    /// `None` too for a DPoP-bound token, which never leaves without a proof for its request.
+    #[inline]
+    pub fn cached_authorization_header(&self) -> Option<HeaderValue> {
+        self.cached_header().filter(|v| !is_bound_header(v))
+    }
+
+    /// Steps 1-3: the current valid token.
+    pub async fn token(&self) -> Result<Arc<Token>, AuthError> {
+        if let Some(token) = self.cached(|e| e.token.clone()) {
+            return Ok(token);
+        }
+        Ok(Box::pin(self.refresh()).await?.token.clone())
+    }
+
+    /// A resource server asked for a DPoP nonce (401, `DPoP error="use_dpop_nonce"`, RFC 9449
+    /// section 9): the token is fine; send the request once more with a proof that carries
+    /// the server's nonce (remembered for its later requests too).
+    async fn retry_with_dpop_nonce(&self, answer: &Answer<'_>) -> RetryDecision {
+        self.remember_dpop_nonce(answer);
+        let Some(nonce) = answer.dpop_nonce() else {
+            return RetryDecision::Done;
+        };
+        if !answer.is_replayable() || answer.is_redirected() {
+            return RetryDecision::Done;
+        }
+        let step5 = match self.cached(Entry::step5) {
+            Some(step5) => step5,
+            None => match self.refresh().await {
+                Ok(entry) => entry.step5(),
+                Err(_) => return RetryDecision::Done,
+            },
+        };
+        if step5.bound.is_none() {
+            return RetryDecision::Done;
+        }
+        debug!(cache_key = %self.inner.shared.key, "the resource server asked for a DPoP nonce; retrying once with it");
+        RetryDecision::RetryWith(crate::request::Retry::new(step5, Some(nonce.to_owned())))
+    }
+
+    /// Keep a `DPoP-Nonce` the server sent, for its origin.
+    fn remember_dpop_nonce(&self, answer: &Answer<'_>) {
+        if let Some(nonce) = answer.dpop_nonce() {
+            let mut nonces = self
+                .inner
+                .dpop_nonces
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if nonces.len() >= 1024 && !nonces.contains_key(answer.origin()) {
+                nonces.clear(); // a bound: one authorizer talks to a few servers, not thousands
+            }
+            nonces.insert(answer.origin().to_owned(), nonce.to_owned());
+        }
+    }
+
+    /// The nonce to put in a bound token's proof for `target` (none for bearer tokens, without
+    /// taking the lock).
+    pub(super) fn dpop_nonce_for(
+        &self,
+        step5: &crate::pipeline::Step5,
+        target: &Target<'_>,
+    ) -> Option<String> {
+        step5.bound.as_ref()?;
+        let nonces = self
+            .inner
+            .dpop_nonces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        nonces.get(&crate::request::origin_key(target)).cloned()
+    }
+
+    fn invalidate_if(&self, issued: impl FnOnce(&Entry) -> bool) -> bool {
+        let inner = &self.inner;
+        let mut control = inner.lock();
+        let Some(entry) = inner.current.load_full() else {
+            return false;
+        };
+        if !issued(&entry) {
+            return false;
+        }
+        // A token fetched because the previous one was rejected, and rejected again moments
+        // later: the problem is not the token (a misconfigured audience, a server that rejects
+        // everything). Refetching would only hammer the identity provider; wait, doubling.
+        let now = inner.shared.clock.now();
+        if control.published_for_rejection
+            && let Some(published) = control.published_at
+        {
+            let cooldown = rejection_cooldown(control.rejection_streak, &inner.shared.timing);
+            if now < published + cooldown {
+                Counters::bump(&inner.shared.counters.throttled_rejections);
+                warn!(cache_key = %inner.shared.key, retry_in = ?(published + cooldown).duration_since(now).unwrap_or_default(),
+                    "a token fetched after a rejection was rejected again at once; not refetching yet (check the token's audience and scopes)");
+                return false;
+            }
+            control.rejection_streak = control.rejection_streak.saturating_add(1);
+        }
+        control.rejection_pending = true;
+        inner.current.store(None);
+        inner.generation.store(0, Ordering::Release);
+        control.rejected = Some(entry.token.clone());
+        Counters::bump(&inner.shared.counters.invalidations);
+        info!(cache_key = %inner.shared.key, "token rejected by a server; it will be refreshed on the next call");
+        true
+    }
+
+    /// Forget the cached token if it is still `token`, bearer or bound alike; the next call
+    /// refreshes (with its refresh token). For a caller that needs more time left than the
+    /// cached token has (`authwire token --min-ttl`), or knows the token is no good by other
+    /// means. The same rules as [`invalidate`](Self::invalidate) apply, rate limit included.
+    pub fn invalidate_token(&self, token: &Token) -> bool {
+        let Some(entry) = self.inner.current.load_full() else {
+            return false;
+        };
+        let same = std::ptr::eq(&*entry.token, token)
+            || crate::token::constant_time_eq(
+                secrecy::ExposeSecret::expose_secret(entry.token.access_token()).as_bytes(),
+                secrecy::ExposeSecret::expose_secret(token.access_token()).as_bytes(),
+            );
+        same && self.invalidate(&entry.header())
+    }
+
+    /// Step 1 as an observation: where the cached token stands now. Starts nothing (unlike the
+    /// calls that hand out a token, which start a refresh when one is due).
+    ///
+    /// ```
+    /// # use authwire::{Authorizer, TokenState};
+    /// # fn show(authorizer: &Authorizer) {
+    /// match authorizer.state() {
+    ///     TokenState::Missing => println!("no token yet"),
+    ///     TokenState::Fresh { expires_in } => println!("valid, expires in {expires_in:?}"),
+    ///     TokenState::RefreshDue { .. } => println!("valid, refresh due"),
+    ///     TokenState::Expired => println!("expired"),
+    ///     _ => println!("a state added after this was written"),
+    /// }
+    /// # }
+    /// ```
+    pub fn state(&self) -> TokenState {
+        let Some(entry) = self.inner.current.load_full() else {
+            return TokenState::Missing;
+        };
+        let now = self.inner.shared.clock.now();
+        let expires_in = entry
+            .token
+            .expires_at()
+            .map(|e| e.duration_since(now).unwrap_or_default());
+        match check_expiry(&entry.schedule, now) {
+            Freshness::Fresh => TokenState::Fresh { expires_in },
+            Freshness::RefreshDue => TokenState::RefreshDue { expires_in },
+            Freshness::Expired => TokenState::Expired,
+        }
+    }
+
+    /// The counters of this authorizer (shared by its clones).
+    pub fn metrics(&self) -> Metrics {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// The key this authorizer's tokens are stored under.
+    pub fn cache_key(&self) -> &CacheKey {
+        &self.inner.shared.key
+    }
+}
+
+/// # For adapter authors
+///
+/// The request-level seam every HTTP adapter is written against (the reqwest middleware, the
+/// tower layer, the CLI, yours): authorize a request to a [`Target`], then judge the answer and
+/// retry once when the token was rejected. The [`request`](crate::request) module puts these
+/// calls in order, with [`Origins`](crate::Origins), [`Answer`], [`SentToken`] and a complete
+/// adapter as an example.
+impl Authorizer {
     /// Steps 1-5 for a request to `target`: the request-level entry point of every HTTP
     /// adapter (see [`crate::request`]). Returns the header that was put on `headers`, for
     /// [`Authorizer::decide`] once the answer is in.
@@ -260,92 +454,6 @@ impl Authorizer {
         true
     }
 
-    /// Steps 1-4: the `Authorization` header value for the current token (marked sensitive).
-    ///
-    /// Equivalent to `async fn authorization_header(&self) -> Result<HeaderValue, AuthError>`;
-    /// the future is written by hand so that the cached path costs no more than its work.
-    pub fn authorization_header(&self) -> AuthorizationHeaderFuture<'_> {
-        AuthorizationHeaderFuture {
-            authorizer: self,
-            refreshing: None,
-        }
-    }
-
-    /// Steps 1-4 without waiting: the header for the cached token if it is usable now, else
-    /// `None` (and nothing is started except, inside the refresh window, the background
-    /// refresh). For synchronous code paths; async code calls
-    /// [`authorization_header`](Self::authorization_header).
-    #[inline]
-    ///
-    /// `None` too for a DPoP-bound token, which never leaves without a proof for its request.
-    pub fn cached_authorization_header(&self) -> Option<HeaderValue> {
-        self.cached_header().filter(|v| !is_bound_header(v))
-    }
-
-    /// Steps 1-3: the current valid token.
-    pub async fn token(&self) -> Result<Arc<Token>, AuthError> {
-        if let Some(token) = self.cached(|e| e.token.clone()) {
-            return Ok(token);
-        }
-        Ok(Box::pin(self.refresh()).await?.token.clone())
-    }
-
-    /// A resource server asked for a DPoP nonce (401, `DPoP error="use_dpop_nonce"`, RFC 9449
-    /// section 9): the token is fine; send the request once more with a proof that carries
-    /// the server's nonce (remembered for its later requests too).
-    async fn retry_with_dpop_nonce(&self, answer: &Answer<'_>) -> RetryDecision {
-        self.remember_dpop_nonce(answer);
-        let Some(nonce) = answer.dpop_nonce() else {
-            return RetryDecision::Done;
-        };
-        if !answer.is_replayable() || answer.is_redirected() {
-            return RetryDecision::Done;
-        }
-        let step5 = match self.cached(Entry::step5) {
-            Some(step5) => step5,
-            None => match self.refresh().await {
-                Ok(entry) => entry.step5(),
-                Err(_) => return RetryDecision::Done,
-            },
-        };
-        if step5.bound.is_none() {
-            return RetryDecision::Done;
-        }
-        debug!(cache_key = %self.inner.shared.key, "the resource server asked for a DPoP nonce; retrying once with it");
-        RetryDecision::RetryWith(crate::request::Retry::new(step5, Some(nonce.to_owned())))
-    }
-
-    /// Keep a `DPoP-Nonce` the server sent, for its origin.
-    fn remember_dpop_nonce(&self, answer: &Answer<'_>) {
-        if let Some(nonce) = answer.dpop_nonce() {
-            let mut nonces = self
-                .inner
-                .dpop_nonces
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if nonces.len() >= 1024 && !nonces.contains_key(answer.origin()) {
-                nonces.clear(); // a bound: one authorizer talks to a few servers, not thousands
-            }
-            nonces.insert(answer.origin().to_owned(), nonce.to_owned());
-        }
-    }
-
-    /// The nonce to put in a bound token's proof for `target` (none for bearer tokens, without
-    /// taking the lock).
-    pub(super) fn dpop_nonce_for(
-        &self,
-        step5: &crate::pipeline::Step5,
-        target: &Target<'_>,
-    ) -> Option<String> {
-        step5.bound.as_ref()?;
-        let nonces = self
-            .inner
-            .dpop_nonces
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        nonces.get(&crate::request::origin_key(target)).cloned()
-    }
-
     /// Forget the cached token if it is still the one that `rejected` carried (a server answered
     /// 401 to it); the next call refreshes. Returns whether anything was forgotten.
     ///
@@ -360,98 +468,10 @@ impl Authorizer {
     pub fn invalidate(&self, rejected: &HeaderValue) -> bool {
         self.invalidate_if(|entry| entry.issued(rejected))
     }
+}
 
-    fn invalidate_if(&self, issued: impl FnOnce(&Entry) -> bool) -> bool {
-        let inner = &self.inner;
-        let mut control = inner.lock();
-        let Some(entry) = inner.current.load_full() else {
-            return false;
-        };
-        if !issued(&entry) {
-            return false;
-        }
-        // A token fetched because the previous one was rejected, and rejected again moments
-        // later: the problem is not the token (a misconfigured audience, a server that rejects
-        // everything). Refetching would only hammer the identity provider; wait, doubling.
-        let now = inner.shared.clock.now();
-        if control.published_for_rejection
-            && let Some(published) = control.published_at
-        {
-            let cooldown = rejection_cooldown(control.rejection_streak, &inner.shared.timing);
-            if now < published + cooldown {
-                Counters::bump(&inner.shared.counters.throttled_rejections);
-                warn!(cache_key = %inner.shared.key, retry_in = ?(published + cooldown).duration_since(now).unwrap_or_default(),
-                    "a token fetched after a rejection was rejected again at once; not refetching yet (check the token's audience and scopes)");
-                return false;
-            }
-            control.rejection_streak = control.rejection_streak.saturating_add(1);
-        }
-        control.rejection_pending = true;
-        inner.current.store(None);
-        inner.generation.store(0, Ordering::Release);
-        control.rejected = Some(entry.token.clone());
-        Counters::bump(&inner.shared.counters.invalidations);
-        info!(cache_key = %inner.shared.key, "token rejected by a server; it will be refreshed on the next call");
-        true
-    }
-
-    /// Forget the cached token if it is still `token`, bearer or bound alike; the next call
-    /// refreshes (with its refresh token). For a caller that needs more time left than the
-    /// cached token has (`authwire token --min-ttl`), or knows the token is no good by other
-    /// means. The same rules as [`invalidate`](Self::invalidate) apply, rate limit included.
-    pub fn invalidate_token(&self, token: &Token) -> bool {
-        let Some(entry) = self.inner.current.load_full() else {
-            return false;
-        };
-        let same = std::ptr::eq(&*entry.token, token)
-            || crate::token::constant_time_eq(
-                secrecy::ExposeSecret::expose_secret(entry.token.access_token()).as_bytes(),
-                secrecy::ExposeSecret::expose_secret(token.access_token()).as_bytes(),
-            );
-        same && self.invalidate(&entry.header())
-    }
-
-    /// Step 1 as an observation: where the cached token stands now. Starts nothing (unlike the
-    /// calls that hand out a token, which start a refresh when one is due).
-    ///
-    /// ```
-    /// # use authwire::{Authorizer, TokenState};
-    /// # fn show(authorizer: &Authorizer) {
-    /// match authorizer.state() {
-    ///     TokenState::Missing => println!("no token yet"),
-    ///     TokenState::Fresh { expires_in } => println!("valid, expires in {expires_in:?}"),
-    ///     TokenState::RefreshDue { .. } => println!("valid, refresh due"),
-    ///     TokenState::Expired => println!("expired"),
-    ///     _ => println!("a state added after this was written"),
-    /// }
-    /// # }
-    /// ```
-    pub fn state(&self) -> TokenState {
-        let Some(entry) = self.inner.current.load_full() else {
-            return TokenState::Missing;
-        };
-        let now = self.inner.shared.clock.now();
-        let expires_in = entry
-            .token
-            .expires_at()
-            .map(|e| e.duration_since(now).unwrap_or_default());
-        match check_expiry(&entry.schedule, now) {
-            Freshness::Fresh => TokenState::Fresh { expires_in },
-            Freshness::RefreshDue => TokenState::RefreshDue { expires_in },
-            Freshness::Expired => TokenState::Expired,
-        }
-    }
-
-    /// The counters of this authorizer (shared by its clones).
-    pub fn metrics(&self) -> Metrics {
-        self.inner.shared.counters.snapshot()
-    }
-
-    /// The key this authorizer's tokens are stored under.
-    pub fn cache_key(&self) -> &CacheKey {
-        &self.inner.shared.key
-    }
-
+// The machinery behind both halves: the hot path, refreshes, rejection bookkeeping.
+impl Authorizer {
     /// The hot path for a header: this thread's slot when it holds the current entry
     /// ([`local`]), else [`cached`](Self::cached), offering the entry to the slot. A
     /// bound token's header is returned too (callers refuse it or add its proof).

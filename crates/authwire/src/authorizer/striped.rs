@@ -1,4 +1,9 @@
 //! Clones of an [`Authorizer`] for per-request futures, without a shared reference-count write.
+//!
+//! Deprecated: no adapter uses them since the tower layer keeps a
+//! [`SentToken`](super::SentToken); kept one release for anyone who adopted them.
+
+#![allow(deprecated)]
 
 use super::Authorizer;
 use std::sync::Arc;
@@ -15,6 +20,10 @@ use std::sync::Arc;
 /// let handle = striped.handle(); // cheap: this thread's stripe
 /// assert!(handle.metrics().fetches == 0);
 /// ```
+#[deprecated(
+    since = "0.1.0",
+    note = "unused since the tower layer keeps a SentToken (Authorizer::try_authorize_target_sent); clone the Authorizer instead"
+)]
 #[derive(Clone)]
 pub struct StripedAuthorizer {
     stripes: Arc<[StripedHandle]>,
@@ -22,6 +31,10 @@ pub struct StripedAuthorizer {
 }
 
 /// A handle from [`StripedAuthorizer::handle`]; dereferences to the [`Authorizer`].
+#[deprecated(
+    since = "0.1.0",
+    note = "unused since the tower layer keeps a SentToken (Authorizer::try_authorize_target_sent); clone the Authorizer instead"
+)]
 #[derive(Clone)]
 pub struct StripedHandle(Arc<Padded>);
 
