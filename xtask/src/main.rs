@@ -11,6 +11,7 @@
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
 mod deps;
+mod docs;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
                 println!("unused: {line}");
             }
         }),
+        Some("docs") => docs::check(&root(), &cli_binary()),
         Some("help" | "--help" | "-h") | None => {
             usage();
             Ok(())
@@ -54,6 +56,7 @@ fn usage() {
          ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
          deps            list dependencies declared but never used (part of ci)\n  \
+         docs            the docs match the code: a README row per crate, no CLI flag that does not exist (part of ci)\n  \
          interop         the CLI against panva's oidc-provider, and the cloud emulators against google-auth and\n                  azure-identity, all on loopback (Node.js, npm, Python; see docs/interop.md)\n  \
          outside [FILTER] authwire beside google-cloud-auth and gcp_auth in one process (crates.io; see\n                  docs/PERFORMANCE.md)\n  \
          soak [--minutes N]  the soak: 64 tasks, 2 s tokens, random IdP faults (see docs/RELIABILITY.md)"
@@ -65,6 +68,18 @@ fn root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+/// The debug build of the `authwire` binary.
+fn cli_binary() -> PathBuf {
+    target_dir()
+        .join("debug")
+        .join(format!("authwire{}", env::consts::EXE_SUFFIX))
+}
+
+/// The workspace's target folder (`CARGO_TARGET_DIR` when set).
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
 fn cargo() -> Command {
@@ -116,6 +131,14 @@ fn ci() -> Result<(), String> {
         ));
     }
     println!("<== unused dependencies: none");
+
+    // Docs that match the code: a README row per crate, no flag the CLI does not have.
+    let mut build = cargo();
+    build.args(["build", "--quiet", "-p", "authwire-cli", "--bin", "authwire"]);
+    step("cargo build (the CLI, for the docs check)", build)?;
+    println!("==> docs match the code");
+    docs::check(&root(), &cli_binary())?;
+    println!("<== docs match the code: ok");
 
     // Every published crate packages: no path-only dependency, its files present.
     let mut package = cargo();
