@@ -12,6 +12,7 @@
 
 mod deps;
 mod docs;
+mod examples;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
             }
         }),
         Some("docs") => docs::check(&root(), &cli_binary()),
+        Some("examples") => examples::check(&root(), &target_dir()),
         Some("help" | "--help" | "-h") | None => {
             usage();
             Ok(())
@@ -57,6 +59,7 @@ fn usage() {
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
          deps            list dependencies declared but never used (part of ci)\n  \
          docs            the docs match the code: a README row per crate, no CLI flag that does not exist (part of ci)\n  \
+         examples        the README's quick start built in a new project from its own [dependencies] (part of ci)\n  \
          interop         the CLI against panva's oidc-provider, and the cloud emulators against google-auth and\n                  azure-identity, all on loopback (Node.js, npm, Python; see docs/interop.md)\n  \
          outside [FILTER] authwire beside google-cloud-auth and gcp_auth in one process (crates.io; see\n                  docs/PERFORMANCE.md)\n  \
          soak [--minutes N]  the soak: 64 tasks, 2 s tokens, random IdP faults (see docs/RELIABILITY.md)"
@@ -139,6 +142,10 @@ fn ci() -> Result<(), String> {
     println!("==> docs match the code");
     docs::check(&root(), &cli_binary())?;
     println!("<== docs match the code: ok");
+
+    println!("==> the README's and the core crate's quick starts, built in a new project");
+    examples::check(&root(), &target_dir())?;
+    println!("<== quick starts: ok");
 
     // Every published crate packages: no path-only dependency, its files present.
     let mut package = cargo();

@@ -16,7 +16,7 @@
 //! let provider = OAuth2Provider::builder()
 //!     .issuer("https://idp.example")          // or .token_url("https://idp.example/oauth2/token")
 //!     .client_id("my-client")
-//!     .client_secret(std::env::var("CLIENT_SECRET")?)
+//!     .client_secret(std::env::var("CLIENT_SECRET").map_err(|_| "set CLIENT_SECRET to the client's secret")?)
 //!     .auth_method(ClientAuthMethod::ClientSecretBasic)
 //!     .scope("api:read")
 //!     .audience("https://api.example")

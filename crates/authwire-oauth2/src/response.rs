@@ -9,8 +9,9 @@ use authwire::{ProviderError, Token, TokenType};
 use serde_json::{Map, Value};
 use std::time::{Duration, SystemTime};
 
-/// Longest `expires_in` taken literally (100 years); longer values are capped.
-const MAX_EXPIRES_IN: f64 = 100.0 * 365.0 * 24.0 * 3600.0;
+/// Longest `expires_in` taken literally ([`authwire::MAX_LIFETIME`]); longer values are capped
+/// before they become a `Duration` (`Duration::from_secs_f64` panics past its range).
+const MAX_EXPIRES_IN: f64 = authwire::MAX_LIFETIME.as_secs() as f64;
 
 /// Parse a token endpoint answer into a token, or the error it describes.
 ///
@@ -87,10 +88,10 @@ fn parse_token_object(
         }
     }
     if let Some(secs) = seconds_field(object, "expires_in", status)? {
-        token = token.with_expires_at(now + secs);
+        token = token.with_expires_at(authwire::expiry_after(now, secs));
     }
     if let Some(secs) = seconds_field(object, "refresh_in", status)? {
-        token = token.with_refresh_at(now + secs);
+        token = token.with_refresh_at(authwire::expiry_after(now, secs));
     }
     match object.get("refresh_token") {
         Some(Value::String(r)) if !r.is_empty() => token = token.with_refresh_token(r.clone()),

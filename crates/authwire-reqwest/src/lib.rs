@@ -11,7 +11,7 @@
 //! let provider = OAuth2Provider::builder()
 //!     .issuer("https://idp.example")
 //!     .client_id("orders-service")
-//!     .client_secret(std::env::var("CLIENT_SECRET")?)
+//!     .client_secret(std::env::var("CLIENT_SECRET").map_err(|_| "set CLIENT_SECRET to the client's secret")?)
 //!     .build()?;
 //! let authorizer = Authorizer::new(provider);
 //!

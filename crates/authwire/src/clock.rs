@@ -13,6 +13,26 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
+/// The longest lifetime taken literally (100 years): a server's `expires_in`, `expires_on` or
+/// `exp` beyond it is capped, so that no answer can overflow the platform's time type.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + lifetime`, with `lifetime` capped at [`MAX_LIFETIME`]: the one conversion of a
+/// lifetime into an expiry that every provider uses, so that a hostile or broken server
+/// sending a huge number gets a token that expires in a century, not a panic.
+///
+/// ```
+/// use authwire::{MAX_LIFETIME, expiry_after};
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+/// assert_eq!(expiry_after(now, Duration::from_secs(3600)), now + Duration::from_secs(3600));
+/// assert_eq!(expiry_after(now, Duration::MAX), now + MAX_LIFETIME);
+/// ```
+pub fn expiry_after(now: SystemTime, lifetime: Duration) -> SystemTime {
+    let capped = lifetime.min(MAX_LIFETIME);
+    now.checked_add(capped).unwrap_or(now)
+}
+
 /// What [`Clock::sleep`] returns.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 

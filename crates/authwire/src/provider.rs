@@ -14,6 +14,11 @@ use std::sync::Arc;
 ///
 /// # Writing a provider
 ///
+/// One that calls an HTTP token endpoint, mapping each failure to the error that fits
+/// (`unavailable` with `Retry-After`, `rejected`, `invalid_response`) and setting the lifetime
+/// through a [`Clock`](crate::Clock) with [`Token::with_lifetime`], is in the repository's
+/// `docs/providers.md` ("Writing your own provider"). The smallest one reads a file:
+///
 /// ```
 /// use authwire::{async_trait, Authorizer, CacheKey, IdentityProvider, ProviderError, Token};
 /// use std::time::{Duration, SystemTime};

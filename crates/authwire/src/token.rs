@@ -4,7 +4,7 @@ use secrecy::{ExposeSecret, SecretString};
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// An access token and what is known about it, as an identity provider issued it.
 ///
@@ -139,6 +139,20 @@ impl Token {
     pub fn with_expires_at(mut self, at: SystemTime) -> Self {
         self.expires_at = Some(at);
         self
+    }
+
+    /// Set the token to expire `lifetime` from now, as `clock` reads it: what an `expires_in` of
+    /// RFC 6749 section 5.1 means. Lifetimes beyond [`MAX_LIFETIME`](crate::MAX_LIFETIME) are
+    /// capped ([`expiry_after`](crate::expiry_after)), so no server value can overflow.
+    ///
+    /// ```
+    /// use authwire::{SystemClock, Token};
+    /// use std::time::Duration;
+    /// let token = Token::new("t0k3n").with_lifetime(Duration::from_secs(3600), &SystemClock);
+    /// assert!(token.expires_at().is_some());
+    /// ```
+    pub fn with_lifetime(self, lifetime: Duration, clock: &dyn crate::clock::Clock) -> Self {
+        self.with_expires_at(crate::clock::expiry_after(clock.now(), lifetime))
     }
 
     /// Attach a refresh token that a provider can use to obtain the next access token.
