@@ -87,6 +87,48 @@ pub(crate) struct Credentials {
 }
 
 impl Credentials {
+    /// `authwire login` with the credential flags given here (never a secret: the client secret
+    /// is never a flag), as a person would type it to log in with the same settings.
+    pub(crate) fn login_command(&self) -> String {
+        let mut words = vec!["authwire".to_owned(), "login".to_owned()];
+        let mut flag = |name: &str, value: Option<String>| {
+            if let Some(v) = value {
+                words.push(format!("--{name}"));
+                words.push(shell_word(&v));
+            }
+        };
+        flag("profile", self.profile.clone());
+        flag("issuer", self.issuer.clone());
+        flag("token-url", self.token_url.clone());
+        flag("client-id", self.client_id.clone());
+        flag(
+            "client-secret-file",
+            self.client_secret_file.as_ref().map(|p| p.display().to_string()),
+        );
+        for s in &self.scope {
+            flag("scope", Some(s.clone()));
+        }
+        flag("audience", self.audience.clone());
+        for r in &self.resource {
+            flag("resource", Some(r.clone()));
+        }
+        flag("auth-method", self.auth_method.map(value_name));
+        flag(
+            "private-key-file",
+            self.private_key_file.as_ref().map(|p| p.display().to_string()),
+        );
+        flag("cache", self.cache.map(value_name));
+        flag("authorization-url", self.authorization_url.clone());
+        flag("revocation-url", self.revocation_url.clone());
+        if self.allow_insecure_http {
+            words.push("--allow-insecure-http".into());
+        }
+        if self.dpop {
+            words.push("--dpop".into());
+        }
+        words.join(" ")
+    }
+
     /// The settings of one profile, with no flag overriding them.
     pub(crate) fn for_profile(name: &str) -> Self {
         Self {
@@ -261,6 +303,25 @@ pub(crate) enum AuthType {
     Bearer,
 }
 
+/// A value enum's name on the command line (`private-key-jwt`, `file`).
+fn value_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map_or_else(String::new, |p| p.get_name().to_owned())
+}
+
+/// `text` as one shell word: as is when it is plain, else in single quotes.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// `90s`, `5m`, `2h`, `1d`, or plain seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -288,6 +349,26 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_login_command_repeats_the_flags_in_use() {
+        let c = Credentials {
+            profile: Some("me".into()),
+            ..Credentials::default()
+        };
+        assert_eq!(c.login_command(), "authwire login --profile me");
+        let c = Credentials {
+            issuer: Some("https://idp.example".into()),
+            client_id: Some("cli".into()),
+            scope: vec!["openid offline_access".into()],
+            cache: Some(CacheKind::File),
+            ..Credentials::default()
+        };
+        assert_eq!(
+            c.login_command(),
+            "authwire login --issuer https://idp.example --client-id cli --scope 'openid offline_access' --cache file"
+        );
     }
 
     #[test]

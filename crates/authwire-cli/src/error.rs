@@ -1,7 +1,7 @@
 //! What a command returns when it fails: one line for the user (the cause and the fix) and an
 //! exit code for scripts.
 
-use crate::settings::SECRET_ENV;
+use crate::settings::{SECRET_ENV, Settings};
 use authwire::{AuthError, error_chain};
 
 /// Exit codes, for scripts (docs/cli.md lists them).
@@ -42,30 +42,143 @@ impl CliError {
         }
     }
 
-    /// No token could be had from `endpoint` (exit 3), with what to do about it.
-    pub(crate) fn auth(e: &AuthError, endpoint: &str) -> Self {
-        let hint = match e.provider_error().and_then(|p| p.error_code()) {
-            Some("invalid_client") => format!("check --client-id and {SECRET_ENV} (or --client-secret-file)"),
-            Some("login_required") => {
-                format!(
-                    "run `authwire login`, or give a client secret ({SECRET_ENV} or --client-secret-file)"
-                )
-            }
-            Some("invalid_grant") => {
-                "the stored login expired or was revoked: run `authwire login` again".into()
-            }
-            Some("invalid_scope") => "check --scope".into(),
-            Some("access_denied") => {
-                "the login was refused at the identity provider; run `authwire login` to try again".into()
-            }
-            _ if e.is_transient() => format!("is the identity provider at {endpoint} up? try again later"),
-            _ => format!("check the identity provider settings (--issuer / --token-url {endpoint})"),
-        };
+    /// No token could be had for the settings `s` (exit 3): what happened, from where, and the
+    /// one thing to do about it, naming the exact command or flag.
+    pub(crate) fn auth(e: &AuthError, s: &Settings) -> Self {
+        Self::auth_at(e, &s.endpoint, &s.login_command)
+    }
+
+    /// [`auth`](Self::auth) from its parts: the identity provider's `endpoint` and the
+    /// `authwire login ...` command that logs in with the same settings.
+    pub(crate) fn auth_at(e: &AuthError, endpoint: &str, login: &str) -> Self {
+        let code = e.provider_error().and_then(|p| p.error_code());
         let what = error_chain(e);
         let what = what.strip_prefix("no valid token: ").unwrap_or(&what).to_owned();
+        let message = match code {
+            Some("login_required") => format!(
+                "not logged in: no refresh token is stored for these settings (from {endpoint}); run `{login}`, or give a client secret ({SECRET_ENV} or --client-secret-file)"
+            ),
+            Some("invalid_grant") => {
+                format!("{what} (from {endpoint}); the stored login expired or was revoked: run `{login}`")
+            }
+            Some("access_denied") => {
+                format!(
+                    "{what} (from {endpoint}); the login was refused at the identity provider: run `{login}` to try again"
+                )
+            }
+            Some("invalid_client") => {
+                format!(
+                    "{what} (from {endpoint}); check --client-id and {SECRET_ENV} (or --client-secret-file)"
+                )
+            }
+            Some("invalid_scope") => format!("{what} (from {endpoint}); check --scope"),
+            _ if is_dns_failure(&what) => format!(
+                "the host name {} did not resolve (from {endpoint}); check the URL and this machine's DNS",
+                host_of(endpoint)
+            ),
+            _ if e.is_transient() => {
+                format!(
+                    "{what} (from {endpoint}); is the identity provider at {endpoint} up? try again later"
+                )
+            }
+            _ => format!(
+                "{} (from {endpoint}); check the identity provider settings (--issuer / --token-url {endpoint})",
+                cli_words(&what)
+            ),
+        };
         Self {
-            message: format!("{what} (from {endpoint}); {hint}"),
+            message,
             code: exit::AUTH,
         }
+    }
+}
+
+/// Whether an error chain says a host name did not resolve (hyper's "dns error", the system
+/// resolver's "failed to lookup address").
+fn is_dns_failure(chain: &str) -> bool {
+    chain.contains("dns error")
+        || chain.contains("failed to lookup address")
+        || chain.contains("could not resolve")
+}
+
+/// The host of a URL, or the text itself.
+fn host_of(endpoint: &str) -> String {
+    url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| endpoint.to_owned())
+}
+
+/// A library's words for a setting, in the CLI's: `allow_insecure_http(true)` is
+/// `--allow-insecure-http` here.
+pub(crate) fn cli_words(text: &str) -> String {
+    let mut text = text
+        .replace(
+            "call allow_insecure_http(true) to opt in",
+            "pass --allow-insecure-http to opt in",
+        )
+        .replace("allow_insecure_http(true)", "--allow-insecure-http");
+    for setting in [
+        "issuer",
+        "token_url",
+        "authorization_url",
+        "revocation_url",
+        "device_authorization_url",
+    ] {
+        if let Some(rest) = text.strip_prefix(&format!("{setting} uses plain http")) {
+            text = format!("--{} uses plain http{rest}", setting.replace('_', "-"));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authwire::ProviderError;
+
+    fn message(e: ProviderError) -> String {
+        CliError::auth_at(
+            &AuthError::Refresh(e),
+            "https://idp.example/token",
+            "authwire login --profile me",
+        )
+        .message
+    }
+
+    #[test]
+    fn not_logged_in_names_the_exact_command_once() {
+        let m = message(ProviderError::rejected(
+            None,
+            "login_required",
+            Some("no refresh token is stored; a person must log in first".into()),
+        ));
+        assert_eq!(
+            m,
+            "not logged in: no refresh token is stored for these settings (from https://idp.example/token); run `authwire login --profile me`, or give a client secret (AUTHWIRE_CLIENT_SECRET or --client-secret-file)"
+        );
+        assert_eq!(m.matches("authwire login").count(), 1);
+    }
+
+    #[test]
+    fn a_host_that_does_not_resolve_is_named() {
+        let dns = std::io::Error::other(
+            "dns error: failed to lookup address information: Name or service not known",
+        );
+        let m = message(ProviderError::transient(dns));
+        assert_eq!(
+            m,
+            "the host name idp.example did not resolve (from https://idp.example/token); check the URL and this machine's DNS"
+        );
+    }
+
+    #[test]
+    fn library_settings_are_named_as_flags() {
+        assert_eq!(
+            cli_words(
+                "issuer uses plain http to idp.example, which would expose credentials; use https, or call allow_insecure_http(true) to opt in"
+            ),
+            "--issuer uses plain http to idp.example, which would expose credentials; use https, or pass --allow-insecure-http to opt in"
+        );
     }
 }

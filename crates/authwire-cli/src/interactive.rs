@@ -102,7 +102,7 @@ pub(crate) async fn log_in(s: &Settings, o: &LoginOptions) -> Result<u8, CliErro
             })
             .await
     }
-    .map_err(|e| CliError::auth(&AuthError::Refresh(e), &s.endpoint))?;
+    .map_err(|e| CliError::auth(&AuthError::Refresh(e), s))?;
     store
         .save(&s.cache_key(), &token)
         .await

@@ -54,11 +54,18 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .with_max_level(tracing::Level::DEBUG)
             .with_target(false)
+            .with_ansi(colour_on_stderr())
             .without_time()
             .init();
     }
     let trace = Trace::new(cli.verbose);
     run_as("authwire", dispatch(cli, &trace))
+}
+
+/// Colour only for a person at a terminal, and never when `NO_COLOR` is set (no-color.org).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Run one command to its exit code.

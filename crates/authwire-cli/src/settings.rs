@@ -73,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) hosts: Vec<String>,
     /// The profile's username, for the git and docker helpers.
     pub(crate) username: Option<String>,
+    /// `authwire login ...` with the flags in use, for messages that ask a person to log in.
+    pub(crate) login_command: String,
 }
 
 pub(crate) fn config_dir() -> Option<PathBuf> {
@@ -269,7 +271,9 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
     } else {
         None
     };
-    let provider = b.build().map_err(|e| CliError::config(e.to_string()))?;
+    let provider = b
+        .build()
+        .map_err(|e| CliError::config(crate::error::cli_words(&e.to_string())))?;
     Ok(Settings {
         oauth2: Some(provider.clone()),
         provider: Arc::new(provider),
@@ -280,6 +284,7 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         dpop_key,
         hosts,
         username,
+        login_command: c.login_command(),
     })
 }
 
@@ -341,6 +346,7 @@ async fn resolve_cloud(c: &Credentials, profile: &Profile, cloud: Cloud) -> Resu
         dpop_key: None,
         hosts: profile.hosts.clone(),
         username: profile.username.clone(),
+        login_command: c.login_command(),
     })
 }
 

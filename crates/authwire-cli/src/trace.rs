@@ -47,10 +47,7 @@ pub(crate) async fn token(
         _ => "unknown",
     };
     trace.step("step 1 check", &format!("{state} ({cache})"));
-    let token = authorizer
-        .token()
-        .await
-        .map_err(|e| CliError::auth(&e, &s.endpoint))?;
+    let token = authorizer.token().await.map_err(|e| CliError::auth(&e, s))?;
     let m = authorizer.metrics();
     let how = if m.store_hits > 0 {
         format!("cache hit in the {cache}: no request to the identity provider")

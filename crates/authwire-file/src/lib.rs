@@ -342,11 +342,28 @@ fn save_file(dir: &Path, path: &Path, token: &Token) -> Result<(), StoreError> {
     })
 }
 
+/// Delete a token file and, when no refresh holds it, its lease file: a logout leaves nothing
+/// behind. A lease held elsewhere stays (its refresh is under way); it is never unlinked
+/// unlocked, which would let two processes lock two different files of one name.
 fn delete_file(dir: &Path, path: &Path) -> Result<(), StoreError> {
-    with_lock(dir, || match fs::remove_file(path) {
-        Ok(()) => sync_dir(dir),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_error("delete", path)(e)),
+    with_lock(dir, || {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("delete", path)(e)),
+        }
+        let lease = lease_path(path);
+        if lease.exists()
+            && let Some(held) = try_lease(path)?
+        {
+            match fs::remove_file(&lease) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("delete", &lease)(e)),
+            }
+            drop(held);
+        }
+        sync_dir(dir)
     })
 }
 
@@ -394,11 +411,36 @@ fn lease_path(path: &Path) -> PathBuf {
 
 /// Try to take `path`'s refresh lease without waiting.
 fn try_lease(path: &Path) -> Result<Option<File>, StoreError> {
-    let file = open_lock_file(&lease_path(path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", path)(e)),
+    let lease = lease_path(path);
+    // A lease file can be unlinked (by a delete that held it) between our open and our lock:
+    // a lock on an unlinked file excludes no one, so lock again on what the name now holds.
+    for _ in 0..8 {
+        let file = open_lock_file(&lease)?;
+        match file.try_lock() {
+            Ok(()) if still_named(&file, &lease) => return Ok(Some(file)),
+            Ok(()) => continue,
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error("lock", path)(e)),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `path` still names the file `file` has open.
+fn still_named(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::symlink_metadata(path)) {
+            (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows does not let a file that is open be deleted; the name cannot move away.
+        let _ = (file, path);
+        true
     }
 }
 
@@ -422,6 +464,51 @@ impl fmt::Debug for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("authwire-file-unit-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn delete_removes_a_free_lease_file_and_keeps_a_held_one() {
+        let dir = scratch("lease");
+        let token = dir.join("t");
+        // Free: a logout leaves no `.lease` file behind.
+        drop(try_lease(&token).unwrap().expect("free"));
+        assert!(lease_path(&token).exists());
+        delete_file(&dir, &token).unwrap();
+        assert!(!lease_path(&token).exists(), "the lease file outlived the token");
+        // Held by a refresh: left alone, and still excludes a second holder.
+        let held = try_lease(&token).unwrap().expect("free");
+        delete_file(&dir, &token).unwrap();
+        assert!(lease_path(&token).exists());
+        assert!(try_lease(&token).unwrap().is_none(), "two holders of one lease");
+        drop(held);
+        assert!(try_lease(&token).unwrap().is_some());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_on_an_unlinked_lease_file_is_not_a_lease() {
+        let dir = scratch("unlinked");
+        let token = dir.join("t");
+        let lease = lease_path(&token);
+        let stale = open_lock_file(&lease).unwrap();
+        fs::remove_file(&lease).unwrap();
+        assert!(!still_named(&stale, &lease));
+        let held = try_lease(&token).unwrap().expect("a new lease file");
+        assert!(still_named(&held, &lease));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn file_names_are_safe_readable_and_distinct() {

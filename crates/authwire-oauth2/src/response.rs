@@ -259,11 +259,10 @@ fn keys(object: &Map<String, Value>) -> String {
 fn excerpt(body: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(&body[..body.len().min(400)]);
     let trimmed = text.trim_start();
-    if trimmed.is_empty()
-        || trimmed.starts_with('{')
-        || trimmed.starts_with('[')
-        || trimmed.to_ascii_lowercase().contains("token")
-    {
+    if trimmed.starts_with('{') {
+        return json_message(body);
+    }
+    if trimmed.is_empty() || trimmed.starts_with('[') || trimmed.to_ascii_lowercase().contains("token") {
         return None;
     }
     Some(
@@ -275,10 +274,64 @@ fn excerpt(body: &[u8]) -> Option<String> {
     )
 }
 
+/// The human-readable message of a JSON error that is not an OAuth one: Azure's managed
+/// identity endpoints answer `{"statusCode":400,"message":"..."}`, Google APIs
+/// `{"error":{"code":403,"message":"..."}}`, others `detail` or `title` (RFC 9457). Only those
+/// fields are read, never one that could hold a token, and not a value that mentions one.
+fn json_message(body: &[u8]) -> Option<String> {
+    let object = json_object(body).ok()?;
+    let nested = object.get("error").and_then(Value::as_object);
+    let message = ["message", "Message", "error_description", "detail", "title"]
+        .iter()
+        .find_map(|k| object.get(*k).and_then(Value::as_str).map(|v| (*k, v)))
+        .or_else(|| nested?.get("message")?.as_str().map(|v| ("message", v)))?;
+    let (field, value) = message;
+    if value.trim().is_empty() || value.to_ascii_lowercase().contains("token") {
+        return None;
+    }
+    Some(format!("{field}: {}", value.trim()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+
+    #[test]
+    fn a_json_error_that_is_not_oauth_keeps_its_message() {
+        // Issue 31: Azure's App Service endpoint, reported as "an error status without an OAuth
+        // error body" with nothing to go on.
+        let azure = parse_error(
+            400,
+            None,
+            br#"{"statusCode":400,"message":"No X-IDENTITY-HEADER"}"#,
+            now(),
+        );
+        assert_eq!(
+            authwire::error_chain(&azure),
+            "identity provider sent an unusable response (HTTP 400): an error status without an OAuth error body (body starts: \"message: No X-IDENTITY-HEADER\")"
+        );
+        let google = parse_error(
+            403,
+            None,
+            br#"{"error":{"code":403,"message":"Permission denied on resource"}}"#,
+            now(),
+        );
+        assert!(
+            authwire::error_chain(&google).contains("message: Permission denied on resource"),
+            "{google}"
+        );
+        // A field that could carry a token is never quoted.
+        for body in [
+            r#"{"message":"token abc.def.ghi is invalid"}"#,
+            r#"{"access_token":"SECRET","message":""}"#,
+            r#"{"statusCode":400}"#,
+        ] {
+            let e = parse_error(400, None, body.as_bytes(), now());
+            assert!(!authwire::error_chain(&e).contains("message:"), "{body}: {e}");
+            assert!(!authwire::error_chain(&e).contains("SECRET"));
+        }
+    }
     use std::time::UNIX_EPOCH;
 
     fn now() -> SystemTime {

@@ -203,13 +203,28 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Provid
 fn network_error(e: reqwest::Error) -> ProviderError {
     // reqwest errors name the URL, never the body or headers.
     let what = if e.is_timeout() {
-        "request timed out"
+        "request timed out to"
+    } else if e.is_connect() && is_dns(&e) {
+        "could not resolve the host name of"
     } else if e.is_connect() {
-        "could not connect"
+        "could not connect to"
     } else {
-        "request failed"
+        "request failed to"
     };
     ProviderError::transient(NetworkError { what, source: e })
+}
+
+/// Whether a connect error is a name that did not resolve (hyper-util calls it "dns error",
+/// whichever resolver answered).
+fn is_dns(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.to_string().starts_with("dns error") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 #[derive(Debug)]
@@ -223,11 +238,11 @@ impl fmt::Display for NetworkError {
         match self.source.url() {
             Some(url) => write!(
                 f,
-                "{} to {}",
+                "{} {}",
                 self.what,
                 url.as_str().split('?').next().unwrap_or_default()
             ),
-            None => f.write_str(self.what),
+            None => f.write_str(self.what.trim_end_matches(" to").trim_end_matches(" of")),
         }
     }
 }

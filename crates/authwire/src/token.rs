@@ -378,14 +378,26 @@ impl From<&str> for TokenType {
 /// What a provider's tokens are stored under: one key per distinct configuration (issuer,
 /// client, grant, scopes, audience, ...), so that two configurations never share a token.
 ///
+/// A key may carry fingerprints of the credentials that tell two configurations apart, in a
+/// segment `cred=...` (up to the next `|`). `Display`, `Debug` and
+/// [`readable_prefix`](Self::readable_prefix) never show that segment's value: a fingerprint
+/// of a weak client secret in a log could be checked against guesses offline.
+///
 /// ```
 /// use authwire::CacheKey;
 /// let key = CacheKey::new("https://idp.example/token|my-client|api:read");
 /// assert_eq!(key.as_str(), "https://idp.example/token|my-client|api:read");
 /// assert_eq!(key.to_string(), key.as_str());
+///
+/// let with_secret = CacheKey::new("oauth2|https://idp.example/token|c|cred=1f2e3d4c5b6a7988|client_credentials");
+/// assert_eq!(with_secret.to_string(), "oauth2|https://idp.example/token|c|cred=…|client_credentials");
+/// assert!(!format!("{with_secret:?}").contains("1f2e3d"));
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey(Cow<'static, str>);
+
+/// The segment of a key whose value is never shown.
+const HIDDEN_SEGMENT: &str = "cred=";
 
 impl CacheKey {
     /// A key from any string. Stores escape or hash it as their medium needs.
@@ -428,7 +440,7 @@ impl CacheKey {
     /// assert_eq!(key.readable_prefix(40), "https___idp_token_a_b");
     /// ```
     pub fn readable_prefix(&self, max: usize) -> String {
-        self.as_str()
+        self.shown()
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -442,9 +454,35 @@ impl CacheKey {
     }
 }
 
+impl CacheKey {
+    /// The key as it may be shown: every `cred=` segment's value replaced by `…`.
+    fn shown(&self) -> Cow<'_, str> {
+        if !self.0.contains(HIDDEN_SEGMENT) {
+            return Cow::Borrowed(&self.0);
+        }
+        let mut out = String::with_capacity(self.0.len());
+        let mut rest: &str = &self.0;
+        while let Some(at) = rest.find(HIDDEN_SEGMENT) {
+            let value = at + HIDDEN_SEGMENT.len();
+            out.push_str(&rest[..value]);
+            out.push('…');
+            rest = &rest[value..];
+            rest = &rest[rest.find('|').unwrap_or(rest.len())..];
+        }
+        out.push_str(rest);
+        Cow::Owned(out)
+    }
+}
+
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.shown())
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CacheKey").field(&self.shown()).finish()
     }
 }
 

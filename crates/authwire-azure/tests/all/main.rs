@@ -126,6 +126,12 @@ async fn app_service_uses_identity_endpoint_and_header() {
         .await
         .unwrap_err();
     assert!(!authwire::error_chain(&e).contains("guessed"));
+    // Issue 31: the endpoint's own words, not just "an error status without an OAuth error body".
+    assert!(
+        authwire::error_chain(&e).contains("message: No X-IDENTITY-HEADER header or invalid header value"),
+        "{}",
+        authwire::error_chain(&e)
+    );
 }
 
 #[tokio::test]

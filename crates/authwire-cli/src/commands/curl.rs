@@ -68,7 +68,7 @@ pub(crate) async fn exec(credentials: &Credentials, args: CurlArgs, trace: &Trac
     );
     let response = request.send().await.map_err(|e| match e {
         reqwest_middleware::Error::Middleware(inner) => match inner.downcast_ref::<AuthError>() {
-            Some(auth) => CliError::auth(auth, &s.endpoint),
+            Some(auth) => CliError::auth(auth, &s),
             None => CliError::network(inner.to_string()),
         },
         reqwest_middleware::Error::Reqwest(e) => {

@@ -105,7 +105,7 @@ pub(crate) async fn exec(action: &str) -> Result<u8, CliError> {
                 return Ok(1);
             };
             let s = settings::resolve(&Credentials::for_profile(&profile), false).await?;
-            let token = current(&s).await.map_err(|e| CliError::auth(&e, &s.endpoint))?;
+            let token = current(&s).await.map_err(|e| CliError::auth(&e, &s))?;
             let body = serde_json::json!({
                 "ServerURL": input.trim(),
                 "Username": s.username.as_deref().unwrap_or(DEFAULT_USERNAME),

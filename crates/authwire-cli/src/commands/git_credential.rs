@@ -124,7 +124,7 @@ pub(crate) async fn exec(credentials: &Credentials, args: GitArgs) -> Result<u8,
             if s.dpop_key.is_some() {
                 return Err(CliError::config("git cannot send DPoP proofs: drop --dpop here"));
             }
-            let token = current(&s).await.map_err(|e| CliError::auth(&e, &s.endpoint))?;
+            let token = current(&s).await.map_err(|e| CliError::auth(&e, &s))?;
             out(&answer(&d, &token, &args.username, args.authtype))
         }
         other => Err(CliError::config(format!(

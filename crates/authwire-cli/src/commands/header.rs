@@ -14,7 +14,7 @@ pub(crate) async fn exec(credentials: &Credentials, trace: &Trace) -> Result<u8,
     let header = authorizer
         .authorization_header()
         .await
-        .map_err(|e| CliError::auth(&e, &s.endpoint))?;
+        .map_err(|e| CliError::auth(&e, &s))?;
     trace.step(
         "step 4 prepare",
         "Authorization header prepared (marked sensitive)",

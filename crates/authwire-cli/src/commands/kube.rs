@@ -79,12 +79,14 @@ pub(crate) async fn exec(credentials: &Credentials, args: KubeArgs) -> Result<u8
             eprintln!("authwire: no valid login for this cluster's identity provider; logging in");
             let login_settings = settings::resolve(credentials, true).await?;
             interactive::log_in(&login_settings, &LoginOptions::default()).await?;
-            current(&s).await.map_err(|e| CliError::auth(&e, &s.endpoint))?
+            current(&s).await.map_err(|e| CliError::auth(&e, &s))?
         }
         Err(e) => {
-            let mut error = CliError::auth(&e, &s.endpoint);
+            let mut error = CliError::auth(&e, &s);
             if needs_login(&e) {
-                error.message.push_str(" (kubectl runs this plugin non-interactively here: run `authwire login` with the same flags in a terminal)");
+                error
+                    .message
+                    .push_str(" (in a terminal: kubectl runs this plugin without one)");
             }
             return Err(error);
         }
@@ -119,15 +121,9 @@ async fn fresh_id_token(s: &Settings, token: Arc<Token>) -> Result<(String, Opti
         return Ok((id, exp));
     }
     let authorizer = s.authorizer();
-    let cached = authorizer
-        .token()
-        .await
-        .map_err(|e| CliError::auth(&e, &s.endpoint))?;
+    let cached = authorizer.token().await.map_err(|e| CliError::auth(&e, s))?;
     authorizer.invalidate_token(&cached);
-    let renewed = authorizer
-        .token()
-        .await
-        .map_err(|e| CliError::auth(&e, &s.endpoint))?;
+    let renewed = authorizer.token().await.map_err(|e| CliError::auth(&e, s))?;
     let (id, exp) = read(&renewed)?;
     if exp.is_some_and(|e| e <= now()) {
         return Err(CliError {

@@ -199,7 +199,11 @@ async fn access_denied_ends_with_a_clear_error() {
     assert_eq!(code, 3, "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.contains("access_denied"), "{stderr}");
-    assert!(last.contains("run `authwire login` to try again"), "{stderr}");
+    assert!(
+        last.contains("the login was refused at the identity provider: run `authwire login --issuer ")
+            && last.ends_with("` to try again"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

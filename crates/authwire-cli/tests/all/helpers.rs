@@ -175,7 +175,11 @@ async fn the_exec_plugin_does_not_prompt_when_kubectl_says_no_one_is_there() {
         .await;
     assert_eq!(out.code(), 3);
     let line = out.assert_one_line_error();
-    assert!(line.contains("non-interactively"), "{line}");
+    assert!(
+        line.contains("run `authwire login --issuer ")
+            && line.ends_with("(in a terminal: kubectl runs this plugin without one)"),
+        "{line}"
+    );
     assert!(out.stdout().is_empty());
     assert_eq!(idp.authorization_requests(), 0);
 }
@@ -388,9 +392,36 @@ async fn docker_credential_helper_protocol() {
         "credentials not found in native keychain"
     );
 
+    // Issue 24, item 5: `get` was looser than `list`: it answered for a profile whose name is
+    // not a registry host, and sent the token for a plain-http URL off loopback. One rule now.
+    for server in ["https://dev\n", "dev\n", &format!("http://{registry}\n")] {
+        let refused = helper("get", server);
+        assert_eq!(refused.status.code(), Some(1), "{server:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&refused.stdout).trim(),
+            "credentials not found in native keychain",
+            "{server:?}"
+        );
+    }
+    assert_eq!(
+        idp.tokens_issued(),
+        1,
+        "no token was fetched for a refused server"
+    );
+
     let listed = helper("list", "");
     let list: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(list, serde_json::json!({ registry: "oauth2accesstoken" }));
+
+    // Issue 31: `--help` is answered, on stdout, exit 0.
+    let help = helper("--help", "");
+    assert!(help.status.success(), "{}", String::from_utf8_lossy(&help.stderr));
+    assert!(
+        String::from_utf8_lossy(&help.stdout)
+            .starts_with("docker-credential-authwire: docker's credential helper"),
+        "{}",
+        String::from_utf8_lossy(&help.stdout)
+    );
 
     assert!(
         helper("store", r#"{"ServerURL":"x","Username":"u","Secret":"s"}"#)

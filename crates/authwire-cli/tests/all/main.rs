@@ -282,7 +282,10 @@ async fn login_with_the_device_flow_then_token_then_logout() {
         .output()
         .await;
     assert_eq!(before.code(), 3);
-    assert!(before.assert_one_line_error().contains("run `authwire login`"));
+    assert!(before.assert_one_line_error().contains(&format!(
+        "run `authwire login --issuer {} --client-id ",
+        idp.issuer()
+    )));
 
     // No browser can be opened here (no DISPLAY, no BROWSER): plain `login` takes the device flow.
     let login = Run::new(&sb, &args(&["login"], &public))
@@ -448,7 +451,64 @@ async fn bad_input_gives_a_one_line_error_with_the_fix() {
     .output()
     .await;
     assert_eq!(insecure.code(), 1);
-    assert!(insecure.assert_one_line_error().contains("allow_insecure_http"));
+    // Issue 31: the CLI's flag, not the library's method.
+    assert_eq!(
+        insecure.assert_one_line_error(),
+        "authwire: --token-url uses plain http to idp.example, which would expose credentials; use https, or pass --allow-insecure-http to opt in"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_logged_in_says_the_exact_command_once() {
+    // Issue 31: the message named `authwire login` three times and never the flags in use.
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    std::fs::write(
+        sb.path("config/authwire/config.toml"),
+        format!(
+            "[profiles.me]\nissuer = \"{}\"\nclient_id = \"{}\"\ncache = \"file\"\n",
+            idp.issuer(),
+            Client::PUBLIC_ID
+        ),
+    )
+    .unwrap();
+    let out = Run::new(&sb, &["token", "--profile", "me"])
+        .env("AUTHWIRE_CLIENT_SECRET", "")
+        .output()
+        .await;
+    assert_eq!(out.code(), 3);
+    assert_eq!(
+        out.assert_one_line_error(),
+        format!(
+            "authwire: not logged in: no refresh token is stored for these settings (from {}); run `authwire login --profile me`, or give a client secret (AUTHWIRE_CLIENT_SECRET or --client-secret-file)",
+            idp.issuer()
+        )
+    );
+    assert_eq!(out.stderr().matches("authwire login").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_output_to_a_file_has_no_colour_codes_and_no_credential_fingerprint() {
+    // Issue 31: `-v` wrote ANSI colour to a pipe, and `cred=<16 hex>`, a fingerprint of the
+    // client secret that a weak secret can be checked against offline.
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    let c = creds(&idp);
+    for extra in [None, Some(("NO_COLOR", "1"))] {
+        let mut run = Run::new(&sb, &args(&["token", "-v"], &c));
+        if let Some((k, v)) = extra {
+            run = run.env(k, v);
+        }
+        let out = run.output().await;
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        let err = out.stderr();
+        assert!(err.contains("refresh"), "the library's events are there: {err}");
+        assert!(!err.contains('\u{1b}'), "escape codes in: {err:?}");
+        let fingerprint = err
+            .match_indices("cred=")
+            .any(|(i, m)| err[i + m.len()..].starts_with(|c: char| c.is_ascii_hexdigit()));
+        assert!(!fingerprint, "a credential fingerprint in: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -782,6 +842,13 @@ async fn logout_removes_exactly_the_entry_that_token_uses_and_says_so() {
     );
     assert_eq!(idp.tokens_issued(), 2);
     Run::new(&sb, &args(&["logout"], &creds)).output().await;
+    // Issue 31: nothing is left beside the deleted token file, not even its empty lease file.
+    let left: Vec<String> = std::fs::read_dir(sb.path("cache/authwire/tokens"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".authwire.lock")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
     let nothing = Run::new(&sb, &args(&["logout"], &creds)).output().await;
     assert!(
         nothing.stderr().contains("nothing to log out of"),

@@ -276,7 +276,7 @@ impl Inner {
                 return Err(ProviderError::rejected(
                     None,
                     "login_required",
-                    Some("no refresh token is stored; log in first (authwire login)".into()),
+                    Some("no refresh token is stored; a person must log in first".into()),
                 ));
             }
         }

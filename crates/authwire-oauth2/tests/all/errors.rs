@@ -127,6 +127,35 @@ async fn redirects_are_not_followed() {
     assert!(!e.is_transient());
 }
 
+/// A resolver that answers nothing and asks no one: a name that does not resolve, with no
+/// query leaving this machine.
+struct NoSuchHost;
+
+impl reqwest::dns::Resolve for NoSuchHost {
+    fn resolve(&self, _: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async { Err(std::io::Error::other("no such host (test resolver)").into()) })
+    }
+}
+
+#[tokio::test]
+async fn a_host_name_that_does_not_resolve_is_named_as_such() {
+    // Issue 31: a DNS failure read "could not connect ... is the identity provider up?".
+    let provider = OAuth2Provider::builder()
+        .token_url("https://idp.nonexistent.example/token")
+        .client_id("c")
+        .client_secret("a-client-secret")
+        .http_client(reqwest::Client::builder().dns_resolver(std::sync::Arc::new(NoSuchHost)))
+        .build()
+        .unwrap();
+    let e = provider.fetch_token(None).await.unwrap_err();
+    assert!(e.is_transient());
+    let chain = authwire::error_chain(&e);
+    assert!(
+        chain.starts_with("identity provider unavailable: could not resolve the host name of https://idp.nonexistent.example/token"),
+        "{chain}"
+    );
+}
+
 #[tokio::test]
 async fn connection_refused_is_transient() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
