@@ -3,6 +3,8 @@
 //! - `cargo xtask ci`: format check, clippy (warnings are errors), every test including
 //!   doctests, and rustdoc (warnings are errors). This is the test command `.ci/run` calls.
 //! - `cargo xtask bench [FILTER]`: the criterion benchmarks (figures for docs/PERFORMANCE.md).
+//! - `cargo xtask idp [--port N]`: a loopback identity provider and API to try the CLI and the
+//!   library on, until Ctrl-C, with ready-to-paste commands.
 //! - `cargo xtask outside [FILTER]`: authwire beside other Rust token libraries in one process
 //!   (the outside harness in `xtask/outside`; needs crates.io, not part of `ci`).
 //! - `cargo xtask interop`: the CLI against third-party servers on loopback (needs Node.js and
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
         Some("demo") => demo(),
+        Some("idp") => idp(&args[1..]),
         Some("soak") => soak(&args[1..]),
         Some("interop") => interop(),
         Some("outside") => outside(&args[1..]),
@@ -55,6 +58,7 @@ fn usage() {
         "usage: cargo xtask <task>\n\n\
          tasks:\n  \
          demo            the pipeline at work against a loopback identity provider (under a minute)\n  \
+         idp [--port N]  a loopback identity provider and API to try authwire on, until Ctrl-C; prints\n                  ready-to-paste commands for each grant (docs/cli.md)\n  \
          ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
          deps            list dependencies declared but never used (part of ci)\n  \
@@ -71,6 +75,27 @@ fn root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+/// `cargo xtask idp`: the testkit's identity provider and API on loopback until Ctrl-C.
+fn idp(args: &[String]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "-p",
+        "authwire-testkit",
+        "--bin",
+        "authwire-idp",
+        "--",
+    ])
+    .args(args);
+    let status = cmd.status().map_err(|e| format!("cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the identity provider stopped ({status})"))
+    }
 }
 
 /// The debug build of the `authwire` binary.

@@ -47,12 +47,14 @@ pub(crate) async fn token(
         _ => "unknown",
     };
     trace.step("step 1 check", &format!("{state} ({cache})"));
+    // What this call did, not what the authorizer did before it (`--min-ttl` calls twice).
+    let before = authorizer.metrics();
     let token = authorizer.token().await.map_err(|e| CliError::auth(&e, s))?;
     let m = authorizer.metrics();
-    let how = if m.store_hits > 0 {
-        format!("cache hit in the {cache}: no request to the identity provider")
-    } else if m.fetches > 0 {
+    let how = if m.fetches > before.fetches {
         format!("fetched a new token from {}", s.endpoint)
+    } else if m.store_hits > before.store_hits {
+        format!("cache hit in the {cache}: no request to the identity provider")
     } else {
         "served from memory".into()
     };

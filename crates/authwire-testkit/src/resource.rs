@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -69,7 +70,16 @@ impl Drop for ResourceServer {
 impl ResourceServer {
     /// Serve on `127.0.0.1:0`, trusting tokens of `idp`.
     pub async fn start(idp: &IdentityServer) -> Self {
-        Self::serve(idp, None).await
+        Self::serve(idp, None, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind a loopback port")
+    }
+
+    /// Serve on `addr` (a loopback address), trusting tokens of `idp`; an address in use is an
+    /// error.
+    pub async fn try_start_on(idp: &IdentityServer, addr: SocketAddr) -> std::io::Result<Self> {
+        assert!(addr.ip().is_loopback(), "the test API serves loopback only");
+        Self::serve(idp, None, addr).await
     }
 
     /// The same over HTTPS, with a server certificate for `127.0.0.1` from a throwaway CA
@@ -77,7 +87,9 @@ impl ResourceServer {
     /// only over TLS (kubectl's exec credentials, say).
     pub async fn start_tls(idp: &IdentityServer) -> Self {
         let (tls, ca) = crate::tls::throwaway();
-        let mut server = Self::serve(idp, Some(tls)).await;
+        let mut server = Self::serve(idp, Some(tls), SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind a loopback port");
         server.ca_pem = Some(ca);
         server
     }
@@ -87,11 +99,13 @@ impl ResourceServer {
         self.ca_pem.as_deref()
     }
 
-    async fn serve(idp: &IdentityServer, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().expect("local address");
+    async fn serve(
+        idp: &IdentityServer,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        at: SocketAddr,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(at).await?;
+        let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(ResourceState {
             idp: idp.state.clone(),
@@ -113,11 +127,11 @@ impl ResourceServer {
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
         let task = crate::tls::spawn(listener, router, tls);
-        Self {
+        Ok(Self {
             state,
             task,
             ca_pem: None,
-        }
+        })
     }
 
     /// `http://127.0.0.1:PORT` (`https://` for [`start_tls`](Self::start_tls)).

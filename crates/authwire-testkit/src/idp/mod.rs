@@ -33,6 +33,7 @@ pub struct IdentityServerBuilder {
     clock: Arc<dyn Clock>,
     settings: Settings,
     clients: Vec<Client>,
+    bind: Option<SocketAddr>,
 }
 
 impl IdentityServerBuilder {
@@ -54,12 +55,27 @@ impl IdentityServerBuilder {
         self
     }
 
-    /// Bind `127.0.0.1:0` and serve.
+    /// Serve on `addr` instead of a port the OS picks (`cargo xtask idp`'s fixed ports). Only
+    /// loopback addresses: this server hands out tokens to anyone who asks.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        assert!(
+            addr.ip().is_loopback(),
+            "the test identity provider serves loopback only"
+        );
+        self.bind = Some(addr);
+        self
+    }
+
+    /// Bind (`127.0.0.1:0` unless [`bind`](Self::bind) said otherwise) and serve.
     pub async fn start(self) -> IdentityServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().expect("local address");
+        self.try_start().await.expect("bind a loopback port")
+    }
+
+    /// [`start`](Self::start), with a port that cannot be bound (in use) as an error.
+    pub async fn try_start(self) -> std::io::Result<IdentityServer> {
+        let at = self.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = tokio::net::TcpListener::bind(at).await?;
+        let addr = listener.local_addr()?;
         let mut clients: HashMap<String, Client> = [
             Client::confidential(Client::CONFIDENTIAL_ID, Client::CONFIDENTIAL_SECRET),
             Client::public(Client::PUBLIC_ID),
@@ -119,7 +135,7 @@ impl IdentityServerBuilder {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        IdentityServer { addr, state, task }
+        Ok(IdentityServer { addr, state, task })
     }
 }
 
@@ -148,6 +164,7 @@ impl IdentityServer {
             clock: Arc::new(SystemClock),
             settings: Settings::default(),
             clients: Vec::new(),
+            bind: None,
         }
     }
 

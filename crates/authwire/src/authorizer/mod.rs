@@ -218,7 +218,9 @@ impl Authorizer {
         nonces.get(&crate::request::origin_key(target)).cloned()
     }
 
-    fn invalidate_if(&self, issued: impl FnOnce(&Entry) -> bool) -> bool {
+    /// Forget the current entry if `issued` says it is the one meant; `by_server` says whether a
+    /// server rejected it (else the caller set it aside), for the log.
+    fn invalidate_if(&self, issued: impl FnOnce(&Entry) -> bool, by_server: bool) -> bool {
         let inner = &self.inner;
         let mut control = inner.lock();
         let Some(entry) = inner.current.load_full() else {
@@ -248,7 +250,11 @@ impl Authorizer {
         inner.generation.store(0, Ordering::Release);
         control.rejected = Some(entry.token.clone());
         Counters::bump(&inner.shared.counters.invalidations);
-        info!(cache_key = %inner.shared.key, "token rejected by a server; it will be refreshed on the next call");
+        if by_server {
+            info!(cache_key = %inner.shared.key, "token rejected by a server; it will be refreshed on the next call");
+        } else {
+            info!(cache_key = %inner.shared.key, "token set aside by the caller; it will be refreshed on the next call");
+        }
         true
     }
 
@@ -265,7 +271,8 @@ impl Authorizer {
                 secrecy::ExposeSecret::expose_secret(entry.token.access_token()).as_bytes(),
                 secrecy::ExposeSecret::expose_secret(token.access_token()).as_bytes(),
             );
-        same && self.invalidate(&entry.header())
+        let header = entry.header();
+        same && self.invalidate_if(|e| e.issued(&header), false)
     }
 
     /// Step 1 as an observation: where the cached token stands now. Starts nothing (unlike the
@@ -466,7 +473,7 @@ impl Authorizer {
     /// returned and [`Metrics::throttled_rejections`] counts it. A server that rejects every
     /// token then costs one fetch per backoff, not one per request.
     pub fn invalidate(&self, rejected: &HeaderValue) -> bool {
-        self.invalidate_if(|entry| entry.issued(rejected))
+        self.invalidate_if(|entry| entry.issued(rejected), true)
     }
 }
 
@@ -665,7 +672,7 @@ impl SentToken {
             authorizer.remember_dpop_nonce(answer);
         }
         if rejected {
-            authorizer.invalidate_if(|entry| entry.serial == self.serial);
+            authorizer.invalidate_if(|entry| entry.serial == self.serial, true);
         }
         rejected
     }
