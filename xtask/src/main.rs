@@ -172,12 +172,13 @@ fn ci() -> Result<(), String> {
     examples::check(&root(), &target_dir())?;
     println!("<== quick starts: ok");
 
-    // Every published crate packages: no path-only dependency, its files present.
-    let mut package = cargo();
-    package.args([
-        "package",
+    // Every published crate packages and builds from its own tarball (docs/RELEASING.md).
+    let mut publish = cargo();
+    publish.args([
+        "publish",
         "--workspace",
-        "--no-verify",
+        "--dry-run",
+        "--locked",
         "--allow-dirty",
         "--quiet",
         "--exclude",
@@ -187,9 +188,13 @@ fn ci() -> Result<(), String> {
         "--exclude",
         "xtask",
     ]);
-    step("cargo package", package)?;
+    step("cargo publish --dry-run (packages verified)", publish)?;
+    println!("==> every package carries both license texts");
+    licenses()?;
+    println!("<== licenses: ok");
 
     msrv()?;
+    platforms()?;
 
     // The keyring tests talk to the kernel's keyutils: give them a private session keyring
     // (Debian's `keyutils`; .ci/run installs it). Without it they use the caller's keyrings.
@@ -217,6 +222,78 @@ fn ci() -> Result<(), String> {
     step("cargo doc", doc)?;
 
     println!("ci: all steps passed in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+/// Every published crate's package lists `LICENSE-MIT` and `LICENSE-APACHE`, the same texts as
+/// the root's.
+fn licenses() -> Result<(), String> {
+    let root = root();
+    let texts: Vec<(&str, Vec<u8>)> = ["LICENSE-MIT", "LICENSE-APACHE"]
+        .iter()
+        .map(|f| {
+            std::fs::read(root.join(f))
+                .map(|t| (*f, t))
+                .map_err(|e| format!("{f}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let crates = std::fs::read_dir(root.join("crates")).map_err(|e| e.to_string())?;
+    for dir in crates.filter_map(Result::ok).map(|e| e.path()) {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+        if manifest.is_empty() || manifest.contains("\npublish = false") {
+            continue;
+        }
+        let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let listed = cargo()
+            .args(["package", "--list", "--allow-dirty", "--quiet", "-p", &name])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        for (file, text) in &texts {
+            if !listed.lines().any(|l| l == *file) {
+                return Err(format!(
+                    "the {name} package does not carry {file} (copy it from the root)"
+                ));
+            }
+            if std::fs::read(dir.join(file)).ok().as_ref() != Some(text) {
+                return Err(format!("crates/{name}/{file} differs from the root's {file}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The crates with code for each platform (file permissions, the OS keyrings) check without a
+/// warning for Windows and macOS, as they do for Linux: `cargo check --target` with
+/// `-D warnings` (the target's standard library comes from rustup; without it, a note).
+fn platforms() -> Result<(), String> {
+    for target in ["x86_64-pc-windows-gnu", "aarch64-apple-darwin"] {
+        let added = Command::new("rustup")
+            .args(["target", "add", target])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !added {
+            println!("note: rustup cannot add {target} here; its check is skipped");
+            continue;
+        }
+        let mut check = cargo();
+        check
+            .args([
+                "check",
+                "--quiet",
+                "--target",
+                target,
+                "-p",
+                "authwire-file",
+                "-p",
+                "authwire-keyring",
+            ])
+            .env("RUSTFLAGS", "-D warnings");
+        step(
+            &format!("cargo check --target {target} (file and keyring stores)"),
+            check,
+        )?;
+    }
     Ok(())
 }
 

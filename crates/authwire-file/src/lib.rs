@@ -238,13 +238,15 @@ fn check_private(_: &Path, _: &fs::Metadata, _: u32) -> Result<(), StoreError> {
 
 /// Options for our own files: created `0600`, never through a symbolic link.
 fn private_file_options() -> OpenOptions {
-    let mut o = OpenOptions::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
+        let mut o = OpenOptions::new();
         o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        o
     }
-    o
+    #[cfg(not(unix))]
+    OpenOptions::new()
 }
 
 /// `open` refused a symbolic link (`ELOOP` under `O_NOFOLLOW`): say so plainly.

@@ -158,14 +158,20 @@ impl KeyringStore {
 
     /// On Linux, keep tokens in this kernel keyring (default [`LinuxKeyring::Session`]); no
     /// effect on other platforms or with a keyring-core store.
-    pub fn linux_keyring(mut self, keyring: LinuxKeyring) -> Self {
+    pub fn linux_keyring(self, keyring: LinuxKeyring) -> Self {
         #[cfg(target_os = "linux")]
-        if let Ok(Backend::Keyutils(chosen)) = &mut self.backend {
-            *chosen = keyring;
+        {
+            let mut this = self;
+            if let Ok(Backend::Keyutils(chosen)) = &mut this.backend {
+                *chosen = keyring;
+            }
+            this
         }
         #[cfg(not(target_os = "linux"))]
-        let _ = keyring;
-        self
+        {
+            let _ = keyring;
+            self
+        }
     }
 
     /// Whether a backend is there to try (it may still be locked or deny access).

@@ -86,16 +86,6 @@ impl fmt::Debug for MemoryStore {
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn passes_the_store_conformance_suite() {
-        authwire_testkit::conformance::store_conformance(MemoryStore::new()).await;
-    }
-
-    #[tokio::test]
-    async fn a_restarted_authorizer_reuses_the_stored_token() {
-        authwire_testkit::conformance::authorizer_restart_conformance(MemoryStore::new()).await;
-    }
-
     #[tokio::test]
     async fn debug_shows_a_count_not_tokens() {
         let s = MemoryStore::new();

@@ -115,12 +115,15 @@ impl RedisStore {
     /// XChaCha20-Poly1305 when an encryption key is set (the Redis key is the associated data,
     /// so an entry cannot be moved to another key).
     fn seal(&self, redis_key: &str, token: &Token) -> Result<Vec<u8>, StoreError> {
-        use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
+        use chacha20poly1305::aead::{Aead, Payload};
         let plain = authwire::secrecy::zeroize::Zeroizing::new(authwire::store::encode(token));
         let Some(cipher) = &self.cipher else {
             return Ok(plain.to_vec());
         };
-        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        // A random 192-bit nonce from the OS (XChaCha20's nonce is long enough to draw at random).
+        let mut nonce = chacha20poly1305::XNonce::default();
+        authwire::random::secure_fill(&mut nonce)
+            .map_err(|_| StoreError::new(RedisStoreError("no randomness for the nonce".into())))?;
         let sealed = cipher
             .encrypt(
                 &nonce,

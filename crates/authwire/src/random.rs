@@ -27,7 +27,7 @@ pub fn unit() -> f64 {
 /// Fill `buf` with random bytes from the operating system, for keys. Fails only if the OS
 /// generator does.
 pub fn secure_fill(buf: &mut [u8]) -> Result<(), std::io::Error> {
-    getrandom::getrandom(buf).map_err(|e| std::io::Error::other(e.to_string()))
+    getrandom::fill(buf).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Fill `buf` from the OS. Should the OS generator ever fail, fall back to the standard
