@@ -135,7 +135,18 @@ async fn sleep_ms(ms: u64) {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // What failed and why, on one line: Display with its causes, not Debug.
+            eprintln!("demo: {}", authwire::error_chain(&*e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // The library's own events, prefixed, so the refreshes are visible as they happen.
     tracing_subscriber::registry()
         .with(
