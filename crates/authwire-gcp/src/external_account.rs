@@ -39,7 +39,7 @@ pub struct ExternalAccount {
     http: Http,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum SubjectSource {
     File {
         path: String,
@@ -50,6 +50,26 @@ enum SubjectSource {
         headers: BTreeMap<String, String>,
         format: Format,
     },
+}
+
+/// The headers' names only: their values (an `Authorization` for the metadata endpoint, say)
+/// are credentials.
+impl fmt::Debug for SubjectSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File { path, format } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("format", format)
+                .finish(),
+            Self::Url { url, headers, format } => f
+                .debug_struct("Url")
+                .field("url", url)
+                .field("headers", &headers.keys().collect::<Vec<_>>())
+                .field("format", format)
+                .finish(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -71,7 +91,11 @@ struct ExternalFile {
     client_id: Option<String>,
     client_secret: Option<SecretString>,
     workforce_pool_user_project: Option<String>,
+    universe_domain: Option<String>,
 }
+
+/// Google's universe unless a file names another (Trusted Partner Cloud).
+const DEFAULT_UNIVERSE: &str = "googleapis.com";
 
 #[derive(serde::Deserialize)]
 struct ImpersonationOptions {
@@ -79,14 +103,37 @@ struct ImpersonationOptions {
 }
 
 impl ExternalAccount {
-    /// Read an `external_account` file.
+    /// Read an `external_account` file. Its `token_url` and `service_account_impersonation_url`
+    /// must be Google's (https, a host within the file's `universe_domain`, `googleapis.com` by
+    /// default): a file from an untrusted source must not be able to send the subject token, a
+    /// local file's contents or a metadata token anywhere else. See docs/cloud.md, "What a
+    /// credentials file is trusted to do".
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, GcpError> {
         let (bytes, shown) = crate::read_file(path.as_ref())?;
         Self::from_json(&bytes, &shown)
     }
 
-    /// Parse an `external_account` file's content; `source` names it in errors.
+    /// Parse an `external_account` file's content; `source` names it in errors. Google's
+    /// endpoints only, as [`from_file`](Self::from_file).
     pub fn from_json(bytes: &[u8], source: &str) -> Result<Self, GcpError> {
+        Self::parse(bytes, source, false)
+    }
+
+    /// [`from_file`](Self::from_file) for a file you wrote or checked yourself, whose endpoints
+    /// may be anywhere (an emulator, a private STS): the file decides where the subject token
+    /// goes. https is still required, except to a loopback address.
+    pub fn from_file_allowing_any_endpoint(path: impl AsRef<std::path::Path>) -> Result<Self, GcpError> {
+        let (bytes, shown) = crate::read_file(path.as_ref())?;
+        Self::parse(&bytes, &shown, true)
+    }
+
+    /// [`from_json`](Self::from_json) with the endpoints of
+    /// [`from_file_allowing_any_endpoint`](Self::from_file_allowing_any_endpoint).
+    pub fn from_json_allowing_any_endpoint(bytes: &[u8], source: &str) -> Result<Self, GcpError> {
+        Self::parse(bytes, source, true)
+    }
+
+    fn parse(bytes: &[u8], source: &str, any_endpoint: bool) -> Result<Self, GcpError> {
         let format_error = |reason: String| GcpError::Format {
             source: source.to_owned(),
             reason,
@@ -100,9 +147,22 @@ impl ExternalAccount {
         let subject_token_type = file
             .subject_token_type
             .ok_or_else(|| format_error("no subject_token_type".into()))?;
+        let universe = file
+            .universe_domain
+            .clone()
+            .unwrap_or_else(|| DEFAULT_UNIVERSE.to_owned());
+        if universe.is_empty()
+            || !universe
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(format_error(format!(
+                "universe_domain {universe:?} is not a domain name"
+            )));
+        }
         let token_url = file
             .token_url
-            .unwrap_or_else(|| "https://sts.googleapis.com/v1/token".into());
+            .unwrap_or_else(|| format!("https://sts.{universe}/v1/token"));
         for (name, url) in [
             ("token_url", Some(&token_url)),
             (
@@ -111,8 +171,11 @@ impl ExternalAccount {
             ),
         ] {
             if let Some(url) = url {
-                authwire_oauth2::transport::check_url(url, name, false)
+                let parsed = authwire_oauth2::transport::check_url(url, name, false)
                     .map_err(|e| GcpError::Url(e.to_string()))?;
+                if !any_endpoint {
+                    google_endpoint(&parsed, name, &universe)?;
+                }
             }
         }
         let cs = file
@@ -142,6 +205,7 @@ impl ExternalAccount {
                 format,
             }
         } else if let Some(url) = cs.get("url").and_then(|u| u.as_str()) {
+            subject_url_allowed(url)?;
             let headers = cs
                 .get("headers")
                 .and_then(|h| h.as_object())
@@ -213,21 +277,13 @@ impl ExternalAccount {
     async fn subject_token(&self) -> Result<SecretString, ProviderError> {
         let (raw, format, origin) = match &self.source {
             SubjectSource::File { path, format } => {
-                use tokio::io::AsyncReadExt as _;
-                let file = tokio::fs::File::open(path).await.map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => ProviderError::permanent(format!(
-                        "the subject token file {path} does not exist: is the token volume mounted?"
-                    )),
-                    _ => ProviderError::transient(format!("cannot read the subject token file {path}: {e}")),
-                })?;
-                let mut text = String::new();
-                file.take(MAX_SUBJECT_TOKEN)
-                    .read_to_string(&mut text)
-                    .await
-                    .map_err(|e| {
-                        ProviderError::transient(format!("cannot read the subject token file {path}: {e}"))
-                    })?;
-                (text, format, path.clone())
+                let text = authwire_oauth2::transport::read_credential_file(
+                    std::path::Path::new(path),
+                    "the subject token file",
+                    MAX_SUBJECT_TOKEN,
+                )
+                .await?;
+                (text.expose_secret().to_owned(), format, path.clone())
             }
             SubjectSource::Url { url, headers, format } => {
                 let mut request = authwire::http::Request::get(url);
@@ -346,6 +402,48 @@ impl fmt::Debug for ExternalAccount {
             .field("source", &self.source)
             .field("client_id", &self.client.as_ref().map(|(id, _)| id))
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether `url` (already https) is one of Google's endpoints: a host within `universe`, the
+/// default port, no user name or password.
+fn google_endpoint(url: &url::Url, setting: &str, universe: &str) -> Result<(), GcpError> {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let within = host == universe || host.ends_with(&format!(".{universe}"));
+    if url.scheme() == "https"
+        && within
+        && url.port().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+    {
+        return Ok(());
+    }
+    Err(GcpError::Url(format!(
+        "{setting} {}://{host}{} is not a Google endpoint of the universe {universe}: a credentials file from an untrusted source could send its subject token anywhere; for an emulator or a file you checked yourself, read it with ExternalAccount::from_file_allowing_any_endpoint",
+        url.scheme(),
+        url.path()
+    )))
+}
+
+/// Where a URL-sourced subject token may come from: https anywhere; plain http only from a
+/// loopback or link-local address (the metadata endpoints of Azure, AWS and the GKE metadata
+/// server are plain http there), never across a network.
+fn subject_url_allowed(url: &str) -> Result<(), GcpError> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| GcpError::Url(format!("credential_source.url is not a URL: {e}")))?;
+    let local = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || (ip.segments()[0] & 0xffc0) == 0xfe80,
+        Some(url::Host::Domain(d)) => authwire::is_loopback_host(d),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if local => Ok(()),
+        scheme => Err(GcpError::Url(format!(
+            "credential_source.url uses {scheme} to {}: only https, or plain http to a loopback or link-local metadata address, may supply a subject token",
+            parsed.host_str().unwrap_or_default()
+        ))),
     }
 }
 

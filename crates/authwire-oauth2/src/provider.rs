@@ -208,7 +208,7 @@ impl OAuth2Provider {
     /// S256) on a loopback redirect (RFC 8252), with the default [`BrowserLogin`] options.
     ///
     /// `open` receives the authorization URL: open the system browser there, or print it. The
-    /// call then waits (at most [`DEFAULT_LOGIN_TIMEOUT`]; drop the future to cancel) for the
+    /// call then waits (at most [`DEFAULT_LOGIN_TIMEOUT`](crate::DEFAULT_LOGIN_TIMEOUT); drop the future to cancel) for the
     /// browser to come back to `http://127.0.0.1:PORT/callback`, checks `state` (and `iss`,
     /// RFC 9207, when the server sends it or its metadata promises it), answers the browser with
     /// a page saying it can be closed, and redeems the code with its verifier. The token

@@ -163,7 +163,7 @@ async fn workload_identity_federation_reads_the_rotated_subject_token_each_time(
         "wif.json",
         &gcp.external_account_json(subject.to_str().unwrap(), None),
     );
-    let provider = ExternalAccount::from_file(&config).unwrap();
+    let provider = ExternalAccount::from_file_allowing_any_endpoint(&config).unwrap();
     let authorizer = Authorizer::new(provider.clone());
     let first = authorizer.token().await.unwrap();
     assert_eq!(
@@ -186,7 +186,7 @@ async fn workload_identity_federation_from_a_url_source_with_headers_and_json() 
     let gcp = GcpEmulator::start().await;
     let dir = TempDir::new("gcp-wif-url");
     let config = dir.write("wif.json", &gcp.external_account_url_json());
-    let provider = ExternalAccount::from_file(&config).unwrap();
+    let provider = ExternalAccount::from_file_allowing_any_endpoint(&config).unwrap();
     // Nothing served yet: the source's error comes through.
     assert!(provider.fetch_token(None).await.is_err());
     gcp.set_url_subject_token("eyJ.from-imds.sig");
@@ -209,7 +209,7 @@ async fn workload_identity_federation_with_service_account_impersonation() {
         "wif.json",
         &gcp.external_account_json(subject.to_str().unwrap(), Some(target)),
     );
-    let provider = ExternalAccount::from_file(&config)
+    let provider = ExternalAccount::from_file_allowing_any_endpoint(&config)
         .unwrap()
         .scope("https://www.googleapis.com/auth/devstorage.read_only");
     let token = provider.fetch_token(None).await.unwrap();
@@ -369,4 +369,172 @@ async fn application_default_credentials_look_where_googles_libraries_look() {
     let skipped = find(vec![("NO_GCE_CHECK", "true".into())]).await.unwrap_err();
     assert_eq!(skipped, GcpError::NotFound);
     assert_eq!(gcp.metadata_requests(), 1, "only the one probe that found it");
+}
+
+/// An `external_account` file as a hostile source would write it: `token_url` and
+/// `impersonation` wherever it likes, the subject token from a local file or a URL.
+fn hostile_external_account(
+    token_url: &str,
+    impersonation: Option<&str>,
+    source: serde_json::Value,
+) -> Vec<u8> {
+    let mut doc = serde_json::json!({
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": token_url,
+        "credential_source": source,
+    });
+    if let Some(url) = impersonation {
+        doc["service_account_impersonation_url"] = serde_json::json!(url);
+    }
+    doc.to_string().into_bytes()
+}
+
+#[test]
+fn a_credentials_file_cannot_send_the_subject_token_off_google() {
+    // Issue 24, item 1: token_url and service_account_impersonation_url were only checked for
+    // https, so a file from an untrusted source sent /etc/shadow (or a metadata token) anywhere.
+    let file = serde_json::json!({"file": "/etc/hostname"});
+    let sts = "https://sts.googleapis.com/v1/token";
+    let refused = [
+        hostile_external_account("https://attacker.example/token", None, file.clone()),
+        hostile_external_account(
+            "https://sts.googleapis.com.attacker.example/token",
+            None,
+            file.clone(),
+        ),
+        hostile_external_account("https://sts.googleapis.com:8443/v1/token", None, file.clone()),
+        hostile_external_account("https://user@sts.googleapis.com/v1/token", None, file.clone()),
+        hostile_external_account(
+            sts,
+            Some("https://attacker.example/v1/projects/-/serviceAccounts/x:generateAccessToken"),
+            file.clone(),
+        ),
+    ];
+    for bytes in &refused {
+        let e = ExternalAccount::from_json(bytes, "hostile.json").unwrap_err();
+        assert!(matches!(e, GcpError::Url(_)), "{e}");
+        assert!(e.to_string().contains("not a Google endpoint"), "{e}");
+        assert!(e.to_string().contains("from_file_allowing_any_endpoint"), "{e}");
+    }
+    // Google's endpoints, regional and mTLS names included, and another universe's own.
+    for (token_url, impersonation) in [
+        (
+            sts,
+            Some("https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/x:generateAccessToken"),
+        ),
+        ("https://sts.mtls.googleapis.com/v1/token", None),
+        ("https://us-east7.sts.googleapis.com/v1/token", None),
+    ] {
+        ExternalAccount::from_json(
+            &hostile_external_account(token_url, impersonation, file.clone()),
+            "ok.json",
+        )
+        .unwrap();
+    }
+    let mut other_universe: serde_json::Value = serde_json::from_slice(&hostile_external_account(
+        "https://sts.example-tpc.net/v1/token",
+        None,
+        file.clone(),
+    ))
+    .unwrap();
+    other_universe["universe_domain"] = serde_json::json!("example-tpc.net");
+    ExternalAccount::from_json(other_universe.to_string().as_bytes(), "tpc.json").unwrap();
+    // The opt-in, by name, for emulators.
+    ExternalAccount::from_json_allowing_any_endpoint(&refused[0], "emulator.json").unwrap();
+}
+
+#[test]
+fn a_url_subject_token_comes_over_https_or_from_a_local_metadata_address() {
+    let sts = "https://sts.googleapis.com/v1/token";
+    let url = |u: &str| serde_json::json!({"url": u, "headers": {"Metadata": "True"}});
+    for refused in [
+        "http://10.0.0.5/token",
+        "http://metadata.attacker.example/token",
+        "ftp://127.0.0.1/token",
+    ] {
+        let e = ExternalAccount::from_json(&hostile_external_account(sts, None, url(refused)), "f.json")
+            .unwrap_err();
+        assert!(e.to_string().contains("credential_source.url"), "{refused}: {e}");
+        // Not even with the opt-in for the STS endpoints.
+        assert!(
+            ExternalAccount::from_json_allowing_any_endpoint(
+                &hostile_external_account(sts, None, url(refused)),
+                "f.json"
+            )
+            .is_err()
+        );
+    }
+    for allowed in [
+        "https://tokens.example/subject",
+        "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01",
+        "http://127.0.0.1:8080/token",
+        "http://[fe80::1]/token",
+    ] {
+        ExternalAccount::from_json(&hostile_external_account(sts, None, url(allowed)), "f.json").unwrap();
+    }
+}
+
+#[test]
+fn debug_of_a_url_source_names_its_headers_but_not_their_values() {
+    // Issue 24, item 6.
+    let source = serde_json::json!({
+        "url": "http://169.254.169.254/token",
+        "headers": {"Authorization": "Bearer METADATA-SECRET-VALUE", "Metadata": "True"},
+    });
+    let provider = ExternalAccount::from_json(
+        &hostile_external_account("https://sts.googleapis.com/v1/token", None, source),
+        "f.json",
+    )
+    .unwrap();
+    let shown = format!("{provider:?}");
+    assert!(!shown.contains("METADATA-SECRET-VALUE"), "{shown}");
+    assert!(shown.contains("Authorization"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_subject_token_file_that_is_too_large_or_not_a_file_is_refused_at_once() {
+    // Issue 24, item 9: silently cut at 64 KiB; a FIFO blocked until the fetch timed out.
+    let gcp = GcpEmulator::start().await;
+    let dir = TempDir::new("gcp-subject-file");
+    let large = dir.write("large", &"x".repeat(64 * 1024 + 1));
+    let config = dir.write(
+        "wif.json",
+        &gcp.external_account_json(large.to_str().unwrap(), None),
+    );
+    let e = ExternalAccount::from_file_allowing_any_endpoint(&config)
+        .unwrap()
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(
+        authwire::error_chain(&e).contains("is larger than 65536 bytes"),
+        "{e}"
+    );
+    assert_eq!(gcp.subject_tokens().len(), 0, "nothing was sent");
+
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let config = dir.write(
+        "wif-fifo.json",
+        &gcp.external_account_json(fifo.to_str().unwrap(), None),
+    );
+    let provider = ExternalAccount::from_file_allowing_any_endpoint(&config).unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), provider.fetch_token(None))
+        .await
+        .expect("a FIFO is refused at once, not waited on")
+        .unwrap_err();
+    assert!(authwire::error_chain(&e).contains("is not a regular file"), "{e}");
+    let folder = dir.write(
+        "wif-dir.json",
+        &gcp.external_account_json(dir.path().to_str().unwrap(), None),
+    );
+    let e = ExternalAccount::from_file_allowing_any_endpoint(&folder)
+        .unwrap()
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(authwire::error_chain(&e).contains("is not a regular file"), "{e}");
 }

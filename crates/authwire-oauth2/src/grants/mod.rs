@@ -83,7 +83,7 @@ impl fmt::Debug for Grant {
 }
 
 /// Where assertions come from: for the JWT bearer grant ([`Grant::JwtBearer`]) and for client
-/// authentication by assertion ([`ClientAuthMethod::ClientAssertion`]).
+/// authentication by assertion ([`ClientAuthMethod::ClientAssertion`](crate::ClientAuthMethod::ClientAssertion)).
 ///
 /// ```
 /// use authwire_oauth2::AssertionSource;
@@ -360,29 +360,23 @@ const MAX_ASSERTION_BYTES: u64 = 64 * 1024;
 
 /// An assertion from a file, read now (Kubernetes rotates projected tokens in place).
 async fn read_assertion_file(path: &std::path::Path) -> Result<SecretString, ProviderError> {
-    use tokio::io::AsyncReadExt as _;
-    let shown = path.display();
-    let file = tokio::fs::File::open(path).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ProviderError::permanent(format!(
-            "the assertion file {shown} does not exist: is the token volume mounted (AZURE_FEDERATED_TOKEN_FILE, a projected service-account token)?"
-        )),
-        _ => ProviderError::transient(format!("cannot read the assertion file {shown}: {e}")),
-    })?;
-    let mut text = String::new();
-    file.take(MAX_ASSERTION_BYTES + 1)
-        .read_to_string(&mut text)
+    use secrecy::ExposeSecret as _;
+    let text = crate::transport::read_credential_file(path, "the assertion file", MAX_ASSERTION_BYTES)
         .await
-        .map_err(|e| ProviderError::transient(format!("cannot read the assertion file {shown}: {e}")))?;
-    if text.len() as u64 > MAX_ASSERTION_BYTES {
-        return Err(ProviderError::permanent(format!(
-            "the assertion file {shown} is larger than {MAX_ASSERTION_BYTES} bytes"
-        )));
-    }
-    let trimmed = text.trim();
+        .map_err(|e| match authwire::error_chain(&e).contains("does not exist") {
+            // Name the variables that usually point at it.
+            true => ProviderError::permanent(format!(
+                "the assertion file {} does not exist: is the token volume mounted (AZURE_FEDERATED_TOKEN_FILE, a projected service-account token)?",
+                path.display()
+            )),
+            false => e,
+        })?;
+    let trimmed = text.expose_secret().trim();
     if trimmed.is_empty() {
         // Being rewritten, most likely: try again shortly.
         return Err(ProviderError::transient(format!(
-            "the assertion file {shown} is empty"
+            "the assertion file {} is empty",
+            path.display()
         )));
     }
     Ok(SecretString::from(trimmed.to_owned()))

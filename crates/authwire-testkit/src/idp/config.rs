@@ -55,7 +55,7 @@ impl Client {
 }
 
 /// Behaviour switches of the identity server; change them at run time with
-/// [`IdentityServer::update`].
+/// [`IdentityServer::update`](crate::IdentityServer::update).
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// How long issued access tokens live.
@@ -130,7 +130,7 @@ impl Default for Settings {
     }
 }
 
-/// A canned failure for the next token requests (see [`IdentityServer::inject`]).
+/// A canned failure for the next token requests (see [`IdentityServer::inject`](crate::IdentityServer::inject)).
 #[derive(Clone, Debug)]
 pub struct Fault {
     /// HTTP status to answer with.
