@@ -30,6 +30,10 @@ pub use chain::{AzureCredential, default_credential, default_credential_in};
 pub use entra::{EnvironmentCredential, WorkloadIdentity};
 pub use managed::{IMDS_ENDPOINT, IMDS_PROBE_TIMEOUT, ManagedIdentity};
 
+// Public for the fuzz targets of authwire-reliability only; not part of the API.
+#[doc(hidden)]
+pub use managed::parse_token_answer as parse_managed_identity_answer;
+
 use std::fmt;
 
 /// Entra ID's public cloud authority, when `AZURE_AUTHORITY_HOST` is not set.

@@ -13,7 +13,7 @@ use authwire_oauth2::transport::{self, HttpClient, Reply};
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::sync::OnceCell;
 
 /// The IMDS address, when `AZURE_POD_IDENTITY_AUTHORITY_HOST` does not say otherwise.
@@ -155,35 +155,7 @@ impl ManagedIdentity {
             }
             return Err(e);
         }
-        let doc: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|_| {
-            ProviderError::invalid_response(Some(reply.status), "the managed identity answer is not JSON")
-        })?;
-        let access = doc
-            .get("access_token")
-            .and_then(|v| v.as_str())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ProviderError::invalid_response(Some(reply.status), "no access_token in the answer")
-            })?;
-        // Seconds as strings (both services) or numbers (some hosts): `expires_on` is absolute.
-        let seconds = |name: &str| -> Option<u64> {
-            match doc.get(name)? {
-                serde_json::Value::String(s) => s.trim().parse().ok(),
-                serde_json::Value::Number(n) => n.as_u64(),
-                _ => None,
-            }
-        };
-        let expires_at = match (seconds("expires_on"), seconds("expires_in")) {
-            (Some(on), _) => UNIX_EPOCH + Duration::from_secs(on),
-            (None, Some(inn)) => now + Duration::from_secs(inn),
-            (None, None) => {
-                return Err(ProviderError::invalid_response(
-                    Some(reply.status),
-                    "the managed identity answer has neither expires_on nor expires_in",
-                ));
-            }
-        };
-        Ok(Token::new(access).with_expires_at(expires_at))
+        parse_token_answer(reply.status, &reply.body, now)
     }
 }
 
@@ -265,4 +237,39 @@ impl IdentityProvider for ManagedIdentity {
             self.scope.as_deref().unwrap_or("")
         ))
     }
+}
+
+/// A managed identity endpoint's success answer (IMDS or App Service): `access_token`, and
+/// `expires_on` (absolute) or `expires_in`, as strings or numbers. Every number goes through
+/// the core's capped conversions: a hostile endpoint gets an error or a capped expiry, never a
+/// panic. Public for the fuzz targets of authwire-reliability only.
+#[doc(hidden)]
+pub fn parse_token_answer(status: u16, body: &[u8], now: SystemTime) -> Result<Token, ProviderError> {
+    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+        ProviderError::invalid_response(Some(status), "the managed identity answer is not JSON")
+    })?;
+    let access = doc
+        .get("access_token")
+        .and_then(|v| v.as_str())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ProviderError::invalid_response(Some(status), "no access_token in the answer"))?;
+    // Seconds as strings (both services) or numbers (some hosts): `expires_on` is absolute.
+    let seconds = |name: &str| -> Option<u64> {
+        match doc.get(name)? {
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            serde_json::Value::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    };
+    let expires_at = match (seconds("expires_on"), seconds("expires_in")) {
+        (Some(on), _) => authwire::expiry_at_unix(now, on),
+        (None, Some(inn)) => authwire::expiry_after(now, Duration::from_secs(inn)),
+        (None, None) => {
+            return Err(ProviderError::invalid_response(
+                Some(status),
+                "the managed identity answer has neither expires_on nor expires_in",
+            ));
+        }
+    };
+    Ok(Token::new(access).with_expires_at(expires_at))
 }

@@ -38,6 +38,10 @@ mod user;
 pub use adc::{GcpCredentials, default_credentials, default_credentials_in};
 pub use external_account::ExternalAccount;
 pub use metadata::{METADATA_HOST, METADATA_IP, MetadataIdToken, MetadataServer, PROBE_TIMEOUT};
+
+// Public for the fuzz targets of authwire-reliability only; not part of the API.
+#[doc(hidden)]
+pub use metadata::parse_id_token as parse_metadata_id_token;
 pub use service_account::ServiceAccountKey;
 pub use user::AuthorizedUser;
 

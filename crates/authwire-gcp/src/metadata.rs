@@ -7,7 +7,7 @@ use crate::http::Http;
 use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, Token, async_trait};
 use base64::Engine as _;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The metadata server's host name.
 pub const METADATA_HOST: &str = "metadata.google.internal";
@@ -194,16 +194,7 @@ impl IdentityProvider for MetadataIdToken {
         if !(200..300).contains(&reply.status) {
             return Err(self.server.http.error_answer(&reply, &[]));
         }
-        let jwt = String::from_utf8(reply.body)
-            .map(|s| s.trim().to_owned())
-            .map_err(|_| ProviderError::invalid_response(Some(reply.status), "the ID token is not text"))?;
-        let exp = jwt_exp(&jwt).ok_or_else(|| {
-            ProviderError::invalid_response(
-                Some(reply.status),
-                "the metadata server's answer is not a JWT with `exp`",
-            )
-        })?;
-        Ok(Token::new(jwt).with_expires_at(UNIX_EPOCH + Duration::from_secs(exp)))
+        parse_id_token(reply.status, &reply.body, self.server.http.now())
     }
 
     fn cache_key(&self) -> CacheKey {
@@ -224,4 +215,21 @@ pub(crate) fn jwt_exp(jwt: &str) -> Option<u64> {
         .ok()?
         .get("exp")?
         .as_u64()
+}
+
+/// The metadata server's ID token answer: the JWT as text, its `exp` the token's expiry
+/// (through the core's capped conversion: a huge `exp` is a century away, not a panic). Public
+/// for the fuzz targets of authwire-reliability only.
+#[doc(hidden)]
+pub fn parse_id_token(status: u16, body: &[u8], now: std::time::SystemTime) -> Result<Token, ProviderError> {
+    let jwt = std::str::from_utf8(body)
+        .map(|s| s.trim().to_owned())
+        .map_err(|_| ProviderError::invalid_response(Some(status), "the ID token is not text"))?;
+    let exp = jwt_exp(&jwt).ok_or_else(|| {
+        ProviderError::invalid_response(
+            Some(status),
+            "the metadata server's answer is not a JWT with `exp`",
+        )
+    })?;
+    Ok(Token::new(jwt).with_expires_at(authwire::expiry_at_unix(now, exp)))
 }

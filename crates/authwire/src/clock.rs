@@ -33,6 +33,24 @@ pub fn expiry_after(now: SystemTime, lifetime: Duration) -> SystemTime {
     now.checked_add(capped).unwrap_or(now)
 }
 
+/// An absolute expiry in seconds since the Unix epoch (Azure's `expires_on`, a JWT's `exp`),
+/// capped at `now + MAX_LIFETIME` as [`expiry_after`] caps a lifetime: whatever number a server
+/// sends, the result is a time, never a panic.
+///
+/// ```
+/// use authwire::{MAX_LIFETIME, expiry_at_unix};
+/// use std::time::{Duration, UNIX_EPOCH};
+/// let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+/// assert_eq!(expiry_at_unix(now, 1_900_003_600), now + Duration::from_secs(3600));
+/// assert_eq!(expiry_at_unix(now, u64::MAX), now + MAX_LIFETIME);
+/// ```
+pub fn expiry_at_unix(now: SystemTime, secs: u64) -> SystemTime {
+    let cap = expiry_after(now, MAX_LIFETIME);
+    std::time::UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .map_or(cap, |at| at.min(cap))
+}
+
 /// What [`Clock::sleep`] returns.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 

@@ -90,7 +90,7 @@ pub use authorizer::{StripedAuthorizer, StripedHandle};
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use clock::ManualClock;
-pub use clock::{Clock, MAX_LIFETIME, Sleep, SystemClock, expiry_after};
+pub use clock::{Clock, MAX_LIFETIME, Sleep, SystemClock, expiry_after, expiry_at_unix};
 pub use error::{
     AuthError, BoxError, BuildError, KeptRefreshToken, ProviderError, SharedError, StoreError, error_chain,
     is_transient_status,

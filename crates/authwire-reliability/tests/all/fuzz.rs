@@ -12,6 +12,11 @@ fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_900_000_000)
 }
 
+fn base64_url(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
 fn text(data: &[u8]) -> String {
     String::from_utf8_lossy(data).into_owned()
 }
@@ -54,14 +59,44 @@ fn jwt(data: &[u8]) {
     }
 }
 
+/// An expiry a server's numbers produced: never past `now + MAX_LIFETIME` (issue 24, item 2:
+/// a huge `expires_on`, `expires_in` or `exp` overflowed `SystemTime` and panicked).
+fn bounded(token: &authwire::Token) {
+    if let Some(at) = token.expires_at() {
+        assert!(at <= now() + authwire::MAX_LIFETIME, "an expiry beyond the cap");
+    }
+}
+
+/// Azure's managed identity answers (IMDS, App Service): `expires_on`, `expires_in`.
+fn managed_identity(data: &[u8]) {
+    for status in [200, 201] {
+        if let Ok(token) = authwire_azure::parse_managed_identity_answer(status, data, now()) {
+            bounded(&token);
+        }
+    }
+}
+
+/// The GCE metadata server's ID token answer (a JWT whose `exp` is the expiry).
+fn metadata_id_token(data: &[u8]) {
+    if let Ok(token) = authwire_gcp::parse_metadata_id_token(200, data, now()) {
+        bounded(&token);
+    }
+    // Its access token answers are RFC 6749 ones, capped the same way.
+    if let Ok(token) = authwire_oauth2::parse_token_response(200, None, data, now()) {
+        bounded(&token);
+    }
+}
+
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 7] = [
     ("token_response", token_response),
     ("oauth_error", oauth_error),
     ("www_authenticate", www_authenticate),
     ("stored_token", stored_token),
     ("jwt", jwt),
+    ("managed_identity", managed_identity),
+    ("metadata_id_token", metadata_id_token),
 ];
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
@@ -130,4 +165,22 @@ proptest! {
     fn stored_token_mutated(data in mutated("stored_token")) { stored_token(&data) }
     #[test]
     fn jwt_mutated(data in mutated("jwt")) { jwt(&data) }
+    #[test]
+    fn managed_identity_random(data in prop::collection::vec(any::<u8>(), 0..512)) { managed_identity(&data) }
+    #[test]
+    fn managed_identity_mutated(data in mutated("managed_identity")) { managed_identity(&data) }
+    #[test]
+    fn managed_identity_numbers(on in any::<u64>(), inn in any::<u64>(), as_string in any::<bool>()) {
+        let n = |v: u64| if as_string { format!("\"{v}\"") } else { v.to_string() };
+        managed_identity(format!(r#"{{"access_token":"t","expires_on":{}}}"#, n(on)).as_bytes());
+        managed_identity(format!(r#"{{"access_token":"t","expires_in":{}}}"#, n(inn)).as_bytes());
+    }
+    #[test]
+    fn metadata_id_token_mutated(data in mutated("metadata_id_token")) { metadata_id_token(&data) }
+    #[test]
+    fn metadata_id_token_exp(exp in any::<u64>()) {
+        let claims = base64_url(&format!(r#"{{"aud":"a","exp":{exp}}}"#));
+        metadata_id_token(format!("eyJhbGciOiJSUzI1NiJ9.{claims}.c2ln").as_bytes());
+        metadata_id_token(format!(r#"{{"access_token":"t","expires_in":{exp}}}"#).as_bytes());
+    }
 }
