@@ -12,6 +12,7 @@
 
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
+mod advisories;
 mod deps;
 mod docs;
 mod examples;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             }
         }),
         Some("docs") => docs::check(&root(), &cli_binary()),
+        Some("advisories") => advisories::check(&root()).map(|notes| println!("{notes}")),
         Some("examples") => examples::check(&root(), &target_dir()),
         Some("help" | "--help" | "-h") | None => {
             usage();
@@ -62,6 +64,7 @@ fn usage() {
          ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
          deps            list dependencies declared but never used (part of ci)\n  \
+         advisories      Cargo.lock against the RustSec advisory database in ../shared/advisory-db, offline (part of ci)\n  \
          docs            the docs match the code: a README row per crate, no CLI flag that does not exist (part of ci)\n  \
          examples        the README's quick start built in a new project from its own [dependencies] (part of ci)\n  \
          interop         the CLI against panva's oidc-provider, and the cloud emulators against google-auth and\n                  azure-identity, all on loopback (Node.js, npm, Python; see docs/interop.md)\n  \
@@ -159,6 +162,10 @@ fn ci() -> Result<(), String> {
         ));
     }
     println!("<== unused dependencies: none");
+
+    println!("==> RustSec advisories (offline, ../shared/advisory-db)");
+    let notes = advisories::check(&root())?;
+    println!("<== advisories: {notes}");
 
     // Docs that match the code: a README row per crate, no flag the CLI does not have.
     let mut build = cargo();

@@ -383,30 +383,78 @@ pub(crate) fn dpop_key_entry(endpoint: &str, client_id: &str) -> authwire::Cache
 
 /// The client's DPoP key: the one kept in the cache (an entry of its own, beside the tokens it
 /// binds), or a new one, saved there. Without a cache, a new key each run.
+///
+/// Two first runs on one cache must end with one key: each would otherwise save its own, and
+/// the loser's bound tokens (and a refresh token the identity provider bound to its key) would
+/// be lost. The run that takes the cache's lease for the key's entry generates it; the others
+/// wait for it and use it.
 async fn dpop_key(store: Option<&ChosenStore>, endpoint: &str, client_id: &str) -> Result<DpopKey, CliError> {
+    let entry = dpop_key_entry(endpoint, client_id);
+    let Some((store, description)) = store else {
+        return DpopKey::generate_es256().map_err(|e| CliError::config(e.to_string()));
+    };
+    if let Some(kept) = kept_dpop_key(store.as_ref(), &entry).await {
+        return Ok(kept);
+    }
+    let clock = authwire::SystemClock;
+    for _ in 0..DPOP_KEY_WAITS {
+        match store.begin_refresh(&entry, DPOP_KEY_LEASE).await {
+            Ok(authwire::RefreshLease::HeldElsewhere) => {
+                authwire::Clock::sleep(&clock, DPOP_KEY_POLL).await;
+                if let Some(kept) = kept_dpop_key(store.as_ref(), &entry).await {
+                    return Ok(kept);
+                }
+            }
+            Ok(authwire::RefreshLease::Held(guard)) => {
+                // Another run may have saved it while this one waited for the lease.
+                let result = match kept_dpop_key(store.as_ref(), &entry).await {
+                    Some(kept) => Ok(kept),
+                    None => new_dpop_key(store.as_ref(), &entry, description).await,
+                };
+                guard.release().await;
+                return result;
+            }
+            // A store that cannot coordinate (or failed to): as before, one run's key wins.
+            _ => return new_dpop_key(store.as_ref(), &entry, description).await,
+        }
+    }
+    Err(CliError::config(
+        "another authwire process is creating this client's DPoP key and has not finished: try again",
+    ))
+}
+
+/// How long a first run may hold the lease while it makes and saves the key.
+const DPOP_KEY_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often a waiting first run looks for the key, and how many times.
+const DPOP_KEY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+const DPOP_KEY_WAITS: usize = 300;
+
+/// The key kept in the cache, if there is a usable one.
+async fn kept_dpop_key(store: &dyn TokenStore, entry: &authwire::CacheKey) -> Option<DpopKey> {
     use authwire::secrecy::ExposeSecret;
-    let key = dpop_key_entry(endpoint, client_id);
-    if let Some((store, _)) = store
-        && let Ok(Some(entry)) = store.load(&key).await
-        && let Some(kept) = entry.stored_proof_key()
-        && let Ok(dpop) = DpopKey::from_pkcs8_pem(kept.material.expose_secret().as_bytes())
-    {
-        return Ok(dpop);
-    }
+    let kept = store.load(entry).await.ok()??;
+    let material = kept.stored_proof_key()?;
+    DpopKey::from_pkcs8_pem(material.material.expose_secret().as_bytes()).ok()
+}
+
+/// A new key, saved in the cache.
+async fn new_dpop_key(
+    store: &dyn TokenStore,
+    entry: &authwire::CacheKey,
+    description: &str,
+) -> Result<DpopKey, CliError> {
     let dpop = DpopKey::generate_es256().map_err(|e| CliError::config(e.to_string()))?;
-    if let Some((store, description)) = store {
-        // An entry that is never served: it only carries the key.
-        let entry = authwire::Token::new("dpop-key").with_stored_proof_key(authwire::ProofKey {
-            kind: "dpop+es256".into(),
-            material: dpop.to_pkcs8_pem(),
-        });
-        store.save(&key, &entry).await.map_err(|e| {
-            CliError::config(format!(
-                "cannot keep the DPoP key in the {description}: {}",
-                authwire::error_chain(&e)
-            ))
-        })?;
-    }
+    // An entry that is never served: it only carries the key.
+    let carrier = authwire::Token::new("dpop-key").with_stored_proof_key(authwire::ProofKey {
+        kind: "dpop+es256".into(),
+        material: dpop.to_pkcs8_pem(),
+    });
+    store.save(entry, &carrier).await.map_err(|e| {
+        CliError::config(format!(
+            "cannot keep the DPoP key in the {description}: {}",
+            authwire::error_chain(&e)
+        ))
+    })?;
     Ok(dpop)
 }
 

@@ -241,11 +241,14 @@ impl Slot {
             #[cfg(target_os = "linux")]
             Slot::Keyutils(keyring, description) => {
                 let ring = keyutils::ring(*keyring).map_err(ReadError::Failed)?;
+                // A key deleted (invalidated) by another process but not yet collected by the
+                // kernel reads as revoked or expired: it is gone, not a failure.
                 match ring.search(description) {
-                    Ok(key) => key
-                        .read_to_vec()
-                        .map_err(|e| ReadError::Failed(keyutils::classify(e))),
-                    Err(linux_keyutils::KeyError::KeyDoesNotExist) => Err(ReadError::Missing),
+                    Ok(key) => key.read_to_vec().map_err(|e| match e {
+                        e if keyutils::is_gone(&e) => ReadError::Missing,
+                        e => ReadError::Failed(keyutils::classify(e)),
+                    }),
+                    Err(e) if keyutils::is_gone(&e) => Err(ReadError::Missing),
                     Err(e) => Err(ReadError::Failed(keyutils::classify(e))),
                 }
             }
@@ -288,11 +291,27 @@ impl Slot {
                 Err(e) => Err(classify(e)),
             },
             #[cfg(target_os = "linux")]
-            Slot::Keyutils(keyring, description) => match keyutils::ring(*keyring)?.search(description) {
-                Ok(key) => key.invalidate().map_err(keyutils::classify),
-                Err(linux_keyutils::KeyError::KeyDoesNotExist) => Ok(()),
-                Err(e) => Err(keyutils::classify(e)),
-            },
+            Slot::Keyutils(keyring, description) => {
+                let ring = keyutils::ring(*keyring)?;
+                match ring.search(description) {
+                    Ok(key) => {
+                        // Unlink first: the next search (a login right after a logout) no
+                        // longer finds it. Invalidating alone left it findable, revoked, until
+                        // the kernel collected it.
+                        match ring.unlink_key(key) {
+                            Ok(()) => {}
+                            Err(e) if keyutils::is_gone(&e) => {}
+                            Err(e) => return Err(keyutils::classify(e)),
+                        }
+                        // Then end it everywhere else it may be linked; it is already out of
+                        // our keyring, so a failure here loses nothing.
+                        let _ = key.invalidate();
+                        Ok(())
+                    }
+                    Err(e) if keyutils::is_gone(&e) => Ok(()),
+                    Err(e) => Err(keyutils::classify(e)),
+                }
+            }
         }
     }
 }
@@ -343,6 +362,15 @@ mod keyutils {
     }
 
     /// keyutils errors name no data, only what failed.
+    /// A key that no longer exists, or is on its way out (revoked or expired, not yet
+    /// collected).
+    pub(super) fn is_gone(e: &KeyError) -> bool {
+        matches!(
+            e,
+            KeyError::KeyDoesNotExist | KeyError::KeyRevoked | KeyError::KeyExpired
+        )
+    }
+
     pub(super) fn classify(e: KeyError) -> KeyringStoreError {
         let reason = format!("kernel keyutils: {e}");
         match e {

@@ -37,6 +37,16 @@ const CONNECTION_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// The path of the redirect URI.
 const CALLBACK_PATH: &str = "/callback";
+/// The path of the one-time link handed to the browser opener (followed by a random token).
+const START_PATH: &str = "/start/";
+/// At most this many connections to the listener are read at once; a new one beyond it closes
+/// the oldest (idle ones: a browser sends its request at once).
+const MAX_CONNECTIONS: usize = 64;
+/// The pause after a failed `accept` (out of file descriptors, say) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// By default, how long after the link is handed to the opener a second use of it still stops
+/// the login (see [`BrowserLogin::reuse_window`]).
+pub const DEFAULT_REUSE_WINDOW: Duration = Duration::from_secs(3);
 
 /// Options of [`browser_login_with`](crate::OAuth2Provider::browser_login_with).
 ///
@@ -52,6 +62,7 @@ pub struct BrowserLogin {
     prompt: Option<String>,
     login_hint: Option<String>,
     timeout: Duration,
+    reuse_window: Duration,
 }
 
 impl Default for BrowserLogin {
@@ -60,6 +71,7 @@ impl Default for BrowserLogin {
             prompt: None,
             login_hint: None,
             timeout: DEFAULT_LOGIN_TIMEOUT,
+            reuse_window: DEFAULT_REUSE_WINDOW,
         }
     }
 }
@@ -85,6 +97,17 @@ impl BrowserLogin {
     /// How long to wait for the browser to come back (measured on the provider's clock).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How long after the login link is handed to the opener its second use still stops the
+    /// login ([`DEFAULT_REUSE_WINDOW`]): an answer that arrives sooner is held until then. The
+    /// link is visible in the process list to other local users; one who opens it first gets
+    /// the authorization request, and the person's browser, opening it second, stops the login
+    /// instead of letting theirs complete. Zero turns the wait off (the second use still stops
+    /// a login that has not completed).
+    pub fn reuse_window(mut self, window: Duration) -> Self {
+        self.reuse_window = window;
         self
     }
 }
@@ -156,10 +179,24 @@ pub(crate) async fn login(
             q.append_pair("login_hint", h);
         }
     }
-    open(&url);
+    // The opener gets a one-time link to this listener, not the authorization URL: its command
+    // line (and the browser's) is visible to other local users. The first use of the link
+    // redirects to the authorization URL; a second use stops the login.
+    let start_path = format!("{START_PATH}{}", random_b64(24)?);
+    let start = Url::parse(&format!("http://127.0.0.1:{port}{start_path}"))
+        .map_err(|e| ProviderError::permanent(format!("the login link is not a URL: {e}")))?;
+    let opened_at = inner.clock.now();
+    open(&start);
 
+    let expect = Expect {
+        state: &state,
+        expected_iss: expected_iss.as_ref(),
+        start_path: &start_path,
+        authorization_url: &url,
+        hold_until: opened_at + options.reuse_window,
+    };
     let code = tokio::select! {
-        code = wait_for_code(&listener, &state, expected_iss.as_ref()) => code?,
+        code = wait_for_code(&listener, &expect, &*inner.clock) => code?,
         () = inner.clock.sleep(options.timeout) => {
             return Err(ProviderError::permanent(format!(
                 "no answer from the browser within {}s: the login was not completed; run it again",
@@ -177,76 +214,145 @@ pub(crate) async fn login(
     inner.token_request(form).await
 }
 
-/// What one connection to the listener brought.
-struct Callback {
-    params: HashMap<String, String>,
-    stream: TcpStream,
+/// What the listener waits for.
+struct Expect<'a> {
+    state: &'a str,
+    expected_iss: Option<&'a (String, bool)>,
+    /// The one-time link's path.
+    start_path: &'a str,
+    /// Where the link's first use is redirected.
+    authorization_url: &'a Url,
+    /// A valid answer is held until then, so that a second use of the link can still stop the
+    /// login.
+    hold_until: std::time::SystemTime,
 }
 
-/// Accept connections until one carries our `state`; answer each.
+/// What one connection to the listener asked for.
+enum Request {
+    /// `GET` of the one-time login link.
+    Start(TcpStream),
+    /// `GET` of the callback, with its query parameters.
+    Callback {
+        params: HashMap<String, String>,
+        stream: TcpStream,
+    },
+}
+
+/// Serve the listener until one connection brings the answer for our `state`, the login link
+/// having been used exactly once; answer each connection.
 async fn wait_for_code(
     listener: &TcpListener,
-    state: &str,
-    expected_iss: Option<&(String, bool)>,
+    expect: &Expect<'_>,
+    clock: &dyn authwire::Clock,
 ) -> Result<SecretString, ProviderError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Callback>(8);
-    let mut readers = tokio::task::JoinSet::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Request>(8);
+    // The connections being read, oldest first: at most MAX_CONNECTIONS (a flood of idle
+    // connections closes its own oldest, never starves the browser's).
+    let mut readers: std::collections::VecDeque<tokio::task::JoinHandle<()>> =
+        std::collections::VecDeque::new();
+    let mut starts = 0usize;
+    // A valid answer, held until `hold_until`.
+    let mut held: Option<(SecretString, TcpStream)> = None;
     loop {
+        let hold = async {
+            match &held {
+                Some(_) => {
+                    let left = expect.hold_until.duration_since(clock.now()).unwrap_or_default();
+                    clock.sleep(left).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let tx = tx.clone();
-                readers.spawn(async move {
-                    if let Some(callback) = read_callback(stream).await {
-                        let _ = tx.send(callback).await;
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors (a flood), most likely: pause instead of spinning.
+                        debug!(error = %e, "the redirect listener could not accept; pausing");
+                        clock.sleep(ACCEPT_BACKOFF).await;
+                        continue;
                     }
-                });
-            }
-            Some(Callback { params, mut stream }) = rx.recv() => {
-                let get = |name: &str| params.get(name).map(String::as_str);
-                if get("state") != Some(state) {
-                    debug!("a redirect without this login's state was refused");
-                    respond(&mut stream, 400, "This sign-in response does not belong to the login in progress and was ignored.").await;
-                    continue;
+                };
+                readers.retain(|r| !r.is_finished());
+                if readers.len() >= MAX_CONNECTIONS
+                    && let Some(oldest) = readers.pop_front()
+                {
+                    oldest.abort();
                 }
-                if let Some((issuer, required)) = expected_iss {
-                    match get("iss") {
-                        Some(iss) if iss == issuer => {}
-                        None if !required => {}
-                        other => {
-                            respond(&mut stream, 400, "Sign-in failed: the response came from an unexpected server. See the terminal.").await;
-                            return Err(ProviderError::permanent(format!(
-                                "the authorization response names issuer {:?}, expected {issuer:?} (RFC 9207: a mix-up attack, or a misconfigured issuer)",
-                                other.unwrap_or("(none)").chars().filter(|c| !c.is_control()).take(200).collect::<String>()
-                            )));
+                let tx = tx.clone();
+                let start_path = expect.start_path.to_owned();
+                readers.push_back(tokio::spawn(async move {
+                    if let Some(request) = read_request(stream, &start_path).await {
+                        let _ = tx.send(request).await;
+                    }
+                }));
+            }
+            () = hold => {
+                let Some((code, mut stream)) = held.take() else { continue };
+                respond(&mut stream, 200, "Signed in. You can close this window and return to the terminal.").await;
+                return Ok(code);
+            }
+            Some(request) = rx.recv() => match request {
+                Request::Start(mut stream) => {
+                    starts += 1;
+                    if starts == 1 {
+                        redirect(&mut stream, expect.authorization_url).await;
+                        continue;
+                    }
+                    respond(&mut stream, 400, "This sign-in link was already used, so the login was stopped. Run the login again from the terminal.").await;
+                    if let Some((_, mut waiting)) = held.take() {
+                        respond(&mut waiting, 400, "The login was stopped: its link was used twice. See the terminal.").await;
+                    }
+                    return Err(ProviderError::permanent(
+                        "the login link was opened twice, so the login was stopped: another program on this machine may have used it first (the link is visible in the process list); run the login again",
+                    ));
+                }
+                Request::Callback { params, mut stream } => {
+                    let get = |name: &str| params.get(name).map(String::as_str);
+                    if get("state") != Some(expect.state) || starts == 0 || held.is_some() {
+                        debug!("a redirect without this login's state, or before its link was opened, was refused");
+                        respond(&mut stream, 400, "This sign-in response does not belong to the login in progress and was ignored.").await;
+                        continue;
+                    }
+                    if let Some((issuer, required)) = expect.expected_iss {
+                        match get("iss") {
+                            Some(iss) if iss == issuer => {}
+                            None if !required => {}
+                            other => {
+                                respond(&mut stream, 400, "Sign-in failed: the response came from an unexpected server. See the terminal.").await;
+                                return Err(ProviderError::permanent(format!(
+                                    "the authorization response names issuer {:?}, expected {issuer:?} (RFC 9207: a mix-up attack, or a misconfigured issuer)",
+                                    other.unwrap_or("(none)").chars().filter(|c| !c.is_control()).take(200).collect::<String>()
+                                )));
+                            }
                         }
                     }
+                    if let Some(error) = get("error") {
+                        respond(&mut stream, 200, "Sign-in did not complete. You can close this window; the terminal says why.").await;
+                        return Err(ProviderError::rejected(
+                            None,
+                            error,
+                            get("error_description").map(str::to_owned),
+                        ));
+                    }
+                    let Some(code) = get("code").filter(|c| !c.is_empty()) else {
+                        respond(&mut stream, 400, "Sign-in failed: the response carries no code. See the terminal.").await;
+                        return Err(ProviderError::invalid_response(
+                            None,
+                            "the authorization response has neither code nor error",
+                        ));
+                    };
+                    held = Some((SecretString::from(code.to_owned()), stream));
                 }
-                if let Some(error) = get("error") {
-                    respond(&mut stream, 200, "Sign-in did not complete. You can close this window; the terminal says why.").await;
-                    return Err(ProviderError::rejected(
-                        None,
-                        error,
-                        get("error_description").map(str::to_owned),
-                    ));
-                }
-                let Some(code) = get("code").filter(|c| !c.is_empty()) else {
-                    respond(&mut stream, 400, "Sign-in failed: the response carries no code. See the terminal.").await;
-                    return Err(ProviderError::invalid_response(
-                        None,
-                        "the authorization response has neither code nor error",
-                    ));
-                };
-                respond(&mut stream, 200, "Signed in. You can close this window and return to the terminal.").await;
-                return Ok(SecretString::from(code.to_owned()));
-            }
+            },
         }
     }
 }
 
-/// Read one request; `Some` for a GET of the callback path, with its query parameters. Other
-/// requests (a favicon, a probe) are answered 404 here.
-async fn read_callback(mut stream: TcpStream) -> Option<Callback> {
+/// Read one request: the login link or the callback (`GET` only); anything else (a favicon, a
+/// probe) is answered 404 here.
+async fn read_request(mut stream: TcpStream, start_path: &str) -> Option<Request> {
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout(CONNECTION_READ_TIMEOUT, async {
         let mut buf = [0u8; 2048];
@@ -268,12 +374,29 @@ async fn read_callback(mut stream: TcpStream) -> Option<Callback> {
     let mut parts = line.split(' ');
     let (method, target) = (parts.next()?, parts.next()?);
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    if method != "GET" || path != CALLBACK_PATH {
-        respond(&mut stream, 404, "Not found.").await;
-        return None;
+    match (method, path) {
+        ("GET", CALLBACK_PATH) => {
+            let params = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+            Some(Request::Callback { params, stream })
+        }
+        ("GET", p) if p == start_path => Some(Request::Start(stream)),
+        _ => {
+            respond(&mut stream, 404, "Not found.").await;
+            None
+        }
     }
-    let params = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-    Some(Callback { params, stream })
+}
+
+/// Send the browser on to the authorization URL.
+async fn redirect(stream: &mut TcpStream, to: &Url) {
+    let answer = format!(
+        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n"
+    );
+    let _ = tokio::time::timeout(CONNECTION_READ_TIMEOUT, async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// A small page for the browser; nothing from the request is echoed.

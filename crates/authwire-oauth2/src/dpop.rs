@@ -224,7 +224,9 @@ fn public_jwk(pair: &EcdsaKeyPair) -> serde_json::Value {
 }
 
 /// RFC 9449 section 4.3: the request URI without query and fragment, with scheme and host
-/// lowercased and a default port removed (RFC 3986 section 6.2.3 normalisation).
+/// lowercased and a default port removed (RFC 3986 section 6.2.3 normalisation), and without
+/// user information: a proof is a signed, logged artefact, and a password in a URL must not
+/// end up in one (the server compares scheme, host, port and path only).
 pub fn htu(uri: &str) -> Result<String, DpopError> {
     let mut url = url::Url::parse(uri).map_err(|_| DpopError::InvalidUri(uri.to_owned()))?;
     if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
@@ -232,6 +234,9 @@ pub fn htu(uri: &str) -> Result<String, DpopError> {
     }
     url.set_query(None);
     url.set_fragment(None);
+    // Cannot fail for an http(s) URL with a host.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
     Ok(url.to_string())
 }
 
@@ -422,5 +427,14 @@ mod tests {
         for bad in ["/relative", "ftp://x/y", "not a uri"] {
             assert!(htu(bad).is_err(), "{bad}");
         }
+        // Issue 24, item 10: user information never reaches the signed proof.
+        assert_eq!(
+            htu("https://ada:S3CRET-PASSWORD@api.example/v1?x=1").unwrap(),
+            "https://api.example/v1"
+        );
+        assert_eq!(
+            htu("https://ada@api.example/v1").unwrap(),
+            "https://api.example/v1"
+        );
     }
 }

@@ -65,7 +65,7 @@ mod provider;
 mod response;
 pub mod transport;
 
-pub use browser::{BrowserLogin, DEFAULT_LOGIN_TIMEOUT};
+pub use browser::{BrowserLogin, DEFAULT_LOGIN_TIMEOUT, DEFAULT_REUSE_WINDOW};
 pub use client_auth::{ClientAuthMethod, PrivateKey};
 pub use config::{BuildError, DEFAULT_REQUEST_TIMEOUT, MAX_RESPONSE_BYTES, OAuth2ProviderBuilder};
 pub use dpop::{DpopError, DpopKey, DpopProof};

@@ -34,12 +34,36 @@ impl ScriptedBrowser {
         Self { http }
     }
 
-    /// Visit the authorization URL; returns where the identity provider redirects to (the
-    /// client's callback, with `code` or `error`, `state` and `iss`).
-    pub async fn authorize(&self, authorization_url: &str) -> Result<url::Url, String> {
+    /// Open the one-time login link a client hands its browser opener
+    /// (`http://127.0.0.1:PORT/start/...`): returns the authorization URL it redirects to.
+    /// A link opened a second time stops the login; this returns that page's status as an error.
+    pub async fn open(&self, link: &str) -> Result<url::Url, String> {
         let response = self
             .http
-            .get(authorization_url)
+            .get(link)
+            .send()
+            .await
+            .map_err(|e| format!("GET the login link: {e}"))?;
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| format!("the login link answered {status} without a redirect"))?;
+        url::Url::parse(location).map_err(|e| format!("the redirect is not a URL: {e}"))
+    }
+
+    /// Visit the authorization URL (through the client's one-time login link when given one);
+    /// returns where the identity provider redirects to (the client's callback, with `code` or
+    /// `error`, `state` and `iss`).
+    pub async fn authorize(&self, authorization_url: &str) -> Result<url::Url, String> {
+        let authorization_url = match url::Url::parse(authorization_url) {
+            Ok(u) if u.path().starts_with("/start/") => self.open(authorization_url).await?.to_string(),
+            _ => authorization_url.to_owned(),
+        };
+        let response = self
+            .http
+            .get(&authorization_url)
             .send()
             .await
             .map_err(|e| format!("GET the authorization URL: {e}"))?;

@@ -78,7 +78,14 @@ async fn browser_login_then_cached_token_then_silent_refresh_then_logout_revokes
     let sb = Sandbox::new();
     let flags = browser_flags(&idp);
     let login = BrowserLogin::start(&sb, &args(&["login", "--browser", "--no-open"], &flags)).await;
-    assert!(login.url.starts_with(&idp.authorization_url()), "{}", login.url);
+    // A one-time link to the CLI's own listener, not the authorization URL (issue 24, item 3).
+    assert!(
+        login.url.starts_with("http://127.0.0.1:")
+            && login.url.contains("/start/")
+            && !login.url.contains("state="),
+        "{}",
+        login.url
+    );
     let page = ScriptedBrowser::new().login(&login.url).await.unwrap();
     assert_eq!(page.status, 200, "{}", page.body);
     let (code, stdout, stderr) = login.finish().await;
@@ -225,7 +232,9 @@ async fn the_browser_named_by_browser_is_started_with_the_url() {
         .env("AUTHWIRE_CLIENT_SECRET", "")
         .env("BROWSER", script.to_str().unwrap())
         .spawn();
-    // Plain `login` chose the browser: the script received the authorization URL, whole.
+    // Plain `login` chose the browser: the script received the one-time login link, and
+    // nothing of the authorization request (state, PKCE challenge) is on its command line,
+    // which other local users can read (issue 24, item 3).
     let url = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             if let Ok(u) = std::fs::read_to_string(&seen)
@@ -239,7 +248,10 @@ async fn the_browser_named_by_browser_is_started_with_the_url() {
     .await
     .expect("the browser was started");
     assert!(
-        url.starts_with(&idp.authorization_url()) && url.contains("&state="),
+        url.starts_with("http://127.0.0.1:")
+            && url.contains("/start/")
+            && !url.contains("state=")
+            && !url.contains("code_challenge"),
         "{url}"
     );
     ScriptedBrowser::new().login(&url).await.unwrap();

@@ -750,6 +750,40 @@ async fn dpop_tokens_are_cached_with_their_key_and_curl_sends_a_proof_per_reques
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_runs_with_dpop_end_with_one_key() {
+    // Issue 24, item 8: each first run generated and saved its own key; the loser's bound
+    // tokens were discarded later, and a refresh token bound to its key was lost.
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    let c = creds(&idp);
+    let runs: Vec<_> = (0..6)
+        .map(|_| Run::new(&sb, &args(&["token", "--dpop"], &c)).output())
+        .collect();
+    let outs = futures_join_all(runs).await;
+    let mut thumbprints = std::collections::BTreeSet::new();
+    for out in &outs {
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        let token = out.stdout();
+        let claims: serde_json::Value = {
+            use base64::Engine as _;
+            let payload = token.trim().split('.').nth(1).expect("a JWT");
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        thumbprints.insert(claims["cnf"]["jkt"].as_str().expect("DPoP-bound").to_owned());
+    }
+    assert_eq!(
+        thumbprints.len(),
+        1,
+        "every run used the one key: {thumbprints:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_exits_non_zero_for_an_expired_token() {
     // Issue 18: scripts use `authwire inspect` as a check. (Unsigned JWTs: inspect does not
     // verify, it reads.) {"alg":"none"} . {"exp":1000} and {"exp":4000000000}

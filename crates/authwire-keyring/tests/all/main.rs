@@ -45,6 +45,35 @@ async fn entries_are_real_kernel_keys() {
     assert!(store.load(&key).await.unwrap().is_none());
 }
 
+#[tokio::test]
+async fn a_load_or_a_save_right_after_a_delete_sees_no_key_and_succeeds() {
+    // Issue 24, item 7: on Linux a delete invalidated the key but left it linked until the
+    // kernel collected it, so a load right after sometimes failed with "key revoked": a logout
+    // followed by a login or a token request failed. Many rounds, to meet the race.
+    use authwire::{CacheKey, Token, TokenStore};
+    let store = store();
+    let key = CacheKey::new(format!("delete-race-{}", std::process::id()));
+    for round in 0..300 {
+        store.save(&key, &Token::new(format!("t-{round}"))).await.unwrap();
+        store.delete(&key).await.unwrap();
+        assert!(
+            store.load(&key).await.unwrap().is_none(),
+            "round {round}: a deleted token is missing, not an error"
+        );
+        store
+            .save(&key, &Token::new(format!("again-{round}")))
+            .await
+            .unwrap();
+        let back = store
+            .load(&key)
+            .await
+            .unwrap()
+            .expect("saved right after the delete");
+        assert!(back.same_access_token(&Token::new(format!("again-{round}"))));
+        store.delete(&key).await.unwrap();
+    }
+}
+
 /// The child processes of the two-session test: save, or load, in the keyring named by
 /// `AUTHWIRE_KEYRING_SCOPE`, printing what happened on one marked line.
 #[cfg(target_os = "linux")]

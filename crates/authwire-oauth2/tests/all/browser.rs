@@ -30,6 +30,8 @@ fn start(
 ) {
     let (tx, rx) = oneshot::channel();
     let provider = provider.clone();
+    // No hold after an early answer here; the tests of the login link set their own window.
+    let options = options.reuse_window(Duration::ZERO);
     let login = tokio::spawn(async move {
         provider
             .browser_login_with(&options, move |url| {
@@ -63,8 +65,16 @@ fn param(url: &url::Url, name: &str) -> Option<String> {
 async fn a_browser_login_uses_pkce_s256_and_state_and_yields_a_refresh_token() {
     let idp = IdentityServer::start().await;
     let provider = public_login(&idp);
-    let (url, login) = start(&provider, BrowserLogin::new().login_hint("ada").prompt("consent"));
-    let url = url.await.unwrap();
+    let (link, login) = start(&provider, BrowserLogin::new().login_hint("ada").prompt("consent"));
+    let link = link.await.unwrap();
+    // The opener gets a one-time link to the listener, not the authorization URL (issue 24).
+    assert_eq!(link.host_str(), Some("127.0.0.1"));
+    assert!(
+        link.path().starts_with("/start/") && link.query().is_none(),
+        "{link}"
+    );
+    let browser = ScriptedBrowser::new();
+    let url = browser.open(link.as_str()).await.unwrap();
     assert!(url.as_str().starts_with(&idp.authorization_url()), "{url}");
     assert_eq!(param(&url, "response_type").as_deref(), Some("code"));
     assert_eq!(param(&url, "code_challenge_method").as_deref(), Some("S256"));
@@ -82,7 +92,7 @@ async fn a_browser_login_uses_pkce_s256_and_state_and_yields_a_refresh_token() {
     );
     assert_ne!(redirect.port(), Some(0));
 
-    let page = ScriptedBrowser::new().login(url.as_str()).await.unwrap();
+    let page = browser.login(url.as_str()).await.unwrap();
     assert_eq!(page.status, 200);
     assert!(page.body.contains("You can close this window"), "{}", page.body);
     let token = login.await.unwrap().unwrap();
@@ -201,8 +211,8 @@ async fn the_wait_is_bounded_on_the_providers_clock() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let (url, login) = start(&provider, BrowserLogin::new().timeout(Duration::from_secs(120)));
-    let url = url.await.unwrap();
+    let (link, login) = start(&provider, BrowserLogin::new().timeout(Duration::from_secs(120)));
+    let link = link.await.unwrap();
     while clock.sleepers() == 0 {
         tokio::task::yield_now().await;
     }
@@ -218,9 +228,8 @@ async fn the_wait_is_bounded_on_the_providers_clock() {
     let text = authwire::error_chain(&e);
     assert!(text.contains("no answer from the browser within 120s"), "{text}");
     // The listener is gone: a late browser finds nobody.
-    let redirect = url::Url::parse(&param(&url, "redirect_uri").unwrap()).unwrap();
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", redirect.port().unwrap()))
+        tokio::net::TcpStream::connect(("127.0.0.1", link.port().unwrap()))
             .await
             .is_err()
     );
@@ -231,9 +240,8 @@ async fn a_silent_connection_does_not_hold_up_the_real_redirect() {
     let idp = IdentityServer::start().await;
     let (url, login) = start(&public_login(&idp), BrowserLogin::new());
     let url = url.await.unwrap();
-    let redirect = url::Url::parse(&param(&url, "redirect_uri").unwrap()).unwrap();
     // A local process connects and says nothing.
-    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", redirect.port().unwrap()))
+    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", url.port().unwrap()))
         .await
         .unwrap();
     let page = ScriptedBrowser::new().login(url.as_str()).await.unwrap();
@@ -364,4 +372,94 @@ async fn the_testkit_server_enforces_pkce() {
     let plain = with_param(&url, "code_challenge_method", "plain");
     let answer = browser.authorize(plain.as_str()).await.unwrap();
     assert_eq!(param(&answer, "error").as_deref(), Some("invalid_request"));
+}
+
+#[tokio::test]
+async fn a_login_link_used_first_by_someone_else_stops_the_login() {
+    // Issue 24, item 3: the authorization URL handed to the opener is visible in /proc/*/cmdline
+    // to other local users; whoever delivered a redirect with its state first logged the CLI in
+    // as themselves. Now the opener gets a one-time link; the person's browser, opening it
+    // second, stops the login, even when the other user's answer came first.
+    let idp = IdentityServer::start().await;
+    let provider = public_login(&idp);
+    let (tx, rx) = oneshot::channel();
+    let login = tokio::spawn(async move {
+        provider
+            .browser_login_with(
+                &BrowserLogin::new().reuse_window(Duration::from_secs(3)),
+                move |url| {
+                    let _ = tx.send(url.clone());
+                },
+            )
+            .await
+    });
+    let link = rx.await.unwrap();
+    // Another local user reads the link from the process list and is quicker.
+    let attacker = ScriptedBrowser::new();
+    let callback = attacker.authorize(link.as_str()).await.unwrap();
+    let delivery = tokio::spawn(async move { attacker.deliver(&callback).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !login.is_finished(),
+        "an early answer is held while the link may still be opened again"
+    );
+    // The person's browser opens the link: second use.
+    let second = ScriptedBrowser::new().open(link.as_str()).await.unwrap_err();
+    assert!(second.contains("400"), "{second}");
+    let e = login.await.unwrap().unwrap_err();
+    assert!(
+        authwire::error_chain(&e).contains("the login link was opened twice"),
+        "{e}"
+    );
+    assert_eq!(delivery.await.unwrap().unwrap().status, 400);
+    assert_eq!(
+        idp.grant_count("authorization_code"),
+        0,
+        "the other user's code was never redeemed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_is_bounded_and_the_real_redirect_gets_through() {
+    // Issue 24, item 4: unlimited connections, each held up to the read timeout; at the
+    // descriptor limit, a busy loop of failed accepts. 3,000 idle connections made the real
+    // redirect time out.
+    use tokio::io::AsyncReadExt as _;
+    let idp = IdentityServer::start().await;
+    let (link, login) = start(&public_login(&idp), BrowserLogin::new());
+    let link = link.await.unwrap();
+    let port = link.port().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        idle.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    // The listener keeps at most 64 of them: the rest are closed at once, not after the 10 s
+    // read timeout.
+    let mut readers = tokio::task::JoinSet::new();
+    for mut stream in idle {
+        readers.spawn(async move {
+            let mut buf = [0u8; 1];
+            matches!(
+                tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await,
+                Ok(Ok(0) | Err(_))
+            )
+        });
+    }
+    let mut closed = 0;
+    while let Some(done) = readers.join_next().await {
+        closed += usize::from(done.unwrap());
+    }
+    assert!(
+        closed >= 400 - 64,
+        "only {closed} of 400 idle connections were closed"
+    );
+    let page = tokio::time::timeout(
+        Duration::from_secs(10),
+        ScriptedBrowser::new().login(link.as_str()),
+    )
+    .await
+    .expect("the real redirect is served during a flood")
+    .unwrap();
+    assert_eq!(page.status, 200);
+    assert!(login.await.unwrap().is_ok());
 }
