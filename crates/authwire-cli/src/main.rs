@@ -49,14 +49,18 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     if cli.verbose {
-        // The library's own events (refresh started, refreshed, failed): never a secret.
-        tracing_subscriber::fmt()
+        // The library's own events (refresh started, refreshed, failed): never a secret. Only
+        // authwire's: the HTTP stack's connection chatter would bury the five steps.
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let subscriber = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_max_level(tracing::Level::DEBUG)
             .with_target(false)
             .with_ansi(colour_on_stderr())
             .without_time()
-            .init();
+            .finish()
+            .with(tracing_subscriber::filter::Targets::new().with_target("authwire", tracing::Level::DEBUG));
+        let _ = tracing::subscriber::set_global_default(subscriber);
     }
     let trace = Trace::new(cli.verbose);
     run_as("authwire", dispatch(cli, &trace))

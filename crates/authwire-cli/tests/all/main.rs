@@ -502,7 +502,14 @@ async fn verbose_output_to_a_file_has_no_colour_codes_and_no_credential_fingerpr
         let out = run.output().await;
         assert_eq!(out.code(), 0, "{}", out.stderr());
         let err = out.stderr();
-        assert!(err.contains("refresh"), "the library's events are there: {err}");
+        assert!(
+            err.contains("refresh started"),
+            "the library's events are there: {err}"
+        );
+        assert!(
+            !err.contains("connecting to"),
+            "the HTTP stack's chatter is not: {err}"
+        );
         assert!(!err.contains('\u{1b}'), "escape codes in: {err:?}");
         let fingerprint = err
             .match_indices("cred=")
