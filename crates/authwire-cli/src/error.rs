@@ -109,27 +109,26 @@ fn host_of(endpoint: &str) -> String {
         .unwrap_or_else(|| endpoint.to_owned())
 }
 
-/// A library's words for a setting, in the CLI's: `allow_insecure_http(true)` is
-/// `--allow-insecure-http` here.
-pub(crate) fn cli_words(text: &str) -> String {
-    let mut text = text
-        .replace(
-            "call allow_insecure_http(true) to opt in",
-            "pass --allow-insecure-http to opt in",
-        )
-        .replace("allow_insecure_http(true)", "--allow-insecure-http");
-    for setting in [
-        "issuer",
-        "token_url",
-        "authorization_url",
-        "revocation_url",
-        "device_authorization_url",
-    ] {
-        if let Some(rest) = text.strip_prefix(&format!("{setting} uses plain http")) {
-            text = format!("--{} uses plain http{rest}", setting.replace('_', "-"));
-        }
+/// A configuration the OAuth2 provider refused to build, in the CLI's words: a setting is the
+/// flag that sets it, and the opt-in is `--allow-insecure-http`.
+pub(crate) fn build_error(e: &authwire_oauth2::BuildError) -> CliError {
+    match e {
+        authwire_oauth2::BuildError::InsecureUrl { setting, host } => CliError::config(format!(
+            "--{} uses plain http to {host}, which would expose credentials; use https, or pass --allow-insecure-http to opt in",
+            setting.replace('_', "-")
+        )),
+        other => CliError::config(other.to_string()),
     }
-    text
+}
+
+/// A library's words in an error found at run time (a discovered endpoint over plain http), in
+/// the CLI's: `allow_insecure_http(true)` is `--allow-insecure-http` here.
+pub(crate) fn cli_words(text: &str) -> String {
+    text.replace(
+        "call allow_insecure_http(true) to opt in",
+        "pass --allow-insecure-http to opt in",
+    )
+    .replace("allow_insecure_http(true)", "--allow-insecure-http")
 }
 
 #[cfg(test)]
@@ -174,11 +173,19 @@ mod tests {
 
     #[test]
     fn library_settings_are_named_as_flags() {
+        let e = authwire_oauth2::BuildError::InsecureUrl {
+            setting: "issuer",
+            host: "idp.example".into(),
+        };
+        assert_eq!(
+            build_error(&e).message,
+            "--issuer uses plain http to idp.example, which would expose credentials; use https, or pass --allow-insecure-http to opt in"
+        );
         assert_eq!(
             cli_words(
-                "issuer uses plain http to idp.example, which would expose credentials; use https, or call allow_insecure_http(true) to opt in"
+                "discovered token_endpoint uses plain http to idp.example, which would expose credentials; use https, or call allow_insecure_http(true) to opt in"
             ),
-            "--issuer uses plain http to idp.example, which would expose credentials; use https, or pass --allow-insecure-http to opt in"
+            "discovered token_endpoint uses plain http to idp.example, which would expose credentials; use https, or pass --allow-insecure-http to opt in"
         );
     }
 }

@@ -271,9 +271,7 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
     } else {
         None
     };
-    let provider = b
-        .build()
-        .map_err(|e| CliError::config(crate::error::cli_words(&e.to_string())))?;
+    let provider = b.build().map_err(|e| crate::error::build_error(&e))?;
     Ok(Settings {
         oauth2: Some(provider.clone()),
         provider: Arc::new(provider),

@@ -290,9 +290,20 @@ impl ExternalAccount {
                 for (k, v) in headers {
                     request = request.header(k, v);
                 }
-                let reply = self.http.send(request, Vec::new()).await?;
+                // The file's header values can be credentials (a metadata `Authorization`): an
+                // error that echoes one is scrubbed. Short values (`Metadata: True`) hold none.
+                let sent: Vec<&str> = headers
+                    .values()
+                    .map(String::as_str)
+                    .filter(|v| v.len() >= 8)
+                    .collect();
+                let reply = self
+                    .http
+                    .send(request, Vec::new())
+                    .await
+                    .map_err(|e| crate::http::redact(e, &sent))?;
                 if !(200..300).contains(&reply.status) {
-                    return Err(self.http.error_answer(&reply, &[]));
+                    return Err(self.http.error_answer(&reply, &sent));
                 }
                 let text = String::from_utf8(reply.body).map_err(|_| {
                     ProviderError::invalid_response(Some(reply.status), "the subject token is not text")

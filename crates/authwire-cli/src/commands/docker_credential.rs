@@ -5,7 +5,7 @@
 //! ([`profile_for`]): a profile named after the registry's host (a name with a dot or a port,
 //! or `localhost`), reached over https, or plain http only to a loopback address.
 
-use super::helper::{current, read_stdin};
+use super::helper::{current, is_loopback_authority, read_stdin};
 use crate::args::Credentials;
 use crate::error::CliError;
 use crate::output::out;
@@ -63,15 +63,7 @@ pub(crate) fn profile_for(server: &str, profiles: &[String]) -> Option<String> {
     let secure = match server.split_once("://") {
         None => true, // docker's bare `host[:port]` means https
         Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => true,
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => {
-            let bare = host
-                .rsplit_once(':')
-                .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-                .map_or(host.as_str(), |(h, _)| h)
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            authwire::request::is_loopback_host(bare)
-        }
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => is_loopback_authority(&host),
         Some(_) => false,
     };
     (secure && profiles.iter().any(|p| p == &host)).then_some(host)

@@ -1,6 +1,6 @@
 //! `authwire git-credential ACTION`: git's credential helper (gitcredentials(7)).
 
-use super::helper::{current, forget, read_stdin};
+use super::helper::{current, forget, is_loopback_authority, read_stdin};
 use crate::args::{AuthType, Credentials, GitArgs};
 use crate::error::CliError;
 use crate::output::out;
@@ -50,13 +50,7 @@ pub(crate) fn host_is_ours(d: &Description, hosts: &[String]) -> bool {
     let (Some(protocol), Some(host)) = (d.get("protocol"), d.get("host")) else {
         return false;
     };
-    let bare = host
-        .rsplit_once(':')
-        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-        .map_or(host, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let secure = protocol == "https" || (protocol == "http" && authwire::request::is_loopback_host(bare));
+    let secure = protocol == "https" || (protocol == "http" && is_loopback_authority(host));
     secure && hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
 }
 

@@ -28,6 +28,18 @@ pub(super) async fn current(s: &Settings) -> Result<Arc<Token>, AuthError> {
     s.authorizer().token().await
 }
 
+/// Whether `authority` (`host`, `host:port`, `[v6]:port`, as git and docker send it) names a
+/// loopback address: the one place plain http may carry a token.
+pub(super) fn is_loopback_authority(authority: &str) -> bool {
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(authority, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    authwire::request::is_loopback_host(host)
+}
+
 /// Whether `e` means a person has to log in (again).
 pub(super) fn needs_login(e: &AuthError) -> bool {
     matches!(

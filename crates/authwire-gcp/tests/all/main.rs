@@ -466,9 +466,10 @@ fn a_url_subject_token_comes_over_https_or_from_a_local_metadata_address() {
             .is_err()
         );
     }
+    // Parsed only: no request is made to any of these.
     for allowed in [
         "https://tokens.example/subject",
-        "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01",
+        "http://169.254.10.10/identity/oauth2/token?api-version=2018-02-01",
         "http://127.0.0.1:8080/token",
         "http://[fe80::1]/token",
     ] {
@@ -480,7 +481,7 @@ fn a_url_subject_token_comes_over_https_or_from_a_local_metadata_address() {
 fn debug_of_a_url_source_names_its_headers_but_not_their_values() {
     // Issue 24, item 6.
     let source = serde_json::json!({
-        "url": "http://169.254.169.254/token",
+        "url": "http://127.0.0.1:9/token",
         "headers": {"Authorization": "Bearer METADATA-SECRET-VALUE", "Metadata": "True"},
     });
     let provider = ExternalAccount::from_json(
@@ -537,4 +538,44 @@ async fn a_subject_token_file_that_is_too_large_or_not_a_file_is_refused_at_once
         .await
         .unwrap_err();
     assert!(authwire::error_chain(&e).contains("is not a regular file"), "{e}");
+}
+
+#[tokio::test]
+async fn a_url_source_that_echoes_its_headers_in_an_error_never_puts_them_in_the_error() {
+    // Found in review: JSON error bodies now keep their `message`; a subject-token server that
+    // echoes the file's `Authorization` header there must not bring it into the error.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = vec![0u8; 8192];
+        let n = stream.read(&mut head).await.unwrap();
+        let head = String::from_utf8_lossy(&head[..n]).into_owned();
+        let echoed = head
+            .lines()
+            .find_map(|l| l.strip_prefix("authorization: "))
+            .unwrap_or("no header")
+            .to_owned();
+        let body = serde_json::json!({ "message": format!("you sent {echoed}") }).to_string();
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+    });
+    let source = serde_json::json!({
+        "url": format!("http://127.0.0.1:{port}/token"),
+        "headers": {"Authorization": "Bearer METADATA-SECRET-VALUE", "Metadata": "True"},
+    });
+    let provider = ExternalAccount::from_json(
+        &hostile_external_account("https://sts.googleapis.com/v1/token", None, source),
+        "f.json",
+    )
+    .unwrap();
+    let e = provider.fetch_token(None).await.unwrap_err();
+    server.await.unwrap();
+    let text = format!("{e} {e:?} {}", authwire::error_chain(&e));
+    assert!(text.contains("you sent"), "the server's message is kept: {text}");
+    assert!(!text.contains("METADATA-SECRET-VALUE"), "{text}");
 }
