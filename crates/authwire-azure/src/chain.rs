@@ -25,6 +25,16 @@ impl AzureCredential {
         }
     }
 
+    /// Send every request through `transport` (proxy, roots of trust, client certificate,
+    /// timeout), whatever the source; managed identity endpoints are always reached directly.
+    pub fn transport(self, transport: authwire_oauth2::Transport) -> Self {
+        match self {
+            Self::Environment(c) => Self::Environment(c.transport(transport)),
+            Self::Workload(c) => Self::Workload(c.transport(transport)),
+            Self::Managed(c) => Self::Managed(c.transport(transport)),
+        }
+    }
+
     /// Which source this is: `environment`, `workload_identity`, `managed_identity`.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -15,6 +15,7 @@ struct Tenant {
     authority: String,
     tenant: String,
     client_id: String,
+    transport: authwire_oauth2::Transport,
 }
 
 impl Tenant {
@@ -40,6 +41,7 @@ impl Tenant {
             authority,
             tenant,
             client_id,
+            transport: authwire_oauth2::Transport::new(),
         })
     }
 
@@ -56,7 +58,8 @@ impl Tenant {
         let mut b = OAuth2Provider::builder()
             .token_url(self.token_url())
             .client_id(&self.client_id)
-            .auth_method(auth);
+            .auth_method(auth)
+            .transport(self.transport.clone());
         if let Some(s) = secret {
             b = b.client_secret(s);
         }
@@ -87,6 +90,7 @@ fn vars(env: Env<'_>) -> impl Fn(&str) -> Option<String> + '_ {
 pub struct WorkloadIdentity {
     tenant: Tenant,
     file: PathBuf,
+    scope: Option<String>,
     provider: OAuth2Provider,
 }
 
@@ -112,17 +116,29 @@ impl WorkloadIdentity {
         Ok(Self {
             tenant,
             file,
+            scope: None,
             provider,
         })
     }
 
     /// The scope (`https://RESOURCE/.default`).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        let scope = scope.into();
+        self.scope = Some(scope.into());
+        self.rebuild()
+    }
+
+    /// Reach Entra ID through `transport` (proxy, roots of trust, client certificate,
+    /// timeout); see [`authwire_oauth2::Transport`].
+    pub fn transport(mut self, transport: authwire_oauth2::Transport) -> Self {
+        self.tenant.transport = transport;
+        self.rebuild()
+    }
+
+    fn rebuild(mut self) -> Self {
         if let Ok(p) = self.tenant.provider(
             ClientAuthMethod::ClientAssertion(AssertionSource::file(&self.file)),
             None,
-            Some(&scope),
+            self.scope.as_deref(),
         ) {
             self.provider = p;
         }
@@ -158,6 +174,7 @@ pub struct EnvironmentCredential {
     tenant: Tenant,
     secret: Option<secrecy::SecretString>,
     key: Option<PrivateKey>,
+    scope: Option<String>,
     provider: OAuth2Provider,
 }
 
@@ -190,19 +207,31 @@ impl EnvironmentCredential {
             tenant,
             secret,
             key,
+            scope: None,
             provider,
         })
     }
 
     /// The scope (`https://RESOURCE/.default`).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self.rebuild()
+    }
+
+    /// Reach Entra ID through `transport` (proxy, roots of trust, client certificate,
+    /// timeout); see [`authwire_oauth2::Transport`].
+    pub fn transport(mut self, transport: authwire_oauth2::Transport) -> Self {
+        self.tenant.transport = transport;
+        self.rebuild()
+    }
+
+    fn rebuild(mut self) -> Self {
         use secrecy::ExposeSecret;
-        let scope = scope.into();
         let secret = self.secret.as_ref().map(|s| s.expose_secret().to_owned());
         if let Ok(p) = self.tenant.provider(
             auth_for(&self.key, self.secret.is_some()),
             secret.as_deref(),
-            Some(&scope),
+            self.scope.as_deref(),
         ) {
             self.provider = p;
         }

@@ -10,6 +10,8 @@ use crate::{Env, process_env, scope_to_resource};
 use authwire::http;
 use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, Token, async_trait};
 use authwire_oauth2::transport::{self, HttpClient, Reply};
+
+const USER_AGENT: &str = concat!("authwire-azure/", env!("CARGO_PKG_VERSION"));
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::sync::Arc;
@@ -79,7 +81,7 @@ impl ManagedIdentity {
             endpoint,
             client_id: None,
             scope: None,
-            client: HttpClient::new(concat!("authwire-azure/", env!("CARGO_PKG_VERSION"))),
+            client: HttpClient::metadata(USER_AGENT, &authwire_oauth2::Transport::new()),
             clock: Arc::new(authwire::SystemClock),
             probe: None,
         }
@@ -102,6 +104,13 @@ impl ManagedIdentity {
     /// The scope (`https://management.azure.com/.default`); the endpoint gets its resource.
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = Some(scope.into());
+        self
+    }
+
+    /// Use `transport`'s roots of trust and timeout. Never its proxy: IMDS and App Service's
+    /// endpoint are reached directly, as Azure's SDKs reach them.
+    pub fn transport(mut self, transport: authwire_oauth2::Transport) -> Self {
+        self.client = HttpClient::metadata(USER_AGENT, &transport);
         self
     }
 
@@ -200,7 +209,7 @@ impl IdentityProvider for ManagedIdentity {
                 let request = http::Request::get(url).header("Metadata", "true");
                 let reply = self
                     .client
-                    .send(request, Vec::new(), REQUEST_TIMEOUT)
+                    .send(request, Vec::new(), self.client.configured_timeout().unwrap_or(REQUEST_TIMEOUT))
                     .await
                     .map_err(|e| {
                         if e.status().is_none() && e.is_transient() {
@@ -220,7 +229,7 @@ impl IdentityProvider for ManagedIdentity {
                     "X-IDENTITY-HEADER",
                     transport::secret_header(header.expose_secret())?,
                 );
-                let reply = self.client.send(request, Vec::new(), REQUEST_TIMEOUT).await?;
+                let reply = self.client.send(request, Vec::new(), self.client.configured_timeout().unwrap_or(REQUEST_TIMEOUT)).await?;
                 self.answer(&reply, &[header.expose_secret()])
             }
         }

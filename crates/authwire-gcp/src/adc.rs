@@ -57,6 +57,17 @@ impl GcpCredentials {
         }
     }
 
+    /// Send every request through `transport` (proxy, roots of trust, client certificate,
+    /// timeout), whatever the source; the metadata server is always reached directly.
+    pub fn transport(self, transport: authwire_oauth2::Transport) -> Self {
+        match self {
+            Self::ServiceAccount(p) => Self::ServiceAccount(p.transport(transport)),
+            Self::AuthorizedUser(p) => Self::AuthorizedUser(p.transport(transport)),
+            Self::ExternalAccount(p) => Self::ExternalAccount(p.transport(transport)),
+            Self::Metadata(p) => Self::Metadata(p.transport(transport)),
+        }
+    }
+
     /// Which source this is, for messages: `service_account`, `authorized_user`,
     /// `external_account`, `metadata_server`.
     pub fn kind(&self) -> &'static str {

@@ -37,6 +37,9 @@ pub struct ExternalAccount {
     workforce_user_project: Option<String>,
     scopes: Vec<String>,
     http: Http,
+    /// For a subject token served by a metadata endpoint on a link-local address (Azure IMDS,
+    /// AWS): never through a proxy.
+    metadata_http: Http,
 }
 
 #[derive(Clone)]
@@ -50,6 +53,18 @@ enum SubjectSource {
         headers: BTreeMap<String, String>,
         format: Format,
     },
+}
+
+/// Whether `url`'s host is a link-local address, where clouds serve their metadata (IPv4
+/// 169.254.0.0/16, IPv6 fe80::/10, and AWS's fd00:ec2::254).
+fn is_link_local(url: &str) -> bool {
+    match url::Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80 || ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
+        _ => false,
+    }
 }
 
 /// The headers' names only: their values (an `Authorization` for the metadata endpoint, say)
@@ -250,6 +265,7 @@ impl ExternalAccount {
             workforce_user_project: file.workforce_pool_user_project,
             scopes: Vec::new(),
             http: Http::new(),
+            metadata_http: Http::metadata(),
         })
     }
 
@@ -259,9 +275,20 @@ impl ExternalAccount {
         self
     }
 
+    /// Send every request through `transport` (proxy, roots of trust, client certificate,
+    /// timeout); see [`authwire_oauth2::Transport`].
+    /// A subject token served on a link-local address (a cloud's metadata endpoint) is
+    /// fetched directly, never through the proxy.
+    pub fn transport(mut self, transport: authwire_oauth2::Transport) -> Self {
+        self.http = self.http.transport(&transport);
+        self.metadata_http = self.metadata_http.transport(&transport);
+        self
+    }
+
     /// Read time from `clock` (tests; the default is the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.http.clock = Arc::new(clock);
+        self.metadata_http.clock = self.http.clock.clone();
         self
     }
 
@@ -297,8 +324,12 @@ impl ExternalAccount {
                     .map(String::as_str)
                     .filter(|v| v.len() >= 8)
                     .collect();
-                let reply = self
-                    .http
+                let http = if is_link_local(url) {
+                    &self.metadata_http
+                } else {
+                    &self.http
+                };
+                let reply = http
                     .send(request, Vec::new())
                     .await
                     .map_err(|e| crate::http::redact(e, &sent))?;

@@ -3,7 +3,7 @@
 
 use authwire::ProviderError;
 use authwire::http::{self as h, header};
-use authwire_oauth2::transport::{self, HttpClient, Reply};
+use authwire_oauth2::transport::{self, HttpClient, Reply, Transport};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,9 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Clone)]
 pub(crate) struct Http {
     client: HttpClient,
+    /// A metadata server's client: never through a proxy.
+    metadata: bool,
+    /// The timeout when the transport sets none.
     pub(crate) timeout: Duration,
     /// Turns `expires_in` into `expires_at`: the Authorizer's clock, for tests on `ManualClock`.
     pub(crate) clock: Arc<dyn authwire::Clock>,
@@ -26,13 +29,35 @@ impl std::fmt::Debug for Http {
     }
 }
 
+const USER_AGENT: &str = concat!("authwire-gcp/", env!("CARGO_PKG_VERSION"));
+
 impl Http {
     pub(crate) fn new() -> Self {
         Self {
-            client: HttpClient::new(concat!("authwire-gcp/", env!("CARGO_PKG_VERSION"))),
+            client: HttpClient::new(USER_AGENT),
+            metadata: false,
             timeout: REQUEST_TIMEOUT,
             clock: Arc::new(authwire::SystemClock),
         }
+    }
+
+    /// For the metadata server: direct connections only, whatever the environment says.
+    pub(crate) fn metadata() -> Self {
+        Self {
+            client: HttpClient::metadata(USER_AGENT, &Transport::new()),
+            metadata: true,
+            ..Self::new()
+        }
+    }
+
+    /// Send through `transport` (a metadata client still ignores its proxy).
+    pub(crate) fn transport(mut self, transport: &Transport) -> Self {
+        self.client = if self.metadata {
+            HttpClient::metadata(USER_AGENT, transport)
+        } else {
+            HttpClient::with_transport(USER_AGENT, transport)
+        };
+        self
     }
 
     pub(crate) fn now(&self) -> std::time::SystemTime {
@@ -50,7 +75,8 @@ impl Http {
         request: h::request::Builder,
         body: Vec<u8>,
     ) -> Result<Reply, ProviderError> {
-        self.client.send(request, body, self.timeout).await
+        let timeout = self.client.configured_timeout().unwrap_or(self.timeout);
+        self.client.send(request, body, timeout).await
     }
 
     /// POST a form; every value listed in `secrets` is scrubbed from any error.

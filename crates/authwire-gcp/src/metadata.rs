@@ -53,7 +53,7 @@ impl MetadataServer {
             base: format!("http://{host}"),
             account: "default".into(),
             scopes: Vec::new(),
-            http: Http::new().with_timeout(Duration::from_secs(10)),
+            http: Http::metadata().with_timeout(Duration::from_secs(10)),
         }
     }
 
@@ -73,6 +73,13 @@ impl MetadataServer {
     /// Ask for this scope (repeatable; GKE and Cloud Run honour them, GCE gives the instance's).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scopes.push(scope.into());
+        self
+    }
+
+    /// Use `transport`'s roots of trust and timeout. Never its proxy: requests to the
+    /// metadata server go direct, as Google's libraries send them.
+    pub fn transport(mut self, transport: authwire_oauth2::Transport) -> Self {
+        self.http = self.http.transport(&transport);
         self
     }
 
@@ -143,7 +150,7 @@ fn urlencode(s: &str) -> String {
 /// Whether a metadata server answers at `base` within `timeout`. Sends nothing secret; used by
 /// [`crate::default_credentials`] before it chooses the metadata server.
 pub(crate) async fn probe(base: &str, timeout: Duration) -> bool {
-    let http = Http::new().with_timeout(timeout);
+    let http = Http::metadata().with_timeout(timeout);
     let request = authwire::http::Request::get(format!("{base}/")).header(FLAVOR, "Google");
     match tokio::time::timeout(timeout, http.send(request, Vec::new())).await {
         Ok(Ok(reply)) => from_metadata_server(&reply),

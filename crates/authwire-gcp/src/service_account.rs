@@ -125,6 +125,13 @@ impl ServiceAccountKey {
         self
     }
 
+    /// Send every request through `transport` (proxy, roots of trust, client certificate,
+    /// timeout); see [`authwire_oauth2::Transport`].
+    pub fn transport(mut self, transport: authwire_oauth2::Transport) -> Self {
+        self.http = self.http.transport(&transport);
+        self
+    }
+
     /// Read time from `clock` (tests; the default is the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.http.clock = Arc::new(clock);

@@ -16,7 +16,7 @@ pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// How long one JWKS download may take (the default client's timeout).
 pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest JWKS document read.
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
+const USER_AGENT: &str = concat!("authwire-jwt/", env!("CARGO_PKG_VERSION"));
 
 /// Verifies JWTs: signature against a JWKS, algorithm allow-list, `exp`/`nbf` against the
 /// [`Clock`], `iss` and `aud`. Cheap to clone.
@@ -51,7 +51,11 @@ struct Inner {
 }
 
 enum Source {
-    Url { url: String, http: reqwest::Client },
+    Url {
+        url: String,
+        http: authwire_http::HttpClient,
+        timeout: Duration,
+    },
     Fixed,
 }
 
@@ -72,6 +76,7 @@ pub struct VerifierBuilder {
     leeway: Duration,
     clock: Arc<dyn Clock>,
     http: Option<reqwest::Client>,
+    transport: Option<authwire_http::Transport>,
     any_issuer: bool,
     any_audience: bool,
     require_exp: bool,
@@ -101,6 +106,7 @@ impl Verifier {
             leeway: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
             http: None,
+            transport: None,
             any_issuer: false,
             any_audience: false,
             require_exp: true,
@@ -160,7 +166,7 @@ impl Verifier {
         if let Some(key) = self.cached_key(kid)? {
             return Ok(key);
         }
-        let Source::Url { url, http } = &self.inner.source else {
+        let Source::Url { url, http, timeout } = &self.inner.source else {
             return Err(fail(format!("no key with kid {kid:?}")));
         };
         self.check_rate(kid)?;
@@ -171,7 +177,7 @@ impl Verifier {
         }
         self.check_rate(kid)?;
         self.keys_mut().tried_at = Some(self.inner.clock.now());
-        let set = fetch_jwks(http, url).await?;
+        let set = fetch_jwks(http, url, *timeout).await?;
         let found = find(&set, kid);
         self.keys_mut().set = set;
         found?.ok_or_else(|| fail(format!("no key with kid {kid:?} in the JWKS at {url}")))
@@ -238,34 +244,16 @@ fn header_object(token: &str) -> Result<Map<String, Value>, JwtError> {
     }
 }
 
-async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<JwkSet, JwtError> {
-    let mut response = http
-        .get(url)
-        .header(reqwest::header::ACCEPT, "application/json")
-        .timeout(DEFAULT_JWKS_TIMEOUT)
-        .send()
+async fn fetch_jwks(http: &authwire_http::HttpClient, url: &str, timeout: Duration) -> Result<JwkSet, JwtError> {
+    let request = authwire::http::Request::get(url).header(authwire::http::header::ACCEPT, "application/json");
+    let reply = http
+        .send(request, Vec::new(), timeout)
         .await
-        .map_err(|e| fail(format!("could not fetch the JWKS from {url}: {e}")))?;
-    if !response.status().is_success() {
-        return Err(fail(format!(
-            "the JWKS at {url} answered HTTP {}",
-            response.status().as_u16()
-        )));
+        .map_err(|e| fail(format!("could not fetch the JWKS: {}", authwire::error_chain(&e))))?;
+    if !(200..300).contains(&reply.status) {
+        return Err(fail(format!("the JWKS at {url} answered HTTP {}", reply.status)));
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| fail(format!("reading the JWKS: {e}")))?
-    {
-        if body.len() + chunk.len() > MAX_JWKS_BYTES {
-            return Err(fail(format!(
-                "the JWKS at {url} is larger than {MAX_JWKS_BYTES} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    serde_json::from_slice(&body).map_err(|e| fail(format!("the JWKS at {url} is not a JWK set: {e}")))
+    serde_json::from_slice(&reply.body).map_err(|e| fail(format!("the JWKS at {url} is not a JWK set: {e}")))
 }
 
 impl VerifierBuilder {
@@ -319,8 +307,17 @@ impl VerifierBuilder {
         self
     }
 
-    /// Fetch the JWKS with this client (each download is still bounded by
-    /// [`DEFAULT_JWKS_TIMEOUT`]).
+    /// Fetch the JWKS through `transport` (proxy, roots of trust, client certificate,
+    /// timeout; see `authwire_oauth2::Transport`, the same type). Without one, the default:
+    /// the environment's proxy variables, the system's roots, [`DEFAULT_JWKS_TIMEOUT`].
+    pub fn transport(mut self, transport: authwire_http::Transport) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Fetch the JWKS with this client: the escape hatch for what
+    /// [`transport`](Self::transport) does not cover. Redirects are still refused, bodies still
+    /// bounded, and each download is still bounded by [`DEFAULT_JWKS_TIMEOUT`].
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -372,15 +369,13 @@ impl VerifierBuilder {
         let (source, set) = match (self.jwks_url, self.jwks) {
             (Some(url), None) => {
                 check_jwks_url(&url, self.allow_insecure_http)?;
+                let transport = self.transport.unwrap_or_default();
+                let timeout = transport.configured_timeout().unwrap_or(DEFAULT_JWKS_TIMEOUT);
                 let http = match self.http {
-                    Some(h) => h,
-                    None => reqwest::Client::builder()
-                        .redirect(reqwest::redirect::Policy::none())
-                        .timeout(DEFAULT_JWKS_TIMEOUT)
-                        .build()
-                        .map_err(|e| fail(format!("HTTP client: {e}")))?,
+                    Some(client) => authwire_http::HttpClient::from_reqwest_client(client),
+                    None => authwire_http::HttpClient::with_transport(USER_AGENT, &transport),
                 };
-                (Source::Url { url, http }, JwkSet { keys: Vec::new() })
+                (Source::Url { url, http, timeout }, JwkSet { keys: Vec::new() })
             }
             (None, Some(set)) => (Source::Fixed, set),
             _ => return Err(fail("give either a JWKS URL or keys".into())),

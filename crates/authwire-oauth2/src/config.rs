@@ -13,7 +13,7 @@ use url::Url;
 /// How long one HTTP request to the identity provider may take by default.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// The largest response body read from the identity provider; larger answers are refused.
-pub const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+pub use authwire_http::MAX_RESPONSE_BYTES;
 
 /// What is wrong with a provider configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,8 +113,9 @@ pub struct OAuth2ProviderBuilder {
     pub(crate) audience: Option<String>,
     pub(crate) resources: Vec<String>,
     pub(crate) extra_params: Vec<(String, String)>,
-    pub(crate) request_timeout: Duration,
+    pub(crate) request_timeout: Option<Duration>,
     pub(crate) http_client: Option<reqwest::ClientBuilder>,
+    pub(crate) transport: Option<authwire_http::Transport>,
     pub(crate) allow_insecure_http: bool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) dpop: Option<crate::DpopKey>,
@@ -137,8 +138,9 @@ impl Default for OAuth2ProviderBuilder {
             audience: None,
             resources: Vec::new(),
             extra_params: Vec::new(),
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            request_timeout: None,
             http_client: None,
+            transport: None,
             allow_insecure_http: false,
             clock: Arc::new(SystemClock),
             dpop: None,
@@ -233,13 +235,38 @@ impl OAuth2ProviderBuilder {
         self
     }
 
-    /// The timeout of each HTTP request (default [`DEFAULT_REQUEST_TIMEOUT`], 20 s).
+    /// The timeout of each HTTP request (default: the [transport](Self::transport)'s, else
+    /// [`DEFAULT_REQUEST_TIMEOUT`], 20 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.request_timeout = Some(timeout);
         self
     }
 
-    /// Build the HTTP client from this builder (proxies, root certificates, timeouts...).
+    /// Reach the identity provider through `transport` (every request: token, discovery,
+    /// device, revocation): its proxy, roots of trust, client certificate and timeout. Without
+    /// one, the default [`Transport`](crate::Transport) (the environment's proxy variables,
+    /// the system's roots). [`http_client`](Self::http_client), if also given, wins.
+    ///
+    /// ```
+    /// # fn run(ca_pem: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+    /// let transport = authwire_oauth2::Transport::new()
+    ///     .proxy("http://proxy.corp.example:3128")?
+    ///     .root_certificates_pem(ca_pem)?;
+    /// let provider = authwire_oauth2::OAuth2Provider::builder()
+    ///     .token_url("https://idp.corp.example/token")
+    ///     .client_id("c")
+    ///     .client_secret("s")
+    ///     .transport(transport)
+    ///     .build()?;
+    /// # let _ = provider; Ok(()) }
+    /// ```
+    pub fn transport(mut self, transport: crate::Transport) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Build the HTTP client from this reqwest builder: the escape hatch for what
+    /// [`transport`](Self::transport) does not cover (pool sizes, DNS overrides...).
     ///
     /// It takes a builder, not a client, because the provider sets its redirect policy to
     /// `none`: requests to the token endpoint carry credentials (client secret, refresh token,

@@ -74,6 +74,7 @@ pub use grants::{
     AssertionSource, DevicePrompt, DevicePromptFn, Grant, SubjectFn, SubjectTokenSource, TokenExchange,
 };
 pub use provider::OAuth2Provider;
+pub use transport::{Transport, TransportError};
 
 // Public for the fuzz targets of authwire-reliability only; not part of the API.
 #[doc(hidden)]

@@ -130,9 +130,16 @@ impl OAuth2Provider {
             ));
         }
         // Whoever supplied the builder, credential-bearing requests never follow a redirect.
-        let http = HttpClient::from_builder(b.http_client.unwrap_or_else(|| {
-            reqwest::Client::builder().user_agent(concat!("authwire-oauth2/", env!("CARGO_PKG_VERSION")))
-        }));
+        let user_agent = concat!("authwire-oauth2/", env!("CARGO_PKG_VERSION"));
+        let transport = b.transport.clone().unwrap_or_default();
+        let http = match b.http_client {
+            Some(builder) => HttpClient::from_reqwest_builder(builder),
+            None => HttpClient::with_transport(user_agent, &transport),
+        };
+        let request_timeout = b
+            .request_timeout
+            .or(transport.configured_timeout())
+            .unwrap_or(crate::DEFAULT_REQUEST_TIMEOUT);
         let mut sorted_scopes = b.scopes.clone();
         sorted_scopes.sort();
         sorted_scopes.dedup();
@@ -182,7 +189,7 @@ impl OAuth2Provider {
                 audience: b.audience,
                 resources: b.resources,
                 extra_params: b.extra_params,
-                request_timeout: b.request_timeout,
+                request_timeout,
                 http,
                 allow_insecure_http: insecure,
                 clock: b.clock,
