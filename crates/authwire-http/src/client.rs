@@ -285,10 +285,21 @@ fn chain_has(e: &(dyn std::error::Error + 'static), test: impl Fn(&str) -> bool)
 
 /// The certificate problem behind a failed handshake, if that is what failed.
 fn certificate_problem(e: &reqwest::Error) -> Option<CertificateProblem> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    find_rustls(e).map(CertificateProblem::from_rustls)
+}
+
+/// The rustls error in `e`'s chain. `io::Error::source` skips the error it wraps, so wrapped
+/// errors are looked into with `get_ref`.
+fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(tls) = s.downcast_ref::<rustls::Error>() {
-            return Some(CertificateProblem::from_rustls(tls));
+            return Some(tls);
+        }
+        if let Some(inner) = s.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            if let Some(tls) = find_rustls(inner) {
+                return Some(tls);
+            }
         }
         source = s.source();
     }

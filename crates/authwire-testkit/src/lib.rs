@@ -11,6 +11,9 @@
 //! - [`GcpEmulator`], [`AzureEmulator`]: the cloud credential endpoints (metadata servers, token
 //!   endpoints, STS), from the vendors' published documentation.
 //!
+//! - [`ForwardProxy`] (a real `tinyproxy`) and [`TestCa`] (a private CA with server and client
+//!   certificates; [`IdentityServerBuilder::tls`] serves https with it, mutual TLS on request).
+//!
 //! - [`conformance::store_conformance`]: the behaviour every `TokenStore` must have.
 //!
 //! The servers read time through an [`authwire::Clock`], so tests can drive them with a
@@ -32,6 +35,7 @@ mod dpop;
 mod gcp;
 mod idp;
 mod ledger;
+mod proxy;
 mod raw;
 mod redis;
 mod resource;
@@ -49,10 +53,12 @@ pub use gcp::{
     GCP_WIF_AUDIENCE, GcpEmulator,
 };
 pub use idp::{Approval, Client, Fault, IdentityServer, IdentityServerBuilder, Settings};
+pub use proxy::ForwardProxy;
 pub use raw::{Misbehavior, RawServer};
 pub use redis::RedisServer;
 pub use resource::ResourceServer;
 pub use scratch::{TempDir, wait_until};
+pub use tls::TestCa;
 
 /// An OAuth2 provider for the default confidential client ([`Client::CONFIDENTIAL_ID`] and its
 /// secret) at `token_url`; finish it with whatever the test needs, then `build()`.

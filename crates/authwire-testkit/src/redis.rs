@@ -229,3 +229,38 @@ pub(crate) fn make_certificates(dir: &std::path::Path) -> Vec<u8> {
     ]);
     std::fs::read(dir.join("ca.pem")).expect("read the CA certificate")
 }
+
+/// A client certificate `{stem}.pem` with key `{stem}.key` (P-256, PKCS#8) for `name`, signed
+/// by the CA in `dir` (made by [`make_certificates`]).
+pub(crate) fn make_client_certificate(dir: &std::path::Path, stem: &str, name: &str) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("the openssl tool is needed for TLS tests (Debian's openssl)");
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    let (key, csr, pem, ext) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.pem"),
+        format!("{stem}.ext"),
+    );
+    let subject = format!("/CN={name}");
+    run(&[
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key, "-out",
+        &csr, "-subj", &subject,
+    ]);
+    std::fs::write(
+        dir.join(&ext),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("write the extension file");
+    run(&[
+        "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days",
+        "2", "-extfile", &ext,
+    ]);
+}

@@ -1,5 +1,6 @@
 //! TLS for the test servers: a throwaway CA and a certificate for 127.0.0.1 (made with the
-//! `openssl` tool), served through `axum::serve`.
+//! `openssl` tool), served through `axum::serve`; client certificates from the same CA for
+//! mutual TLS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,8 +35,74 @@ pub(crate) fn throwaway() -> (tokio_rustls::TlsAcceptor, Vec<u8>) {
     (tls, ca)
 }
 
+/// A private CA made for one test (with the `openssl` tool): a server certificate for
+/// `127.0.0.1` and, on request, client certificates, all signed by it. Nothing on the machine
+/// trusts it unless a test says so. The files are removed when it is dropped.
+///
+/// ```no_run
+/// let ca = authwire_testkit::TestCa::new();
+/// let (cert_pem, key_pem) = ca.client_identity("workload-1");
+/// assert!(String::from_utf8_lossy(&cert_pem).contains("BEGIN CERTIFICATE"));
+/// # let _ = key_pem;
+/// ```
+pub struct TestCa {
+    dir: std::path::PathBuf,
+    ca_pem: Vec<u8>,
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestCa {
+    /// A new CA and a server certificate for `127.0.0.1`.
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "authwire-testkit-ca-{}-{}",
+            std::process::id(),
+            authwire::random::hex(6)
+        ));
+        std::fs::create_dir_all(&dir).expect("a folder for the certificates");
+        let ca_pem = crate::redis::make_certificates(&dir);
+        Self { dir, ca_pem }
+    }
+
+    /// The CA certificate (PEM): what a client must trust.
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.ca_pem
+    }
+
+    /// A client certificate for `name` (PEM) and its P-256 private key (PKCS#8 PEM), signed by
+    /// this CA, for `clientAuth`.
+    pub fn client_identity(&self, name: &str) -> (Vec<u8>, Vec<u8>) {
+        let stem = format!("client-{}", authwire::random::hex(4));
+        crate::redis::make_client_certificate(&self.dir, &stem, name);
+        let read = |ext: &str| std::fs::read(self.dir.join(format!("{stem}.{ext}"))).expect("read the client certificate");
+        (read("pem"), read("key"))
+    }
+
+    /// A TLS server configuration with this CA's server certificate; with
+    /// `require_client_certificate`, a client must present a certificate this CA signed.
+    pub fn acceptor(&self, require_client_certificate: bool) -> tokio_rustls::TlsAcceptor {
+        acceptor_with(&self.dir, require_client_certificate.then_some(self.ca_pem.as_slice()))
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A TLS server configuration from `server.pem` and `server.key` in `dir`.
 pub(crate) fn acceptor(dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    acceptor_with(dir, None)
+}
+
+/// [`acceptor`], requiring a client certificate signed by `client_ca` when given.
+fn acceptor_with(dir: &std::path::Path, client_ca: Option<&[u8]>) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
@@ -43,13 +110,26 @@ pub(crate) fn acceptor(dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
         .collect::<Result<_, _>>()
         .expect("a PEM certificate");
     let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("read the server key");
-    let config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("a usable certificate and key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions");
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots.add(cert.expect("a PEM CA")).expect("a usable CA");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("a client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .expect("a usable certificate and key");
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 

@@ -318,3 +318,32 @@ async fn the_default_chain_picks_in_the_sdks_order_and_fails_fast_off_azure() {
         AzureCredential::Managed(_)
     ));
 }
+
+#[tokio::test]
+async fn managed_identity_never_goes_through_the_transport_proxy() {
+    let azure = AzureEmulator::start().await;
+    let proxy = authwire_testkit::ForwardProxy::start().await;
+    let transport = authwire_oauth2::Transport::new().proxy(&proxy.url()).unwrap();
+    let provider = ManagedIdentity::new()
+        .imds_endpoint(azure.url())
+        .scope(ARM)
+        .transport(transport.clone());
+    let token = provider.fetch_token(None).await.unwrap();
+    assert!(azure.check_token(token.access_token().expose_secret()).is_some());
+    assert!(proxy.requests().is_empty(), "{:?}", proxy.requests());
+
+    // An Entra credential goes through it.
+    let credential = EnvironmentCredential::from_env_in(&env(&[
+        ("AZURE_TENANT_ID", AZURE_TENANT_ID.into()),
+        ("AZURE_CLIENT_ID", AZURE_CLIENT_ID.into()),
+        ("AZURE_CLIENT_SECRET", AZURE_CLIENT_SECRET.into()),
+        ("AZURE_AUTHORITY_HOST", azure.url()),
+    ]))
+    .unwrap()
+    .scope(ARM)
+    .transport(transport);
+    credential.fetch_token(None).await.unwrap();
+    let seen = proxy.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].contains("/oauth2/v2.0/token"), "{seen:?}");
+}

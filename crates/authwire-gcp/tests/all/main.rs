@@ -579,3 +579,26 @@ async fn a_url_source_that_echoes_its_headers_in_an_error_never_puts_them_in_the
     assert!(text.contains("you sent"), "the server's message is kept: {text}");
     assert!(!text.contains("METADATA-SECRET-VALUE"), "{text}");
 }
+
+#[tokio::test]
+async fn the_transport_carries_token_requests_and_never_metadata_requests() {
+    let gcp = GcpEmulator::start().await;
+    let proxy = authwire_testkit::ForwardProxy::start().await;
+    let transport = authwire_oauth2::Transport::new().proxy(&proxy.url()).unwrap();
+    let dir = TempDir::new("gcp-proxy");
+    let key = dir.write("sa.json", &gcp.service_account_key_json());
+    let through_proxy = GcpCredentials::from_file(&key)
+        .unwrap()
+        .scope(CLOUD_PLATFORM_SCOPE)
+        .transport(transport.clone());
+    through_proxy.fetch_token(None).await.unwrap();
+    let seen = proxy.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].starts_with("POST ") && seen[0].contains(&gcp.url()), "{seen:?}");
+
+    // The metadata server is reached directly, whatever the transport's proxy.
+    let metadata = MetadataServer::new().endpoint(gcp.url()).transport(transport);
+    metadata.fetch_token(None).await.unwrap();
+    assert!(gcp.metadata_requests() >= 1);
+    assert_eq!(proxy.requests().len(), 1, "{:?}", proxy.requests());
+}

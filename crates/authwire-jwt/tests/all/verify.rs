@@ -328,3 +328,20 @@ fn client_jwks() -> String {
     let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
     serde_json::json!({ "keys": [jwk] }).to_string()
 }
+
+#[tokio::test]
+async fn the_jwks_comes_through_the_transport() {
+    let idp = IdentityServer::start().await;
+    let proxy = authwire_testkit::ForwardProxy::start().await;
+    let v = Verifier::builder()
+        .jwks_url(idp.jwks_url())
+        .issuer(idp.issuer())
+        .audience("testkit-api")
+        .transport(authwire_jwt::Transport::new().proxy(&proxy.url()).unwrap())
+        .build()
+        .unwrap();
+    v.verify(&idp.mint_access_token("svc", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(proxy.requests(), [format!("GET {} HTTP/1.1", idp.jwks_url())]);
+}

@@ -6,6 +6,7 @@ mod dpop;
 mod end_to_end;
 mod errors;
 mod grants;
+mod transport;
 
 use authwire_oauth2::OAuth2ProviderBuilder;
 use authwire_testkit::IdentityServer;

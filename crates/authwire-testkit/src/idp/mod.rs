@@ -34,6 +34,7 @@ pub struct IdentityServerBuilder {
     settings: Settings,
     clients: Vec<Client>,
     bind: Option<SocketAddr>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl IdentityServerBuilder {
@@ -66,6 +67,14 @@ impl IdentityServerBuilder {
         self
     }
 
+    /// Serve https with `ca`'s certificate for `127.0.0.1` (the issuer is then
+    /// `https://127.0.0.1:PORT`); with `require_client_certificate`, only to clients that
+    /// present a certificate `ca` signed (mutual TLS).
+    pub fn tls(mut self, ca: &crate::TestCa, require_client_certificate: bool) -> Self {
+        self.tls = Some(ca.acceptor(require_client_certificate));
+        self
+    }
+
     /// Bind (`127.0.0.1:0` unless [`bind`](Self::bind) said otherwise) and serve.
     pub async fn start(self) -> IdentityServer {
         self.try_start().await.expect("bind a loopback port")
@@ -89,7 +98,7 @@ impl IdentityServerBuilder {
         }
         let state = Arc::new(IdpState {
             clock: self.clock,
-            issuer: format!("http://{addr}"),
+            issuer: format!("{}://{addr}", if self.tls.is_some() { "https" } else { "http" }),
             settings: Mutex::new(self.settings),
             clients: Mutex::new(clients),
             refresh_tokens: Mutex::default(),
@@ -132,9 +141,7 @@ impl IdentityServerBuilder {
             .route("/authorize", get(authorize::authorize))
             .route("/revoke", post(revoke::revoke))
             .with_state(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let task = crate::tls::spawn(listener, router, self.tls);
         Ok(IdentityServer { addr, state, task })
     }
 }
@@ -165,10 +172,12 @@ impl IdentityServer {
             settings: Settings::default(),
             clients: Vec::new(),
             bind: None,
+            tls: None,
         }
     }
 
-    /// The issuer URL, `http://127.0.0.1:PORT`.
+    /// The issuer URL, `http://127.0.0.1:PORT` (`https://` when started with
+    /// [`tls`](IdentityServerBuilder::tls)).
     pub fn issuer(&self) -> String {
         self.state.issuer.clone()
     }
