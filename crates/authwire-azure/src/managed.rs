@@ -209,7 +209,11 @@ impl IdentityProvider for ManagedIdentity {
                 let request = http::Request::get(url).header("Metadata", "true");
                 let reply = self
                     .client
-                    .send(request, Vec::new(), self.client.configured_timeout().unwrap_or(REQUEST_TIMEOUT))
+                    .send(
+                        request,
+                        Vec::new(),
+                        self.client.configured_timeout().unwrap_or(REQUEST_TIMEOUT),
+                    )
                     .await
                     .map_err(|e| {
                         if e.status().is_none() && e.is_transient() {
@@ -229,7 +233,14 @@ impl IdentityProvider for ManagedIdentity {
                     "X-IDENTITY-HEADER",
                     transport::secret_header(header.expose_secret())?,
                 );
-                let reply = self.client.send(request, Vec::new(), self.client.configured_timeout().unwrap_or(REQUEST_TIMEOUT)).await?;
+                let reply = self
+                    .client
+                    .send(
+                        request,
+                        Vec::new(),
+                        self.client.configured_timeout().unwrap_or(REQUEST_TIMEOUT),
+                    )
+                    .await?;
                 self.answer(&reply, &[header.expose_secret()])
             }
         }

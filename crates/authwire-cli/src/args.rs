@@ -33,7 +33,9 @@ pub(crate) struct Cli {
 /// AUTHWIRE_CLIENT_SECRET or --client-secret-file, never from the command line.
 #[derive(Args, Default, Clone)]
 pub(crate) struct Credentials {
-    /// A profile from $XDG_CONFIG_HOME/authwire/config.toml.
+    /// A profile from config.toml in the config folder ($AUTHWIRE_CONFIG_DIR, else
+    /// $XDG_CONFIG_HOME/authwire, else the platform's: ~/.config/authwire, ~/Library/Application
+    /// Support/authwire, %APPDATA%\authwire).
     #[arg(long, global = true)]
     pub(crate) profile: Option<String>,
     /// The issuer URL (endpoints found by discovery).
@@ -84,6 +86,25 @@ pub(crate) struct Credentials {
     /// identity). No client id or secret needed.
     #[arg(long, global = true, value_enum)]
     pub(crate) credential: Option<Cloud>,
+    /// Send requests through this proxy (`http://[user:password@]host:port`) instead of the one
+    /// in https_proxy / http_proxy / all_proxy (no_proxy still applies). A password here is
+    /// visible to other users of this machine: prefer the variables for one.
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+    /// Connect directly: ignore --proxy and the proxy variables.
+    #[arg(long, global = true)]
+    pub(crate) no_proxy: bool,
+    /// Also trust the CA certificates in this PEM file (a private CA that signed the identity
+    /// provider's or the API's certificate).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) cacert: Option<PathBuf>,
+    /// Present this client certificate (PEM, the certificate first, then intermediates) when a
+    /// server asks for one (mutual TLS); its key is in --key, or in the same file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) cert: Option<PathBuf>,
+    /// The private key (PEM, not encrypted) of --cert.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) key: Option<PathBuf>,
 }
 
 impl Credentials {
@@ -120,11 +141,19 @@ impl Credentials {
         flag("cache", self.cache.map(value_name));
         flag("authorization-url", self.authorization_url.clone());
         flag("revocation-url", self.revocation_url.clone());
+        // A proxy URL with a password is not repeated in a message (the variables hold it).
+        flag("proxy", self.proxy.clone().filter(|p| !p.contains('@')));
+        flag("cacert", self.cacert.as_ref().map(|p| p.display().to_string()));
+        flag("cert", self.cert.as_ref().map(|p| p.display().to_string()));
+        flag("key", self.key.as_ref().map(|p| p.display().to_string()));
         if self.allow_insecure_http {
             words.push("--allow-insecure-http".into());
         }
         if self.dpop {
             words.push("--dpop".into());
+        }
+        if self.no_proxy {
+            words.push("--no-proxy".into());
         }
         words.join(" ")
     }
@@ -263,7 +292,8 @@ pub(crate) struct CurlArgs {
 pub(crate) enum CacheKind {
     /// The OS keyring.
     Keyring,
-    /// A 0600 file under `$XDG_CACHE_HOME/authwire/`.
+    /// A 0600 file in the cache folder ($AUTHWIRE_CACHE_DIR, else $XDG_CACHE_HOME/authwire, else
+    /// the platform's).
     File,
     /// No cache: fetch every time.
     None,

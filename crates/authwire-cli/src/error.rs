@@ -51,6 +51,12 @@ impl CliError {
     /// [`auth`](Self::auth) from its parts: the identity provider's `endpoint` and the
     /// `authwire login ...` command that logs in with the same settings.
     pub(crate) fn auth_at(e: &AuthError, endpoint: &str, login: &str) -> Self {
+        if let Some(line) = transport_failure(e, endpoint) {
+            return Self {
+                message: format!("{line} (from {endpoint})"),
+                code: exit::AUTH,
+            };
+        }
         let code = e.provider_error().and_then(|p| p.error_code());
         let what = error_chain(e);
         let what = what.strip_prefix("no valid token: ").unwrap_or(&what).to_owned();
@@ -91,6 +97,44 @@ impl CliError {
             code: exit::AUTH,
         }
     }
+}
+
+/// A failed TLS handshake or a proxy's refusal anywhere in `e`'s chain, in one line that says
+/// what was wrong and names the flag that fixes it; `None` for any other failure. `url` is
+/// where the request went.
+pub(crate) fn transport_failure(e: &(dyn std::error::Error + 'static), url: &str) -> Option<String> {
+    use authwire_oauth2::transport::{CertificateProblem as P, ProxyRefused};
+    if let Some(problem) = P::find_in(e) {
+        let fix = match problem {
+            P::UnknownIssuer => "trust its CA with --cacert FILE (PEM)",
+            P::Expired => {
+                "check this machine's clock; otherwise the server must renew it (--cacert cannot fix this)"
+            }
+            P::WrongHost => "check the URL's host name (--cacert cannot fix this)",
+            P::Revoked => "the server needs a new certificate (--cacert cannot fix this)",
+            P::ClientCertificateRefused => {
+                "pass --cert FILE --key FILE with a certificate the server accepts"
+            }
+            _ => "check --cacert, --cert and --key",
+        };
+        return Some(format!(
+            "TLS to {} failed: {}; {fix}",
+            host_of(url),
+            problem.describe()
+        ));
+    }
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<ProxyRefused>() {
+            let text = refused.to_string().replace(
+                "put the proxy's user and password in its URL (http://user:password@host:port)",
+                "put the proxy's user and password in its URL (https_proxy=http://user:password@host:port, or --proxy), or pass --no-proxy",
+            );
+            return Some(text);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// Whether an error chain says a host name did not resolve (hyper's "dns error", the system

@@ -6,7 +6,7 @@ use crate::error::CliError;
 use authwire::{Authorizer, TokenStore};
 use authwire_file::FileStore;
 use authwire_keyring::KeyringStore;
-use authwire_oauth2::{ClientAuthMethod, DpopKey, Grant, OAuth2Provider, PrivateKey};
+use authwire_oauth2::{ClientAuthMethod, DpopKey, Grant, OAuth2Provider, PrivateKey, Transport};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// The environment variable that holds the client secret.
 pub(crate) const SECRET_ENV: &str = "AUTHWIRE_CLIENT_SECRET";
 
-/// `$XDG_CONFIG_HOME/authwire/config.toml`.
+/// `config.toml` in the [config folder](config_dir).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
@@ -52,6 +52,13 @@ struct Profile {
     credential: Option<String>,
     /// The username the git and docker helpers send with the token.
     username: Option<String>,
+    /// `--proxy`, `--no-proxy`, `--cacert`, `--cert`, `--key`.
+    proxy: Option<String>,
+    #[serde(default)]
+    no_proxy: bool,
+    cacert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 /// The token store behind `--cache`, and how to name it to the user.
@@ -75,25 +82,102 @@ pub(crate) struct Settings {
     pub(crate) username: Option<String>,
     /// `authwire login ...` with the flags in use, for messages that ask a person to log in.
     pub(crate) login_command: String,
+    /// How requests reach the network: the identity provider's, and `curl`'s to the API.
+    pub(crate) transport: Transport,
 }
 
+/// The transport from `--proxy`, `--no-proxy`, `--cacert`, `--cert`, `--key` (or the profile's
+/// `proxy`, `no_proxy`, `cacert`, `cert`, `key`); errors name the flag.
+fn transport(c: &Credentials, profile: &Profile) -> Result<Transport, CliError> {
+    let mut t = Transport::new();
+    if let Some(proxy) = c.proxy.as_deref().or(profile.proxy.as_deref()) {
+        t = t
+            .proxy(proxy)
+            .map_err(|e| CliError::config(format!("--proxy: {e}")))?;
+    }
+    if c.no_proxy || profile.no_proxy {
+        t = t.no_proxy(true);
+    }
+    let read = |flag: &str, path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| CliError::config(format!("--{flag} {}: cannot read it: {e}", path.display())))
+    };
+    if let Some(path) = c.cacert.as_deref().or(profile.cacert.as_deref()) {
+        t = t
+            .root_certificates_pem(&read("cacert", path)?)
+            .map_err(|e| CliError::config(format!("--cacert {}: {e}", path.display())))?;
+    }
+    let cert = c.cert.as_deref().or(profile.cert.as_deref());
+    let key = c.key.as_deref().or(profile.key.as_deref());
+    match (cert, key) {
+        (Some(cert), key) => {
+            let chain = read("cert", cert)?;
+            // Without --key, the key is in the certificate's file, as curl reads it.
+            let key_pem = match key {
+                Some(path) => zeroize::Zeroizing::new(read("key", path)?),
+                None => zeroize::Zeroizing::new(chain.clone()),
+            };
+            let shown = key.unwrap_or(cert).display().to_string();
+            t = t
+                .identity_pem(&chain, &key_pem)
+                .map_err(|e| CliError::config(format!("--cert {} / --key {shown}: {e}", cert.display())))?;
+        }
+        (None, Some(_)) => {
+            return Err(CliError::config(
+                "--key needs --cert (the certificate it belongs to)",
+            ));
+        }
+        (None, None) => {}
+    }
+    Ok(t)
+}
+
+/// The config folder: `$AUTHWIRE_CONFIG_DIR` itself; else `$XDG_CONFIG_HOME/authwire` when
+/// set, on every platform; else the platform's (Linux `~/.config/authwire`, macOS
+/// `~/Library/Application Support/authwire`, Windows `%APPDATA%\authwire`).
 pub(crate) fn config_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .map(|d| d.join("authwire"))
+    folder(
+        &env_var,
+        "AUTHWIRE_CONFIG_DIR",
+        "XDG_CONFIG_HOME",
+        dirs::config_dir(),
+    )
 }
 
-fn cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("authwire"))
+/// The cache folder: `$AUTHWIRE_CACHE_DIR` itself; else `$XDG_CACHE_HOME/authwire` when set;
+/// else the platform's (Linux `~/.cache/authwire`, macOS `~/Library/Caches/authwire`, Windows
+/// `%LOCALAPPDATA%\authwire`).
+pub(crate) fn cache_dir() -> Option<PathBuf> {
+    folder(
+        &env_var,
+        "AUTHWIRE_CACHE_DIR",
+        "XDG_CACHE_HOME",
+        dirs::cache_dir(),
+    )
+}
+
+fn env_var(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name)
+}
+
+/// The folder rules, with the environment and the platform's folder given: `own` names the
+/// folder itself; `xdg` its parent, and only as an absolute path (the XDG specification says a
+/// relative one is to be ignored); then the platform's parent.
+fn folder(
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    own: &str,
+    xdg: &str,
+    platform: Option<PathBuf>,
+) -> Option<PathBuf> {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    set(own)
+        .or_else(|| set(xdg).filter(|p| p.is_absolute()).map(|p| p.join("authwire")))
+        .or_else(|| platform.map(|p| p.join("authwire")))
 }
 
 fn config_file() -> Result<PathBuf, CliError> {
     Ok(config_dir()
-        .ok_or_else(|| CliError::config("cannot find the config folder: set XDG_CONFIG_HOME or HOME"))?
+        .ok_or_else(|| CliError::config("cannot find the config folder: set AUTHWIRE_CONFIG_DIR"))?
         .join("config.toml"))
 }
 
@@ -159,8 +243,9 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         ),
         (None, None) => None,
     };
+    let transport = transport(c, &profile)?;
     if let Some(cloud) = cloud {
-        return resolve_cloud(c, &profile, cloud).await;
+        return resolve_cloud(c, &profile, cloud, transport).await;
     }
     let issuer = c.issuer.clone().or(profile.issuer);
     let token_url = c.token_url.clone().or(profile.token_url);
@@ -190,7 +275,9 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
     let (hosts, username) = (profile.hosts.clone(), profile.username.clone());
     let allow_insecure_http = c.allow_insecure_http || profile.allow_insecure_http;
 
-    let mut b = OAuth2Provider::builder().client_id(&client_id);
+    let mut b = OAuth2Provider::builder()
+        .client_id(&client_id)
+        .transport(transport.clone());
     let endpoint = match (&issuer, &token_url) {
         (_, Some(t)) => {
             b = b.token_url(t);
@@ -283,11 +370,17 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         hosts,
         username,
         login_command: c.login_command(),
+        transport,
     })
 }
 
 /// `--credential gcp|azure`: the platform's own credentials, scopes from `--scope`.
-async fn resolve_cloud(c: &Credentials, profile: &Profile, cloud: Cloud) -> Result<Settings, CliError> {
+async fn resolve_cloud(
+    c: &Credentials,
+    profile: &Profile,
+    cloud: Cloud,
+    transport: Transport,
+) -> Result<Settings, CliError> {
     if c.dpop || profile.dpop {
         return Err(CliError::config(
             "--dpop needs an OAuth2 identity provider, not --credential",
@@ -303,7 +396,8 @@ async fn resolve_cloud(c: &Credentials, profile: &Profile, cloud: Cloud) -> Resu
         Cloud::Gcp => {
             let mut found = authwire_gcp::default_credentials()
                 .await
-                .map_err(|e| CliError::config(e.to_string()))?;
+                .map_err(|e| CliError::config(e.to_string()))?
+                .transport(transport.clone());
             let kind = found.kind();
             if scopes.is_empty() {
                 found = found.scope(authwire_gcp::CLOUD_PLATFORM_SCOPE);
@@ -321,6 +415,7 @@ async fn resolve_cloud(c: &Credentials, profile: &Profile, cloud: Cloud) -> Resu
             };
             let found = authwire_azure::default_credential()
                 .map_err(|e| CliError::config(e.to_string()))?
+                .transport(transport.clone())
                 .scope(scope);
             let kind = found.kind();
             (Arc::new(found), format!("Azure ({kind})"))
@@ -345,6 +440,7 @@ async fn resolve_cloud(c: &Credentials, profile: &Profile, cloud: Cloud) -> Resu
         hosts: profile.hosts.clone(),
         username: profile.username.clone(),
         login_command: c.login_command(),
+        transport,
     })
 }
 
@@ -458,7 +554,7 @@ async fn new_dpop_key(
 
 fn file_store() -> Result<ChosenStore, CliError> {
     let dir = cache_dir()
-        .ok_or_else(|| CliError::config("cannot find the cache folder: set XDG_CACHE_HOME or HOME"))?
+        .ok_or_else(|| CliError::config("cannot find the cache folder: set AUTHWIRE_CACHE_DIR"))?
         .join("tokens");
     let store = FileStore::new(&dir).map_err(|e| CliError::config(authwire::error_chain(&e)))?;
     Ok((Arc::new(store), format!("file cache {}", dir.display())))
@@ -469,7 +565,7 @@ fn file_store() -> Result<ChosenStore, CliError> {
 fn keyring_store(keyring: KeyringStore) -> Result<ChosenStore, CliError> {
     let dir = cache_dir()
         .ok_or_else(|| {
-            CliError::config("cannot find the cache folder for lock files: set XDG_CACHE_HOME or HOME")
+            CliError::config("cannot find the cache folder for lock files: set AUTHWIRE_CACHE_DIR")
         })?
         .join("leases");
     let leases = FileStore::new(&dir).map_err(|e| CliError::config(authwire::error_chain(&e)))?;
@@ -505,6 +601,70 @@ fn open_store(kind: Option<CacheKind>) -> Result<Option<ChosenStore>, CliError> 
                 }
             }
             Ok(Some((store, description)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::folder;
+    use std::path::PathBuf;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> {
+        move |name| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.into())
+    }
+
+    #[test]
+    fn the_own_variable_wins_then_xdg_then_the_platform() {
+        let platform = Some(PathBuf::from("/platform/config"));
+        let both = env(&[("AUTHWIRE_CONFIG_DIR", "/mine"), ("XDG_CONFIG_HOME", "/xdg")]);
+        assert_eq!(
+            folder(&both, "AUTHWIRE_CONFIG_DIR", "XDG_CONFIG_HOME", platform.clone()),
+            Some(PathBuf::from("/mine")),
+            "AUTHWIRE_CONFIG_DIR names the folder itself"
+        );
+        let xdg = env(&[("XDG_CONFIG_HOME", "/xdg")]);
+        assert_eq!(
+            folder(&xdg, "AUTHWIRE_CONFIG_DIR", "XDG_CONFIG_HOME", platform.clone()),
+            Some(PathBuf::from("/xdg/authwire"))
+        );
+        let relative = env(&[("XDG_CONFIG_HOME", "relative/xdg"), ("AUTHWIRE_CONFIG_DIR", "")]);
+        assert_eq!(
+            folder(
+                &relative,
+                "AUTHWIRE_CONFIG_DIR",
+                "XDG_CONFIG_HOME",
+                platform.clone()
+            ),
+            Some(PathBuf::from("/platform/config/authwire")),
+            "a relative XDG path and an empty variable are ignored"
+        );
+        assert_eq!(
+            folder(&env(&[]), "AUTHWIRE_CONFIG_DIR", "XDG_CONFIG_HOME", None),
+            None
+        );
+    }
+
+    /// What the platform's own folders are, where this test runs.
+    #[test]
+    fn the_platform_folders_follow_its_convention() {
+        let (config, cache) = (dirs::config_dir(), dirs::cache_dir());
+        if cfg!(target_os = "linux") && std::env::var_os("XDG_CONFIG_HOME").is_none() {
+            let home = dirs::home_dir().unwrap();
+            assert_eq!(config, Some(home.join(".config")));
+        }
+        if cfg!(target_os = "linux") && std::env::var_os("XDG_CACHE_HOME").is_none() {
+            let home = dirs::home_dir().unwrap();
+            assert_eq!(cache, Some(home.join(".cache")));
+        }
+        if cfg!(target_os = "macos") {
+            let home = dirs::home_dir().unwrap();
+            assert_eq!(config, Some(home.join("Library/Application Support")));
+            assert_eq!(cache, Some(home.join("Library/Caches")));
+        }
+        if cfg!(windows) {
+            assert_eq!(config.map(|p| p.ends_with("Roaming")), Some(true));
+            assert_eq!(cache.map(|p| p.ends_with("Local")), Some(true));
         }
     }
 }

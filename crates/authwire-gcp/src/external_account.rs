@@ -58,10 +58,14 @@ enum SubjectSource {
 /// Whether `url`'s host is a link-local address, where clouds serve their metadata (IPv4
 /// 169.254.0.0/16, IPv6 fe80::/10, and AWS's fd00:ec2::254).
 fn is_link_local(url: &str) -> bool {
-    match url::Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
         Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
         Some(url::Host::Ipv6(ip)) => {
-            (ip.segments()[0] & 0xffc0) == 0xfe80 || ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
         }
         _ => false,
     }

@@ -96,7 +96,10 @@ impl HttpClient {
     /// The timeout the transport was given, if any: providers use it when their own is not
     /// set.
     pub fn configured_timeout(&self) -> Option<Duration> {
-        self.lazy.transport.as_ref().and_then(Transport::configured_timeout)
+        self.lazy
+            .transport
+            .as_ref()
+            .and_then(Transport::configured_timeout)
     }
 
     /// Send `request` with `body`, allowing it `timeout` in all, and read the answer (see
@@ -296,10 +299,12 @@ fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustl
         if let Some(tls) = s.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        if let Some(inner) = s.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
-            if let Some(tls) = find_rustls(inner) {
-                return Some(tls);
-            }
+        if let Some(tls) = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| find_rustls(inner))
+        {
+            return Some(tls);
         }
         source = s.source();
     }
@@ -338,6 +343,20 @@ pub enum CertificateProblem {
 }
 
 impl CertificateProblem {
+    /// The certificate problem behind a failed request, found anywhere in `error`'s chain (a
+    /// `ProviderError` from any authwire provider, an `AuthError`, a reqwest error from an
+    /// adapter's own client); `None` when no TLS handshake failed.
+    pub fn find_in(error: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut source = Some(error);
+        while let Some(s) = source {
+            if let Some(e) = s.downcast_ref::<CertificateError>() {
+                return Some(e.problem);
+            }
+            source = s.source();
+        }
+        find_rustls(error).map(Self::from_rustls)
+    }
+
     fn from_rustls(e: &rustls::Error) -> Self {
         use rustls::{AlertDescription as A, CertificateError as C, Error as E};
         match e {
@@ -434,8 +453,16 @@ impl fmt::Display for ProxyRefused {
                 "the proxy {proxy} refused the request to {} with 407 (Proxy Authentication Required): put the proxy's user and password in its URL (http://user:password@host:port)",
                 self.url
             ),
-            Some(status) => write!(f, "the proxy {proxy} refused the request to {} with {status}", self.url),
-            None => write!(f, "the proxy {proxy} would not open a tunnel to {}", self.url),
+            Some(status) => write!(
+                f,
+                "the proxy {proxy} refused the request to {} with {status}",
+                self.url
+            ),
+            None => write!(
+                f,
+                "the proxy {proxy} would not open a tunnel to {}: it refused the CONNECT (wrong proxy credentials, or a destination it does not allow)",
+                self.url
+            ),
         }
     }
 }

@@ -120,7 +120,9 @@ fn is_encrypted(pem: &[u8]) -> bool {
 pub fn encode(label: &str, der: &[u8]) -> Zeroizing<String> {
     use base64::Engine as _;
     let body = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
-    let mut pem = Zeroizing::new(String::with_capacity(body.len() + body.len() / 64 + 2 * label.len() + 40));
+    let mut pem = Zeroizing::new(String::with_capacity(
+        body.len() + body.len() / 64 + 2 * label.len() + 40,
+    ));
     pem.push_str("-----BEGIN ");
     pem.push_str(label);
     pem.push_str("-----\n");

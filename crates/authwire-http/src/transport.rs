@@ -108,7 +108,8 @@ impl Transport {
     /// Trust the CA certificates in `pem` (one or more `CERTIFICATE` blocks), beside the
     /// system's roots, or instead of them with [`only_these_roots`](Self::only_these_roots).
     pub fn root_certificates_pem(self, pem: &[u8]) -> Result<Self, TransportError> {
-        let certs = pem::certificates(pem).map_err(|e| TransportError::new(format!("the CA certificates: {e}")))?;
+        let certs =
+            pem::certificates(pem).map_err(|e| TransportError::new(format!("the CA certificates: {e}")))?;
         Ok(self.edit(|s| s.roots.extend(certs)))
     }
 
@@ -123,9 +124,10 @@ impl Transport {
     /// private key (RSA or EC; PKCS#1, PKCS#8 or SEC1). An encrypted key is refused with an
     /// error that says so: decrypt it first (`openssl pkey -in key.pem -out plain.pem`).
     pub fn identity_pem(self, cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, TransportError> {
-        let chain =
-            pem::certificates(cert_chain_pem).map_err(|e| TransportError::new(format!("the client certificate: {e}")))?;
-        let key = pem::private_key(key_pem).map_err(|e| TransportError::new(format!("the client key: {e}")))?;
+        let chain = pem::certificates(cert_chain_pem)
+            .map_err(|e| TransportError::new(format!("the client certificate: {e}")))?;
+        let key =
+            pem::private_key(key_pem).map_err(|e| TransportError::new(format!("the client key: {e}")))?;
         let mut joined = Zeroizing::new(Vec::with_capacity(cert_chain_pem.len() + key_pem.len() + 1));
         for cert in &chain {
             joined.extend_from_slice(pem::encode("CERTIFICATE", cert.as_ref()).as_bytes());
@@ -171,6 +173,14 @@ impl Transport {
             },
             ProxyChoice::Environment => ProxyPlan::from_env(),
         }
+    }
+
+    /// A reqwest builder with this transport's proxy, roots and client certificate, for the
+    /// client an application sends its own requests through (with `authwire-reqwest`), so that
+    /// they cross the same network as the token requests. It names reqwest 0.13's type, so it
+    /// follows reqwest's major version; the redirect policy is left to the caller.
+    pub fn reqwest_client_builder(&self, user_agent: &str) -> Result<reqwest::ClientBuilder, TransportError> {
+        self.builder(user_agent, false).map_err(TransportError::new)
     }
 
     /// A reqwest builder with these settings and `user_agent`; `direct` ignores every proxy
@@ -329,11 +339,7 @@ impl ProxyPlan {
     }
 
     fn proxies(&self) -> Result<Vec<reqwest::Proxy>, String> {
-        let no_proxy = || {
-            self.no_proxy
-                .as_deref()
-                .and_then(reqwest::NoProxy::from_string)
-        };
+        let no_proxy = || self.no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
         let mut out = Vec::new();
         // Errors from reqwest would repeat the URL (and its password): replaced by our own.
         if let Some(p) = &self.http {

@@ -28,13 +28,13 @@ mod inspect;
 #[cfg(feature = "verify")]
 mod verify;
 
+/// The transport JWKS downloads go through (the same type as `authwire_oauth2::Transport`).
+#[cfg(feature = "verify")]
+pub use authwire_http::Transport;
 pub use inspect::{Claims, JwtError, MAX_TOKEN_BYTES, inspect};
 #[cfg(feature = "verify")]
 #[cfg_attr(docsrs, doc(cfg(feature = "verify")))]
 pub use verify::{DEFAULT_JWKS_TIMEOUT, DEFAULT_MIN_REFRESH_INTERVAL, Verifier, VerifierBuilder};
-/// The transport JWKS downloads go through (the same type as `authwire_oauth2::Transport`).
-#[cfg(feature = "verify")]
-pub use authwire_http::Transport;
 
 use authwire::secrecy::ExposeSecret;
 use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, SystemClock, Token, async_trait};

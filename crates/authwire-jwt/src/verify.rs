@@ -244,8 +244,13 @@ fn header_object(token: &str) -> Result<Map<String, Value>, JwtError> {
     }
 }
 
-async fn fetch_jwks(http: &authwire_http::HttpClient, url: &str, timeout: Duration) -> Result<JwkSet, JwtError> {
-    let request = authwire::http::Request::get(url).header(authwire::http::header::ACCEPT, "application/json");
+async fn fetch_jwks(
+    http: &authwire_http::HttpClient,
+    url: &str,
+    timeout: Duration,
+) -> Result<JwkSet, JwtError> {
+    let request =
+        authwire::http::Request::get(url).header(authwire::http::header::ACCEPT, "application/json");
     let reply = http
         .send(request, Vec::new(), timeout)
         .await

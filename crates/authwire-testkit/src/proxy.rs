@@ -96,7 +96,10 @@ impl ForwardProxy {
     pub fn requests(&self) -> Vec<String> {
         let log = std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default();
         log.lines()
-            .filter_map(|line| line.split_once("): ").filter(|_| line.contains("Request (file descriptor")))
+            .filter_map(|line| {
+                line.split_once("): ")
+                    .filter(|_| line.contains("Request (file descriptor"))
+            })
             .map(|(_, request)| request.to_owned())
             .collect()
     }

@@ -251,8 +251,18 @@ pub(crate) fn make_client_certificate(dir: &std::path::Path, stem: &str, name: &
     );
     let subject = format!("/CN={name}");
     run(&[
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key, "-out",
-        &csr, "-subj", &subject,
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        &subject,
     ]);
     std::fs::write(
         dir.join(&ext),
@@ -260,7 +270,20 @@ pub(crate) fn make_client_certificate(dir: &std::path::Path, stem: &str, name: &
     )
     .expect("write the extension file");
     run(&[
-        "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days",
-        "2", "-extfile", &ext,
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &pem,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
     ]);
 }

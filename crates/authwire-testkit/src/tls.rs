@@ -79,14 +79,19 @@ impl TestCa {
     pub fn client_identity(&self, name: &str) -> (Vec<u8>, Vec<u8>) {
         let stem = format!("client-{}", authwire::random::hex(4));
         crate::redis::make_client_certificate(&self.dir, &stem, name);
-        let read = |ext: &str| std::fs::read(self.dir.join(format!("{stem}.{ext}"))).expect("read the client certificate");
+        let read = |ext: &str| {
+            std::fs::read(self.dir.join(format!("{stem}.{ext}"))).expect("read the client certificate")
+        };
         (read("pem"), read("key"))
     }
 
     /// A TLS server configuration with this CA's server certificate; with
     /// `require_client_certificate`, a client must present a certificate this CA signed.
     pub fn acceptor(&self, require_client_certificate: bool) -> tokio_rustls::TlsAcceptor {
-        acceptor_with(&self.dir, require_client_certificate.then_some(self.ca_pem.as_slice()))
+        acceptor_with(
+            &self.dir,
+            require_client_certificate.then_some(self.ca_pem.as_slice()),
+        )
     }
 }
 
@@ -121,9 +126,10 @@ fn acceptor_with(dir: &std::path::Path, client_ca: Option<&[u8]>) -> tokio_rustl
             for cert in CertificateDer::pem_slice_iter(pem) {
                 roots.add(cert.expect("a PEM CA")).expect("a usable CA");
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .expect("a client verifier");
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .expect("a client verifier");
             builder.with_client_cert_verifier(verifier)
         }
     };

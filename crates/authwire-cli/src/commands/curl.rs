@@ -20,7 +20,11 @@ pub(crate) async fn exec(credentials: &Credentials, args: CurlArgs, trace: &Trac
         .allow_insecure_http(s.allow_insecure_http)
         .build()
         .map_err(|e| CliError::config(e.to_string()))?;
-    let http = reqwest::Client::builder()
+    // The API is reached through the same network settings as the identity provider.
+    let http = s
+        .transport
+        .reqwest_client_builder(concat!("authwire/", env!("CARGO_PKG_VERSION")))
+        .map_err(|e| CliError::config(e.to_string()))?
         .build()
         .map_err(|e| CliError::config(format!("HTTP client: {}", error_chain(&e))))?;
     let client = reqwest_middleware::ClientBuilder::new(http)
@@ -71,9 +75,10 @@ pub(crate) async fn exec(credentials: &Credentials, args: CurlArgs, trace: &Trac
             Some(auth) => CliError::auth(auth, &s),
             None => CliError::network(inner.to_string()),
         },
-        reqwest_middleware::Error::Reqwest(e) => {
-            CliError::network(format!("{method} {}: {}", url, error_chain(&e)))
-        }
+        reqwest_middleware::Error::Reqwest(e) => match crate::error::transport_failure(&e, url.as_str()) {
+            Some(line) => CliError::network(line),
+            None => CliError::network(format!("{method} {}: {}", url, error_chain(&e))),
+        },
     })?;
     let retried = authorizer.metrics().invalidations > 0;
     trace.step(

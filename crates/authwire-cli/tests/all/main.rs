@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 mod browser_login;
 mod cloud;
 mod helpers;
+mod transport;
 
 /// A private HOME, config and cache folder for one test.
 struct Sandbox {
@@ -41,6 +42,7 @@ struct Run<'a> {
     sandbox: &'a Sandbox,
     args: Vec<String>,
     env: Vec<(&'static str, String)>,
+    unset: Vec<&'static str>,
     stdin: Option<String>,
 }
 
@@ -50,6 +52,7 @@ impl<'a> Run<'a> {
             sandbox,
             args: args.iter().map(|s| s.to_string()).collect(),
             env: vec![("AUTHWIRE_CLIENT_SECRET", Client::CONFIDENTIAL_SECRET.into())],
+            unset: Vec::new(),
             stdin: None,
         }
     }
@@ -57,6 +60,12 @@ impl<'a> Run<'a> {
     fn env(mut self, name: &'static str, value: &str) -> Self {
         self.env.retain(|(n, _)| *n != name);
         self.env.push((name, value.into()));
+        self
+    }
+
+    /// Run without this variable (one the sandbox sets, such as `XDG_CONFIG_HOME`).
+    fn unset(mut self, name: &'static str) -> Self {
+        self.unset.push(name);
         self
     }
 
@@ -101,11 +110,29 @@ impl<'a> Run<'a> {
             .env("HOME", self.sandbox.path("home"))
             .env("XDG_CONFIG_HOME", self.sandbox.path("config"))
             .env("XDG_CACHE_HOME", self.sandbox.path("cache"))
+            .env_remove("AUTHWIRE_CONFIG_DIR")
+            .env_remove("AUTHWIRE_CACHE_DIR")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // No proxy from the developer's shell: the transport tests set their own.
+        for name in [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+            "no_proxy",
+            "NO_PROXY",
+        ] {
+            cmd.env_remove(name);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        for name in &self.unset {
+            cmd.env_remove(name);
         }
         cmd.kill_on_drop(true);
         cmd.spawn().expect("run authwire")

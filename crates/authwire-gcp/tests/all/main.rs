@@ -594,7 +594,10 @@ async fn the_transport_carries_token_requests_and_never_metadata_requests() {
     through_proxy.fetch_token(None).await.unwrap();
     let seen = proxy.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
-    assert!(seen[0].starts_with("POST ") && seen[0].contains(&gcp.url()), "{seen:?}");
+    assert!(
+        seen[0].starts_with("POST ") && seen[0].contains(&gcp.url()),
+        "{seen:?}"
+    );
 
     // The metadata server is reached directly, whatever the transport's proxy.
     let metadata = MetadataServer::new().endpoint(gcp.url()).transport(transport);

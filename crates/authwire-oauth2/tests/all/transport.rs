@@ -37,7 +37,12 @@ async fn a_token_comes_through_an_explicit_proxy() {
     let token = provider.fetch_token(None).await.unwrap();
     assert!(!token.access_token().expose_secret().is_empty());
     let seen = proxy.requests();
-    assert_eq!(seen, [format!("POST {}/token HTTP/1.1", idp.issuer())], "{}", proxy.log());
+    assert_eq!(
+        seen,
+        [format!("POST {}/token HTTP/1.1", idp.issuer())],
+        "{}",
+        proxy.log()
+    );
     assert_eq!(idp.tokens_issued(), 1);
 
     // no_proxy(true): direct, the proxy sees nothing more.
@@ -58,15 +63,23 @@ async fn an_authenticating_proxy_gets_its_password_and_never_shows_it() {
     assert!(text.contains(&proxy.url()) && text.contains("407"), "{text}");
     assert_eq!(idp.token_requests(), 0, "nothing reached the identity provider");
 
-    let wrong = proxy.url_with_credentials().replace("proxy-pw-Zq81", "wrong-pw-Zq82");
+    let wrong = proxy
+        .url_with_credentials()
+        .replace("proxy-pw-Zq81", "wrong-pw-Zq82");
     let e = client(&idp, Transport::new().proxy(&wrong).unwrap())
         .fetch_token(None)
         .await
         .unwrap_err();
     let shown = format!("{e} {e:?} {}", authwire::error_chain(&e));
-    assert!(!shown.contains("wrong-pw-Zq82") && !shown.contains("alice:"), "{shown}");
+    assert!(
+        !shown.contains("wrong-pw-Zq82") && !shown.contains("alice:"),
+        "{shown}"
+    );
 
-    let with = client(&idp, Transport::new().proxy(&proxy.url_with_credentials()).unwrap());
+    let with = client(
+        &idp,
+        Transport::new().proxy(&proxy.url_with_credentials()).unwrap(),
+    );
     assert!(!format!("{with:?}").contains("proxy-pw-Zq81"));
     with.fetch_token(None).await.unwrap();
     assert_eq!(idp.tokens_issued(), 1);
@@ -78,7 +91,10 @@ async fn a_private_ca_is_trusted_only_when_given() {
     let idp = IdentityServer::builder().tls(&ca, false).start().await;
     assert!(idp.issuer().starts_with("https://127.0.0.1:"));
 
-    let e = client(&idp, Transport::new()).fetch_token(None).await.unwrap_err();
+    let e = client(&idp, Transport::new())
+        .fetch_token(None)
+        .await
+        .unwrap_err();
     let problem = find::<CertificateError>(&e).unwrap_or_else(|| panic!("not a certificate error: {e:?}"));
     assert_eq!(problem.problem(), CertificateProblem::UnknownIssuer);
     assert!(
@@ -126,7 +142,12 @@ async fn https_goes_through_the_proxy_in_a_tunnel() {
         .unwrap();
     client(&idp, transport).fetch_token(None).await.unwrap();
     let authority = idp.issuer().trim_start_matches("https://").to_owned();
-    assert_eq!(proxy.requests(), [format!("CONNECT {authority} HTTP/1.1")], "{}", proxy.log());
+    assert_eq!(
+        proxy.requests(),
+        [format!("CONNECT {authority} HTTP/1.1")],
+        "{}",
+        proxy.log()
+    );
 
     // Without the password the tunnel is refused: 407, named, without a secret.
     let e = client(
@@ -212,6 +233,8 @@ fn an_encrypted_client_key_is_named_as_such() {
     let encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n";
     let e = Transport::new().identity_pem(&cert, encrypted).unwrap_err();
     assert!(e.to_string().contains("encrypted"), "{e}");
-    let e = Transport::new().root_certificates_pem(b"not a certificate").unwrap_err();
+    let e = Transport::new()
+        .root_certificates_pem(b"not a certificate")
+        .unwrap_err();
     assert!(e.to_string().contains("CERTIFICATE"), "{e}");
 }
