@@ -244,13 +244,8 @@ fn licenses() -> Result<(), String> {
                 .map_err(|e| format!("{f}: {e}"))
         })
         .collect::<Result<_, _>>()?;
-    let crates = std::fs::read_dir(root.join("crates")).map_err(|e| e.to_string())?;
-    for dir in crates.filter_map(Result::ok).map(|e| e.path()) {
-        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
-        if manifest.is_empty() || manifest.contains("\npublish = false") {
-            continue;
-        }
-        let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    for name in published_packages()? {
+        let dir = root.join("crates").join(&name);
         let listed = cargo()
             .args(["package", "--list", "--allow-dirty", "--quiet", "-p", &name])
             .output()
@@ -270,11 +265,24 @@ fn licenses() -> Result<(), String> {
     Ok(())
 }
 
-/// The crates with code for each platform (file permissions, the OS keyrings) check without a
-/// warning for Windows and macOS, as they do for Linux: `cargo check --target` with
-/// `-D warnings` (the target's standard library comes from rustup; without it, a note).
+/// Portability, seen the day it breaks: every published crate and the CLI check without a
+/// warning for Windows (`x86_64-pc-windows-gnu`; aws-lc's C code needs the mingw-w64 cross
+/// compiler, which .ci/run installs), and the crates with code of their own for macOS (file
+/// permissions, the OS keyrings) for `aarch64-apple-darwin` (the others need a macOS C
+/// toolchain for aws-lc, which no Linux package provides). The target's standard library comes
+/// from rustup; without it, a note.
 fn platforms() -> Result<(), String> {
-    for target in ["x86_64-pc-windows-gnu", "aarch64-apple-darwin"] {
+    let published = published_packages()?;
+    let windows: Vec<&str> = published.iter().map(String::as_str).collect();
+    let targets: [(&str, Vec<&str>, &str); 2] = [
+        ("x86_64-pc-windows-gnu", windows, "every published crate and the CLI"),
+        (
+            "aarch64-apple-darwin",
+            vec!["authwire-file", "authwire-keyring"],
+            "file and keyring stores",
+        ),
+    ];
+    for (target, packages, what) in targets {
         let added = Command::new("rustup")
             .args(["target", "add", target])
             .output()
@@ -284,24 +292,34 @@ fn platforms() -> Result<(), String> {
             continue;
         }
         let mut check = cargo();
-        check
-            .args([
-                "check",
-                "--quiet",
-                "--target",
-                target,
-                "-p",
-                "authwire-file",
-                "-p",
-                "authwire-keyring",
-            ])
-            .env("RUSTFLAGS", "-D warnings");
-        step(
-            &format!("cargo check --target {target} (file and keyring stores)"),
-            check,
-        )?;
+        check.args(["check", "--quiet", "--target", target]);
+        for p in packages {
+            check.args(["-p", p]);
+        }
+        check.env("RUSTFLAGS", "-D warnings");
+        step(&format!("cargo check --target {target} ({what})"), check)?;
     }
     Ok(())
+}
+
+/// The workspace's published crates: the folders of `crates/` whose manifest does not say
+/// `publish = false` (each folder is named after its package).
+fn published_packages() -> Result<Vec<String>, String> {
+    let crates = std::fs::read_dir(root().join("crates")).map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = crates
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|dir| {
+            let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+            !manifest.is_empty() && !manifest.contains("\npublish = false")
+        })
+        .map(|dir| dir.file_name().unwrap_or_default().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Err("no published crate under crates/".into());
+    }
+    Ok(names)
 }
 
 /// The declared `rust-version` builds: `cargo +<msrv> check`, when rustup can install that

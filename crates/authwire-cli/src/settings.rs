@@ -556,6 +556,11 @@ fn file_store() -> Result<ChosenStore, CliError> {
     let dir = cache_dir()
         .ok_or_else(|| CliError::config("cannot find the cache folder: set AUTHWIRE_CACHE_DIR"))?
         .join("tokens");
+    if cfg!(not(unix)) {
+        return Err(CliError::config(
+            "--cache file is not available here: the file store cannot make its folder private to you on this platform (it sets no Windows ACL); use --cache keyring (the Windows Credential Manager)",
+        ));
+    }
     let store = FileStore::new(&dir).map_err(|e| CliError::config(authwire::error_chain(&e)))?;
     Ok((Arc::new(store), format!("file cache {}", dir.display())))
 }
@@ -568,7 +573,10 @@ fn keyring_store(keyring: KeyringStore) -> Result<ChosenStore, CliError> {
             CliError::config("cannot find the cache folder for lock files: set AUTHWIRE_CACHE_DIR")
         })?
         .join("leases");
-    let leases = FileStore::new(&dir).map_err(|e| CliError::config(authwire::error_chain(&e)))?;
+    // Lease files hold no secret: on Windows, the folder's inherited ACL (the user's profile)
+    // is enough for them.
+    let leases = FileStore::with_inherited_permissions(&dir)
+        .map_err(|e| CliError::config(authwire::error_chain(&e)))?;
     Ok((
         Arc::new(authwire::store::LeasedStore::new(keyring, leases)),
         "OS keyring".into(),

@@ -32,7 +32,10 @@
 //!   file that group or others can access, or that another user owns (checked as root too), is
 //!   refused with an error that says how to fix it. The folder is checked again on every use,
 //!   token, lock and lease files are opened with `O_NOFOLLOW` (a planted symlink is refused,
-//!   not followed), and the store never falls back to a shared temporary folder.
+//!   not followed), and the store never falls back to a shared temporary folder. On Windows
+//!   the store sets no ACL, so [`FileStore::new`] refuses there with an error that says so;
+//!   [`FileStore::with_inherited_permissions`] opts in by name for a folder whose inherited ACL
+//!   already keeps other users out (one under `%LOCALAPPDATA%`). Never a silent no-op.
 //! - **Corruption is an error, not a panic**: an unreadable file is [`StoreError::Corrupt`]
 //!   naming the file (the authorizer then fetches a new token, which overwrites it).
 
@@ -80,6 +83,9 @@ pub enum FileStoreError {
     },
     /// A token, lock or lease file is a symbolic link (planted, or a mistake).
     Symlink(PathBuf),
+    /// This platform has no permission model the store enforces (Windows: it sets no ACL), so
+    /// [`FileStore::new`] refuses; see [`FileStore::with_inherited_permissions`].
+    Unprotected(PathBuf),
     /// An I/O operation failed.
     Io {
         /// What was being done.
@@ -115,6 +121,11 @@ impl fmt::Display for FileStoreError {
                 "refusing to follow {}: it is a symbolic link where a token file belongs; remove it",
                 p.display()
             ),
+            FileStoreError::Unprotected(p) => write!(
+                f,
+                "refusing to keep tokens in {}: on this platform the file store cannot make a folder private to one user (it sets no Windows ACL), so tokens would be as readable as the folder's inherited permissions allow; use the OS keyring (authwire-keyring: the Windows Credential Manager), or, for a folder in your own profile such as %LOCALAPPDATA%, opt in with FileStore::with_inherited_permissions",
+                p.display()
+            ),
             FileStoreError::Io { op, path, source } => {
                 write!(f, "could not {op} {}: {source}", path.display())
             }
@@ -144,7 +155,24 @@ fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
 impl FileStore {
     /// A store in `dir`, created (mode `0700`) if missing. Fails if `dir` is not a folder or if
     /// group or others can access it.
+    ///
+    /// On Windows it fails with [`FileStoreError::Unprotected`]: the store sets no ACL there,
+    /// and it does not pretend to. Use the OS keyring, or
+    /// [`with_inherited_permissions`](Self::with_inherited_permissions) for a folder whose
+    /// inherited ACL already keeps other users out.
     pub fn new(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        if cfg!(not(unix)) {
+            return Err(StoreError::new(FileStoreError::Unprotected(dir.as_ref().to_path_buf())));
+        }
+        Self::with_inherited_permissions(dir)
+    }
+
+    /// A store in `dir`, opted into by name where the store cannot enforce privacy itself
+    /// (Windows): files get the folder's inherited ACL. A folder under the user's profile
+    /// (`%LOCALAPPDATA%`) is readable by that user, SYSTEM and administrators by default; a
+    /// folder elsewhere may be readable by anyone. On Unix this is [`new`](Self::new): the
+    /// `0700`/`0600` rules and the owner check apply as ever.
+    pub fn with_inherited_permissions(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         match fs::metadata(&dir) {
             Ok(_) => check_dir(&dir)?,
@@ -465,6 +493,18 @@ impl fmt::Debug for FileStore {
 
 #[cfg(test)]
 mod tests {
+    /// Windows: a refusal that says why, and a named opt-in.
+    #[cfg(not(unix))]
+    #[test]
+    fn without_a_permission_model_the_store_refuses_unless_opted_in() {
+        let dir = std::env::temp_dir().join(format!("authwire-file-acl-{}", std::process::id()));
+        let e = super::FileStore::new(&dir).err().expect("refused");
+        assert!(authwire::error_chain(&e).contains("ACL"), "{e}");
+        assert!(!dir.exists(), "nothing created before the refusal");
+        super::FileStore::with_inherited_permissions(&dir).expect("opted in");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
