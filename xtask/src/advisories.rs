@@ -9,13 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// Advisories that are known, examined and accepted: the id, and why.
-const ACCEPTED: &[(&str, &str)] = &[(
-    "RUSTSEC-2023-0071",
-    "rsa (Marvin timing side channel), pulled by jsonwebtoken's rust_crypto backend: authwire signs \
-     client assertions with RSA keys locally, where no attacker times the operation over a network; \
-     no fixed version exists. The transport issue's single crypto stack (aws-lc-rs) removes the crate",
-)];
+/// Advisories that are known, examined and accepted: the id, and why. Empty: RUSTSEC-2023-0071
+/// (rsa, pulled by jsonwebtoken's rust_crypto backend) left with that backend (issue 26).
+const ACCEPTED: &[(&str, &str)] = &[];
 
 /// One advisory that applies to a locked package.
 #[derive(Debug, PartialEq, Eq)]

@@ -275,7 +275,11 @@ fn platforms() -> Result<(), String> {
     let published = published_packages()?;
     let windows: Vec<&str> = published.iter().map(String::as_str).collect();
     let targets: [(&str, Vec<&str>, &str); 2] = [
-        ("x86_64-pc-windows-gnu", windows, "every published crate and the CLI"),
+        (
+            "x86_64-pc-windows-gnu",
+            windows,
+            "every published crate and the CLI",
+        ),
         (
             "aarch64-apple-darwin",
             vec!["authwire-file", "authwire-keyring"],

@@ -255,33 +255,15 @@ fn certificate_key(path: &str) -> Result<PrivateKey, AzureError> {
         setting: "AZURE_CLIENT_CERTIFICATE_PATH",
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
-    let block = |label: &str| -> Option<String> {
-        let begin = format!("-----BEGIN {label}-----");
-        let end = format!("-----END {label}-----");
-        let start = text.find(&begin)?;
-        let stop = text[start..].find(&end)? + start + end.len();
-        Some(text[start..stop].to_owned())
-    };
-    let cert = block("CERTIFICATE").ok_or_else(|| {
+    let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+    let certs = authwire_oauth2::transport::pem::certificates(&pem).map_err(|e| {
         invalid(format!(
-            "{path} has no CERTIFICATE block (PFX files are not supported; convert to PEM)"
+            "{path}: {e} (PFX files are not supported; convert to PEM: openssl pkcs12 -in cert.pfx -out cert.pem -nodes)"
         ))
     })?;
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(
-            cert.lines()
-                .filter(|l| !l.starts_with("-----"))
-                .collect::<String>(),
-        )
-        .map_err(|_| invalid(format!("the certificate in {path} is not base64")))?;
-    let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+    let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certs[0].as_ref());
     let x5t_s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(thumbprint.as_ref());
-    let key_pem = block("PRIVATE KEY")
-        .or_else(|| block("RSA PRIVATE KEY"))
-        .ok_or_else(|| invalid(format!("{path} has no PRIVATE KEY block")))?;
-    let key = PrivateKey::rsa_pem(key_pem.as_bytes())
-        .map_err(|_| invalid(format!("the key in {path} is not an RSA key")))?;
+    let key = PrivateKey::rsa_pem(&pem).map_err(|e| invalid(format!("the key in {path}: {e}")))?;
     Ok(key
         .with_algorithm(jsonwebtoken::Algorithm::PS256)
         .with_x5t_s256(x5t_s256))

@@ -162,7 +162,9 @@ impl FileStore {
     /// inherited ACL already keeps other users out.
     pub fn new(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         if cfg!(not(unix)) {
-            return Err(StoreError::new(FileStoreError::Unprotected(dir.as_ref().to_path_buf())));
+            return Err(StoreError::new(FileStoreError::Unprotected(
+                dir.as_ref().to_path_buf(),
+            )));
         }
         Self::with_inherited_permissions(dir)
     }

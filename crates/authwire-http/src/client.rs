@@ -238,6 +238,7 @@ impl LazyClient {
 /// Read a body, refusing more than [`MAX_RESPONSE_BYTES`].
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
     let status = response.status().as_u16();
+    let url = without_query(response.url());
     let too_large = || {
         ProviderError::invalid_response(
             Some(status),
@@ -252,10 +253,11 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Provid
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| {
-        ProviderError::transient(NetworkError {
-            what: "the answer broke off from",
-            source: e,
-        })
+        // reqwest's body errors name neither the body nor a header.
+        ProviderError::transient(format!(
+            "the answer from {url} broke off: {}",
+            authwire::error_chain(&e)
+        ))
     })? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(too_large());

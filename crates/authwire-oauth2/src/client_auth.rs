@@ -84,20 +84,19 @@ pub struct PrivateKey {
 /// and cut to 64 bits so that it is not a hash of the secret to look up; a guessable secret
 /// stays guessable, as it is against the token endpoint.
 pub fn credential_fingerprint(credential: &[u8]) -> String {
-    let mac = EncodingKey::from_secret(credential)
-        .and_then(|key| {
-            jsonwebtoken::crypto::sign(b"authwire credential fingerprint v1", &key, Algorithm::HS256)
-        })
-        .unwrap_or_default();
-    let bytes =
-        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, mac).unwrap_or_default();
-    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, credential);
+    let mac = hmac::sign(&key, b"authwire credential fingerprint v1");
+    mac.as_ref().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 impl PrivateKey {
-    /// An RSA key in PEM (PKCS#1 or PKCS#8), signing with RS256.
+    /// An RSA key in PEM (PKCS#1 or PKCS#8), signing with RS256. The PEM may hold
+    /// certificates too; an encrypted key is refused with an error that says so.
     pub fn rsa_pem(pem: &[u8]) -> Result<Self, BuildError> {
-        let key = EncodingKey::from_rsa_pem(pem).map_err(|e| BuildError::Key(e.to_string()))?;
+        let parsed = authwire_http::pem::private_key(pem).map_err(|e| BuildError::Key(e.to_string()))?;
+        let key = EncodingKey::from_rsa_pem(parsed.to_pem().as_bytes())
+            .map_err(|e| BuildError::Key(e.to_string()))?;
         Ok(Self {
             key: Arc::new(key),
             algorithm: Algorithm::RS256,
@@ -108,9 +107,22 @@ impl PrivateKey {
         })
     }
 
-    /// An EC P-256 key in PEM (PKCS#8), signing with ES256.
+    /// An EC P-256 key in PEM (PKCS#8, or SEC1's `EC PRIVATE KEY`), signing with ES256. An
+    /// encrypted key is refused with an error that says so.
     pub fn ec_pem(pem: &[u8]) -> Result<Self, BuildError> {
-        let key = EncodingKey::from_ec_pem(pem).map_err(|e| BuildError::Key(e.to_string()))?;
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let parsed = authwire_http::pem::private_key(pem).map_err(|e| BuildError::Key(e.to_string()))?;
+        // Checked as a P-256 key by aws-lc, and handed to jsonwebtoken as PKCS#8, which is all
+        // it reads (a SEC1 key is converted in memory).
+        let pkcs8 = authwire::secrecy::zeroize::Zeroizing::new(
+            EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, parsed.der())
+                .map_err(|e| BuildError::Key(format!("not a P-256 key: {e}")))?
+                .to_pkcs8v1()
+                .map_err(|_| BuildError::Key("the key cannot be converted to PKCS#8".into()))?
+                .as_ref()
+                .to_vec(),
+        );
+        let key = EncodingKey::from_ec_der(&pkcs8);
         Ok(Self {
             key: Arc::new(key),
             algorithm: Algorithm::ES256,

@@ -113,35 +113,20 @@ impl DpopKey {
 
     /// A key persisted with [`to_pkcs8_pem`](Self::to_pkcs8_pem) (PKCS#8 PEM, P-256).
     pub fn from_pkcs8_pem(pem: &[u8]) -> Result<Self, DpopError> {
-        let text = std::str::from_utf8(pem).map_err(|_| DpopError::InvalidKey("not UTF-8".into()))?;
-        let body: Zeroizing<String> = Zeroizing::new(
-            text.lines()
-                .skip_while(|l| l.trim() != "-----BEGIN PRIVATE KEY-----")
-                .skip(1)
-                .take_while(|l| l.trim() != "-----END PRIVATE KEY-----")
-                .map(str::trim)
-                .collect(),
-        );
-        if body.is_empty() {
-            return Err(DpopError::InvalidKey("no PRIVATE KEY block".into()));
+        let key = authwire_http::pem::private_key(pem).map_err(|e| DpopError::InvalidKey(e.to_string()))?;
+        if !key.is_pkcs8() {
+            return Err(DpopError::InvalidKey(format!(
+                "a {} block, not PRIVATE KEY",
+                key.label()
+            )));
         }
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(body.as_bytes())
-            .map_err(|_| DpopError::InvalidKey("the PEM body is not base64".into()))?;
-        Self::from_pkcs8_der(Zeroizing::new(der))
+        Self::from_pkcs8_der(Zeroizing::new(key.der().to_vec()))
     }
 
     /// The private key as PKCS#8 PEM, to store beside the tokens it binds.
     pub fn to_pkcs8_pem(&self) -> SecretString {
-        let body = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&self.inner.pkcs8[..]));
-        let mut pem = String::with_capacity(body.len() + 64);
-        pem.push_str("-----BEGIN PRIVATE KEY-----\n");
-        for line in body.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str("-----END PRIVATE KEY-----\n");
-        SecretString::from(pem)
+        let pem = authwire_http::pem::encode("PRIVATE KEY", &self.inner.pkcs8[..]);
+        SecretString::from(pem.as_str())
     }
 
     /// The RFC 7638 JWK SHA-256 thumbprint, base64url: what `cnf.jkt` of a bound token holds.

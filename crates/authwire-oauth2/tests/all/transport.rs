@@ -238,3 +238,128 @@ fn an_encrypted_client_key_is_named_as_such() {
         .unwrap_err();
     assert!(e.to_string().contains("CERTIFICATE"), "{e}");
 }
+
+/// Run `openssl` in `dir` (keys in the formats people have: PKCS#1, SEC1).
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the openssl tool (Debian's openssl)");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+#[tokio::test]
+async fn keys_in_pkcs1_and_sec1_are_read_and_an_encrypted_one_is_named() {
+    use authwire_oauth2::{ClientAuthMethod, PrivateKey};
+    let dir = authwire_testkit::TempDir::new("key-formats");
+    let pkcs8 = dir.write("client.pem", authwire_testkit::CLIENT_PRIVATE_KEY_PEM);
+    // The testkit client's own key, as PKCS#1: the identity provider checks its signature.
+    openssl(
+        dir.path(),
+        &[
+            "rsa",
+            "-in",
+            pkcs8.to_str().unwrap(),
+            "-traditional",
+            "-out",
+            "pkcs1.pem",
+        ],
+    );
+    let pkcs1 = std::fs::read(dir.path().join("pkcs1.pem")).unwrap();
+    assert!(String::from_utf8_lossy(&pkcs1).contains("BEGIN RSA PRIVATE KEY"));
+    let idp = IdentityServer::start().await;
+    let provider = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::PRIVATE_KEY_JWT_ID)
+        .auth_method(ClientAuthMethod::PrivateKeyJwt {
+            key: PrivateKey::rsa_pem(&pkcs1).unwrap(),
+        })
+        .build()
+        .unwrap();
+    provider.fetch_token(None).await.unwrap();
+    assert_eq!(idp.auth_methods(), ["private_key_jwt"]);
+
+    // A SEC1 P-256 key is read; a P-384 one is refused as not P-256.
+    openssl(
+        dir.path(),
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "sec1.pem",
+        ],
+    );
+    let sec1 = std::fs::read(dir.path().join("sec1.pem")).unwrap();
+    assert!(String::from_utf8_lossy(&sec1).contains("BEGIN EC PRIVATE KEY"));
+    PrivateKey::ec_pem(&sec1).unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "ecparam",
+            "-name",
+            "secp384r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "p384.pem",
+        ],
+    );
+    let e = PrivateKey::ec_pem(&std::fs::read(dir.path().join("p384.pem")).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("P-256"), "{e}");
+
+    // An encrypted key says so, in either format.
+    openssl(
+        dir.path(),
+        &[
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "sec1.pem",
+            "-out",
+            "enc.pem",
+            "-passout",
+            "pass:pw",
+            "-v2",
+            "aes-128-cbc",
+        ],
+    );
+    let e = PrivateKey::ec_pem(&std::fs::read(dir.path().join("enc.pem")).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("encrypted"), "{e}");
+    openssl(
+        dir.path(),
+        &[
+            "rsa",
+            "-in",
+            "pkcs1.pem",
+            "-traditional",
+            "-aes128",
+            "-passout",
+            "pass:pw",
+            "-out",
+            "enc1.pem",
+        ],
+    );
+    let e = PrivateKey::rsa_pem(&std::fs::read(dir.path().join("enc1.pem")).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("encrypted"), "{e}");
+}
+
+#[test]
+fn the_credential_fingerprint_is_hmac_sha256_of_a_fixed_label() {
+    // HMAC-SHA256(key = "secret", "authwire credential fingerprint v1"), first 8 bytes, as
+    // Python's hmac module computes it: the value cache keys have always used.
+    assert_eq!(
+        authwire_oauth2::transport::credential_fingerprint(b"secret"),
+        "7b987862f6ff5c25"
+    );
+    assert_eq!(
+        authwire_oauth2::transport::credential_fingerprint(b"").len(),
+        16,
+        "no empty fallback"
+    );
+}

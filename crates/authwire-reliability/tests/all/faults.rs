@@ -233,7 +233,7 @@ async fn accepts_then_hangs_the_request_timeout_ends_the_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closes_mid_response() {
-    transport_fault(Misbehavior::CloseMidResponse, "request failed").await;
+    transport_fault(Misbehavior::CloseMidResponse, "broke off").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
