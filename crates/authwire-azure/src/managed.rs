@@ -10,8 +10,6 @@ use crate::{Env, process_env, scope_to_resource};
 use authwire::http;
 use authwire::{CacheKey, Clock, IdentityProvider, ProviderError, Token, async_trait};
 use authwire_oauth2::transport::{self, HttpClient, Reply};
-
-const USER_AGENT: &str = concat!("authwire-azure/", env!("CARGO_PKG_VERSION"));
 use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::sync::Arc;
@@ -25,6 +23,7 @@ pub const IMDS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long one token request to IMDS or App Service may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const USER_AGENT: &str = concat!("authwire-azure/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Clone)]
 enum Endpoint {
@@ -120,6 +119,11 @@ impl ManagedIdentity {
         self
     }
 
+    /// The transport's timeout, else [`REQUEST_TIMEOUT`].
+    fn request_timeout(&self) -> Duration {
+        self.client.configured_timeout().unwrap_or(REQUEST_TIMEOUT)
+    }
+
     pub(crate) fn probing(mut self) -> Self {
         self.probe = Some(Arc::new(OnceCell::new()));
         self
@@ -209,11 +213,7 @@ impl IdentityProvider for ManagedIdentity {
                 let request = http::Request::get(url).header("Metadata", "true");
                 let reply = self
                     .client
-                    .send(
-                        request,
-                        Vec::new(),
-                        self.client.configured_timeout().unwrap_or(REQUEST_TIMEOUT),
-                    )
+                    .send(request, Vec::new(), self.request_timeout())
                     .await
                     .map_err(|e| {
                         if e.status().is_none() && e.is_transient() {
@@ -235,11 +235,7 @@ impl IdentityProvider for ManagedIdentity {
                 );
                 let reply = self
                     .client
-                    .send(
-                        request,
-                        Vec::new(),
-                        self.client.configured_timeout().unwrap_or(REQUEST_TIMEOUT),
-                    )
+                    .send(request, Vec::new(), self.request_timeout())
                     .await?;
                 self.answer(&reply, &[header.expose_secret()])
             }

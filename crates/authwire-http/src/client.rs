@@ -45,7 +45,13 @@ impl HttpClient {
 
     /// A client with `transport`'s proxy, roots, client certificate and timeout.
     pub fn with_transport(user_agent: &str, transport: &Transport) -> Self {
-        Self::lazy(transport.builder(user_agent, false), Some(transport.clone()))
+        Self::lazy(
+            Recipe::Transport {
+                user_agent: user_agent.to_owned(),
+                direct: false,
+            },
+            Some(transport.clone()),
+        )
     }
 
     /// A client for a metadata endpoint (the GCE metadata server, Azure IMDS, App Service):
@@ -57,7 +63,13 @@ impl HttpClient {
             Some(t) => direct.timeout(t),
             None => direct,
         };
-        Self::lazy(direct.builder(user_agent, true), Some(direct))
+        Self::lazy(
+            Recipe::Transport {
+                user_agent: user_agent.to_owned(),
+                direct: true,
+            },
+            Some(direct),
+        )
     }
 
     /// A client from a reqwest builder the user configured (authwire-oauth2's `http_client`
@@ -65,7 +77,7 @@ impl HttpClient {
     /// reqwest's types do not cross it otherwise.
     #[doc(hidden)]
     pub fn from_reqwest_builder(builder: reqwest::ClientBuilder) -> Self {
-        Self::lazy(Ok(builder), None)
+        Self::lazy(Recipe::Builder(builder), None)
     }
 
     /// A client the user built (authwire-jwt's `http_client` escape hatch). Redirect answers
@@ -73,7 +85,7 @@ impl HttpClient {
     #[doc(hidden)]
     pub fn from_reqwest_client(client: reqwest::Client) -> Self {
         let lazy = LazyClient {
-            builder: std::sync::Mutex::new(None),
+            recipe: std::sync::Mutex::new(None),
             client: std::sync::OnceLock::new(),
             transport: None,
         };
@@ -81,12 +93,10 @@ impl HttpClient {
         Self { lazy: Arc::new(lazy) }
     }
 
-    fn lazy(builder: Result<reqwest::ClientBuilder, String>, transport: Option<Transport>) -> Self {
+    fn lazy(recipe: Recipe, transport: Option<Transport>) -> Self {
         Self {
             lazy: Arc::new(LazyClient {
-                builder: std::sync::Mutex::new(Some(
-                    builder.map(|b| b.redirect(reqwest::redirect::Policy::none())),
-                )),
+                recipe: std::sync::Mutex::new(Some(recipe)),
                 client: std::sync::OnceLock::new(),
                 transport,
             }),
@@ -207,28 +217,43 @@ impl fmt::Debug for HttpClient {
     }
 }
 
-/// A `reqwest::Client` built from its builder the first time it is needed.
+/// How to build the client when it is first needed: nothing is done before (a process that
+/// finds its token in a cache pays for neither the builder nor TLS set-up).
+enum Recipe {
+    /// From the client's transport.
+    Transport { user_agent: String, direct: bool },
+    /// From a reqwest builder the user configured.
+    Builder(reqwest::ClientBuilder),
+}
+
+/// A `reqwest::Client` built from its recipe the first time it is needed.
 struct LazyClient {
-    builder: std::sync::Mutex<Option<Result<reqwest::ClientBuilder, String>>>,
+    recipe: std::sync::Mutex<Option<Recipe>>,
     client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     transport: Option<Transport>,
 }
 
 impl LazyClient {
-    /// The client, built now if it was not yet.
+    /// The client, built now if it was not yet. Redirects are off whatever the recipe said.
     fn get(&self) -> Result<&reqwest::Client, ProviderError> {
         self.client
             .get_or_init(|| {
-                let builder = self
-                    .builder
+                let recipe = self
+                    .recipe
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .take();
-                match builder {
-                    Some(Ok(b)) => b.build().map_err(|e| authwire::error_chain(&e)),
-                    Some(Err(e)) => Err(e),
-                    None => Err("the HTTP client could not be built".into()),
-                }
+                let builder = match (recipe, &self.transport) {
+                    (Some(Recipe::Builder(b)), _) => b,
+                    (Some(Recipe::Transport { user_agent, direct }), Some(t)) => {
+                        t.builder(&user_agent, direct)?
+                    }
+                    _ => return Err("the HTTP client could not be built".into()),
+                };
+                builder
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| authwire::error_chain(&e))
             })
             .as_ref()
             .map_err(|e| ProviderError::permanent(format!("cannot set up the HTTP client: {e}")))

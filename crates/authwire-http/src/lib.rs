@@ -43,3 +43,8 @@ mod transport;
 pub use client::{CertificateError, CertificateProblem, HttpClient, MAX_RESPONSE_BYTES, ProxyRefused, Reply};
 pub use file::{read_credential_file, secret_header};
 pub use transport::{Transport, TransportError};
+
+/// docs/transport.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/transport.md")]
+pub struct TransportGuide;

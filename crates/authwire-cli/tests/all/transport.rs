@@ -261,3 +261,39 @@ async fn folders_follow_authwire_then_xdg_then_the_platform() {
         assert!(sb.path("home/.cache/authwire/tokens").is_dir());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reaches_the_api_through_the_same_proxy_and_ca() {
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start_tls(&idp).await;
+    let proxy = ForwardProxy::start().await;
+    let sb = Sandbox::new();
+    let cacert = sb.path("api-ca.pem");
+    std::fs::write(&cacert, api.ca_pem().unwrap()).unwrap();
+    let c = uncached(&idp);
+    let url = format!("{}/v1/items", api.url());
+
+    let untrusted = Run::new(&sb, &args(&["curl", &url], &c)).output().await;
+    assert_eq!(untrusted.code(), 4, "{}", untrusted.stderr());
+    let line = untrusted.assert_one_line_error();
+    assert!(line.contains("--cacert"), "{line}");
+    assert_eq!(api.requests(), 0);
+
+    let cacert = cacert.to_str().unwrap();
+    let ok = Run::new(
+        &sb,
+        &args(&["curl", "--cacert", cacert, "--proxy", &proxy.url(), &url], &c),
+    )
+    .output()
+    .await;
+    assert_eq!(ok.code(), 0, "{}", ok.stderr());
+    assert!(ok.stdout().contains("\"ok\":true"), "{}", ok.stdout());
+    let seen = proxy.requests();
+    let api_authority = api.url().trim_start_matches("https://").to_owned();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with(&format!("CONNECT {api_authority}"))),
+        "the API request went through the proxy: {seen:?}"
+    );
+    assert!(seen.iter().any(|r| r.contains("/token")), "{seen:?}");
+}
