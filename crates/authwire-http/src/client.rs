@@ -77,7 +77,7 @@ impl HttpClient {
     /// reqwest's types do not cross it otherwise.
     #[doc(hidden)]
     pub fn from_reqwest_builder(builder: reqwest::ClientBuilder) -> Self {
-        Self::lazy(Recipe::Builder(builder), None)
+        Self::lazy(Recipe::Builder(Box::new(builder)), None)
     }
 
     /// A client the user built (authwire-jwt's `http_client` escape hatch). Redirect answers
@@ -223,7 +223,7 @@ enum Recipe {
     /// From the client's transport.
     Transport { user_agent: String, direct: bool },
     /// From a reqwest builder the user configured.
-    Builder(reqwest::ClientBuilder),
+    Builder(Box<reqwest::ClientBuilder>),
 }
 
 /// A `reqwest::Client` built from its recipe the first time it is needed.
@@ -244,7 +244,7 @@ impl LazyClient {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .take();
                 let builder = match (recipe, &self.transport) {
-                    (Some(Recipe::Builder(b)), _) => b,
+                    (Some(Recipe::Builder(b)), _) => *b,
                     (Some(Recipe::Transport { user_agent, direct }), Some(t)) => {
                         t.builder(&user_agent, direct)?
                     }
