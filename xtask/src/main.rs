@@ -180,6 +180,7 @@ fn ci() -> Result<(), String> {
     println!("<== quick starts: ok");
 
     // Every published crate packages and builds from its own tarball (docs/RELEASING.md).
+    forget_unpacked_packages()?;
     let mut publish = cargo();
     publish.args([
         "publish",
@@ -302,6 +303,47 @@ fn platforms() -> Result<(), String> {
         }
         check.env("RUSTFLAGS", "-D warnings");
         step(&format!("cargo check --target {target} ({what})"), check)?;
+    }
+    Ok(())
+}
+
+/// Cargo verifies a `publish --workspace` dry run against a local registry of the packages it
+/// just made, and unpacks each into `$CARGO_HOME/registry/src/-<hash>/NAME-VERSION`; it never
+/// unpacks a name and version again once that folder exists. Our version stays 0.1.0 between
+/// releases, so a second dry run would build against the first one's sources (and fail, or
+/// worse, pass). The folders of our own packages in those local registries are removed first;
+/// nothing else in the cargo home is touched.
+fn forget_unpacked_packages() -> Result<(), String> {
+    let home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry/src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return Ok(());
+    };
+    let ours = published_packages()?;
+    for registry in registries.filter_map(Result::ok) {
+        // Local registries are named "-<hash>"; crates.io's "index.crates.io-<hash>".
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_ours = ours.iter().any(|p| {
+                name.strip_prefix(p.as_str())
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+            });
+            if is_ours {
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
+            }
+        }
     }
     Ok(())
 }
