@@ -309,11 +309,22 @@ fn platforms() -> Result<(), String> {
 
 /// Cargo verifies a `publish --workspace` dry run against a local registry of the packages it
 /// just made, and unpacks each into `$CARGO_HOME/registry/src/-<hash>/NAME-VERSION`; it never
-/// unpacks a name and version again once that folder exists. Our version stays 0.1.0 between
-/// releases, so a second dry run would build against the first one's sources (and fail, or
-/// worse, pass). The folders of our own packages in those local registries are removed first;
-/// nothing else in the cargo home is touched.
+/// unpacks a name and version again once that folder exists, and never rebuilds a registry
+/// crate it built before (registry crates are immutable to it). Our version stays 0.1.0
+/// between releases, so a second dry run would build against the first one's sources (and
+/// fail, or worse, pass). So, first: the folders of our own packages in those local registries
+/// are removed (nothing else in the cargo home is touched), and so are the build fingerprints
+/// of our own crates in the target folder (they are rebuilt; third-party crates are not).
 fn forget_unpacked_packages() -> Result<(), String> {
+    let fingerprints = target_dir().join("debug/.fingerprint");
+    if let Ok(entries) = std::fs::read_dir(&fingerprints) {
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with("authwire") {
+                std::fs::remove_dir_all(entry.path())
+                    .map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
+            }
+        }
+    }
     let home = env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
