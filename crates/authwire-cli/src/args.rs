@@ -105,6 +105,9 @@ pub(crate) struct Credentials {
     /// The private key (PEM, not encrypted) of --cert.
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) key: Option<PathBuf>,
+    /// The Redis server for --cache redis (`rediss://host:6379/`, or `redis://` to loopback).
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) redis_url: Option<String>,
 }
 
 impl Credentials {
@@ -146,6 +149,8 @@ impl Credentials {
         flag("cacert", self.cacert.as_ref().map(|p| p.display().to_string()));
         flag("cert", self.cert.as_ref().map(|p| p.display().to_string()));
         flag("key", self.key.as_ref().map(|p| p.display().to_string()));
+        // A Redis URL may hold a password.
+        flag("redis-url", self.redis_url.clone().filter(|u| !u.contains('@')));
         if self.allow_insecure_http {
             words.push("--allow-insecure-http".into());
         }
@@ -190,6 +195,10 @@ pub(crate) enum Command {
     /// git's credential helper (gitcredentials(7)): `get` answers for the configured hosts,
     /// `erase` forgets a rejected token, `store` is ignored.
     GitCredential(GitArgs),
+    /// Run the sidecar: programs send plain HTTP to a loopback listener, the proxy forwards each
+    /// request to the upstream over TLS with the Authorization header added (docs/proxy.md).
+    /// Without --listen, every [[proxy.route]] of the config file, one listener each.
+    Proxy(ProxyArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -206,6 +215,29 @@ pub(crate) struct TokenArgs {
     /// Refresh first if the token has less than this left (`90s`, `5m`, `2h`, `1d`, or seconds).
     #[arg(long, value_parser = parse_duration)]
     pub(crate) min_ttl: Option<Duration>,
+}
+
+/// `authwire proxy`.
+#[derive(Args)]
+pub(crate) struct ProxyArgs {
+    /// Where programs connect: a loopback address (127.0.0.1:8081) or unix:/path/to.sock
+    /// (created 0600).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
+    /// Where requests go: https://host[:port][/base/path] (the request's path and query are
+    /// joined to it byte for byte).
+    #[arg(long, value_name = "URL")]
+    pub(crate) upstream: Option<String>,
+    /// Serve Prometheus metrics at /metrics and a health check at /healthz on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
+    /// Listen on an address that is not loopback. A listener on the network lends this
+    /// workload's identity to whoever can reach it.
+    #[arg(long)]
+    pub(crate) allow_remote: bool,
+    /// How long requests in flight may take to finish after SIGTERM or SIGINT (`30s`, `2m`).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub(crate) drain_timeout: Duration,
 }
 
 /// `authwire inspect`.
@@ -297,6 +329,8 @@ pub(crate) enum CacheKind {
     File,
     /// No cache: fetch every time.
     None,
+    /// Redis (--redis-url): a fleet shares one token and one refresher.
+    Redis,
 }
 
 /// How the client authenticates.

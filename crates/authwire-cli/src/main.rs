@@ -6,6 +6,7 @@
 //! authwire curl https://api/v1/x      # the request, with the header added
 //! authwire login / logout             # browser (PKCE) or device login; logout revokes
 //! authwire inspect [TOKEN|-]          # a JWT's header and claims, its expiry in human time
+//! authwire proxy --listen ADDR --upstream URL   # the sidecar (docs/proxy.md)
 //! ```
 //!
 //! The layout, as cargo and uv keep theirs: `main.rs` parses and dispatches; `args.rs` holds
@@ -45,25 +46,37 @@ fn main() -> ExitCode {
         .to_owned();
     if name.starts_with("docker-credential-") {
         let action = argv.next().unwrap_or_default();
-        return run_as("docker-credential-authwire", docker_credential::exec(&action));
+        return run_as(
+            "docker-credential-authwire",
+            false,
+            docker_credential::exec(&action),
+        );
     }
     let cli = Cli::parse();
-    if cli.verbose {
+    let long_running = matches!(cli.command, Command::Proxy(_));
+    if cli.verbose || long_running {
         // The library's own events (refresh started, refreshed, failed): never a secret. Only
         // authwire's: the HTTP stack's connection chatter would bury the five steps.
         use tracing_subscriber::layer::SubscriberExt as _;
+        // The proxy logs its start and its failures (warn) without -v; one line per request
+        // with it.
+        let level = if cli.verbose {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        };
         let subscriber = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
-            .with_max_level(tracing::Level::DEBUG)
+            .with_max_level(level)
             .with_target(false)
             .with_ansi(colour_on_stderr())
             .without_time()
             .finish()
-            .with(tracing_subscriber::filter::Targets::new().with_target("authwire", tracing::Level::DEBUG));
+            .with(tracing_subscriber::filter::Targets::new().with_target("authwire", level));
         let _ = tracing::subscriber::set_global_default(subscriber);
     }
     let trace = Trace::new(cli.verbose);
-    run_as("authwire", dispatch(cli, &trace))
+    run_as("authwire", long_running, dispatch(cli, &trace))
 }
 
 /// Colour only for a person at a terminal, and never when `NO_COLOR` is set (no-color.org).
@@ -84,14 +97,25 @@ async fn dispatch(cli: Cli, trace: &Trace) -> Result<u8, CliError> {
         Command::Inspect(args) => inspect::exec(c, args, trace).await,
         Command::Kube(args) => kube::exec(c, args).await,
         Command::GitCredential(args) => git_credential::exec(c, args).await,
+        Command::Proxy(args) => proxy::exec(c, args).await,
         Command::Completions { shell } => completions::exec(shell),
     }
 }
 
-/// Drive `command` on a single-threaded runtime; a failure is one line on stderr, prefixed
-/// with the program's name, and its exit code.
-fn run_as(program: &str, command: impl std::future::Future<Output = Result<u8, CliError>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+/// Drive `command` on a single-threaded runtime (a multi-threaded one for a long-running
+/// server); a failure is one line on stderr, prefixed with the program's name, and its exit
+/// code.
+fn run_as(
+    program: &str,
+    multi_threaded: bool,
+    command: impl std::future::Future<Output = Result<u8, CliError>>,
+) -> ExitCode {
+    let mut builder = if multi_threaded {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{program}: cannot start: {e}");

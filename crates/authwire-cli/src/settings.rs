@@ -21,6 +21,28 @@ pub(crate) const SECRET_ENV: &str = "AUTHWIRE_CLIENT_SECRET";
 struct ConfigFile {
     #[serde(default)]
     profiles: BTreeMap<String, Profile>,
+    /// `[[proxy.route]]` tables, for `authwire proxy`.
+    #[serde(default)]
+    proxy: ProxySection,
+}
+
+/// The `[proxy]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProxySection {
+    #[serde(default)]
+    route: Vec<RouteConfig>,
+}
+
+/// One `[[proxy.route]]`: where programs connect, where requests go, whose credentials.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteConfig {
+    pub(crate) listen: String,
+    pub(crate) upstream: String,
+    pub(crate) profile: String,
+    #[serde(default)]
+    pub(crate) allow_remote: bool,
 }
 
 /// One `[profiles.NAME]` table; every field is optional and a flag overrides it.
@@ -59,6 +81,8 @@ struct Profile {
     cacert: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    /// `--redis-url`, for `cache = "redis"`.
+    redis_url: Option<String>,
 }
 
 /// The token store behind `--cache`, and how to name it to the user.
@@ -192,6 +216,16 @@ pub(crate) fn profile_names() -> Result<Vec<String>, CliError> {
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(parse_config(&path, &text)?.profiles.into_keys().collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(CliError::config(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// The `[[proxy.route]]` tables of the config file (none when there is no file).
+pub(crate) fn proxy_routes() -> Result<(PathBuf, Vec<RouteConfig>), CliError> {
+    let path = config_file()?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((path.clone(), parse_config(&path, &text)?.proxy.route)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((path, Vec::new())),
         Err(e) => Err(CliError::config(format!("cannot read {}: {e}", path.display()))),
     }
 }
@@ -344,13 +378,15 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
 
     let cache = match (c.cache, profile.cache.as_deref()) {
         (Some(k), _) => Some(k),
-        (None, Some(name)) => Some(
-            <CacheKind as clap::ValueEnum>::from_str(name, true)
-                .map_err(|_| CliError::config(format!("cache {name:?} is not keyring, file or none")))?,
-        ),
+        (None, Some(name)) => {
+            Some(<CacheKind as clap::ValueEnum>::from_str(name, true).map_err(|_| {
+                CliError::config(format!("cache {name:?} is not keyring, file, none or redis"))
+            })?)
+        }
         (None, None) => None,
     };
-    let store = open_store(cache)?;
+    let redis_url = c.redis_url.clone().or(profile.redis_url.clone());
+    let store = open_store(cache, redis_url.as_deref()).await?;
     let dpop_key = if c.dpop || profile.dpop {
         let key = dpop_key(store.as_ref(), &endpoint, &client_id).await?;
         b = b.dpop(key.clone());
@@ -423,16 +459,17 @@ async fn resolve_cloud(
     };
     let cache = match (c.cache, profile.cache.as_deref()) {
         (Some(k), _) => Some(k),
-        (None, Some(name)) => Some(
-            <CacheKind as clap::ValueEnum>::from_str(name, true)
-                .map_err(|_| CliError::config(format!("cache {name:?} is not keyring, file or none")))?,
-        ),
+        (None, Some(name)) => {
+            Some(<CacheKind as clap::ValueEnum>::from_str(name, true).map_err(|_| {
+                CliError::config(format!("cache {name:?} is not keyring, file, none or redis"))
+            })?)
+        }
         (None, None) => None,
     };
     Ok(Settings {
         oauth2: None,
         provider,
-        store: open_store(cache)?,
+        store: open_store(cache, c.redis_url.as_deref().or(profile.redis_url.as_deref())).await?,
         allow_insecure_http: c.allow_insecure_http || profile.allow_insecure_http,
         endpoint,
         client_id: String::new(),
@@ -457,6 +494,17 @@ impl Settings {
     /// The cache key of this configuration's tokens.
     pub(crate) fn cache_key(&self) -> authwire::CacheKey {
         self.provider.cache_key()
+    }
+
+    /// The authorizer for a long-running process (the proxy): a token that cannot be saved to
+    /// the store is still used (the process keeps it, rotated refresh token included), so a
+    /// store's outage does not stop requests.
+    pub(crate) fn serving_authorizer(&self) -> Authorizer {
+        let mut b = Authorizer::builder(self.provider.clone());
+        if let Some((store, _)) = &self.store {
+            b = b.store(store.clone());
+        }
+        b.build()
     }
 
     /// The authorizer for these settings. With a store, a token that cannot be saved fails the
@@ -583,9 +631,19 @@ fn keyring_store(keyring: KeyringStore) -> Result<ChosenStore, CliError> {
     ))
 }
 
-fn open_store(kind: Option<CacheKind>) -> Result<Option<ChosenStore>, CliError> {
+async fn open_store(
+    kind: Option<CacheKind>,
+    redis_url: Option<&str>,
+) -> Result<Option<ChosenStore>, CliError> {
     match kind {
         Some(CacheKind::None) => Ok(None),
+        Some(CacheKind::Redis) => {
+            let url = redis_url.ok_or_else(|| CliError::config("--cache redis needs --redis-url"))?;
+            let store = authwire_redis::RedisStore::connect(url)
+                .await
+                .map_err(|e| CliError::config(format!("--redis-url: {}", authwire::error_chain(&e))))?;
+            Ok(Some((Arc::new(store), "Redis".into())))
+        }
         Some(CacheKind::File) => file_store().map(Some),
         Some(CacheKind::Keyring) => {
             let store = KeyringStore::new("authwire");

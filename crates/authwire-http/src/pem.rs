@@ -62,6 +62,11 @@ impl PrivateKey {
         }
     }
 
+    /// The key as rustls takes it.
+    pub fn to_rustls(&self) -> PrivateKeyDer<'static> {
+        self.der.clone_key()
+    }
+
     /// Whether it is a PKCS#8 `PRIVATE KEY`.
     pub fn is_pkcs8(&self) -> bool {
         matches!(self.der, PrivateKeyDer::Pkcs8(_))

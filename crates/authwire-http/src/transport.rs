@@ -183,6 +183,46 @@ impl Transport {
         self.builder(user_agent, false).map_err(TransportError::new)
     }
 
+    /// A rustls client configuration with this transport's roots of trust (the platform's
+    /// verifier with the extra roots, or only the given roots) and client certificate, for a
+    /// connection authwire does not make through reqwest (the sidecar's upstream). `alpn` is
+    /// offered in order (`[b"h2", b"http/1.1"]`). The proxy and timeout do not apply here.
+    pub fn rustls_client_config(&self, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, TransportError> {
+        let s = &self.inner;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TransportError::new(format!("TLS versions: {e}")))?;
+        let builder = if s.only_these_roots {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in &s.roots {
+                roots
+                    .add(cert.clone())
+                    .map_err(|e| TransportError::new(format!("a CA certificate cannot be used: {e}")))?;
+            }
+            builder.with_root_certificates(roots)
+        } else {
+            let verifier =
+                rustls_platform_verifier::Verifier::new_with_extra_roots(s.roots.iter().cloned(), provider)
+                    .map_err(|e| TransportError::new(format!("the system's roots of trust: {e}")))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        };
+        let mut config = match &s.identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => {
+                let chain = pem::certificates(&id.pem).map_err(|e| TransportError::new(e.to_string()))?;
+                let key = pem::private_key(&id.pem).map_err(|e| TransportError::new(e.to_string()))?;
+                builder
+                    .with_client_auth_cert(chain, key.to_rustls())
+                    .map_err(|e| TransportError::new(format!("the client certificate and key: {e}")))?
+            }
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+
     /// A reqwest builder with these settings and `user_agent`; `direct` ignores every proxy
     /// (metadata endpoints).
     pub(crate) fn builder(&self, user_agent: &str, direct: bool) -> Result<reqwest::ClientBuilder, String> {

@@ -11,6 +11,7 @@ pub(crate) mod inspect;
 pub(crate) mod kube;
 pub(crate) mod login;
 pub(crate) mod logout;
+pub(crate) mod proxy;
 pub(crate) mod token;
 
 mod helper;

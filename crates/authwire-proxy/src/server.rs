@@ -1,0 +1,373 @@
+//! Listeners, connections and the drain: hyper-util's server (HTTP/1.1 and h2c with prior
+//! knowledge on one port, upgrades allowed), one accept loop per route, one graceful shutdown
+//! for all.
+
+use crate::ProxyError;
+use crate::client::Clients;
+use crate::metrics::{RouteMetrics, render};
+use crate::route::{Listen, Route};
+use crate::stages::{RouteState, handle};
+use authwire::Clock;
+use authwire::http::{Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Default for [`ProxyBuilder::drain_timeout`](crate::ProxyBuilder::drain_timeout).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`ProxyBuilder::upstream_timeout`](crate::ProxyBuilder::upstream_timeout).
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A proxy whose listeners are bound and serving; see [`Proxy::start`](crate::Proxy::start).
+pub struct Running {
+    routes: Vec<(String, Bound)>,
+    metrics_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    loops: Vec<JoinHandle<()>>,
+    graceful: Arc<GracefulShutdown>,
+    drain_timeout: Duration,
+    metrics: Vec<Arc<RouteMetrics>>,
+}
+
+/// Where a route ended up listening.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// A TCP address (with the port the OS chose for port 0).
+    Tcp(SocketAddr),
+    /// A unix socket.
+    Unix(std::path::PathBuf),
+}
+
+impl Running {
+    /// The TCP address route `name` listens on (the OS's choice for port 0).
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.routes.iter().find_map(|(n, b)| match b {
+            Bound::Tcp(addr) if n == name => Some(*addr),
+            _ => None,
+        })
+    }
+
+    /// Where every route listens, by name.
+    pub fn bound(&self) -> &[(String, Bound)] {
+        &self.routes
+    }
+
+    /// The metrics listener's address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Requests answered so far, all routes (for tests and status lines).
+    pub fn requests_answered(&self) -> u64 {
+        self.metrics.iter().map(|m| m.answers()).sum()
+    }
+
+    /// Stop accepting, let requests in flight finish for up to the drain timeout, then close
+    /// what is left. Returns whether every connection finished in time.
+    pub async fn shutdown(self) -> bool {
+        let _ = self.stop.send(true);
+        for l in self.loops {
+            let _ = l.await;
+        }
+        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
+            return false;
+        };
+        let drained = tokio::time::timeout(self.drain_timeout, graceful.shutdown())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!("drain timeout: connections still open were closed");
+        }
+        drained
+    }
+
+    /// Serve until SIGTERM or SIGINT (Ctrl-C), then [`shutdown`](Self::shutdown).
+    pub async fn run_until_signal(self) -> bool {
+        wait_for_signal().await;
+        tracing::info!("stopping: no new connections; draining those in flight");
+        self.shutdown().await
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Bind every route and the metrics listener, then serve.
+pub(crate) async fn start(
+    routes: Vec<Route>,
+    metrics_addr: Option<SocketAddr>,
+    clock: Arc<dyn Clock>,
+    upstream_timeout: Duration,
+    drain_timeout: Duration,
+) -> Result<Running, ProxyError> {
+    if routes.is_empty() {
+        return Err(ProxyError::config("no route to serve"));
+    }
+    for r in &routes {
+        r.check()?;
+    }
+    let (stop, _) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut bound = Vec::new();
+    let mut loops = Vec::new();
+    let mut all_metrics = Vec::new();
+    for route in routes {
+        let metrics = Arc::new(RouteMetrics::new(&route.name, route.authorizer.clone()));
+        all_metrics.push(metrics.clone());
+        let state = Arc::new(RouteState {
+            clients: Clients::new(&route)?,
+            metrics,
+            clock: clock.clone(),
+            upstream_timeout,
+            route,
+        });
+        let name = state.route.name.clone();
+        let listener = Listener::bind(&state.route.listen, &name).await?;
+        bound.push((name, listener.bound()));
+        loops.push(tokio::spawn(accept_loop(
+            listener,
+            state,
+            stop.subscribe(),
+            graceful.clone(),
+        )));
+    }
+    let metrics_bound = match metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ProxyError::config(format!("metrics: cannot listen on {addr}: {e}")))?;
+            let local = listener.local_addr().ok();
+            loops.push(tokio::spawn(metrics_loop(
+                listener,
+                all_metrics.clone(),
+                stop.subscribe(),
+            )));
+            local
+        }
+        None => None,
+    };
+    for (name, b) in &bound {
+        tracing::info!(route = %name, listen = ?b, "listening");
+    }
+    Ok(Running {
+        routes: bound,
+        metrics_addr: metrics_bound,
+        stop,
+        loops,
+        graceful,
+        drain_timeout,
+        metrics: all_metrics,
+    })
+}
+
+/// A bound listener of either kind.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    async fn bind(listen: &Listen, route: &str) -> Result<Self, ProxyError> {
+        match listen {
+            Listen::Tcp(addr) => tokio::net::TcpListener::bind(addr)
+                .await
+                .map(Self::Tcp)
+                .map_err(|e| ProxyError::config(format!("route {route}: cannot listen on {addr}: {e}"))),
+            #[cfg(unix)]
+            Listen::Unix(path) => bind_unix(path, route).map(|l| Self::Unix(l, path.clone())),
+            #[cfg(not(unix))]
+            Listen::Unix(path) => Err(ProxyError::config(format!(
+                "route {route}: unix sockets ({}) are not available on this platform",
+                path.display()
+            ))),
+        }
+    }
+
+    fn bound(&self) -> Bound {
+        match self {
+            Self::Tcp(l) => Bound::Tcp(
+                l.local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            ),
+            #[cfg(unix)]
+            Self::Unix(_, path) => Bound::Unix(path.clone()),
+        }
+    }
+}
+
+/// A unix socket at `path`, `0600` from the moment it has that name: bound under a random
+/// name beside it, made private, then renamed into place. A stale socket at `path` is
+/// replaced; anything else there (a file, a folder, a symbolic link) is refused.
+#[cfg(unix)]
+fn bind_unix(path: &std::path::Path, route: &str) -> Result<tokio::net::UnixListener, ProxyError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let fail = |what: &str, e: std::io::Error| {
+        ProxyError::config(format!("route {route}: cannot {what} {}: {e}", path.display()))
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| fail("replace", e))?
+        }
+        Ok(_) => {
+            return Err(ProxyError::config(format!(
+                "route {route}: {} exists and is not a socket: not replaced",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail("inspect", e)),
+    }
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| ProxyError::config(format!("route {route}: {} names no file", path.display())))?;
+    let temp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        authwire::random::hex(8)
+    ));
+    let listener = tokio::net::UnixListener::bind(&temp).map_err(|e| fail("listen on", e))?;
+    let private = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = private {
+        let _ = std::fs::remove_file(&temp);
+        return Err(fail("make private", e));
+    }
+    Ok(listener)
+}
+
+/// Accept connections until told to stop; serve each with HTTP/1.1 or h2c, watched by the
+/// graceful shutdown.
+async fn accept_loop(
+    listener: Listener,
+    state: Arc<RouteState>,
+    mut stop: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        match accepted {
+            Ok(io) => serve(io, state.clone(), &graceful),
+            Err(e) => {
+                // Out of descriptors, say: pause rather than spin.
+                tracing::warn!(route = %state.route.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // Dropping the listener closes it (a unix socket's file is removed).
+    #[cfg(unix)]
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A connection from either kind of listener.
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Conn> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, _) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Conn::Tcp(stream))
+        }
+        #[cfg(unix)]
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
+    }
+}
+
+fn serve(conn: Conn, state: Arc<RouteState>, graceful: &GracefulShutdown) {
+    let watcher = graceful.watcher();
+    let service = hyper::service::service_fn(move |request| handle(state.clone(), request));
+    tokio::spawn(async move {
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let result = match conn {
+            Conn::Tcp(s) => {
+                watcher
+                    .watch(builder.serve_connection_with_upgrades(TokioIo::new(s), service))
+                    .await
+            }
+            #[cfg(unix)]
+            Conn::Unix(s) => {
+                watcher
+                    .watch(builder.serve_connection_with_upgrades(TokioIo::new(s), service))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            // A client that went away, or spoke something that is not HTTP: hyper answered it.
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
+}
+
+/// `/metrics` (Prometheus text) and `/healthz` on their own listener, HTTP/1.1.
+async fn metrics_loop(
+    listener: tokio::net::TcpListener,
+    routes: Vec<Arc<RouteMetrics>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let routes = Arc::new(routes);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let routes = routes.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let routes = routes.clone();
+            async move {
+                let (status, kind, body) = match request.uri().path() {
+                    "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", render(&routes)),
+                    "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+                    _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+                };
+                let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                *response.status_mut() = status;
+                response.headers_mut().insert(
+                    authwire::http::header::CONTENT_TYPE,
+                    authwire::http::HeaderValue::from_static(kind),
+                );
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

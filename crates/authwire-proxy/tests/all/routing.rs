@@ -1,0 +1,231 @@
+//! What reaches the upstream: the route's token (never the program's), the path and query byte
+//! for byte under the base path, no hop-by-hop header; replays; one fetch for many rejections.
+
+use super::*;
+use authwire::secrecy::ExposeSecret as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_gets_the_routes_token_and_the_path_byte_for_byte() {
+    let idp = IdentityServer::start().await;
+    let upstream = Upstream::start().await;
+    let auth = authorizer(&idp);
+    let (running, addr) = proxy_to(&format!("{}/base/", upstream.url()), auth.clone()).await;
+
+    let client = reqwest::Client::new();
+    let answer = client
+        .get(format!("http://{addr}/items/%2F..%2Fx;p?b=2&a=1&a=%20&empty="))
+        .header("authorization", "Bearer the-programs-own-token")
+        .header("dpop", "a-programs-proof")
+        .header("proxy-authorization", "Basic c2VjcmV0")
+        .header("connection", "x-private")
+        .header("x-private", "hop")
+        .header("x-kept", "end-to-end")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(
+        answer.headers().get("x-hop").is_none(),
+        "a header the upstream's Connection names is dropped"
+    );
+    assert!(answer.headers().get("proxy-authenticate").is_none());
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert_eq!(s.target, "/base/items/%2F..%2Fx;p?b=2&a=1&a=%20&empty=");
+    let token = auth.token().await.unwrap();
+    assert_eq!(
+        s.headers["authorization"],
+        format!("Bearer {}", token.access_token().expose_secret()).as_str()
+    );
+    assert_eq!(
+        s.headers.get_all("authorization").iter().count(),
+        1,
+        "replaced, not joined"
+    );
+    assert!(s.headers.get("dpop").is_none() && s.headers.get("proxy-authorization").is_none());
+    assert!(s.headers.get("x-private").is_none());
+    assert_eq!(s.headers["x-kept"], "end-to-end");
+    assert_eq!(
+        s.headers["host"],
+        upstream.addr.to_string().as_str(),
+        "the upstream's Host"
+    );
+    assert_eq!(idp.tokens_issued(), 1);
+
+    // An absolute-form request naming another host still goes to the upstream, path only.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(
+        b"GET http://evil.example/steal?x=1 HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    raw.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(upstream.seen()[1].target, "/base/steal?x=1");
+    assert_eq!(
+        upstream.seen()[1].headers["host"],
+        upstream.addr.to_string().as_str()
+    );
+    assert!(running.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_is_refreshed_once_and_the_request_replayed() {
+    let idp = IdentityServer::start().await;
+    let upstream = Upstream::start().await;
+    let (running, addr) = proxy_to(&upstream.url(), authorizer(&idp)).await;
+    let client = reqwest::Client::new();
+
+    // Warm up: one token.
+    client.get(format!("http://{addr}/warm")).send().await.unwrap();
+    assert_eq!(idp.tokens_issued(), 1);
+
+    // A small body is kept and replayed with a new token.
+    upstream.reject_next(1);
+    let answer = client
+        .post(format!("http://{addr}/orders"))
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "replayed after a refresh");
+    assert_eq!(idp.tokens_issued(), 2);
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!((seen[1].body_len, seen[2].body_len), (1000, 1000));
+    assert_eq!(
+        (seen[1].method.as_str(), seen[2].method.as_str()),
+        ("POST", "POST")
+    );
+    assert_ne!(seen[1].headers["authorization"], seen[2].headers["authorization"]);
+
+    // A body over 64 KiB streams and is not replayed: the 401 goes back.
+    upstream.reject_next(1);
+    let big = client
+        .post(format!("http://{addr}/orders"))
+        .body(vec![b'y'; authwire_proxy::REPLAY_LIMIT + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 401);
+    assert_eq!(upstream.seen().len(), 4, "not sent again");
+
+    let metrics = reqwest::get(format!("http://{}/metrics", running.metrics_addr().unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authwire_proxy_replays_total{route=\"r\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authwire_proxy_requests_total{route=\"r\",class=\"4xx\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authwire_proxy_requests_total{route=\"r\",class=\"2xx\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authwire_proxy_token_expires_in_seconds{route=\"r\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("authwire_proxy_upstream_duration_seconds_bucket{route=\"r\",le=\"+Inf\"}"));
+    assert!(
+        !metrics.contains(SECRET) && !metrics.contains("Bearer"),
+        "never a secret"
+    );
+    let health = reqwest::get(format!("http://{}/healthz", running.metrics_addr().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_rejections_cause_one_fetch() {
+    let idp = IdentityServer::start().await;
+    let upstream = Upstream::start().await;
+    let auth = authorizer(&idp);
+    let (_running, addr) = proxy_to(&upstream.url(), auth.clone()).await;
+    let client = reqwest::Client::new();
+    client.get(format!("http://{addr}/warm")).send().await.unwrap();
+    assert_eq!(idp.tokens_issued(), 1);
+
+    // The upstream now rejects the current token (revoked, say), and only it.
+    let current = auth.authorization_header().await.unwrap();
+    *upstream.script.reject_header.lock().unwrap() = Some(current.to_str().unwrap().to_owned());
+    let calls = (0..32).map(|i| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("http://{addr}/c/{i}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let statuses = futures_join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        idp.tokens_issued(),
+        2,
+        "32 rejections of one token: one new token"
+    );
+    for i in 0..32 {
+        let sends = upstream
+            .seen()
+            .iter()
+            .filter(|s| s.target == format!("/c/{i}"))
+            .count();
+        assert!(
+            (1..=2).contains(&sends),
+            "/c/{i} was sent {sends} times: at most one replay"
+        );
+    }
+}
+
+/// `join_all` without a futures dependency.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_off_loopback_and_plain_http_upstreams_are_refused_by_name() {
+    let idp = IdentityServer::start().await;
+    let remote = Route::new(
+        "r",
+        "0.0.0.0:0".parse().unwrap(),
+        "https://api.example",
+        authorizer(&idp),
+    )
+    .unwrap();
+    let e = Proxy::builder().route(remote).start().await.err().unwrap();
+    assert!(e.to_string().contains("--allow-remote"), "{e}");
+
+    let plain = Route::new(
+        "r",
+        "127.0.0.1:0".parse().unwrap(),
+        "http://api.example",
+        authorizer(&idp),
+    )
+    .unwrap();
+    let e = Proxy::builder().route(plain).start().await.err().unwrap();
+    assert!(e.to_string().contains("--allow-insecure-http"), "{e}");
+    assert_eq!(idp.token_requests(), 0);
+}
