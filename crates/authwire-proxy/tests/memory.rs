@@ -144,7 +144,7 @@ async fn a_gibibyte_each_way_keeps_memory_flat() {
     let after_download = rss_kib();
 
     let growth = after_upload.max(after_download).saturating_sub(before);
-    println!(
+    eprintln!(
         "RSS before {before} KiB, after 1 GiB up {after_upload} KiB, after 1 GiB down {after_download} KiB"
     );
     assert!(
