@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 mod browser_login;
 mod cloud;
 mod helpers;
+mod proxy;
 mod transport;
 
 /// A private HOME, config and cache folder for one test.
