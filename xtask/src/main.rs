@@ -13,6 +13,7 @@
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
 mod advisories;
+mod bench_proxy;
 mod deps;
 mod docs;
 mod examples;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("bench-proxy") => bench_proxy::run(&root(), &target_dir()),
         Some("demo") => demo(),
         Some("idp") => idp(&args[1..]),
         Some("soak") => soak(&args[1..]),
@@ -63,6 +65,7 @@ fn usage() {
          idp [--port N]  a loopback identity provider and API to try authwire on, until Ctrl-C; prints\n                  ready-to-paste commands for each grant (docs/cli.md)\n  \
          ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
+         bench-proxy     authwire proxy against nginx in front of one upstream, loaded by wrk (needs nginx and\n                  wrk; see docs/PERFORMANCE.md)\n  \
          deps            list dependencies declared but never used (part of ci)\n  \
          advisories      Cargo.lock against the RustSec advisory database in ../shared/advisory-db, offline (part of ci)\n  \
          docs            the docs match the code: a README row per crate, no CLI flag that does not exist (part of ci)\n  \
