@@ -217,7 +217,11 @@ pub(crate) fn run(root: &Path, target: &Path) -> Result<(), String> {
     println!("| --- | --- | --- | --- | --- |");
     for connections in [64u32, 1] {
         for (name, url, header) in [
-            ("direct to the upstream", &direct, Some("Authorization: Bearer static")),
+            (
+                "direct to the upstream",
+                &direct,
+                Some("Authorization: Bearer static"),
+            ),
             ("nginx adding a static header", &via_nginx, None),
             ("authwire proxy", &via_proxy, None),
         ] {

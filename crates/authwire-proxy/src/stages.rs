@@ -125,6 +125,8 @@ pub(crate) fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, Failure> {
         .map_err(|_| Failure::BadRequest("the request path cannot be joined to the upstream URL"))
 }
 
+const DPOP_NONCE: &str = "dpop-nonce";
+
 /// The headers RFC 9110 section 7.6.1 calls hop-by-hop, beside those `Connection` names.
 const HOP_BY_HOP: [&str; 6] = [
     "connection",
@@ -138,16 +140,18 @@ const HOP_BY_HOP: [&str; 6] = [
 /// Drop hop-by-hop headers: those `Connection` lists, the fixed ones, every `Proxy-*`. With
 /// `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is set (a WebSocket handshake).
 fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            if !(keep_upgrade && name == header::UPGRADE) {
+                headers.remove(name);
+            }
         }
     }
     let te_trailers = headers
@@ -159,13 +163,16 @@ fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(name);
     }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
+    // Most requests carry no `Proxy-*` header: look before allocating.
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
     }
     // `TE: trailers` is end to end in HTTP/2, and gRPC needs it.
     if te_trailers {
@@ -244,9 +251,12 @@ async fn judge(
     sent: &HeaderValue,
     replayable: bool,
 ) -> Option<authwire::request::Retry> {
-    let answer = Answer::new(response.status(), response.headers())
-        .for_target(target)
-        .replayable(replayable);
+    let mut answer = Answer::new(response.status(), response.headers()).replayable(replayable);
+    // The origin matters only to DPoP nonces (one to remember, or a challenge to answer); it
+    // costs an allocation, so it is named only when the answer could carry one.
+    if response.status() == StatusCode::UNAUTHORIZED || response.headers().contains_key(DPOP_NONCE) {
+        answer = answer.for_target(target);
+    }
     match state
         .route
         .authorizer

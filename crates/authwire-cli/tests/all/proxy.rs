@@ -193,3 +193,48 @@ async fn a_listener_off_loopback_is_refused_in_one_line() {
     assert!(plain.assert_one_line_error().contains("--allow-insecure-http"));
     assert_eq!(idp.token_requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_sidecars_on_one_redis_fetches_one_token() {
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    let redis = authwire_testkit::RedisServer::start().await;
+    let sb = Sandbox::new();
+    let redis_url = redis.url();
+    let mut ports = Vec::new();
+    let mut children = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let flags = [
+            "proxy",
+            "--listen",
+            &listen,
+            "--upstream",
+            &api.url(),
+            "--token-url",
+            &idp.token_url(),
+            "--client-id",
+            Client::CONFIDENTIAL_ID,
+            "--cache",
+            "redis",
+            "--redis-url",
+            &redis_url,
+        ];
+        children.push(Run::new(&sb, &flags).spawn());
+        ports.push(port);
+    }
+    for port in &ports {
+        listening(*port).await;
+    }
+    for round in 0..3 {
+        for port in &ports {
+            let answer = reqwest::get(format!("http://127.0.0.1:{port}/v1/items/{round}"))
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200);
+        }
+    }
+    assert_eq!(idp.tokens_issued(), 1, "three sidecars, one token");
+    drop(children);
+}

@@ -229,3 +229,43 @@ async fn listeners_off_loopback_and_plain_http_upstreams_are_refused_by_name() {
     assert!(e.to_string().contains("--allow-insecure-http"), "{e}");
     assert_eq!(idp.token_requests(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_token_gets_a_fresh_dpop_proof_per_request_and_a_nonce_is_answered() {
+    let idp = IdentityServer::start().await;
+    let api = authwire_testkit::ResourceServer::start(&idp).await;
+    let key = authwire_oauth2::DpopKey::generate_es256().unwrap();
+    let provider = idp.confidential_client().dpop(key).build().unwrap();
+    let (_running, addr) = proxy_to(&api.url(), Authorizer::new(provider)).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let answer = client
+            .get(format!("http://{addr}/v1/items/{i}"))
+            .header("dpop", "a-programs-own-proof")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    }
+    assert_eq!(
+        api.dpop_proofs_verified(),
+        3,
+        "one fresh proof per request (htm, htu, ath, jti)"
+    );
+    let seen = api.dpop_proofs_seen();
+    assert!(
+        !seen.iter().any(|p| p == "a-programs-own-proof"),
+        "the program's proof never left"
+    );
+
+    // The API asks for a nonce: answered with one replay.
+    api.require_dpop_nonce("n-1");
+    let answer = client
+        .get(format!("http://{addr}/v1/items/nonce"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(api.dpop_nonce_challenges(), 1);
+    assert_eq!(idp.tokens_issued(), 1, "a nonce is not a new token");
+}
