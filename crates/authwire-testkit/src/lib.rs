@@ -33,6 +33,7 @@ pub mod conformance;
 mod doubles;
 mod dpop;
 mod gcp;
+mod grpc;
 mod idp;
 mod ledger;
 mod proxy;
@@ -52,6 +53,7 @@ pub use gcp::{
     GCP_KEY_ID, GCP_SERVICE_ACCOUNT, GCP_USER_CLIENT_ID, GCP_USER_CLIENT_SECRET, GCP_USER_REFRESH_TOKEN,
     GCP_WIF_AUDIENCE, GcpEmulator,
 };
+pub use grpc::{GrpcEcho, RawCodec};
 pub use idp::{Approval, Client, Fault, IdentityServer, IdentityServerBuilder, Settings};
 pub use proxy::ForwardProxy;
 pub use raw::{Misbehavior, RawServer};

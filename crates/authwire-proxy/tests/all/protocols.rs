@@ -214,3 +214,95 @@ async fn bodies_stream_both_ways() {
     let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(echo["body_len"], 8 * 1024 * 1024);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tonic_client_through_the_proxy_never_sees_the_revoked_token() {
+    use authwire_testkit::{GrpcEcho, RawCodec, SequenceProvider};
+    let echo = GrpcEcho::default();
+    let (upstream, _server) = echo.serve().await;
+    let provider = SequenceProvider::new(
+        "grpc",
+        std::time::Duration::from_secs(3600),
+        authwire::SystemClock,
+    );
+    let (_running, addr) = proxy_to(&format!("http://{upstream}"), Authorizer::new(provider.clone())).await;
+
+    // A real tonic channel speaks h2c to the proxy; the proxy speaks h2c to tonic's server.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let reply = client
+        .unary(
+            tonic::Request::new(Bytes::from_static(b"ping")),
+            hyper::http::uri::PathAndQuery::from_static("/test.Echo/Say"),
+            RawCodec,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.into_inner(),
+        Bytes::from_static(b"pong"),
+        "UNAUTHENTICATED was answered by a replay"
+    );
+    assert_eq!(provider.calls(), 2);
+    assert_eq!(
+        echo.seen(),
+        [
+            Some("Bearer access-1".to_owned()),
+            Some("Bearer access-2".to_owned())
+        ]
+    );
+}
+
+// The handshake callback's error type is tungstenite's (large); it never errs here.
+#[allow(clippy::result_large_err)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_talks_to_a_websocket_server_through_the_proxy() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let idp = IdentityServer::start().await;
+    // A WebSocket echo server that records the Authorization of its handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Option<String>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let callback =
+            |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+             response: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                *record.lock().unwrap() = request
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Ok(response)
+            };
+        let mut ws = tokio_tungstenite::accept_hdr_async(stream, callback)
+            .await
+            .unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_text() || message.is_binary() {
+                ws.send(message).await.unwrap();
+            }
+        }
+    });
+    let (_running, addr) = proxy_to(&format!("http://{upstream}"), authorizer(&idp)).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async(format!("ws://{addr}/socket"), stream)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    for text in ["hello", "through", "the proxy"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+    ws.close(None).await.unwrap();
+    let authorization = seen.lock().unwrap().clone().unwrap_or_default();
+    assert!(authorization.starts_with("Bearer "), "{authorization}");
+}
