@@ -143,3 +143,18 @@ async fn request_smuggling_attempts_are_refused_and_carry_no_token_anywhere() {
         "nothing smuggled reached the upstream: {smuggled:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_not_a_tunnel_to_anywhere() {
+    let idp = IdentityServer::start().await;
+    let upstream = Upstream::start().await;
+    let (_running, addr) = proxy_to(&upstream.url(), authorizer(&idp)).await;
+    let answers = raw(
+        addr,
+        b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
+    )
+    .await;
+    assert!(answers.starts_with("HTTP/1.1 400"), "{answers}");
+    assert!(upstream.seen().is_empty(), "nothing went upstream");
+    assert_eq!(idp.token_requests(), 0, "no token was even fetched");
+}
