@@ -100,10 +100,21 @@ impl ServiceAccountKey {
         })
     }
 
-    /// Ask for this scope (repeatable).
+    /// Ask for this scope (repeatable). With none, the token asks for
+    /// [`CLOUD_PLATFORM_SCOPE`](crate::CLOUD_PLATFORM_SCOPE), as Google's own libraries' builders
+    /// do (Google's token endpoint answers an assertion without a scope with `invalid_scope`).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scopes.push(scope.into());
         self
+    }
+
+    /// The scopes asked for: those given, else cloud-platform.
+    fn scopes(&self) -> Vec<String> {
+        if self.scopes.is_empty() {
+            vec![crate::CLOUD_PLATFORM_SCOPE.to_owned()]
+        } else {
+            self.scopes.clone()
+        }
     }
 
     /// Act as this Workspace user (domain-wide delegation: the JWT's `sub`).
@@ -185,13 +196,8 @@ impl IdentityProvider for ServiceAccountKey {
         if let Some(mode) = &self.self_signed {
             claims.insert("sub".into(), self.client_email.clone().into());
             match mode {
-                SelfSigned::Scopes if self.scopes.is_empty() => {
-                    return Err(ProviderError::permanent(
-                        "a self-signed JWT needs a scope (or self_signed_jwt_for an audience)",
-                    ));
-                }
                 SelfSigned::Scopes => {
-                    claims.insert("scope".into(), self.scopes.join(" ").into());
+                    claims.insert("scope".into(), self.scopes().join(" ").into());
                 }
                 SelfSigned::Audience(aud) => {
                     claims.insert("aud".into(), aud.clone().into());
@@ -204,9 +210,7 @@ impl IdentityProvider for ServiceAccountKey {
         // https://oauth2.googleapis.com/token", whatever `token_uri` the request goes to (and
         // google-auth does the same).
         claims.insert("aud".into(), crate::GOOGLE_TOKEN_URL.into());
-        if !self.scopes.is_empty() {
-            claims.insert("scope".into(), self.scopes.join(" ").into());
-        }
+        claims.insert("scope".into(), self.scopes().join(" ").into());
         if let Some(sub) = &self.subject {
             claims.insert("sub".into(), sub.clone().into());
         }
@@ -224,7 +228,7 @@ impl IdentityProvider for ServiceAccountKey {
     }
 
     fn cache_key(&self) -> CacheKey {
-        let mut scopes = self.scopes.clone();
+        let mut scopes = self.scopes();
         scopes.sort();
         CacheKey::new(format!(
             "gcp-service-account|{}|{}|key={}|sub={}|self-signed={:?}|scope={}",

@@ -605,3 +605,26 @@ async fn the_transport_carries_token_requests_and_never_metadata_requests() {
     assert!(gcp.metadata_requests() >= 1);
     assert_eq!(proxy.requests().len(), 1, "{:?}", proxy.requests());
 }
+
+/// Issue 30: the first thing a new user tries. `default_credentials()` over a key file with no
+/// `.scope(..)` asks for cloud-platform, as google-cloud-auth's builders do; before, the
+/// assertion had no `scope` claim and Google's token endpoint (and the emulator) answered
+/// `invalid_scope`.
+#[tokio::test]
+async fn a_key_file_through_default_credentials_with_no_scope_asks_for_cloud_platform() {
+    let gcp = GcpEmulator::start().await;
+    let dir = TempDir::new("gcp-default-scope");
+    let key = dir.write("sa.json", &gcp.service_account_key_json());
+    let key = key.to_str().unwrap().to_owned();
+    let found =
+        default_credentials_in(move |name| (name == "GOOGLE_APPLICATION_CREDENTIALS").then(|| key.clone()))
+            .await
+            .unwrap();
+    assert_eq!(found.kind(), "service_account");
+    let token = found.fetch_token(None).await.unwrap();
+    assert_eq!(
+        gcp.check_token(token.access_token().expose_secret()).as_deref(),
+        Some(GCP_SERVICE_ACCOUNT)
+    );
+    assert_eq!(gcp.last_scopes().as_deref(), Some(CLOUD_PLATFORM_SCOPE));
+}
