@@ -1,7 +1,7 @@
 //! Application Default Credentials: the order Google's client libraries look in.
 
 use crate::metadata::{METADATA_IP, PROBE_TIMEOUT, probe};
-use crate::{AuthorizedUser, ExternalAccount, GcpError, MetadataServer, ServiceAccountKey};
+use crate::{AuthorizedUser, ExternalAccount, GcloudCli, GcpError, MetadataServer, ServiceAccountKey};
 use authwire::{CacheKey, IdentityProvider, ProofKey, ProofOfPossession, ProviderError, Token, async_trait};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +18,8 @@ pub enum GcpCredentials {
     ExternalAccount(ExternalAccount),
     /// The metadata server.
     Metadata(MetadataServer),
+    /// `gcloud`'s logged-in account (last in the chain).
+    Gcloud(GcloudCli),
 }
 
 impl GcpCredentials {
@@ -54,6 +56,8 @@ impl GcpCredentials {
             Self::AuthorizedUser(p) => Self::AuthorizedUser(p.scope(scope)),
             Self::ExternalAccount(p) => Self::ExternalAccount(p.scope(scope)),
             Self::Metadata(p) => Self::Metadata(p.scope(scope)),
+            // gcloud's token has gcloud's scopes (cloud-platform and its own).
+            Self::Gcloud(p) => Self::Gcloud(p),
         }
     }
 
@@ -65,6 +69,8 @@ impl GcpCredentials {
             Self::AuthorizedUser(p) => Self::AuthorizedUser(p.transport(transport)),
             Self::ExternalAccount(p) => Self::ExternalAccount(p.transport(transport)),
             Self::Metadata(p) => Self::Metadata(p.transport(transport)),
+            // gcloud makes its own requests, with its own proxy settings.
+            Self::Gcloud(p) => Self::Gcloud(p),
         }
     }
 
@@ -76,6 +82,7 @@ impl GcpCredentials {
             Self::AuthorizedUser(_) => "authorized_user",
             Self::ExternalAccount(_) => "external_account",
             Self::Metadata(_) => "metadata_server",
+            Self::Gcloud(_) => "gcloud_cli",
         }
     }
 
@@ -85,6 +92,7 @@ impl GcpCredentials {
             Self::AuthorizedUser(p) => p,
             Self::ExternalAccount(p) => p,
             Self::Metadata(p) => p,
+            Self::Gcloud(p) => p,
         }
     }
 }
@@ -119,7 +127,8 @@ pub async fn default_credentials() -> Result<GcpCredentials, GcpError> {
 ///    `~/.config/gcloud/application_default_credentials.json` (`%APPDATA%\gcloud` on Windows);
 /// 3. the metadata server, if it answers a probe within [`PROBE_TIMEOUT`] at
 ///    `GCE_METADATA_IP`, `GCE_METADATA_HOST` or 169.254.169.254 (skipped when
-///    `NO_GCE_CHECK=true`).
+///    `NO_GCE_CHECK=true`);
+/// 4. `gcloud` on `PATH` ([`GcloudCli`]), as gcp_auth does.
 pub async fn default_credentials_in(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<GcpCredentials, GcpError> {
@@ -130,16 +139,26 @@ pub async fn default_credentials_in(
     if let Some(path) = well_known_file(&var).filter(|p| p.is_file()) {
         return GcpCredentials::from_file(path);
     }
-    if var("NO_GCE_CHECK").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Err(GcpError::NotFound);
+    if !var("NO_GCE_CHECK").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        let probe_host = var("GCE_METADATA_IP")
+            .or_else(|| var("GCE_METADATA_HOST"))
+            .unwrap_or_else(|| METADATA_IP.to_owned());
+        if probe(&format!("http://{probe_host}"), PROBE_TIMEOUT).await {
+            return Ok(GcpCredentials::Metadata(MetadataServer::from_env(&var)));
+        }
     }
-    let probe_host = var("GCE_METADATA_IP")
-        .or_else(|| var("GCE_METADATA_HOST"))
-        .unwrap_or_else(|| METADATA_IP.to_owned());
-    if probe(&format!("http://{probe_host}"), PROBE_TIMEOUT).await {
-        return Ok(GcpCredentials::Metadata(MetadataServer::from_env(&var)));
+    match on_path(&var, if cfg!(windows) { "gcloud.cmd" } else { "gcloud" }) {
+        Some(gcloud) => Ok(GcpCredentials::Gcloud(GcloudCli::new().program(gcloud))),
+        None => Err(GcpError::NotFound),
     }
-    Err(GcpError::NotFound)
+}
+
+/// `program` in one of `PATH`'s folders, if it is there.
+fn on_path(var: &dyn Fn(&str) -> Option<String>, program: &str) -> Option<PathBuf> {
+    let path = var("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 fn well_known_file(var: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {

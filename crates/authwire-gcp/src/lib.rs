@@ -10,10 +10,12 @@
 //! | [`ExternalAccount`] | workload identity federation | a file naming a subject token source, Google's STS, optional impersonation |
 //! | [`MetadataServer`] | the VM's, pod's or service's identity | GCE, GKE, Cloud Run, Cloud Functions |
 //! | [`MetadataIdToken`] | an ID token for an audience | the metadata server (Cloud Run, IAP) |
+//! | [`GcloudCli`] | the person logged in with `gcloud auth login` | `gcloud config config-helper` |
 //!
 //! [`default_credentials`] picks one in Application Default Credentials order:
 //! `GOOGLE_APPLICATION_CREDENTIALS`, then gcloud's well-known file, then the metadata server
-//! (probed with a short, bounded timeout, so a laptop does not hang).
+//! (probed with a short, bounded timeout, so a laptop does not hang), then `gcloud` itself
+//! when it is on `PATH` (as gcp_auth does).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,6 +32,7 @@
 
 mod adc;
 mod external_account;
+mod gcloud;
 mod http;
 mod metadata;
 mod service_account;
@@ -37,6 +40,7 @@ mod user;
 
 pub use adc::{GcpCredentials, default_credentials, default_credentials_in};
 pub use external_account::ExternalAccount;
+pub use gcloud::{GCLOUD_TIMEOUT, GcloudCli};
 pub use metadata::{METADATA_HOST, METADATA_IP, MetadataIdToken, MetadataServer, PROBE_TIMEOUT};
 
 // Public for the fuzz targets of authwire-reliability only; not part of the API.
@@ -94,7 +98,7 @@ impl fmt::Display for GcpError {
                 "credentials of type {kind:?} are not supported (service_account, authorized_user and external_account with file or URL sources are)"
             ),
             GcpError::NotFound => f.write_str(
-                "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a key file, run `gcloud auth application-default login`, or run on Google Cloud (no metadata server answered: not on GCE?)",
+                "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a key file, run `gcloud auth application-default login` (or install gcloud and run `gcloud auth login`), or run on Google Cloud (no metadata server answered: not on GCE?)",
             ),
             GcpError::Url(why) => f.write_str(why),
         }

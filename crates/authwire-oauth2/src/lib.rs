@@ -61,6 +61,7 @@ pub mod dpop;
 mod exchange;
 mod form;
 mod grants;
+pub mod process;
 mod provider;
 mod response;
 pub mod transport;

@@ -628,3 +628,94 @@ async fn a_key_file_through_default_credentials_with_no_scope_asks_for_cloud_pla
     );
     assert_eq!(gcp.last_scopes().as_deref(), Some(CLOUD_PLATFORM_SCOPE));
 }
+
+/// A fake `gcloud` written by the test: a shell script named `gcloud` in its own folder.
+#[cfg(unix)]
+fn fake_program(dir: &TempDir, name: &str, script: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.write(name, &format!("#!/bin/sh\n{script}\n"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn gcloud_config_helper_gives_a_token_once_and_its_failures_are_said() {
+    use authwire_gcp::GcloudCli;
+    let dir = TempDir::new("gcloud");
+    let calls = dir.path().join("calls");
+    // gcloud's documented shape (`gcloud config config-helper --format=json`), trimmed.
+    let gcloud = fake_program(
+        &dir,
+        "gcloud",
+        &format!(
+            "[ \"$1 $2 $3\" = \"config config-helper --format=json\" ] || exit 9\necho x >> {}\ncat <<'JSON'\n{{\"configuration\": {{\"active_configuration\": \"default\", \"properties\": {{\"core\": {{\"account\": \"dev@example.com\", \"project\": \"p\"}}}}}}, \"credential\": {{\"access_token\": \"ya29.from-gcloud\", \"id_token\": \"eyJ.x.y\", \"token_expiry\": \"2099-01-01T00:00:00Z\"}}, \"sentinels\": {{\"config_sentinel\": \"/x\"}}}}\nJSON",
+            calls.display()
+        ),
+    );
+    let authorizer = Authorizer::new(GcloudCli::new().program(&gcloud));
+    for _ in 0..5 {
+        assert_eq!(
+            authorizer.authorization_header().await.unwrap(),
+            "Bearer ya29.from-gcloud"
+        );
+    }
+    let runs = std::fs::read_to_string(&calls).unwrap().lines().count();
+    assert_eq!(runs, 1, "gcloud runs once per token, not per request");
+
+    // Chosen last by Application Default Credentials, from PATH.
+    let path = dir.path().display().to_string();
+    let found = default_credentials_in(move |name| match name {
+        "PATH" => Some(path.clone()),
+        "NO_GCE_CHECK" => Some("true".into()),
+        "HOME" => Some("/nonexistent-home".into()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(found.kind(), "gcloud_cli");
+
+    // Not logged in: gcloud's own message, and what to do.
+    let failing = fake_program(
+        &dir,
+        "gcloud-failing",
+        "echo 'ERROR: (gcloud.config.config-helper) You do not currently have an active account selected.' >&2\nexit 1",
+    );
+    let e = GcloudCli::new()
+        .program(&failing)
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    let text = authwire::error_chain(&e);
+    assert!(
+        text.contains("You do not currently have an active account") && text.contains("gcloud auth login"),
+        "{text}"
+    );
+
+    // Hung: killed after the timeout, a transient error.
+    let hung = fake_program(&dir, "gcloud-hung", "sleep 30");
+    let e = GcloudCli::new()
+        .program(&hung)
+        .timeout(Duration::from_millis(300))
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.is_transient() && authwire::error_chain(&e).contains("did not finish"),
+        "{e}"
+    );
+
+    // An expired token from gcloud is refused rather than served.
+    let stale = fake_program(
+        &dir,
+        "gcloud-stale",
+        "echo '{\"credential\": {\"access_token\": \"ya29.old\", \"token_expiry\": \"2001-01-01T00:00:00Z\"}}'",
+    );
+    let e = GcloudCli::new()
+        .program(&stale)
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(authwire::error_chain(&e).contains("expired"), "{e}");
+    assert!(!authwire::error_chain(&e).contains("ya29.old"));
+}
