@@ -76,7 +76,9 @@ pub fn default_credential() -> Result<AzureCredential, AzureError> {
 /// 2. workload identity: `AZURE_FEDERATED_TOKEN_FILE` (with the tenant and client id);
 /// 3. managed identity: App Service's endpoint when `IDENTITY_ENDPOINT` is set, otherwise IMDS,
 ///    user-assigned when `AZURE_CLIENT_ID` is set. Its first token request probes IMDS for at
-///    most [`crate::IMDS_PROBE_TIMEOUT`], so that a machine off Azure fails fast.
+///    most [`crate::IMDS_PROBE_TIMEOUT`], so that a machine off Azure fails fast;
+/// 4. when IMDS does not answer: the Azure CLI ([`crate::AzureCli`], `az login`), then the Azure
+///    Developer CLI ([`crate::AzureDeveloperCli`], `azd auth login`), each if it is on `PATH`.
 ///
 /// A credential whose variables are half set (a secret without a tenant) is an error rather
 /// than a reason to try the next: that is a mistake to report.
@@ -93,7 +95,25 @@ pub fn default_credential_in(env: Env<'_>) -> Result<AzureCredential, AzureError
         managed = managed.client_id(id);
     }
     if !managed.is_app_service() {
-        managed = managed.probing();
+        let tools = [("az", true), ("azd", false)]
+            .into_iter()
+            .filter_map(|(name, az)| {
+                let program = if cfg!(windows) {
+                    format!("{name}.cmd")
+                } else {
+                    name.to_owned()
+                };
+                let found = std::env::split_paths(&var("PATH")?)
+                    .map(|dir| dir.join(&program))
+                    .find(|p| p.is_file())?;
+                Some(if az {
+                    crate::managed::DeveloperTool::Az(found)
+                } else {
+                    crate::managed::DeveloperTool::Azd(found)
+                })
+            })
+            .collect();
+        managed = managed.probing().with_developer_tools(tools);
     }
     Ok(AzureCredential::Managed(managed))
 }

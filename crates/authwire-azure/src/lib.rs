@@ -23,10 +23,12 @@
 //! how the tests run against emulators on 127.0.0.1.
 
 mod chain;
+mod developer;
 mod entra;
 mod managed;
 
 pub use chain::{AzureCredential, default_credential, default_credential_in};
+pub use developer::{AzureCli, AzureDeveloperCli, DEVELOPER_CLI_TIMEOUT};
 pub use entra::{EnvironmentCredential, WorkloadIdentity};
 pub use managed::{IMDS_ENDPOINT, IMDS_PROBE_TIMEOUT, ManagedIdentity};
 

@@ -46,6 +46,16 @@ pub struct ManagedIdentity {
     /// Probe IMDS (quickly) before the first token request: set in a chain, where a laptop must
     /// not wait for a token request to time out.
     probe: Option<Arc<OnceCell<()>>>,
+    /// In the default chain: when IMDS does not answer its probe, a developer's `az`, then
+    /// `azd` (the programs found on `PATH`), as `DefaultAzureCredential` orders them.
+    developer: Vec<DeveloperTool>,
+}
+
+/// A developer tool the default chain falls back to.
+#[derive(Clone, Debug)]
+pub(crate) enum DeveloperTool {
+    Az(std::path::PathBuf),
+    Azd(std::path::PathBuf),
 }
 
 impl Default for ManagedIdentity {
@@ -83,6 +93,7 @@ impl ManagedIdentity {
             client: HttpClient::metadata(USER_AGENT, &authwire_oauth2::Transport::new()),
             clock: Arc::new(authwire::SystemClock),
             probe: None,
+            developer: Vec::new(),
         }
     }
 
@@ -122,6 +133,45 @@ impl ManagedIdentity {
     /// The transport's timeout, else [`REQUEST_TIMEOUT`].
     fn request_timeout(&self) -> Duration {
         self.client.configured_timeout().unwrap_or(REQUEST_TIMEOUT)
+    }
+
+    /// Fall back to these developer tools when IMDS does not answer (the default chain).
+    pub(crate) fn with_developer_tools(mut self, tools: Vec<DeveloperTool>) -> Self {
+        self.developer = tools;
+        self
+    }
+
+    /// IMDS did not answer: a developer's own login, in order; the first that gives a token.
+    async fn developer_token(&self, scope: &str, no_imds: ProviderError) -> Result<Token, ProviderError> {
+        if self.developer.is_empty() {
+            return Err(no_imds);
+        }
+        let mut said = vec![authwire::error_chain(&no_imds)];
+        for tool in &self.developer {
+            let attempt = match tool {
+                DeveloperTool::Az(program) => {
+                    crate::AzureCli::new()
+                        .program(program)
+                        .scope(scope)
+                        .clock(ClockRef(self.clock.clone()))
+                        .fetch_token(None)
+                        .await
+                }
+                DeveloperTool::Azd(program) => {
+                    crate::AzureDeveloperCli::new()
+                        .program(program)
+                        .scope(scope)
+                        .clock(ClockRef(self.clock.clone()))
+                        .fetch_token(None)
+                        .await
+                }
+            };
+            match attempt {
+                Ok(token) => return Ok(token),
+                Err(e) => said.push(authwire::error_chain(&e)),
+            }
+        }
+        Err(ProviderError::permanent(said.join("; then ")))
     }
 
     pub(crate) fn probing(mut self) -> Self {
@@ -204,8 +254,10 @@ impl IdentityProvider for ManagedIdentity {
             .unwrap_or_default();
         match &self.endpoint {
             Endpoint::Imds { base } => {
-                if let Some(probe) = &self.probe {
-                    probe.get_or_try_init(|| self.probe_imds(base)).await?;
+                if let Some(probe) = &self.probe
+                    && let Err(no_imds) = probe.get_or_try_init(|| self.probe_imds(base)).await
+                {
+                    return self.developer_token(scope, no_imds).await;
                 }
                 let url = format!(
                     "{base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}{client_id}"
@@ -288,4 +340,17 @@ pub fn parse_token_answer(status: u16, body: &[u8], now: SystemTime) -> Result<T
         }
     };
     Ok(Token::new(access).with_expires_at(expires_at))
+}
+
+/// A shared clock handed to a developer tool.
+struct ClockRef(Arc<dyn Clock>);
+
+impl Clock for ClockRef {
+    fn now(&self) -> std::time::SystemTime {
+        self.0.now()
+    }
+
+    fn sleep(&self, duration: std::time::Duration) -> authwire::Sleep {
+        self.0.sleep(duration)
+    }
 }

@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const TOKEN_TYPE_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -431,7 +431,7 @@ impl ExternalAccount {
         let expires = doc
             .get("expireTime")
             .and_then(|t| t.as_str())
-            .and_then(parse_rfc3339)
+            .and_then(authwire_oauth2::transport::parse_rfc3339)
             .ok_or_else(|| {
                 ProviderError::invalid_response(Some(reply.status), "no RFC 3339 expireTime in the answer")
             })?;
@@ -525,56 +525,34 @@ impl IdentityProvider for ExternalAccount {
     }
 }
 
-/// `2014-10-02T15:01:23Z` or `2014-10-02T15:01:23.045123456Z` (UTC only, as Google sends).
-pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()?;
-    let nanos = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().take(9).collect();
-        digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32)
-    };
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn rfc3339_times_as_google_writes_them() {
         assert_eq!(
-            parse_rfc3339("2014-10-02T15:01:23Z"),
+            authwire_oauth2::transport::parse_rfc3339("2014-10-02T15:01:23Z"),
             Some(UNIX_EPOCH + Duration::from_secs(1_412_262_083))
         );
         assert_eq!(
-            parse_rfc3339("2014-10-02T15:01:23.045123456Z"),
+            authwire_oauth2::transport::parse_rfc3339("2014-10-02T15:01:23.045123456Z"),
             Some(UNIX_EPOCH + Duration::new(1_412_262_083, 45_123_456))
         );
         assert_eq!(
-            parse_rfc3339("2000-02-29T00:00:00Z"),
+            authwire_oauth2::transport::parse_rfc3339("2000-02-29T00:00:00Z"),
             Some(UNIX_EPOCH + Duration::from_secs(951_782_400))
         );
-        assert_eq!(parse_rfc3339("2014-10-02T15:01:23+02:00"), None);
-        assert_eq!(parse_rfc3339("2014-13-02T15:01:23Z"), None);
-        assert_eq!(parse_rfc3339("soon"), None);
+        assert_eq!(
+            authwire_oauth2::transport::parse_rfc3339("2014-10-02T15:01:23+02:00"),
+            None
+        );
+        assert_eq!(
+            authwire_oauth2::transport::parse_rfc3339("2014-13-02T15:01:23Z"),
+            None
+        );
+        assert_eq!(authwire_oauth2::transport::parse_rfc3339("soon"), None);
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub(crate) fn parse_config_helper(out: &[u8], now: std::time::SystemTime) -> Res
     let expiry = credential
         .token_expiry
         .as_deref()
-        .and_then(crate::external_account::parse_rfc3339)
+        .and_then(authwire_oauth2::transport::parse_rfc3339)
         .ok_or_else(|| bad("no RFC 3339 token_expiry"))?;
     if expiry <= now {
         return Err(bad(

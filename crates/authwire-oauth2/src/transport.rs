@@ -28,7 +28,7 @@
 
 pub use crate::client_auth::credential_fingerprint;
 pub use crate::config::parse_url as check_url;
-pub use crate::response::{parse_error, parse_retry_after, parse_token_response};
+pub use crate::response::{parse_error, parse_retry_after, parse_rfc3339, parse_token_response};
 pub use authwire_http::{
     CertificateError, CertificateProblem, HttpClient, MAX_RESPONSE_BYTES, ProxyRefused, Reply, Transport,
     TransportError, pem, read_credential_file, secret_header,

@@ -347,3 +347,135 @@ async fn managed_identity_never_goes_through_the_transport_proxy() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].contains("/oauth2/v2.0/token"), "{seen:?}");
 }
+
+/// A fake developer tool written by the test: a shell script in its own folder.
+#[cfg(unix)]
+fn fake_program(dir: &TempDir, name: &str, script: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.write(name, &format!("#!/bin/sh\n{script}\n"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn az_and_azd_give_a_developer_token_once_per_token() {
+    use authwire_azure::{AzureCli, AzureDeveloperCli};
+    let dir = TempDir::new("azure-dev");
+    let calls = dir.path().join("calls");
+    // The shapes az 2.6x and azd 1.x print.
+    let az = fake_program(
+        &dir,
+        "az",
+        &format!(
+            "[ \"$1 $2 $3 $4 $5 $6\" = \"account get-access-token --output json --scope {ARM}\" ] || {{ echo \"unexpected: $*\" >&2; exit 9; }}\necho az >> {}\necho '{{\"accessToken\": \"eyJ.az.token\", \"expiresOn\": \"2099-01-01 00:00:00.000000\", \"expires_on\": 4070908800, \"subscription\": \"s\", \"tenant\": \"t\", \"tokenType\": \"Bearer\"}}'",
+            calls.display()
+        ),
+    );
+    let azd = fake_program(
+        &dir,
+        "azd",
+        &format!(
+            "[ \"$1 $2 $3 $4 $5 $6\" = \"auth token --output json --scope {ARM}\" ] || {{ echo \"unexpected: $*\" >&2; exit 9; }}\necho '{{\"token\": \"eyJ.azd.token\", \"expiresOn\": \"2099-01-01T00:00:00Z\"}}'"
+        ),
+    );
+    let authorizer = Authorizer::new(AzureCli::new().program(&az).scope(ARM));
+    for _ in 0..4 {
+        assert_eq!(
+            authorizer.authorization_header().await.unwrap(),
+            "Bearer eyJ.az.token"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap().lines().count(),
+        1,
+        "az ran once"
+    );
+    let token = AzureDeveloperCli::new()
+        .program(&azd)
+        .scope(ARM)
+        .fetch_token(None)
+        .await
+        .unwrap();
+    assert_eq!(token.access_token().expose_secret(), "eyJ.azd.token");
+
+    // Not logged in: az's own words, and `az login`.
+    let failing = fake_program(
+        &dir,
+        "az-failing",
+        "echo \"ERROR: Please run 'az login' to setup account.\" >&2\nexit 1",
+    );
+    let e = AzureCli::new()
+        .program(&failing)
+        .scope(ARM)
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    let text = authwire::error_chain(&e);
+    assert!(
+        text.contains("Please run 'az login'") && text.contains("run `az login`"),
+        "{text}"
+    );
+    // Hung: killed, transient.
+    let hung = fake_program(&dir, "azd-hung", "sleep 30");
+    let e = AzureDeveloperCli::new()
+        .program(&hung)
+        .scope(ARM)
+        .timeout(Duration::from_millis(300))
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    // A scope that would read as an option never reaches the command line.
+    let e = AzureCli::new()
+        .program(&az)
+        .scope("--help")
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(authwire::error_chain(&e).contains("not valid"), "{e}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_default_chain_falls_back_to_az_then_azd_when_imds_does_not_answer() {
+    let dir = TempDir::new("azure-chain");
+    fake_program(
+        &dir,
+        "az",
+        "echo \"ERROR: Please run 'az login' to setup account.\" >&2\nexit 1",
+    );
+    fake_program(
+        &dir,
+        "azd",
+        "echo '{\"token\": \"eyJ.azd.chain\", \"expiresOn\": \"2099-01-01T00:00:00Z\"}'",
+    );
+    let chain = default_credential_in(&env(&[
+        ("AZURE_POD_IDENTITY_AUTHORITY_HOST", closed_port()),
+        ("PATH", dir.path().display().to_string()),
+    ]))
+    .unwrap()
+    .scope(ARM);
+    let token = chain.fetch_token(None).await.unwrap();
+    assert_eq!(
+        token.access_token().expose_secret(),
+        "eyJ.azd.chain",
+        "az failed, azd answered"
+    );
+
+    // Neither: one error that says each source's reason in order.
+    let empty = TempDir::new("azure-chain-empty");
+    let e = default_credential_in(&env(&[
+        ("AZURE_POD_IDENTITY_AUTHORITY_HOST", closed_port()),
+        ("PATH", empty.path().display().to_string()),
+    ]))
+    .unwrap()
+    .scope(ARM)
+    .fetch_token(None)
+    .await
+    .unwrap_err();
+    assert!(
+        authwire::error_chain(&e).contains("no managed identity endpoint answered"),
+        "{e}"
+    );
+}
