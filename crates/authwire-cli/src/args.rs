@@ -105,6 +105,15 @@ pub(crate) struct Credentials {
     /// The private key (PEM, not encrypted) of --cert.
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) key: Option<PathBuf>,
+    /// Authenticate the client with the assertion in this file (a federated token, read for
+    /// every token request), instead of a secret.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) assertion_file: Option<PathBuf>,
+    /// Authenticate the client with a workload's own token instead of a secret:
+    /// `github-actions` (the job's OIDC token; needs `permissions: id-token: write`), or
+    /// `github-actions=AUDIENCE` [default audience: the issuer, else the token URL].
+    #[arg(long, global = true, value_name = "SOURCE")]
+    pub(crate) assertion: Option<String>,
     /// The Redis server for --cache redis (`rediss://host:6379/`, or `redis://` to loopback).
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) redis_url: Option<String>,
@@ -149,6 +158,11 @@ impl Credentials {
         flag("cacert", self.cacert.as_ref().map(|p| p.display().to_string()));
         flag("cert", self.cert.as_ref().map(|p| p.display().to_string()));
         flag("key", self.key.as_ref().map(|p| p.display().to_string()));
+        flag(
+            "assertion-file",
+            self.assertion_file.as_ref().map(|p| p.display().to_string()),
+        );
+        flag("assertion", self.assertion.clone());
         // A Redis URL may hold a password.
         flag("redis-url", self.redis_url.clone().filter(|u| !u.contains('@')));
         if self.allow_insecure_http {

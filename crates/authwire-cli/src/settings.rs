@@ -83,6 +83,9 @@ struct Profile {
     key: Option<PathBuf>,
     /// `--redis-url`, for `cache = "redis"`.
     redis_url: Option<String>,
+    /// `--assertion-file`, `--assertion`.
+    assertion_file: Option<PathBuf>,
+    assertion: Option<String>,
 }
 
 /// The token store behind `--cache`, and how to name it to the user.
@@ -108,6 +111,39 @@ pub(crate) struct Settings {
     pub(crate) login_command: String,
     /// How requests reach the network: the identity provider's, and `curl`'s to the API.
     pub(crate) transport: Transport,
+}
+
+/// The client assertion from `--assertion-file PATH` or `--assertion github-actions[=AUDIENCE]`
+/// (the audience defaults to the issuer, else the token URL).
+fn assertion_source(
+    file: Option<PathBuf>,
+    source: Option<String>,
+    issuer: Option<&str>,
+    token_url: Option<&str>,
+) -> Result<Option<authwire_oauth2::AssertionSource>, CliError> {
+    match (file, source) {
+        (Some(_), Some(_)) => Err(CliError::config("--assertion-file and --assertion: give one")),
+        (Some(path), None) => Ok(Some(authwire_oauth2::AssertionSource::file(path))),
+        (None, Some(source)) => {
+            let (kind, audience) = match source.split_once('=') {
+                Some((kind, audience)) => (kind, Some(audience.to_owned())),
+                None => (source.as_str(), None),
+            };
+            if kind != "github-actions" {
+                return Err(CliError::config(format!(
+                    "--assertion {kind:?} is not known: use github-actions[=AUDIENCE], or --assertion-file PATH"
+                )));
+            }
+            let audience = audience
+                .or_else(|| issuer.map(str::to_owned))
+                .or_else(|| token_url.map(str::to_owned))
+                .ok_or_else(|| {
+                    CliError::config("--assertion github-actions needs an audience: github-actions=AUDIENCE")
+                })?;
+            Ok(Some(authwire_oauth2::AssertionSource::github_actions(audience)))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// The transport from `--proxy`, `--no-proxy`, `--cacert`, `--cert`, `--key` (or the profile's
@@ -306,6 +342,12 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         (None, None) => None,
     };
     let private_key = c.private_key_file.clone().or(profile.private_key_file);
+    let assertion = assertion_source(
+        c.assertion_file.clone().or(profile.assertion_file.clone()),
+        c.assertion.clone().or(profile.assertion.clone()),
+        issuer.as_deref(),
+        token_url.as_deref(),
+    )?;
     let (hosts, username) = (profile.hosts.clone(), profile.username.clone());
     let allow_insecure_http = c.allow_insecure_http || profile.allow_insecure_http;
 
@@ -327,30 +369,38 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
             ));
         }
     };
-    let confidential = secret.is_some() || private_key.is_some();
+    let confidential = secret.is_some() || private_key.is_some() || assertion.is_some();
     if let Some(s) = &secret {
         b = b.client_secret(s);
     }
-    match auth_method {
-        Some(AuthMethod::Basic) => b = b.auth_method(ClientAuthMethod::ClientSecretBasic),
-        Some(AuthMethod::Post) => b = b.auth_method(ClientAuthMethod::ClientSecretPost),
-        Some(AuthMethod::None) => b = b.auth_method(ClientAuthMethod::None),
-        Some(AuthMethod::PrivateKeyJwt) | None if private_key.is_some() => {
-            let path = private_key.as_deref().unwrap_or(Path::new(""));
-            let pem = std::fs::read(path).map_err(|e| {
-                CliError::config(format!("cannot read the private key {}: {e}", path.display()))
-            })?;
-            let key = PrivateKey::rsa_pem(&pem)
-                .or_else(|_| PrivateKey::ec_pem(&pem))
-                .map_err(|e| CliError::config(format!("{}: {e}", path.display())))?;
-            b = b.auth_method(ClientAuthMethod::PrivateKeyJwt { key });
-        }
-        Some(AuthMethod::PrivateKeyJwt) => {
+    match (auth_method, assertion) {
+        (None, Some(source)) => b = b.auth_method(ClientAuthMethod::ClientAssertion(source)),
+        (Some(_), Some(_)) => {
             return Err(CliError::config(
-                "--auth-method private-key-jwt needs --private-key-file",
+                "--assertion / --assertion-file authenticate the client: leave out --auth-method",
             ));
         }
-        None => {}
+        (auth_method, None) => match auth_method {
+            Some(AuthMethod::Basic) => b = b.auth_method(ClientAuthMethod::ClientSecretBasic),
+            Some(AuthMethod::Post) => b = b.auth_method(ClientAuthMethod::ClientSecretPost),
+            Some(AuthMethod::None) => b = b.auth_method(ClientAuthMethod::None),
+            Some(AuthMethod::PrivateKeyJwt) | None if private_key.is_some() => {
+                let path = private_key.as_deref().unwrap_or(Path::new(""));
+                let pem = std::fs::read(path).map_err(|e| {
+                    CliError::config(format!("cannot read the private key {}: {e}", path.display()))
+                })?;
+                let key = PrivateKey::rsa_pem(&pem)
+                    .or_else(|_| PrivateKey::ec_pem(&pem))
+                    .map_err(|e| CliError::config(format!("{}: {e}", path.display())))?;
+                b = b.auth_method(ClientAuthMethod::PrivateKeyJwt { key });
+            }
+            Some(AuthMethod::PrivateKeyJwt) => {
+                return Err(CliError::config(
+                    "--auth-method private-key-jwt needs --private-key-file",
+                ));
+            }
+            None => {}
+        },
     }
     // A client that can authenticate gets its own tokens; a public one refreshes what `login`
     // stored, and `login` itself needs a refresh-token provider under the same cache key.

@@ -72,7 +72,8 @@ pub use config::{BuildError, DEFAULT_REQUEST_TIMEOUT, MAX_RESPONSE_BYTES, OAuth2
 pub use dpop::{DpopError, DpopKey, DpopProof};
 pub use grants::device::{MAX_DEVICE_CODE_LIFETIME, MAX_DEVICE_POLL_INTERVAL};
 pub use grants::{
-    AssertionSource, DevicePrompt, DevicePromptFn, Grant, SubjectFn, SubjectTokenSource, TokenExchange,
+    AssertionSource, AsyncAssertionFn, DevicePrompt, DevicePromptFn, Grant, SubjectFn, SubjectTokenSource,
+    TokenExchange,
 };
 pub use provider::OAuth2Provider;
 pub use transport::{Transport, TransportError};

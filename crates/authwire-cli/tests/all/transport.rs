@@ -297,3 +297,71 @@ async fn curl_reaches_the_api_through_the_same_proxy_and_ca() {
     );
     assert!(seen.iter().any(|r| r.contains("/token")), "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_job_gets_a_token_with_no_stored_secret() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    let base = [
+        "token",
+        "--token-url",
+        &idp.token_url(),
+        "--client-id",
+        Client::PRIVATE_KEY_JWT_ID,
+        "--cache",
+        "none",
+    ];
+    // --assertion-file: a federated token a platform mounted.
+    let file = sb.path("federated-token");
+    std::fs::write(&file, idp.federated_assertion("from-file")).unwrap();
+    let mut flags = base.to_vec();
+    flags.extend(["--assertion-file", file.to_str().unwrap()]);
+    let out = Run::new(&sb, &flags)
+        .env("AUTHWIRE_CLIENT_SECRET", "")
+        .output()
+        .await;
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+
+    // --assertion github-actions=AUDIENCE: the runner's OIDC endpoint (faked on loopback).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let jwt = idp.federated_assertion("from-actions");
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        seen.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&head).to_string());
+        let body = serde_json::json!({ "value": jwt }).to_string();
+        s.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes())
+            .await
+            .unwrap();
+    });
+    let mut flags = base.to_vec();
+    flags.extend(["--assertion", "github-actions=api://my-idp"]);
+    let out = Run::new(&sb, &flags)
+        .env("AUTHWIRE_CLIENT_SECRET", "")
+        .env(
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            &format!("http://{addr}/token?api-version=2.0"),
+        )
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-secret-55")
+        .output()
+        .await;
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let head = requests.lock().unwrap()[0].to_lowercase();
+    assert!(
+        head.starts_with("get /token?api-version=2.0&audience=api%3a%2f%2fmy-idp "),
+        "{head}"
+    );
+    assert!(head.contains("authorization: bearer runner-secret-55"), "{head}");
+    assert_eq!(idp.tokens_issued(), 2);
+}

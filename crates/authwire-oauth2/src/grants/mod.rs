@@ -111,7 +111,22 @@ pub enum AssertionSource {
     },
     /// The content of a file, read again for every request (whitespace around it trimmed).
     File(std::path::PathBuf),
+    /// An async function that returns an assertion (fetched from somewhere).
+    AsyncFn(Arc<AsyncAssertionFn>),
+    /// GitHub Actions' OIDC token for a workflow run, for this audience.
+    GithubActions {
+        /// The `aud` the token is asked for.
+        audience: String,
+        /// The runner's endpoint and request token; `None`: `ACTIONS_ID_TOKEN_REQUEST_URL` and
+        /// `ACTIONS_ID_TOKEN_REQUEST_TOKEN`, read for every token request.
+        endpoint: Option<(String, SecretString)>,
+    },
 }
+
+/// What [`AssertionSource::from_async_fn`] keeps.
+pub type AsyncAssertionFn = dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, BoxError>> + Send>>
+    + Send
+    + Sync;
 
 impl AssertionSource {
     /// The assertion in `path`, read for every token request.
@@ -122,6 +137,51 @@ impl AssertionSource {
     /// The assertion that `f` returns, called for every token request.
     pub fn from_fn(f: impl Fn() -> Result<String, BoxError> + Send + Sync + 'static) -> Self {
         AssertionSource::Fn(Arc::new(f))
+    }
+
+    /// The assertion the future that `f` returns resolves to, awaited for every token request
+    /// (an assertion fetched from a service).
+    ///
+    /// ```
+    /// use authwire_oauth2::AssertionSource;
+    /// let source = AssertionSource::from_async_fn(|| async {
+    ///     Ok::<_, authwire::BoxError>(String::from("eyJ..."))
+    /// });
+    /// ```
+    pub fn from_async_fn<F, Fut>(f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, BoxError>> + Send + 'static,
+    {
+        AssertionSource::AsyncFn(Arc::new(move || Box::pin(f())))
+    }
+
+    /// GitHub Actions' OIDC token of the workflow run, asked for `audience` from the runner's
+    /// endpoint (`ACTIONS_ID_TOKEN_REQUEST_URL`, with `ACTIONS_ID_TOKEN_REQUEST_TOKEN` as its
+    /// bearer token), for every token request: a workflow gets a cloud or identity provider
+    /// token with no stored secret. The job needs `permissions: id-token: write`.
+    ///
+    /// ```
+    /// let source = authwire_oauth2::AssertionSource::github_actions("api://AzureADTokenExchange");
+    /// ```
+    pub fn github_actions(audience: impl Into<String>) -> Self {
+        AssertionSource::GithubActions {
+            audience: audience.into(),
+            endpoint: None,
+        }
+    }
+
+    /// [`github_actions`](Self::github_actions) with the endpoint and request token given
+    /// rather than read from the environment.
+    pub fn github_actions_at(
+        audience: impl Into<String>,
+        request_url: impl Into<String>,
+        request_token: impl Into<String>,
+    ) -> Self {
+        AssertionSource::GithubActions {
+            audience: audience.into(),
+            endpoint: Some((request_url.into(), SecretString::from(request_token.into()))),
+        }
     }
 
     /// Assertions signed here: `iss` = `issuer`, `sub` = `subject` (none when empty), `aud` =
@@ -153,6 +213,11 @@ impl fmt::Debug for AssertionSource {
                 .field("issuer", issuer)
                 .finish_non_exhaustive(),
             AssertionSource::File(path) => f.debug_tuple("AssertionSource::File").field(path).finish(),
+            AssertionSource::AsyncFn(_) => f.write_str("AssertionSource::AsyncFn"),
+            AssertionSource::GithubActions { audience, .. } => f
+                .debug_struct("AssertionSource::GithubActions")
+                .field("audience", audience)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -351,7 +416,80 @@ impl Inner {
                 )
             }
             AssertionSource::File(path) => read_assertion_file(path).await,
+            AssertionSource::AsyncFn(f) => f().await.map(SecretString::from).map_err(|e| {
+                ProviderError::transient(format!(
+                    "could not obtain the assertion: {}",
+                    authwire::error_chain(&*e)
+                ))
+            }),
+            AssertionSource::GithubActions { audience, endpoint } => {
+                self.github_actions_token(audience, endpoint.as_ref()).await
+            }
         }
+    }
+
+    /// GitHub Actions' OIDC token for `audience` (the runner's documented endpoint: `GET
+    /// $ACTIONS_ID_TOKEN_REQUEST_URL&audience=AUD` with `Authorization: Bearer
+    /// $ACTIONS_ID_TOKEN_REQUEST_TOKEN`, answering `{"value": "<JWT>"}`).
+    async fn github_actions_token(
+        &self,
+        audience: &str,
+        endpoint: Option<&(String, SecretString)>,
+    ) -> Result<SecretString, ProviderError> {
+        use secrecy::ExposeSecret as _;
+        let (url, token) = match endpoint {
+            Some((url, token)) => (url.clone(), token.clone()),
+            None => {
+                let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+                let (Some(url), Some(token)) = (
+                    var("ACTIONS_ID_TOKEN_REQUEST_URL"),
+                    var("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
+                ) else {
+                    return Err(ProviderError::permanent(
+                        "not in a GitHub Actions job that may request an OIDC token: ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set (give the job `permissions: id-token: write`)",
+                    ));
+                };
+                (url, SecretString::from(token))
+            }
+        };
+        let mut parsed =
+            crate::config::parse_url(&url, "ACTIONS_ID_TOKEN_REQUEST_URL", self.allow_insecure_http)
+                .map_err(|e| ProviderError::permanent(e.to_string()))?;
+        parsed.query_pairs_mut().append_pair("audience", audience);
+        let request = authwire::http::Request::get(parsed.as_str())
+            .header(authwire::http::header::ACCEPT, "application/json")
+            .header(
+                authwire::http::header::AUTHORIZATION,
+                crate::transport::secret_header(&format!("Bearer {}", token.expose_secret()))?,
+            );
+        let sent = [token.clone()];
+        let reply = self
+            .http
+            .send(request, Vec::new(), self.request_timeout)
+            .await
+            .map_err(|e| e.redact_sent(&sent))?;
+        if !(200..300).contains(&reply.status) {
+            return Err(ProviderError::permanent(format!(
+                "GitHub's OIDC token endpoint answered {} (is `permissions: id-token: write` set for the job?)",
+                reply.status
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            value: Option<SecretString>,
+        }
+        let answer: Answer = serde_json::from_slice(&reply.body).map_err(|_| {
+            ProviderError::invalid_response(
+                Some(reply.status),
+                "GitHub's OIDC token endpoint did not answer JSON",
+            )
+        })?;
+        answer.value.ok_or_else(|| {
+            ProviderError::invalid_response(
+                Some(reply.status),
+                "GitHub's OIDC token endpoint answered no `value`",
+            )
+        })
     }
 }
 

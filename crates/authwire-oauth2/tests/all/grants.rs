@@ -476,3 +476,152 @@ async fn signed_assertions_carry_extra_claims_and_may_omit_sub() {
     assert_eq!(claims["iss"], "svc@example.iam");
     assert!(claims.get("sub").is_none());
 }
+
+/// A fake GitHub Actions OIDC endpoint (the runner's documented shape): answers
+/// `{"value": JWT}` to `GET ...&audience=AUD` with the right bearer request token, 403 else;
+/// records each request line.
+async fn actions_oidc(
+    request_token: &'static str,
+    jwt: String,
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if s.read_exact(&mut byte).await.is_err() {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            record
+                .lock()
+                .unwrap()
+                .push(head.lines().next().unwrap_or("").to_owned());
+            let authorized = head
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("authorization: bearer {request_token}")));
+            let (status, body) = if authorized {
+                ("200 OK", serde_json::json!({ "value": jwt }).to_string())
+            } else {
+                (
+                    "403 Forbidden",
+                    format!("{{\"message\":\"bad token {request_token}x\"}}"),
+                )
+            };
+            let _ = s
+                .write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    (format!("http://{addr}/_apis/oidc/token?api-version=2.0"), seen)
+}
+
+#[tokio::test]
+async fn a_github_actions_oidc_token_is_the_client_assertion() {
+    let idp = IdentityServer::start().await;
+    let (url, seen) = actions_oidc("runner-request-token-7", federated_assertion(&idp, "gha-1")).await;
+    let provider = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::PRIVATE_KEY_JWT_ID)
+        .auth_method(ClientAuthMethod::ClientAssertion(
+            AssertionSource::github_actions_at("api://my-idp", &url, "runner-request-token-7"),
+        ))
+        .build()
+        .unwrap();
+    provider.fetch_token(None).await.unwrap();
+    assert_eq!(idp.tokens_issued(), 1);
+    let lines = seen.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        ["GET /_apis/oidc/token?api-version=2.0&audience=api%3A%2F%2Fmy-idp HTTP/1.1"]
+    );
+
+    // A wrong request token: a clear error that names the permission, and no token in it.
+    let denied = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::PRIVATE_KEY_JWT_ID)
+        .auth_method(ClientAuthMethod::ClientAssertion(
+            AssertionSource::github_actions_at("api://my-idp", &url, "not-the-request-token"),
+        ))
+        .build()
+        .unwrap();
+    let e = denied.fetch_token(None).await.unwrap_err();
+    let text = authwire::error_chain(&e);
+    assert!(text.contains("403") && text.contains("id-token: write"), "{text}");
+    assert!(
+        !text.contains("not-the-request-token") && !text.contains("runner-request-token-7"),
+        "{text}"
+    );
+
+    // Outside GitHub Actions (no variables): said so.
+    let outside = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::PRIVATE_KEY_JWT_ID)
+        .auth_method(ClientAuthMethod::ClientAssertion(
+            AssertionSource::github_actions("api://my-idp"),
+        ))
+        .build()
+        .unwrap();
+    if std::env::var_os("ACTIONS_ID_TOKEN_REQUEST_URL").is_none() {
+        let e = outside.fetch_token(None).await.unwrap_err();
+        assert!(
+            authwire::error_chain(&e).contains("ACTIONS_ID_TOKEN_REQUEST_URL"),
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_async_assertion_source_is_awaited_for_every_token_request() {
+    let idp = IdentityServer::start().await;
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (counter, url) = (calls.clone(), idp.token_url());
+    let issuer = idp.issuer();
+    let source = AssertionSource::from_async_fn(move || {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (url, _issuer) = (url.clone(), issuer.clone());
+        async move {
+            tokio::task::yield_now().await;
+            let now = SystemClock
+                .now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let claims = serde_json::json!({
+                "iss": Client::PRIVATE_KEY_JWT_ID, "sub": Client::PRIVATE_KEY_JWT_ID,
+                "aud": url, "iat": now, "exp": now + 300, "jti": format!("async-{n}"),
+            });
+            Ok::<_, authwire::BoxError>(jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_rsa_pem(CLIENT_PRIVATE_KEY_PEM.as_bytes())?,
+            )?)
+        }
+    });
+    let provider = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::PRIVATE_KEY_JWT_ID)
+        .auth_method(ClientAuthMethod::ClientAssertion(source))
+        .build()
+        .unwrap();
+    provider.fetch_token(None).await.unwrap();
+    provider.fetch_token(None).await.unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(idp.tokens_issued(), 2);
+}

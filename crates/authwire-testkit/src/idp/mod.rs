@@ -328,4 +328,27 @@ impl IdentityServer {
         self.state
             .jwt_access_token(subject, subject, None, None, lifetime)
     }
+
+    /// A client assertion for the [`Client::PRIVATE_KEY_JWT_ID`] client, signed with its key
+    /// (what a federated identity's token would be: a file a platform mounts, a CI job's OIDC
+    /// token), with `jti` and five minutes of life.
+    pub fn federated_assertion(&self, jti: &str) -> String {
+        let now = self
+            .state
+            .clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let claims = serde_json::json!({
+            "iss": Client::PRIVATE_KEY_JWT_ID, "sub": Client::PRIVATE_KEY_JWT_ID,
+            "aud": self.token_url(), "iat": now, "exp": now + 300, "jti": jti,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &EncodingKey::from_rsa_pem(crate::CLIENT_PRIVATE_KEY_PEM.as_bytes()).expect("the test key"),
+        )
+        .expect("sign the assertion")
+    }
 }
