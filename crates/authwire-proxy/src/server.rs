@@ -26,7 +26,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`ProxyBuilder::upstream_timeout`](crate::ProxyBuilder::upstream_timeout).
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A proxy whose listeners are bound and serving; see [`Proxy::start`](crate::Proxy::start).
+/// A proxy whose listeners are bound and serving; see [`ProxyBuilder::start`](crate::ProxyBuilder::start).
 pub struct Running {
     routes: Vec<(String, Bound)>,
     metrics_addr: Option<SocketAddr>,
