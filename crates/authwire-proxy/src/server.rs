@@ -3,7 +3,7 @@
 //! for all.
 
 use crate::ProxyError;
-use crate::client::{Affine, Clients, Driver};
+use crate::client::Clients;
 use crate::metrics::{RouteMetrics, render};
 use crate::route::{Listen, Route};
 use crate::stages::{RouteState, handle};
@@ -310,56 +310,32 @@ async fn accept(listener: &Listener) -> std::io::Result<Conn> {
 
 fn serve(conn: Conn, state: Arc<RouteState>, graceful: &GracefulShutdown) {
     let watcher = graceful.watcher();
+    let service = hyper::service::service_fn(move |request| handle(state.clone(), request));
     tokio::spawn(async move {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A client that never finishes its request head (slowloris) is dropped.
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
         let result = match conn {
-            Conn::Tcp(s) => drive(TokioIo::new(s), state, watcher).await,
+            Conn::Tcp(s) => {
+                watcher
+                    .watch(builder.serve_connection_with_upgrades(TokioIo::new(s), service))
+                    .await
+            }
             #[cfg(unix)]
-            Conn::Unix(s) => drive(TokioIo::new(s), state, watcher).await,
+            Conn::Unix(s) => {
+                watcher
+                    .watch(builder.serve_connection_with_upgrades(TokioIo::new(s), service))
+                    .await
+            }
         };
         if let Err(e) = result {
             // A client that went away, or spoke something that is not HTTP: hyper answered it.
             tracing::debug!(error = %e, "connection ended with an error");
         }
     });
-}
-
-/// Serve one program connection, and drive its own upstream connection (see
-/// [`Affine`](crate::client::Affine)) in the same task: a request and its answer never cross
-/// tasks.
-async fn drive<I>(
-    io: I,
-    state: Arc<RouteState>,
-    watcher: hyper_util::server::graceful::Watcher,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    use std::future::Future as _;
-    use std::task::Poll;
-    let (drive_tx, mut drive_rx) = tokio::sync::mpsc::unbounded_channel::<Driver>();
-    let affine = Arc::new(Affine::new(drive_tx));
-    let service = hyper::service::service_fn(move |request| handle(state.clone(), affine.clone(), request));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client that never finishes its request head (slowloris) is dropped.
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let program = watcher.watch(builder.serve_connection_with_upgrades(io, service));
-    let mut program = std::pin::pin!(program);
-    let mut upstream: Option<Driver> = None;
-    std::future::poll_fn(|cx| {
-        while let Poll::Ready(Some(next)) = drive_rx.poll_recv(cx) {
-            upstream = Some(next);
-        }
-        if let Some(u) = upstream.as_mut()
-            && u.as_mut().poll(cx).is_ready()
-        {
-            upstream = None;
-        }
-        program.as_mut().poll(cx)
-    })
-    .await
 }
 
 /// `/metrics` (Prometheus text) and `/healthz` on their own listener, HTTP/1.1.

@@ -18,7 +18,7 @@
 //! 8. [`record`]: metrics and one log line, never a secret.
 
 use crate::body::{ProxyBody, Tee, boxed, full};
-use crate::client::{Affine, Clients};
+use crate::client::Clients;
 use crate::metrics::RouteMetrics;
 use crate::route::Route;
 use authwire::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -54,13 +54,12 @@ pub(crate) enum Failure {
 /// Serve one request of `state`'s route: the stages in order, then [`record`].
 pub(crate) async fn handle(
     state: Arc<RouteState>,
-    affine: Arc<Affine>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let started = state.clock.now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let response = match proxy(&state, &affine, request).await {
+    let response = match proxy(&state, request).await {
         Ok(response) => response,
         Err(failure) => fail_to_proxy(&state, &failure),
     };
@@ -68,16 +67,10 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-async fn proxy(
-    state: &RouteState,
-    affine: &Affine,
-    mut request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Failure> {
+async fn proxy(state: &RouteState, mut request: Request<Incoming>) -> Result<Response<ProxyBody>, Failure> {
     let upgrade = wants_upgrade(&request);
     let program_side = upgrade.then(|| hyper::upgrade::on(&mut request));
     let inbound_h2 = request.version() == Version::HTTP_2;
-    // An HTTP/1.x program connection has one request at a time: its own upstream connection.
-    let affine = (!upgrade && !inbound_h2).then_some(affine);
     if request.method() == Method::CONNECT {
         // This is not a forward proxy: a tunnel to anywhere would carry nothing of ours, and
         // a CONNECT forwarded upstream would carry the token.
@@ -94,7 +87,7 @@ async fn proxy(
     let (tee, kept) = Tee::new(body);
     let no_body = http_body::Body::is_end_stream(&tee);
     let first = build(&parts.method, &uri, &parts.headers, boxed(tee));
-    let mut response = forward(state, affine, first, upgrade, inbound_h2).await?;
+    let mut response = forward(state, first, upgrade, inbound_h2).await?;
 
     let replay_body = if no_body {
         Some(bytes::Bytes::new())
@@ -111,7 +104,7 @@ async fn proxy(
         state.metrics.replayed();
         tracing::debug!(route = %state.route.name, "token rejected; refreshed and replayed once");
         let again = build(&parts.method, &uri, &headers, full(bytes));
-        response = forward(state, affine, again, upgrade, inbound_h2).await?;
+        response = forward(state, again, upgrade, inbound_h2).await?;
     }
     if let (Some(program_side), StatusCode::SWITCHING_PROTOCOLS) = (program_side, response.status()) {
         join_upgrade(program_side, hyper::upgrade::on(&mut response));
@@ -233,31 +226,20 @@ fn build(method: &Method, uri: &Uri, headers: &HeaderMap, body: ProxyBody) -> Re
 /// Stage 4: send to the upstream and wait for its answer's head, within the route's timeout.
 async fn forward(
     state: &RouteState,
-    affine: Option<&Affine>,
     request: Request<ProxyBody>,
     upgrade: bool,
     inbound_h2: bool,
 ) -> Result<Response<Incoming>, Failure> {
     let started = state.clock.now();
-    let sent = async {
-        match affine {
-            Some(affine) => affine.send(&state.clients, request).await,
-            None => state
-                .clients
-                .send(request, upgrade, inbound_h2)
-                .await
-                .map_err(Into::into),
-        }
-    };
+    let sent = state.clients.send(request, upgrade, inbound_h2);
     let answer = tokio::time::timeout(state.upstream_timeout, sent)
         .await
         .map_err(|_| Failure::UpstreamTimeout(state.upstream_timeout))?
         .map_err(|e| {
-            let e: &(dyn std::error::Error + 'static) = &*e;
             // io::Error hides what it wraps from `source`: the certificate problem is looked
             // for explicitly.
-            let chain = authwire::error_chain(e);
-            Failure::Upstream(match authwire_http::CertificateProblem::find_in(e) {
+            let chain = authwire::error_chain(&e);
+            Failure::Upstream(match authwire_http::CertificateProblem::find_in(&e) {
                 Some(problem) => format!("{chain}: {}", problem.describe()),
                 None => chain,
             })
