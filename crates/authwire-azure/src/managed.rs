@@ -39,7 +39,7 @@ enum Endpoint {
 #[derive(Clone)]
 pub struct ManagedIdentity {
     endpoint: Endpoint,
-    client_id: Option<String>,
+    client_id: Option<UserAssigned>,
     scope: Option<String>,
     client: HttpClient,
     clock: Arc<dyn Clock>,
@@ -49,6 +49,44 @@ pub struct ManagedIdentity {
     /// In the default chain: when IMDS does not answer its probe, a developer's `az`, then
     /// `azd` (the programs found on `PATH`), as `DefaultAzureCredential` orders them.
     developer: Vec<DeveloperTool>,
+}
+
+/// Which user-assigned identity, and by which of its ids.
+#[derive(Clone, Debug)]
+enum UserAssigned {
+    ClientId(String),
+    ObjectId(String),
+    ResourceId(String),
+}
+
+impl UserAssigned {
+    /// `&name=value` for the query: IMDS calls the resource id `msi_res_id`, App Service
+    /// `mi_res_id`; both take `client_id` and `object_id`.
+    fn query(&self, app_service: bool) -> String {
+        let (name, value) = match self {
+            Self::ClientId(v) => ("client_id", v),
+            Self::ObjectId(v) => ("object_id", v),
+            Self::ResourceId(v) if app_service => ("mi_res_id", v),
+            Self::ResourceId(v) => ("msi_res_id", v),
+        };
+        format!("&{name}={}", encode(value))
+    }
+
+    fn shown(&self) -> String {
+        match self {
+            Self::ClientId(v) => format!("with client id {v}"),
+            Self::ObjectId(v) => format!("with object id {v}"),
+            Self::ResourceId(v) => format!("with resource id {v}"),
+        }
+    }
+
+    fn key(&self) -> String {
+        match self {
+            Self::ClientId(v) => v.clone(),
+            Self::ObjectId(v) => format!("object:{v}"),
+            Self::ResourceId(v) => format!("resource:{v}"),
+        }
+    }
 }
 
 /// A developer tool the default chain falls back to.
@@ -107,7 +145,20 @@ impl ManagedIdentity {
 
     /// A user-assigned identity, by its client id.
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client_id = Some(client_id.into());
+        self.client_id = Some(UserAssigned::ClientId(client_id.into()));
+        self
+    }
+
+    /// A user-assigned identity, by its object (principal) id.
+    pub fn object_id(mut self, object_id: impl Into<String>) -> Self {
+        self.client_id = Some(UserAssigned::ObjectId(object_id.into()));
+        self
+    }
+
+    /// A user-assigned identity, by its Azure resource id
+    /// (`/subscriptions/.../userAssignedIdentities/NAME`).
+    pub fn resource_id(mut self, resource_id: impl Into<String>) -> Self {
+        self.client_id = Some(UserAssigned::ResourceId(resource_id.into()));
         self
     }
 
@@ -210,10 +261,10 @@ impl ManagedIdentity {
             // IMDS answers 400 "Identity not found" for a user-assigned id that is not assigned.
             if reply.status == 400 && authwire::error_chain(&e).contains("Identity not found") {
                 return Err(ProviderError::permanent(format!(
-                    "no managed identity {} is assigned to this resource: check the client id",
+                    "no managed identity {} is assigned to this resource: check the id",
                     self.client_id
-                        .as_deref()
-                        .map_or("(system-assigned)".into(), |c| format!("with client id {c}"))
+                        .as_ref()
+                        .map_or("(system-assigned)".into(), UserAssigned::shown)
                 )));
             }
             return Err(e);
@@ -247,10 +298,11 @@ impl IdentityProvider for ManagedIdentity {
             ProviderError::permanent("no scope: call .scope(\"https://RESOURCE/.default\")")
         })?;
         let resource = encode(scope_to_resource(scope));
+        let app_service = matches!(self.endpoint, Endpoint::AppService { .. });
         let client_id = self
             .client_id
-            .as_deref()
-            .map(|c| format!("&client_id={}", encode(c)))
+            .as_ref()
+            .map(|c| c.query(app_service))
             .unwrap_or_default();
         match &self.endpoint {
             Endpoint::Imds { base } => {
@@ -301,7 +353,7 @@ impl IdentityProvider for ManagedIdentity {
         };
         CacheKey::new(format!(
             "azure-managed-identity|{endpoint}|{}|scope={}",
-            self.client_id.as_deref().unwrap_or("system"),
+            self.client_id.as_ref().map_or("system".into(), UserAssigned::key),
             self.scope.as_deref().unwrap_or("")
         ))
     }

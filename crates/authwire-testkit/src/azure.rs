@@ -26,6 +26,10 @@ pub const AZURE_CLIENT_ID: &str = "5a3a0b7c-1f2e-4d3c-9b8a-7f6e5d4c3b2a";
 pub const AZURE_CLIENT_SECRET: &str = "Azu~re.S3cret-for_tests";
 /// A user-assigned managed identity's client id.
 pub const AZURE_USER_ASSIGNED_CLIENT_ID: &str = "0d5bd2a1-7f3e-4c6b-8a9d-1e2f3a4b5c6d";
+/// The object (principal) id of the same user-assigned identity.
+pub const AZURE_USER_ASSIGNED_OBJECT_ID: &str = "6a7b8c9d-0e1f-4a2b-9c3d-4e5f6a7b8c9d";
+/// The Azure resource id of the same user-assigned identity.
+pub const AZURE_USER_ASSIGNED_RESOURCE_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-1";
 /// App Service's `IDENTITY_HEADER`.
 pub const AZURE_IDENTITY_HEADER: &str = "e4b2a7c9-identity-header";
 
@@ -267,6 +271,7 @@ fn openid_configuration(s: &AzureState) -> Response {
 fn managed_identity_token(
     s: &AzureState,
     q: &HashMap<String, String>,
+    resource_id_param: &str,
 ) -> Result<(String, Duration, SystemTime, String), Response> {
     let Some(resource) = q.get("resource").filter(|r| !r.is_empty()) else {
         return Err(error(
@@ -275,14 +280,31 @@ fn managed_identity_token(
             "Required audience parameter not specified",
         ));
     };
-    let identity = match q.get("client_id").map(String::as_str) {
-        None => "system-assigned".to_owned(),
-        Some(AZURE_USER_ASSIGNED_CLIENT_ID) => AZURE_USER_ASSIGNED_CLIENT_ID.to_owned(),
-        Some(_) => {
+    // A user-assigned identity by exactly one of its client id, object id or resource id
+    // (IMDS calls the last `msi_res_id`, App Service `mi_res_id`).
+    let given: Vec<(&str, &str)> = [
+        ("client_id", AZURE_USER_ASSIGNED_CLIENT_ID),
+        ("object_id", AZURE_USER_ASSIGNED_OBJECT_ID),
+        (resource_id_param, AZURE_USER_ASSIGNED_RESOURCE_ID),
+    ]
+    .into_iter()
+    .filter_map(|(name, known)| q.get(name).map(|v| (v.as_str(), known)))
+    .collect();
+    let identity = match given.as_slice() {
+        [] => "system-assigned".to_owned(),
+        [(value, known)] if value == known => AZURE_USER_ASSIGNED_CLIENT_ID.to_owned(),
+        [_] => {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "Identity not found",
+            ));
+        }
+        _ => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Only one of client_id, object_id and the resource id may be given",
             ));
         }
     };
@@ -314,7 +336,7 @@ fn imds(s: &AzureState, q: &HashMap<String, String>, headers: &HeaderMap) -> Res
             "Required parameter api-version not specified",
         );
     }
-    match managed_identity_token(s, q) {
+    match managed_identity_token(s, q, "msi_res_id") {
         Err(r) => r,
         Ok((token, lifetime, exp, resource)) => {
             let now = secs(s.clock.now());
@@ -351,7 +373,7 @@ fn app_service(s: &AzureState, q: &HashMap<String, String>, headers: &HeaderMap)
         )
             .into_response();
     }
-    match managed_identity_token(s, q) {
+    match managed_identity_token(s, q, "mi_res_id") {
         Err(r) => r,
         Ok((token, _, exp, resource)) => axum::Json(json!({
             "access_token": token,

@@ -45,7 +45,8 @@ mod tls;
 
 pub use azure::{
     AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_IDENTITY_HEADER, AZURE_TENANT_ID,
-    AZURE_USER_ASSIGNED_CLIENT_ID, AzureEmulator,
+    AZURE_USER_ASSIGNED_CLIENT_ID, AZURE_USER_ASSIGNED_OBJECT_ID, AZURE_USER_ASSIGNED_RESOURCE_ID,
+    AzureEmulator,
 };
 pub use browser::{Page, ScriptedBrowser, with_param};
 pub use doubles::SequenceProvider;

@@ -479,3 +479,54 @@ async fn the_default_chain_falls_back_to_az_then_azd_when_imds_does_not_answer()
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_user_assigned_identity_by_object_id_or_resource_id_on_imds_and_app_service() {
+    use authwire_testkit::{AZURE_USER_ASSIGNED_OBJECT_ID, AZURE_USER_ASSIGNED_RESOURCE_ID};
+    let azure = AzureEmulator::start().await;
+    let imds = || ManagedIdentity::new().imds_endpoint(azure.url()).scope(ARM);
+    let app_service = || {
+        ManagedIdentity::from_env_in(&env(&[
+            ("IDENTITY_ENDPOINT", azure.identity_endpoint()),
+            ("IDENTITY_HEADER", AZURE_IDENTITY_HEADER.into()),
+        ]))
+        .scope(ARM)
+    };
+    for (name, provider) in [
+        ("imds object id", imds().object_id(AZURE_USER_ASSIGNED_OBJECT_ID)),
+        (
+            "imds resource id",
+            imds().resource_id(AZURE_USER_ASSIGNED_RESOURCE_ID),
+        ),
+        (
+            "app service object id",
+            app_service().object_id(AZURE_USER_ASSIGNED_OBJECT_ID),
+        ),
+        (
+            "app service resource id",
+            app_service().resource_id(AZURE_USER_ASSIGNED_RESOURCE_ID),
+        ),
+    ] {
+        let token = provider
+            .fetch_token(None)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            azure.check_token(token.access_token().expose_secret()).as_deref(),
+            Some(AZURE_USER_ASSIGNED_CLIENT_ID),
+            "{name}: the user-assigned identity's token"
+        );
+    }
+    // An object id that is not assigned: said so, naming the id kind.
+    let e = imds()
+        .object_id("11111111-2222-3333-4444-555555555555")
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(authwire::error_chain(&e).contains("with object id"), "{e}");
+    // Different identities under different cache keys.
+    assert_ne!(
+        imds().object_id(AZURE_USER_ASSIGNED_OBJECT_ID).cache_key(),
+        imds().resource_id(AZURE_USER_ASSIGNED_RESOURCE_ID).cache_key()
+    );
+}
