@@ -22,25 +22,33 @@ impl Tenant {
     fn from_env(var: &dyn Fn(&str) -> Option<String>) -> Result<Self, AzureError> {
         let tenant = var("AZURE_TENANT_ID").ok_or(AzureError::Missing("AZURE_TENANT_ID"))?;
         let client_id = var("AZURE_CLIENT_ID").ok_or(AzureError::Missing("AZURE_CLIENT_ID"))?;
-        if !tenant
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        let authority = var("AZURE_AUTHORITY_HOST").unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.to_owned());
+        Self::new(&authority, &tenant, &client_id)
+    }
+
+    fn new(authority: &str, tenant: &str, client_id: &str) -> Result<Self, AzureError> {
+        if tenant.is_empty()
+            || !tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         {
             return Err(AzureError::Invalid {
                 setting: "AZURE_TENANT_ID",
                 reason: "a tenant is a GUID or a domain name".into(),
             });
         }
-        let authority = var("AZURE_AUTHORITY_HOST").unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.to_owned());
+        if client_id.is_empty() {
+            return Err(AzureError::Missing("AZURE_CLIENT_ID"));
+        }
         let authority = if authority.ends_with('/') {
-            authority
+            authority.to_owned()
         } else {
             format!("{authority}/")
         };
         Ok(Self {
             authority,
-            tenant,
-            client_id,
+            tenant: tenant.to_owned(),
+            client_id: client_id.to_owned(),
             transport: authwire_oauth2::Transport::new(),
         })
     }
@@ -119,6 +127,38 @@ impl WorkloadIdentity {
             scope: None,
             provider,
         })
+    }
+
+    /// Workload identity built in code: the app's `tenant` and `client_id`, and the file the
+    /// platform writes the federated token to (read for every token request).
+    pub fn new(
+        tenant: impl AsRef<str>,
+        client_id: impl AsRef<str>,
+        token_file: impl Into<PathBuf>,
+    ) -> Result<Self, AzureError> {
+        let tenant = Tenant::new(DEFAULT_AUTHORITY_HOST, tenant.as_ref(), client_id.as_ref())?;
+        let file = token_file.into();
+        let provider = tenant.provider(
+            ClientAuthMethod::ClientAssertion(AssertionSource::file(&file)),
+            None,
+            None,
+        )?;
+        Ok(Self {
+            tenant,
+            file,
+            scope: None,
+            provider,
+        })
+    }
+
+    /// Ask this authority (`https://login.microsoftonline.us/`, a sovereign cloud) instead of
+    /// the public one.
+    pub fn authority_host(mut self, authority: &str) -> Result<Self, AzureError> {
+        self.tenant = Tenant {
+            transport: self.tenant.transport.clone(),
+            ..Tenant::new(authority, &self.tenant.tenant, &self.tenant.client_id)?
+        };
+        Ok(self.rebuild())
     }
 
     /// The scope (`https://RESOURCE/.default`).
@@ -210,6 +250,55 @@ impl EnvironmentCredential {
             scope: None,
             provider,
         })
+    }
+
+    /// An app registration's secret, built in code (sent in the body, as Azure's SDKs do).
+    pub fn client_secret(
+        tenant: impl AsRef<str>,
+        client_id: impl AsRef<str>,
+        secret: impl Into<String>,
+    ) -> Result<Self, AzureError> {
+        let tenant = Tenant::new(DEFAULT_AUTHORITY_HOST, tenant.as_ref(), client_id.as_ref())?;
+        Self::from_parts(tenant, Some(secrecy::SecretString::from(secret.into())), None)
+    }
+
+    /// An app registration's certificate, built in code: a PEM file with the certificate and
+    /// its private key (the assertion is PS256 with the certificate's `x5t#S256`).
+    pub fn certificate_pem_file(
+        tenant: impl AsRef<str>,
+        client_id: impl AsRef<str>,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, AzureError> {
+        let tenant = Tenant::new(DEFAULT_AUTHORITY_HOST, tenant.as_ref(), client_id.as_ref())?;
+        let key = certificate_key(&path.as_ref().display().to_string())?;
+        Self::from_parts(tenant, None, Some(key))
+    }
+
+    fn from_parts(
+        tenant: Tenant,
+        secret: Option<secrecy::SecretString>,
+        key: Option<PrivateKey>,
+    ) -> Result<Self, AzureError> {
+        use secrecy::ExposeSecret;
+        let secret_text = secret.as_ref().map(|s| s.expose_secret().to_owned());
+        let provider = tenant.provider(auth_for(&key, secret.is_some()), secret_text.as_deref(), None)?;
+        Ok(Self {
+            tenant,
+            secret,
+            key,
+            scope: None,
+            provider,
+        })
+    }
+
+    /// Ask this authority (`https://login.microsoftonline.us/`, a sovereign cloud) instead of
+    /// the public one.
+    pub fn authority_host(mut self, authority: &str) -> Result<Self, AzureError> {
+        self.tenant = Tenant {
+            transport: self.tenant.transport.clone(),
+            ..Tenant::new(authority, &self.tenant.tenant, &self.tenant.client_id)?
+        };
+        Ok(self.rebuild())
     }
 
     /// The scope (`https://RESOURCE/.default`).

@@ -530,3 +530,32 @@ async fn a_user_assigned_identity_by_object_id_or_resource_id_on_imds_and_app_se
         imds().resource_id(AZURE_USER_ASSIGNED_RESOURCE_ID).cache_key()
     );
 }
+
+#[tokio::test]
+async fn entra_credentials_built_in_code_not_only_from_the_environment() {
+    let azure = AzureEmulator::start().await;
+    let secret = EnvironmentCredential::client_secret(AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)
+        .unwrap()
+        .authority_host(&azure.url())
+        .unwrap()
+        .scope(ARM);
+    assert!(!format!("{secret:?}").contains(AZURE_CLIENT_SECRET));
+    let token = secret.fetch_token(None).await.unwrap();
+    assert!(azure.check_token(token.access_token().expose_secret()).is_some());
+
+    let dir = TempDir::new("azure-wi-code");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "eyJ.built-in-code.sig").unwrap();
+    azure.set_federated_token("eyJ.built-in-code.sig");
+    let workload = WorkloadIdentity::new(AZURE_TENANT_ID, AZURE_CLIENT_ID, &file)
+        .unwrap()
+        .authority_host(&azure.url())
+        .unwrap()
+        .scope(ARM);
+    let token = workload.fetch_token(None).await.unwrap();
+    assert!(azure.check_token(token.access_token().expose_secret()).is_some());
+    assert_eq!(azure.last_form()["client_id"], AZURE_CLIENT_ID);
+
+    // A tenant that is not a GUID or a domain is refused when built.
+    assert!(EnvironmentCredential::client_secret("a/b", AZURE_CLIENT_ID, "s").is_err());
+}
