@@ -54,9 +54,9 @@ pub struct ManagedIdentity {
 /// Which user-assigned identity, and by which of its ids.
 #[derive(Clone, Debug)]
 enum UserAssigned {
-    ClientId(String),
-    ObjectId(String),
-    ResourceId(String),
+    Client(String),
+    Object(String),
+    Resource(String),
 }
 
 impl UserAssigned {
@@ -64,27 +64,27 @@ impl UserAssigned {
     /// `mi_res_id`; both take `client_id` and `object_id`.
     fn query(&self, app_service: bool) -> String {
         let (name, value) = match self {
-            Self::ClientId(v) => ("client_id", v),
-            Self::ObjectId(v) => ("object_id", v),
-            Self::ResourceId(v) if app_service => ("mi_res_id", v),
-            Self::ResourceId(v) => ("msi_res_id", v),
+            Self::Client(v) => ("client_id", v),
+            Self::Object(v) => ("object_id", v),
+            Self::Resource(v) if app_service => ("mi_res_id", v),
+            Self::Resource(v) => ("msi_res_id", v),
         };
         format!("&{name}={}", encode(value))
     }
 
     fn shown(&self) -> String {
         match self {
-            Self::ClientId(v) => format!("with client id {v}"),
-            Self::ObjectId(v) => format!("with object id {v}"),
-            Self::ResourceId(v) => format!("with resource id {v}"),
+            Self::Client(v) => format!("with client id {v}"),
+            Self::Object(v) => format!("with object id {v}"),
+            Self::Resource(v) => format!("with resource id {v}"),
         }
     }
 
     fn key(&self) -> String {
         match self {
-            Self::ClientId(v) => v.clone(),
-            Self::ObjectId(v) => format!("object:{v}"),
-            Self::ResourceId(v) => format!("resource:{v}"),
+            Self::Client(v) => v.clone(),
+            Self::Object(v) => format!("object:{v}"),
+            Self::Resource(v) => format!("resource:{v}"),
         }
     }
 }
@@ -145,20 +145,20 @@ impl ManagedIdentity {
 
     /// A user-assigned identity, by its client id.
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client_id = Some(UserAssigned::ClientId(client_id.into()));
+        self.client_id = Some(UserAssigned::Client(client_id.into()));
         self
     }
 
     /// A user-assigned identity, by its object (principal) id.
     pub fn object_id(mut self, object_id: impl Into<String>) -> Self {
-        self.client_id = Some(UserAssigned::ObjectId(object_id.into()));
+        self.client_id = Some(UserAssigned::Object(object_id.into()));
         self
     }
 
     /// A user-assigned identity, by its Azure resource id
     /// (`/subscriptions/.../userAssignedIdentities/NAME`).
     pub fn resource_id(mut self, resource_id: impl Into<String>) -> Self {
-        self.client_id = Some(UserAssigned::ResourceId(resource_id.into()));
+        self.client_id = Some(UserAssigned::Resource(resource_id.into()));
         self
     }
 
