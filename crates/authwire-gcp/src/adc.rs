@@ -1,7 +1,9 @@
 //! Application Default Credentials: the order Google's client libraries look in.
 
 use crate::metadata::{METADATA_IP, PROBE_TIMEOUT, probe};
-use crate::{AuthorizedUser, ExternalAccount, GcloudCli, GcpError, MetadataServer, ServiceAccountKey};
+use crate::{
+    AuthorizedUser, ExternalAccount, GcloudCli, GcpError, Impersonated, MetadataServer, ServiceAccountKey,
+};
 use authwire::{CacheKey, IdentityProvider, ProofKey, ProofOfPossession, ProviderError, Token, async_trait};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +22,8 @@ pub enum GcpCredentials {
     Metadata(MetadataServer),
     /// `gcloud`'s logged-in account (last in the chain).
     Gcloud(GcloudCli),
+    /// An `impersonated_service_account` file.
+    Impersonated(Impersonated),
 }
 
 impl GcpCredentials {
@@ -39,6 +43,9 @@ impl GcpCredentials {
             Some("service_account") => ServiceAccountKey::from_json(&bytes, &shown).map(Self::ServiceAccount),
             Some("authorized_user") => AuthorizedUser::from_json(&bytes, &shown).map(Self::AuthorizedUser),
             Some("external_account") => ExternalAccount::from_json(&bytes, &shown).map(Self::ExternalAccount),
+            Some("impersonated_service_account") => {
+                Impersonated::from_json(&bytes, &shown).map(Self::Impersonated)
+            }
             Some(other) => Err(GcpError::Unsupported {
                 kind: other.to_owned(),
             }),
@@ -58,6 +65,7 @@ impl GcpCredentials {
             Self::Metadata(p) => Self::Metadata(p.scope(scope)),
             // gcloud's token has gcloud's scopes (cloud-platform and its own).
             Self::Gcloud(p) => Self::Gcloud(p),
+            Self::Impersonated(p) => Self::Impersonated(p.scope(scope)),
         }
     }
 
@@ -71,6 +79,7 @@ impl GcpCredentials {
             Self::Metadata(p) => Self::Metadata(p.transport(transport)),
             // gcloud makes its own requests, with its own proxy settings.
             Self::Gcloud(p) => Self::Gcloud(p),
+            Self::Impersonated(p) => Self::Impersonated(p.transport(transport)),
         }
     }
 
@@ -83,6 +92,7 @@ impl GcpCredentials {
             Self::ExternalAccount(_) => "external_account",
             Self::Metadata(_) => "metadata_server",
             Self::Gcloud(_) => "gcloud_cli",
+            Self::Impersonated(_) => "impersonated_service_account",
         }
     }
 
@@ -93,6 +103,7 @@ impl GcpCredentials {
             Self::ExternalAccount(p) => p,
             Self::Metadata(p) => p,
             Self::Gcloud(p) => p,
+            Self::Impersonated(p) => p,
         }
     }
 }

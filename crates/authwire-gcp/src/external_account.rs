@@ -193,7 +193,12 @@ impl ExternalAccount {
                 let parsed = authwire_oauth2::transport::check_url(url, name, false)
                     .map_err(|e| GcpError::Url(e.to_string()))?;
                 if !any_endpoint {
-                    google_endpoint(&parsed, name, &universe)?;
+                    google_endpoint(
+                        &parsed,
+                        name,
+                        &universe,
+                        "ExternalAccount::from_file_allowing_any_endpoint",
+                    )?;
                 }
             }
         }
@@ -400,42 +405,15 @@ impl ExternalAccount {
 
     /// IAM Credentials `generateAccessToken`, authorized by the federated token.
     async fn impersonate(&self, url: &str, federated: &Token) -> Result<Token, ProviderError> {
-        let bearer = federated.access_token().expose_secret();
-        let body = serde_json::json!({
-            "scope": self.scopes(),
-            "lifetime": format!("{}s", self.lifetime.as_secs()),
-        });
-        let authorization = authwire_oauth2::transport::secret_header(&format!("Bearer {bearer}"))
-            .map_err(|e| crate::http::redact(e, &[bearer]))?;
-        let request = authwire::http::Request::post(url)
-            .header(authwire::http::header::AUTHORIZATION, authorization)
-            .header(authwire::http::header::CONTENT_TYPE, "application/json");
-        let reply = self
-            .http
-            .send(request, body.to_string().into_bytes())
-            .await
-            .map_err(|e| crate::http::redact(e, &[bearer]))?;
-        if !(200..300).contains(&reply.status) {
-            return Err(self.http.error_answer(&reply, &[bearer]));
-        }
-        let doc: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|_| {
-            ProviderError::invalid_response(Some(reply.status), "the generateAccessToken answer is not JSON")
-        })?;
-        let token = doc
-            .get("accessToken")
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ProviderError::invalid_response(Some(reply.status), "no accessToken in the answer")
-            })?;
-        let expires = doc
-            .get("expireTime")
-            .and_then(|t| t.as_str())
-            .and_then(authwire_oauth2::transport::parse_rfc3339)
-            .ok_or_else(|| {
-                ProviderError::invalid_response(Some(reply.status), "no RFC 3339 expireTime in the answer")
-            })?;
-        Ok(Token::new(token).with_expires_at(expires))
+        crate::impersonated::generate_access_token(
+            &self.http,
+            url,
+            federated,
+            &self.scopes(),
+            self.lifetime,
+            &[],
+        )
+        .await
     }
 }
 
@@ -453,7 +431,12 @@ impl fmt::Debug for ExternalAccount {
 
 /// Whether `url` (already https) is one of Google's endpoints: a host within `universe`, the
 /// default port, no user name or password.
-fn google_endpoint(url: &url::Url, setting: &str, universe: &str) -> Result<(), GcpError> {
+pub(crate) fn google_endpoint(
+    url: &url::Url,
+    setting: &str,
+    universe: &str,
+    opt_in: &str,
+) -> Result<(), GcpError> {
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let within = host == universe || host.ends_with(&format!(".{universe}"));
     if url.scheme() == "https"
@@ -465,7 +448,7 @@ fn google_endpoint(url: &url::Url, setting: &str, universe: &str) -> Result<(), 
         return Ok(());
     }
     Err(GcpError::Url(format!(
-        "{setting} {}://{host}{} is not a Google endpoint of the universe {universe}: a credentials file from an untrusted source could send its subject token anywhere; for an emulator or a file you checked yourself, read it with ExternalAccount::from_file_allowing_any_endpoint",
+        "{setting} {}://{host}{} is not a Google endpoint of the universe {universe}: a credentials file from an untrusted source could send its subject token anywhere; for an emulator or a file you checked yourself, read it with {opt_in}",
         url.scheme(),
         url.path()
     )))

@@ -10,6 +10,7 @@
 //! | [`ExternalAccount`] | workload identity federation | a file naming a subject token source, Google's STS, optional impersonation |
 //! | [`MetadataServer`] | the VM's, pod's or service's identity | GCE, GKE, Cloud Run, Cloud Functions |
 //! | [`MetadataIdToken`] | an ID token for an audience | the metadata server (Cloud Run, IAP) |
+//! | [`Impersonated`] | a service account, acted as by another credential | IAM Credentials `generateAccessToken` |
 //! | [`GcloudCli`] | the person logged in with `gcloud auth login` | `gcloud config config-helper` |
 //!
 //! [`default_credentials`] picks one in Application Default Credentials order:
@@ -34,6 +35,7 @@ mod adc;
 mod external_account;
 mod gcloud;
 mod http;
+mod impersonated;
 mod metadata;
 mod service_account;
 mod user;
@@ -41,6 +43,7 @@ mod user;
 pub use adc::{GcpCredentials, default_credentials, default_credentials_in};
 pub use external_account::ExternalAccount;
 pub use gcloud::{GCLOUD_TIMEOUT, GcloudCli};
+pub use impersonated::{IAM_CREDENTIALS_URL, Impersonated};
 pub use metadata::{METADATA_HOST, METADATA_IP, MetadataIdToken, MetadataServer, PROBE_TIMEOUT};
 
 // Public for the fuzz targets of authwire-reliability only; not part of the API.
@@ -95,7 +98,7 @@ impl fmt::Display for GcpError {
             }
             GcpError::Unsupported { kind } => write!(
                 f,
-                "credentials of type {kind:?} are not supported (service_account, authorized_user and external_account with file or URL sources are)"
+                "credentials of type {kind:?} are not supported (service_account, authorized_user, impersonated_service_account and external_account with file or URL sources are)"
             ),
             GcpError::NotFound => f.write_str(
                 "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a key file, run `gcloud auth application-default login` (or install gcloud and run `gcloud auth login`), or run on Google Cloud (no metadata server answered: not on GCE?)",

@@ -52,6 +52,8 @@ struct GcpState {
     /// What `/subject-token` serves (a URL-sourced subject token, as an Azure VM's IMDS would).
     url_subject_token: Mutex<Option<String>>,
     last_scopes: Mutex<Option<String>>,
+    /// The `delegates` of the last generateAccessToken request.
+    last_delegates: Mutex<Vec<String>>,
     signing_key: EncodingKey,
 }
 
@@ -92,6 +94,7 @@ impl GcpEmulator {
             subject_tokens: Mutex::default(),
             url_subject_token: Mutex::default(),
             last_scopes: Mutex::default(),
+            last_delegates: Mutex::default(),
             signing_key: EncodingKey::from_rsa_pem(IDP_PRIVATE_KEY_PEM.as_bytes()).expect("test key"),
         });
         let router = Router::new().fallback(route).with_state(state.clone());
@@ -225,6 +228,11 @@ impl GcpEmulator {
     /// Requests to the STS.
     pub fn sts_requests(&self) -> usize {
         self.state.sts_requests.load(Ordering::SeqCst)
+    }
+
+    /// The `delegates` of the last `generateAccessToken` request.
+    pub fn last_delegates(&self) -> Vec<String> {
+        lock(&self.state.last_delegates).clone()
     }
 
     /// `generateAccessToken` calls that issued a token.
@@ -525,7 +533,9 @@ fn generate_access_token(s: &GcpState, sa: &str, headers: &HeaderMap, body: &[u8
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let valid = bearer.is_some_and(|b| lock(&s.federated).contains(b));
+    // A federated token from the STS, or an access token this emulator issued (a source
+    // credential impersonating another account).
+    let valid = bearer.is_some_and(|b| lock(&s.federated).contains(b) || s.ledger.check(b).is_some());
     if !valid {
         return (
             StatusCode::UNAUTHORIZED,
@@ -550,6 +560,10 @@ fn generate_access_token(s: &GcpState, sa: &str, headers: &HeaderMap, body: &[u8
             .collect::<Vec<_>>()
             .join(" "),
     );
+    *lock(&s.last_delegates) = request["delegates"]
+        .as_array()
+        .map(|d| d.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
     s.impersonations.fetch_add(1, Ordering::SeqCst);
     let (token, lifetime) = s.issue(sa);
     let expire = s.clock.now() + lifetime;
