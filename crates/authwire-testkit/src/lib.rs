@@ -60,6 +60,8 @@ pub use proxy::ForwardProxy;
 pub use raw::{Misbehavior, RawServer};
 pub use redis::RedisServer;
 pub use resource::ResourceServer;
+#[cfg(unix)]
+pub use scratch::fake_program;
 pub use scratch::{TempDir, wait_until};
 pub use tls::TestCa;
 

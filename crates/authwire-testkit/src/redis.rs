@@ -164,16 +164,7 @@ impl RedisServer {
 
 /// A CA and a server certificate for `127.0.0.1` signed by it, in `dir`; returns the CA (PEM).
 pub(crate) fn make_certificates(dir: &std::path::Path) -> Vec<u8> {
-    let run = |args: &[&str]| {
-        let status = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("the openssl tool is needed for TLS tests (Debian's openssl)");
-        assert!(status.success(), "openssl {args:?} failed");
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     let ec = [
         "-newkey",
         "ec",
@@ -233,16 +224,7 @@ pub(crate) fn make_certificates(dir: &std::path::Path) -> Vec<u8> {
 /// A client certificate `{stem}.pem` with key `{stem}.key` (P-256, PKCS#8) for `name`, signed
 /// by the CA in `dir` (made by [`make_certificates`]).
 pub(crate) fn make_client_certificate(dir: &std::path::Path, stem: &str, name: &str) {
-    let run = |args: &[&str]| {
-        let status = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("the openssl tool is needed for TLS tests (Debian's openssl)");
-        assert!(status.success(), "openssl {args:?} failed");
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     let (key, csr, pem, ext) = (
         format!("{stem}.key"),
         format!("{stem}.csr"),
@@ -286,4 +268,16 @@ pub(crate) fn make_client_certificate(dir: &std::path::Path, stem: &str, name: &
         "-extfile",
         &ext,
     ]);
+}
+
+/// Run the `openssl` tool in `dir` with `args`; panics (a test's set-up) if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("the openssl tool is needed for TLS tests (Debian's openssl)");
+    assert!(status.success(), "openssl {args:?} failed");
 }

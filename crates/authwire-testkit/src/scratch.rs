@@ -49,3 +49,13 @@ pub async fn wait_until(mut condition: impl FnMut() -> bool) {
     }
     panic!("condition not reached within 10 s");
 }
+
+/// A program written by a test: a shell script `name` in `dir`, executable, running `script`
+/// (fakes of `gcloud`, `az`, `azd` and credential executables). Unix only.
+#[cfg(unix)]
+pub fn fake_program(dir: &TempDir, name: &str, script: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.write(name, &format!("#!/bin/sh\n{script}\n"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("make it executable");
+    path
+}

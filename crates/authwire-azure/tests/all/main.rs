@@ -348,14 +348,8 @@ async fn managed_identity_never_goes_through_the_transport_proxy() {
     assert!(seen[0].contains("/oauth2/v2.0/token"), "{seen:?}");
 }
 
-/// A fake developer tool written by the test: a shell script in its own folder.
 #[cfg(unix)]
-fn fake_program(dir: &TempDir, name: &str, script: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.write(name, &format!("#!/bin/sh\n{script}\n"));
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
+use authwire_testkit::fake_program;
 
 #[cfg(unix)]
 #[tokio::test]

@@ -629,14 +629,8 @@ async fn a_key_file_through_default_credentials_with_no_scope_asks_for_cloud_pla
     assert_eq!(gcp.last_scopes().as_deref(), Some(CLOUD_PLATFORM_SCOPE));
 }
 
-/// A fake `gcloud` written by the test: a shell script named `gcloud` in its own folder.
 #[cfg(unix)]
-fn fake_program(dir: &TempDir, name: &str, script: &str) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.write(name, &format!("#!/bin/sh\n{script}\n"));
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
+use authwire_testkit::fake_program;
 
 #[cfg(unix)]
 #[tokio::test]
