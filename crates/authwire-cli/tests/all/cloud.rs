@@ -35,8 +35,12 @@ async fn token_with_google_application_default_credentials() {
     assert_eq!(metadata.code(), 0, "{}", metadata.stderr());
     assert!(gcp.check_token(metadata.stdout().trim()).is_some());
 
-    // Nothing configured: one line that says what to set.
+    // Nothing configured (and no gcloud on PATH, whatever this machine has): one line that
+    // says what to set.
+    let empty = sb.path("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
     let nothing = Run::new(&sb, &["token", "--credential", "gcp", "--cache", "none"])
+        .env("PATH", empty.to_str().unwrap())
         .output()
         .await;
     assert_eq!(nothing.code(), 1);
