@@ -36,6 +36,9 @@ pub struct ExternalAccount {
     client: Option<(String, SecretString)>,
     workforce_user_project: Option<String>,
     scopes: Vec<String>,
+    /// Whether an `executable` source may run (`GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1`
+    /// when the file was read, or [`ExternalAccount::allow_executables`]).
+    allow_executables: bool,
     http: Http,
     /// For a subject token served by a metadata endpoint on a link-local address (Azure IMDS,
     /// AWS): never through a proxy.
@@ -53,6 +56,68 @@ enum SubjectSource {
         headers: BTreeMap<String, String>,
         format: Format,
     },
+    /// A program Google's format lets a file name (`credential_source.executable`), run only
+    /// when executables are allowed.
+    Executable {
+        command: Vec<String>,
+        timeout: Duration,
+        output_file: Option<String>,
+    },
+}
+
+/// An executable's answer, as Google documents it: `{"version": 1, "success": true,
+/// "token_type": "urn:ietf:params:oauth:token-type:jwt" (or `id_token`, with `id_token`; or
+/// `saml2`, with `saml_response`), "expiration_time": EPOCH}`, or `{"version": 1, "success":
+/// false, "code", "message"}`. `expiration_time` is required when an output file is used.
+pub(crate) fn parse_executable_answer(
+    out: &[u8],
+    now: std::time::SystemTime,
+    expiration_required: bool,
+) -> Result<SecretString, ProviderError> {
+    let bad = |why: &str| ProviderError::permanent(format!("the executable's answer {why}"));
+    let doc: serde_json::Value = serde_json::from_slice(out).map_err(|_| bad("is not JSON"))?;
+    if doc.get("version").and_then(serde_json::Value::as_u64) != Some(1) {
+        return Err(bad("is not version 1"));
+    }
+    match doc.get("success").and_then(serde_json::Value::as_bool) {
+        Some(true) => {}
+        Some(false) => {
+            let field = |name: &str| {
+                doc.get(name)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            };
+            return Err(ProviderError::permanent(format!(
+                "the executable failed: {} {}",
+                field("code"),
+                field("message")
+            )));
+        }
+        None => return Err(bad("has no success field")),
+    }
+    let field = match doc.get("token_type").and_then(|t| t.as_str()) {
+        Some("urn:ietf:params:oauth:token-type:jwt" | "urn:ietf:params:oauth:token-type:id_token") => {
+            "id_token"
+        }
+        Some("urn:ietf:params:oauth:token-type:saml2") => "saml_response",
+        _ => return Err(bad("has no known token_type")),
+    };
+    match doc.get("expiration_time").and_then(serde_json::Value::as_u64) {
+        Some(exp) if authwire::expiry_at_unix(now, exp) <= now => return Err(bad("has expired")),
+        Some(_) => {}
+        None if expiration_required => {
+            return Err(bad("has no expiration_time (required with an output_file)"));
+        }
+        None => {}
+    }
+    doc.get(field)
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .map(|t| SecretString::from(t.to_owned()))
+        .ok_or_else(|| bad(&format!("has no {field}")))
 }
 
 /// Whether `url`'s host is a link-local address, where clouds serve their metadata (IPv4
@@ -86,6 +151,16 @@ impl fmt::Debug for SubjectSource {
                 .field("url", url)
                 .field("headers", &headers.keys().collect::<Vec<_>>())
                 .field("format", format)
+                .finish(),
+            Self::Executable {
+                command,
+                timeout,
+                output_file,
+            } => f
+                .debug_struct("Executable")
+                .field("program", &command.first())
+                .field("timeout", timeout)
+                .field("output_file", output_file)
                 .finish(),
         }
     }
@@ -244,10 +319,30 @@ impl ExternalAccount {
                 headers,
                 format,
             }
-        } else if cs.get("executable").is_some() {
-            return Err(GcpError::Unsupported {
-                kind: "external_account with an executable credential source".into(),
-            });
+        } else if let Some(exe) = cs.get("executable") {
+            let command: Vec<String> = exe
+                .get("command")
+                .and_then(|c| c.as_str())
+                .map(|c| c.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default();
+            if command.is_empty() {
+                return Err(format_error("credential_source.executable has no command".into()));
+            }
+            // Google's documented bounds: 5 s to 120 s, 30 s by default.
+            let millis = exe
+                .get("timeout_millis")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(30_000);
+            if !(5_000..=120_000).contains(&millis) {
+                return Err(format_error(
+                    "credential_source.executable.timeout_millis must be between 5000 and 120000".into(),
+                ));
+            }
+            SubjectSource::Executable {
+                command,
+                timeout: Duration::from_millis(millis),
+                output_file: exe.get("output_file").and_then(|o| o.as_str()).map(str::to_owned),
+            }
         } else if cs.get("environment_id").is_some() {
             return Err(GcpError::Unsupported {
                 kind: "external_account with an AWS credential source".into(),
@@ -255,6 +350,8 @@ impl ExternalAccount {
         } else {
             return Err(format_error("credential_source has neither file nor url".into()));
         };
+        let allow_executables =
+            std::env::var("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES").is_ok_and(|v| v == "1");
         let client = match (file.client_id, file.client_secret) {
             (Some(id), Some(secret)) => Some((id, secret)),
             _ => None,
@@ -273,6 +370,7 @@ impl ExternalAccount {
             client,
             workforce_user_project: file.workforce_pool_user_project,
             scopes: Vec::new(),
+            allow_executables,
             http: Http::new(),
             metadata_http: Http::metadata(),
         })
@@ -281,6 +379,14 @@ impl ExternalAccount {
     /// Ask for this scope (repeatable; default: cloud-platform).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scopes.push(scope.into());
+        self
+    }
+
+    /// Let an `executable` credential source run its program (`true`), as
+    /// `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1` does; `false` refuses it. A credentials
+    /// file naming a program is code to run: allow it only for files you trust.
+    pub fn allow_executables(mut self, on: bool) -> Self {
+        self.allow_executables = on;
         self
     }
 
@@ -350,6 +456,15 @@ impl ExternalAccount {
                 })?;
                 (text, format, url.clone())
             }
+            SubjectSource::Executable {
+                command,
+                timeout,
+                output_file,
+            } => {
+                return self
+                    .executable_token(command, *timeout, output_file.as_deref())
+                    .await;
+            }
         };
         let token = match format {
             Format::Text => raw.trim().to_owned(),
@@ -368,6 +483,67 @@ impl ExternalAccount {
             )));
         }
         Ok(SecretString::from(token))
+    }
+
+    /// The subject token of an `executable` source: from its output file while that holds an
+    /// unexpired answer, else by running the program (Google's documented environment in, its
+    /// documented JSON answer out).
+    async fn executable_token(
+        &self,
+        command: &[String],
+        timeout: Duration,
+        output_file: Option<&str>,
+    ) -> Result<SecretString, ProviderError> {
+        if !self.allow_executables {
+            return Err(ProviderError::permanent(format!(
+                "this credentials file runs {}: executables are off; set GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1 if you trust it",
+                command[0]
+            )));
+        }
+        let now = self.http.now();
+        if let Some(path) = output_file
+            && let Ok(cached) = authwire_oauth2::transport::read_credential_file(
+                std::path::Path::new(path),
+                "the executable's output file",
+                MAX_SUBJECT_TOKEN,
+            )
+            .await
+            && let Ok(token) = parse_executable_answer(cached.expose_secret().as_bytes(), now, true)
+        {
+            return Ok(token);
+        }
+        let email = self
+            .impersonation_url
+            .as_deref()
+            .and_then(|u| u.rsplit('/').next())
+            .and_then(|last| last.strip_suffix(":generateAccessToken"))
+            .unwrap_or_default()
+            .to_owned();
+        let mut env = vec![
+            ("GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE", self.audience.as_str()),
+            (
+                "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE",
+                self.subject_token_type.as_str(),
+            ),
+            ("GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE", "0"),
+        ];
+        if !email.is_empty() {
+            env.push(("GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL", email.as_str()));
+        }
+        if let Some(path) = output_file {
+            env.push(("GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE", path));
+        }
+        let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+        let out = authwire_oauth2::process::run_credential_program_with_env(
+            std::ffi::OsStr::new(&command[0]),
+            &args,
+            &env,
+            timeout,
+            &command[0],
+            "check the credentials file's executable",
+        )
+        .await?;
+        parse_executable_answer(&out, now, output_file.is_some())
     }
 
     /// RFC 8693 at Google's STS.
@@ -514,6 +690,26 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     #[test]
+    fn executable_answers_as_google_documents_them() {
+        let now = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let saml = br#"{"version": 1, "success": true, "token_type": "urn:ietf:params:oauth:token-type:saml2", "saml_response": "PHNhbWw+", "expiration_time": 2000000600}"#;
+        assert_eq!(
+            parse_executable_answer(saml, now, true).unwrap().expose_secret(),
+            "PHNhbWw+"
+        );
+        let expired = br#"{"version": 1, "success": true, "token_type": "urn:ietf:params:oauth:token-type:jwt", "id_token": "x", "expiration_time": 1999999999}"#;
+        assert!(parse_executable_answer(expired, now, false).is_err());
+        let no_exp = br#"{"version": 1, "success": true, "token_type": "urn:ietf:params:oauth:token-type:id_token", "id_token": "x"}"#;
+        assert!(parse_executable_answer(no_exp, now, false).is_ok());
+        assert!(
+            parse_executable_answer(no_exp, now, true).is_err(),
+            "required with an output file"
+        );
+        assert!(parse_executable_answer(br#"{"version": 2, "success": true}"#, now, false).is_err());
+        assert!(parse_executable_answer(b"not json", now, false).is_err());
+    }
+
+    #[test]
     fn rfc3339_times_as_google_writes_them() {
         assert_eq!(
             authwire_oauth2::transport::parse_rfc3339("2014-10-02T15:01:23Z"),
@@ -540,10 +736,16 @@ mod tests {
 
     #[test]
     fn unsupported_sources_say_so() {
-        let exec = br#"{"type":"external_account","audience":"a","subject_token_type":"t","credential_source":{"executable":{"command":"x"}}}"#;
+        let aws = br#"{"type":"external_account","audience":"a","subject_token_type":"t","credential_source":{"environment_id":"aws1"}}"#;
+        assert!(matches!(
+            ExternalAccount::from_json(aws, "f"),
+            Err(GcpError::Unsupported { .. })
+        ));
+        // An executable is read (it runs only when allowed); its timeout has Google's bounds.
+        let exec = br#"{"type":"external_account","audience":"a","subject_token_type":"t","credential_source":{"executable":{"command":"x","timeout_millis":1000}}}"#;
         assert!(matches!(
             ExternalAccount::from_json(exec, "f"),
-            Err(GcpError::Unsupported { .. })
+            Err(GcpError::Format { .. })
         ));
         let insecure = br#"{"type":"external_account","audience":"a","subject_token_type":"t","token_url":"http://sts.example/v1/token","credential_source":{"file":"/x"}}"#;
         assert!(matches!(

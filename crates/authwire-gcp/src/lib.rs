@@ -98,7 +98,7 @@ impl fmt::Display for GcpError {
             }
             GcpError::Unsupported { kind } => write!(
                 f,
-                "credentials of type {kind:?} are not supported (service_account, authorized_user, impersonated_service_account and external_account with file or URL sources are)"
+                "credentials of type {kind:?} are not supported (service_account, authorized_user, impersonated_service_account and external_account with file, URL or executable sources are)"
             ),
             GcpError::NotFound => f.write_str(
                 "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a key file, run `gcloud auth application-default login` (or install gcloud and run `gcloud auth login`), or run on Google Cloud (no metadata server answered: not on GCE?)",

@@ -26,9 +26,23 @@ pub async fn run_credential_program(
     what: &str,
     fix: &str,
 ) -> Result<Vec<u8>, ProviderError> {
+    run_credential_program_with_env(program, args, &[], timeout, what, fix).await
+}
+
+/// [`run_credential_program`] with these variables added to the program's environment (what
+/// Google's executable-sourced credentials pass: the audience, the token type...).
+pub async fn run_credential_program_with_env(
+    program: &OsStr,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+    what: &str,
+    fix: &str,
+) -> Result<Vec<u8>, ProviderError> {
     use tokio::io::AsyncReadExt as _;
     let mut child = tokio::process::Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

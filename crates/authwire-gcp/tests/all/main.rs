@@ -807,3 +807,108 @@ async fn an_impersonated_service_account_file_as_gcloud_writes_it() {
     assert_eq!(found.kind(), "impersonated_service_account");
     assert!(!format!("{found:?}").contains("PRIVATE KEY"));
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_executable_source_runs_only_when_allowed_and_its_output_file_saves_runs() {
+    let gcp = GcpEmulator::start().await;
+    let dir = TempDir::new("gcp-executable");
+    let seen_env = dir.path().join("env");
+    let runs = dir.path().join("runs");
+    let output = dir.path().join("cache.json");
+    let exe = fake_program(
+        &dir,
+        "get-token",
+        &format!(
+            "echo run >> {runs}\nenv | grep ^GOOGLE_EXTERNAL_ACCOUNT_ | sort > {seen_env}\nanswer='{{\"version\": 1, \"success\": true, \"token_type\": \"urn:ietf:params:oauth:token-type:jwt\", \"id_token\": \"eyJ.from-executable.sig\", \"expiration_time\": 4070908800}}'\necho \"$answer\" > \"$GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE\"\necho \"$answer\"",
+            runs = runs.display(),
+            seen_env = seen_env.display()
+        ),
+    );
+    let file = serde_json::json!({
+        "type": "external_account",
+        "audience": authwire_testkit::GCP_WIF_AUDIENCE,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": gcp.sts_url(),
+        "credential_source": {"executable": {
+            "command": format!("{} --flag", exe.display()),
+            "timeout_millis": 5000,
+            "output_file": output.display().to_string(),
+        }},
+    })
+    .to_string();
+    let account = ExternalAccount::from_json_allowing_any_endpoint(file.as_bytes(), "exe.json").unwrap();
+
+    // Off unless allowed: the program is named, nothing runs.
+    let e = account
+        .clone()
+        .allow_executables(false)
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(
+        authwire::error_chain(&e).contains("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1"),
+        "{e}"
+    );
+    assert!(!runs.exists());
+
+    let allowed = account.allow_executables(true);
+    allowed.fetch_token(None).await.unwrap();
+    assert_eq!(
+        gcp.subject_tokens().last().map(String::as_str),
+        Some("eyJ.from-executable.sig")
+    );
+    let env = std::fs::read_to_string(&seen_env).unwrap();
+    assert!(
+        env.contains(&format!(
+            "GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE={}",
+            authwire_testkit::GCP_WIF_AUDIENCE
+        )),
+        "{env}"
+    );
+    assert!(
+        env.contains("GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE=urn:ietf:params:oauth:token-type:jwt"),
+        "{env}"
+    );
+    assert!(env.contains("GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE=0"), "{env}");
+    assert!(
+        env.contains(&format!(
+            "GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE={}",
+            output.display()
+        )),
+        "{env}"
+    );
+
+    // The output file holds an unexpired answer: the next token uses it and does not run the
+    // program (the file's token is changed here to see which one was used).
+    std::fs::write(
+        &output,
+        r#"{"version": 1, "success": true, "token_type": "urn:ietf:params:oauth:token-type:jwt", "id_token": "eyJ.from-output-file.sig", "expiration_time": 4070908800}"#,
+    )
+    .unwrap();
+    allowed.fetch_token(None).await.unwrap();
+    assert_eq!(
+        gcp.subject_tokens().last().map(String::as_str),
+        Some("eyJ.from-output-file.sig")
+    );
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1);
+
+    // A failure the program reports is passed on.
+    std::fs::remove_file(&output).unwrap();
+    let failing = fake_program(
+        &dir,
+        "get-token-failing",
+        "echo '{\"version\": 1, \"success\": false, \"code\": \"401\", \"message\": \"Caller not authorized.\"}'",
+    );
+    let file = file.replace(&exe.display().to_string(), &failing.display().to_string());
+    let e = ExternalAccount::from_json_allowing_any_endpoint(file.as_bytes(), "exe.json")
+        .unwrap()
+        .allow_executables(true)
+        .fetch_token(None)
+        .await
+        .unwrap_err();
+    assert!(
+        authwire::error_chain(&e).contains("401 Caller not authorized."),
+        "{e}"
+    );
+}
