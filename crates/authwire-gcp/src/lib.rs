@@ -49,7 +49,7 @@ pub use metadata::{METADATA_HOST, METADATA_IP, MetadataIdToken, MetadataServer, 
 // Public for the fuzz targets of authwire-reliability only; not part of the API.
 #[doc(hidden)]
 pub use metadata::parse_id_token as parse_metadata_id_token;
-pub use service_account::ServiceAccountKey;
+pub use service_account::{ServiceAccountIdToken, ServiceAccountKey};
 pub use user::AuthorizedUser;
 
 use std::fmt;

@@ -176,6 +176,75 @@ impl ServiceAccountKey {
     }
 }
 
+impl ServiceAccountKey {
+    /// ID tokens for `audience` (a Cloud Run URL, an IAP client id) instead of access tokens:
+    /// an assertion with `target_audience`, answered by Google's token endpoint with an
+    /// `id_token`, used until its `exp`.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), authwire_gcp::GcpError> {
+    /// let key = authwire_gcp::ServiceAccountKey::from_file("/run/secrets/sa.json")?;
+    /// let authorizer = authwire::Authorizer::new(key.id_token("https://service-abc.run.app"));
+    /// # Ok(()) }
+    /// ```
+    pub fn id_token(self, audience: impl Into<String>) -> ServiceAccountIdToken {
+        ServiceAccountIdToken {
+            key: self,
+            audience: audience.into(),
+        }
+    }
+}
+
+/// ID tokens of a service account key for one audience; see [`ServiceAccountKey::id_token`].
+#[derive(Clone, Debug)]
+pub struct ServiceAccountIdToken {
+    key: ServiceAccountKey,
+    audience: String,
+}
+
+#[async_trait]
+impl IdentityProvider for ServiceAccountIdToken {
+    async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
+        let k = &self.key;
+        let mut claims = serde_json::Map::new();
+        claims.insert("aud".into(), crate::GOOGLE_TOKEN_URL.into());
+        claims.insert("target_audience".into(), self.audience.clone().into());
+        let (assertion, _) = k.sign(claims)?;
+        let reply = k
+            .http
+            .post_form(
+                &k.token_uri,
+                &[("grant_type", GRANT_JWT_BEARER), ("assertion", &assertion)],
+                &[&assertion],
+                None,
+            )
+            .await?;
+        if !(200..300).contains(&reply.status) {
+            return Err(k.http.error_answer(&reply, &[&assertion]));
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&reply.body)
+            .map_err(|_| ProviderError::invalid_response(Some(reply.status), "the answer is not JSON"))?;
+        let jwt = doc
+            .get("id_token")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ProviderError::invalid_response(Some(reply.status), "no id_token in the answer")
+            })?;
+        let exp = crate::metadata::jwt_exp(jwt).ok_or_else(|| {
+            ProviderError::invalid_response(Some(reply.status), "the id_token has no `exp`")
+        })?;
+        Ok(Token::new(jwt).with_expires_at(authwire::expiry_at_unix(k.http.now(), exp)))
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        CacheKey::new(format!(
+            "gcp-service-account-id-token|{}|{}|key={}|aud={}",
+            self.key.client_email, self.key.token_uri, self.key.key_fingerprint, self.audience
+        ))
+    }
+}
+
 impl fmt::Debug for ServiceAccountKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServiceAccountKey")

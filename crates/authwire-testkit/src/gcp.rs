@@ -373,19 +373,23 @@ fn metadata(s: &GcpState, path: &str, q: HashMap<String, String>, headers: &Head
                     (StatusCode::BAD_REQUEST, "non-empty audience parameter required").into_response(),
                 );
             };
-            let now = s.now_secs();
-            let claims = json!({
-                "iss": "https://accounts.google.com", "aud": audience, "azp": "100000000000000000001",
-                "sub": "100000000000000000001", "email": GCP_SERVICE_ACCOUNT, "email_verified": true,
-                "iat": now, "exp": now + 3600,
-            });
-            let mut header = Header::new(Algorithm::RS256);
-            header.kid = Some("emulator".into());
-            let jwt = jsonwebtoken::encode(&header, &claims, &s.signing_key).expect("sign");
-            flavored(jwt.into_response())
+            flavored(google_id_token(s, audience).into_response())
         }
         _ => flavored((StatusCode::NOT_FOUND, "not found").into_response()),
     }
+}
+
+/// A Google-style ID token for the emulator's service account and `audience`, one hour long.
+fn google_id_token(s: &GcpState, audience: &str) -> String {
+    let now = s.now_secs();
+    let claims = json!({
+        "iss": "https://accounts.google.com", "aud": audience, "azp": "100000000000000000001",
+        "sub": "100000000000000000001", "email": GCP_SERVICE_ACCOUNT, "email_verified": true,
+        "iat": now, "exp": now + 3600,
+    });
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("emulator".into());
+    jsonwebtoken::encode(&header, &claims, &s.signing_key).expect("sign")
 }
 
 fn form(body: &[u8]) -> HashMap<String, String> {
@@ -425,6 +429,11 @@ fn token(s: &GcpState, body: &[u8]) -> Response {
                     "invalid_grant",
                     "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.",
                 );
+            }
+            // An ID token, as Google answers an assertion with `target_audience`.
+            if let Some(audience) = c["target_audience"].as_str().filter(|a| !a.is_empty()) {
+                *lock(&s.last_scopes) = None;
+                return axum::Json(json!({ "id_token": google_id_token(s, audience) })).into_response();
             }
             let Some(scope) = c["scope"].as_str() else {
                 return oauth_error(

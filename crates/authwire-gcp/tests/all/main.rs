@@ -912,3 +912,39 @@ async fn an_executable_source_runs_only_when_allowed_and_its_output_file_saves_r
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_service_account_key_gives_id_tokens_for_an_audience() {
+    let gcp = GcpEmulator::start().await;
+    let dir = TempDir::new("gcp-sa-id-token");
+    let key = dir.write("sa.json", &gcp.service_account_key_json());
+    let authorizer = Authorizer::new(
+        ServiceAccountKey::from_file(&key)
+            .unwrap()
+            .id_token("https://service-abc.run.app"),
+    );
+    let token = authorizer.token().await.unwrap();
+    let claims = jwt_claims(token.access_token().expose_secret());
+    assert_eq!(claims["aud"], "https://service-abc.run.app");
+    assert_eq!(claims["email"], GCP_SERVICE_ACCOUNT);
+    let left = token
+        .expires_at()
+        .unwrap()
+        .duration_since(SystemClock.now())
+        .unwrap();
+    assert!(
+        left > Duration::from_secs(3500),
+        "the expiry is the ID token's exp"
+    );
+    authorizer.token().await.unwrap();
+    assert_eq!(gcp.token_requests(), 1, "cached until it expires");
+    // Its own cache entry: not the key's access tokens.
+    let access = ServiceAccountKey::from_file(&key).unwrap();
+    assert_ne!(
+        access.cache_key(),
+        ServiceAccountKey::from_file(&key)
+            .unwrap()
+            .id_token("https://service-abc.run.app")
+            .cache_key()
+    );
+}
