@@ -156,6 +156,15 @@ impl Impersonated {
         self
     }
 
+    /// ID tokens of the service account for `audience` instead of access tokens, from IAM
+    /// Credentials `generateIdToken` (with the e-mail claim), used until their `exp`.
+    pub fn id_token(self, audience: impl Into<String>) -> ImpersonatedIdToken {
+        ImpersonatedIdToken {
+            inner: self,
+            audience: audience.into(),
+        }
+    }
+
     /// Ask IAM Credentials at this base URL instead of Google's (an emulator on loopback).
     pub fn endpoint(mut self, base: impl Into<String>) -> Self {
         self.base = base.into().trim_end_matches('/').to_owned();
@@ -243,6 +252,61 @@ impl IdentityProvider for Impersonated {
     }
 }
 
+/// ID tokens of an impersonated service account; see [`Impersonated::id_token`].
+#[derive(Clone, Debug)]
+pub struct ImpersonatedIdToken {
+    inner: Impersonated,
+    audience: String,
+}
+
+#[async_trait]
+impl IdentityProvider for ImpersonatedIdToken {
+    async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
+        let i = &self.inner;
+        let url = i.url()?.replace(":generateAccessToken", ":generateIdToken");
+        let source = i.source.fetch_token(None).await?;
+        let bearer = source.access_token().expose_secret();
+        let mut body = serde_json::json!({ "audience": self.audience, "includeEmail": true });
+        let delegates = resource_names(&i.delegates);
+        if !delegates.is_empty() {
+            body["delegates"] = serde_json::json!(delegates);
+        }
+        let authorization = authwire_oauth2::transport::secret_header(&format!("Bearer {bearer}"))
+            .map_err(|e| crate::http::redact(e, &[bearer]))?;
+        let request = authwire::http::Request::post(&url)
+            .header(authwire::http::header::AUTHORIZATION, authorization)
+            .header(authwire::http::header::CONTENT_TYPE, "application/json");
+        let reply = i
+            .http
+            .send(request, body.to_string().into_bytes())
+            .await
+            .map_err(|e| crate::http::redact(e, &[bearer]))?;
+        if !(200..300).contains(&reply.status) {
+            return Err(i.http.error_answer(&reply, &[bearer]));
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|_| {
+            ProviderError::invalid_response(Some(reply.status), "the generateIdToken answer is not JSON")
+        })?;
+        let jwt = doc
+            .get("token")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ProviderError::invalid_response(Some(reply.status), "no token in the answer"))?;
+        let exp = crate::metadata::jwt_exp(jwt).ok_or_else(|| {
+            ProviderError::invalid_response(Some(reply.status), "the ID token has no `exp`")
+        })?;
+        Ok(Token::new(jwt).with_expires_at(authwire::expiry_at_unix(i.http.now(), exp)))
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        CacheKey::new(format!(
+            "{}|id-token-aud={}",
+            self.inner.cache_key(),
+            self.audience
+        ))
+    }
+}
+
 /// IAM Credentials `generateAccessToken` at `url`, authorized by `bearer`'s token: `{"scope",
 /// "lifetime", "delegates"}` in, `{"accessToken", "expireTime"}` out.
 pub(crate) async fn generate_access_token(
@@ -254,16 +318,7 @@ pub(crate) async fn generate_access_token(
     delegates: &[String],
 ) -> Result<Token, ProviderError> {
     let bearer = bearer.access_token().expose_secret();
-    let delegates: Vec<String> = delegates
-        .iter()
-        .map(|d| {
-            if d.starts_with("projects/") {
-                d.clone()
-            } else {
-                format!("projects/-/serviceAccounts/{d}")
-            }
-        })
-        .collect();
+    let delegates = resource_names(delegates);
     let mut body = serde_json::json!({
         "scope": scopes,
         "lifetime": format!("{}s", lifetime.as_secs()),
@@ -299,4 +354,18 @@ pub(crate) async fn generate_access_token(
             ProviderError::invalid_response(Some(reply.status), "no RFC 3339 expireTime in the answer")
         })?;
     Ok(Token::new(token).with_expires_at(expires))
+}
+
+/// Delegates as IAM wants them: `projects/-/serviceAccounts/EMAIL` (an e-mail is completed).
+fn resource_names(delegates: &[String]) -> Vec<String> {
+    delegates
+        .iter()
+        .map(|d| {
+            if d.starts_with("projects/") {
+                d.clone()
+            } else {
+                format!("projects/-/serviceAccounts/{d}")
+            }
+        })
+        .collect()
 }

@@ -43,7 +43,7 @@ mod user;
 pub use adc::{GcpCredentials, default_credentials, default_credentials_in};
 pub use external_account::ExternalAccount;
 pub use gcloud::{GCLOUD_TIMEOUT, GcloudCli};
-pub use impersonated::{IAM_CREDENTIALS_URL, Impersonated};
+pub use impersonated::{IAM_CREDENTIALS_URL, Impersonated, ImpersonatedIdToken};
 pub use metadata::{METADATA_HOST, METADATA_IP, MetadataIdToken, MetadataServer, PROBE_TIMEOUT};
 
 // Public for the fuzz targets of authwire-reliability only; not part of the API.

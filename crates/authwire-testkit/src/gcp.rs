@@ -307,6 +307,11 @@ async fn route(
         };
     }
     if let Some(rest) = path.strip_prefix("/v1/projects/-/serviceAccounts/")
+        && let Some(sa) = rest.strip_suffix(":generateIdToken")
+    {
+        return generate_id_token(&s, sa, &headers, &body);
+    }
+    if let Some(rest) = path.strip_prefix("/v1/projects/-/serviceAccounts/")
         && let Some(sa) = rest.strip_suffix(":generateAccessToken")
     {
         return generate_access_token(&s, sa, &headers, &body);
@@ -379,12 +384,46 @@ fn metadata(s: &GcpState, path: &str, q: HashMap<String, String>, headers: &Head
     }
 }
 
+/// IAM Credentials `generateIdToken` for `sa`: `{"audience", "includeEmail", "delegates"}` in,
+/// `{"token"}` out, authorized as `generateAccessToken` is.
+fn generate_id_token(s: &GcpState, sa: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !bearer.is_some_and(|b| lock(&s.federated).contains(b) || s.ledger.check(b).is_some()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}})),
+        )
+            .into_response();
+    }
+    let request: Value = serde_json::from_slice(body).unwrap_or_default();
+    let Some(audience) = request["audience"].as_str().filter(|a| !a.is_empty()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"code": 400, "message": "Audience required.", "status": "INVALID_ARGUMENT"}})),
+        )
+            .into_response();
+    };
+    *lock(&s.last_delegates) = request["delegates"]
+        .as_array()
+        .map(|d| d.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    axum::Json(json!({ "token": google_id_token_for(s, audience, sa) })).into_response()
+}
+
 /// A Google-style ID token for the emulator's service account and `audience`, one hour long.
 fn google_id_token(s: &GcpState, audience: &str) -> String {
+    google_id_token_for(s, audience, GCP_SERVICE_ACCOUNT)
+}
+
+/// A Google-style ID token for `email` and `audience`, one hour long.
+fn google_id_token_for(s: &GcpState, audience: &str, email: &str) -> String {
     let now = s.now_secs();
     let claims = json!({
         "iss": "https://accounts.google.com", "aud": audience, "azp": "100000000000000000001",
-        "sub": "100000000000000000001", "email": GCP_SERVICE_ACCOUNT, "email_verified": true,
+        "sub": "100000000000000000001", "email": email, "email_verified": true,
         "iat": now, "exp": now + 3600,
     });
     let mut header = Header::new(Algorithm::RS256);

@@ -948,3 +948,25 @@ async fn a_service_account_key_gives_id_tokens_for_an_audience() {
             .cache_key()
     );
 }
+
+#[tokio::test]
+async fn an_impersonated_account_gives_id_tokens_through_generate_id_token() {
+    use authwire_gcp::Impersonated;
+    let gcp = GcpEmulator::start().await;
+    let dir = TempDir::new("gcp-imp-id");
+    let key = dir.write("sa.json", &gcp.service_account_key_json());
+    let target = "invoker@p.iam.gserviceaccount.com";
+    let provider = Impersonated::new(ServiceAccountKey::from_file(&key).unwrap(), target)
+        .endpoint(gcp.url())
+        .delegates(["middle@p.iam.gserviceaccount.com"])
+        .id_token("https://service-abc.run.app");
+    let token = provider.fetch_token(None).await.unwrap();
+    let claims = jwt_claims(token.access_token().expose_secret());
+    assert_eq!(claims["aud"], "https://service-abc.run.app");
+    assert_eq!(claims["email"], target, "the impersonated account's ID token");
+    assert_eq!(
+        gcp.last_delegates(),
+        ["projects/-/serviceAccounts/middle@p.iam.gserviceaccount.com"]
+    );
+    assert!(token.expires_at().is_some());
+}
