@@ -37,12 +37,13 @@ fn wait_listening(port: u16) -> Result<(), String> {
     Err(format!("nothing listens on {port} after 10 s"))
 }
 
-/// An nginx with `body` as its `server` block contents, on `port`.
+/// An nginx with `server` as its `server` block contents, on `port`: one process
+/// (`master_process off`), so that stopping it leaves no worker behind.
 fn nginx(dir: &Path, name: &str, port: u16, server: &str, extra_http: &str) -> Result<Killed, String> {
     let prefix = dir.join(name);
     std::fs::create_dir_all(prefix.join("logs")).map_err(|e| e.to_string())?;
     let conf = format!(
-        "user root;\nworker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
+        "user root;\nworker_processes 1;\nmaster_process off;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\n\
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  \
          fastcgi_temp_path {p}/fcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  keepalive_requests 100000;\n  {extra_http}\n  \
