@@ -98,14 +98,7 @@ pub fn default_credential_in(env: Env<'_>) -> Result<AzureCredential, AzureError
         let tools = [("az", true), ("azd", false)]
             .into_iter()
             .filter_map(|(name, az)| {
-                let program = if cfg!(windows) {
-                    format!("{name}.cmd")
-                } else {
-                    name.to_owned()
-                };
-                let found = std::env::split_paths(&var("PATH")?)
-                    .map(|dir| dir.join(&program))
-                    .find(|p| p.is_file())?;
+                let found = authwire_oauth2::process::find_on_path(&var("PATH")?, name)?;
                 Some(if az {
                     crate::managed::DeveloperTool::Az(found)
                 } else {

@@ -23,13 +23,8 @@ struct Cli {
 
 impl Cli {
     fn new(program: &str) -> Self {
-        let program = if cfg!(windows) {
-            format!("{program}.cmd")
-        } else {
-            program.to_owned()
-        };
         Self {
-            program: OsString::from(program),
+            program: OsString::from(authwire_oauth2::process::tool_name(program)),
             scope: None,
             tenant: None,
             timeout: DEVELOPER_CLI_TIMEOUT,

@@ -53,6 +53,14 @@ impl Tenant {
         })
     }
 
+    /// The same tenant and client at another authority host (its transport kept).
+    fn at(&self, authority: &str) -> Result<Self, AzureError> {
+        Ok(Self {
+            transport: self.transport.clone(),
+            ..Self::new(authority, &self.tenant, &self.client_id)?
+        })
+    }
+
     fn token_url(&self) -> String {
         format!("{}{}/oauth2/v2.0/token", self.authority, self.tenant)
     }
@@ -154,10 +162,7 @@ impl WorkloadIdentity {
     /// Ask this authority (`https://login.microsoftonline.us/`, a sovereign cloud) instead of
     /// the public one.
     pub fn authority_host(mut self, authority: &str) -> Result<Self, AzureError> {
-        self.tenant = Tenant {
-            transport: self.tenant.transport.clone(),
-            ..Tenant::new(authority, &self.tenant.tenant, &self.tenant.client_id)?
-        };
+        self.tenant = self.tenant.at(authority)?;
         Ok(self.rebuild())
     }
 
@@ -294,10 +299,7 @@ impl EnvironmentCredential {
     /// Ask this authority (`https://login.microsoftonline.us/`, a sovereign cloud) instead of
     /// the public one.
     pub fn authority_host(mut self, authority: &str) -> Result<Self, AzureError> {
-        self.tenant = Tenant {
-            transport: self.tenant.transport.clone(),
-            ..Tenant::new(authority, &self.tenant.tenant, &self.tenant.client_id)?
-        };
+        self.tenant = self.tenant.at(authority)?;
         Ok(self.rebuild())
     }
 

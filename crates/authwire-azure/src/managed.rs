@@ -204,7 +204,7 @@ impl ManagedIdentity {
                     crate::AzureCli::new()
                         .program(program)
                         .scope(scope)
-                        .clock(ClockRef(self.clock.clone()))
+                        .clock(self.clock.clone())
                         .fetch_token(None)
                         .await
                 }
@@ -212,7 +212,7 @@ impl ManagedIdentity {
                     crate::AzureDeveloperCli::new()
                         .program(program)
                         .scope(scope)
-                        .clock(ClockRef(self.clock.clone()))
+                        .clock(self.clock.clone())
                         .fetch_token(None)
                         .await
                 }
@@ -392,17 +392,4 @@ pub fn parse_token_answer(status: u16, body: &[u8], now: SystemTime) -> Result<T
         }
     };
     Ok(Token::new(access).with_expires_at(expires_at))
-}
-
-/// A shared clock handed to a developer tool.
-struct ClockRef(Arc<dyn Clock>);
-
-impl Clock for ClockRef {
-    fn now(&self) -> std::time::SystemTime {
-        self.0.now()
-    }
-
-    fn sleep(&self, duration: std::time::Duration) -> authwire::Sleep {
-        self.0.sleep(duration)
-    }
 }

@@ -158,18 +158,10 @@ pub async fn default_credentials_in(
             return Ok(GcpCredentials::Metadata(MetadataServer::from_env(&var)));
         }
     }
-    match on_path(&var, if cfg!(windows) { "gcloud.cmd" } else { "gcloud" }) {
+    match var("PATH").and_then(|path| authwire_oauth2::process::find_on_path(&path, "gcloud")) {
         Some(gcloud) => Ok(GcpCredentials::Gcloud(GcloudCli::new().program(gcloud))),
         None => Err(GcpError::NotFound),
     }
-}
-
-/// `program` in one of `PATH`'s folders, if it is there.
-fn on_path(var: &dyn Fn(&str) -> Option<String>, program: &str) -> Option<PathBuf> {
-    let path = var("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 fn well_known_file(var: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {

@@ -408,11 +408,7 @@ impl ExternalAccount {
     }
 
     fn scopes(&self) -> Vec<String> {
-        if self.scopes.is_empty() {
-            vec![crate::CLOUD_PLATFORM_SCOPE.to_owned()]
-        } else {
-            self.scopes.clone()
-        }
+        crate::scopes_or_cloud_platform(&self.scopes)
     }
 
     /// The subject token, read now (files are rotated in place).

@@ -43,7 +43,7 @@ impl GcloudCli {
     /// `gcloud` from `PATH` (`gcloud.cmd` on Windows), with a 10 s timeout.
     pub fn new() -> Self {
         Self {
-            program: OsString::from(if cfg!(windows) { "gcloud.cmd" } else { "gcloud" }),
+            program: OsString::from(authwire_oauth2::process::tool_name("gcloud")),
             timeout: GCLOUD_TIMEOUT,
             clock: Arc::new(authwire::SystemClock),
         }

@@ -184,16 +184,13 @@ impl Impersonated {
     }
 
     fn scopes(&self) -> Vec<String> {
-        if self.scopes.is_empty() {
-            vec![crate::CLOUD_PLATFORM_SCOPE.to_owned()]
-        } else {
-            self.scopes.clone()
-        }
+        crate::scopes_or_cloud_platform(&self.scopes)
     }
 
-    /// The `generateAccessToken` URL, with the e-mail as Google's libraries put it (as is): an
-    /// address that could leave its path segment (`/`, `?`, `#`, `..`) is refused.
-    fn url(&self) -> Result<String, ProviderError> {
+    /// The URL of IAM Credentials' `method` for the target, with the e-mail as Google's
+    /// libraries put it (as is): an address that could leave its path segment (`/`, `?`, `#`,
+    /// `..`) is refused.
+    fn url(&self, method: &str) -> Result<String, ProviderError> {
         let email = &self.service_account;
         let plain = !email.is_empty()
             && !email.contains("..")
@@ -206,7 +203,7 @@ impl Impersonated {
             )));
         }
         Ok(format!(
-            "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
+            "{}/v1/projects/-/serviceAccounts/{email}:{method}",
             self.base
         ))
     }
@@ -225,7 +222,7 @@ impl fmt::Debug for Impersonated {
 #[async_trait]
 impl IdentityProvider for Impersonated {
     async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
-        let url = self.url()?;
+        let url = self.url("generateAccessToken")?;
         let source = self.source.fetch_token(None).await?;
         generate_access_token(
             &self.http,
@@ -263,38 +260,18 @@ pub struct ImpersonatedIdToken {
 impl IdentityProvider for ImpersonatedIdToken {
     async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
         let i = &self.inner;
-        let url = i.url()?.replace(":generateAccessToken", ":generateIdToken");
+        let url = i.url("generateIdToken")?;
         let source = i.source.fetch_token(None).await?;
-        let bearer = source.access_token().expose_secret();
-        let mut body = serde_json::json!({ "audience": self.audience, "includeEmail": true });
-        let delegates = resource_names(&i.delegates);
-        if !delegates.is_empty() {
-            body["delegates"] = serde_json::json!(delegates);
-        }
-        let authorization = authwire_oauth2::transport::secret_header(&format!("Bearer {bearer}"))
-            .map_err(|e| crate::http::redact(e, &[bearer]))?;
-        let request = authwire::http::Request::post(&url)
-            .header(authwire::http::header::AUTHORIZATION, authorization)
-            .header(authwire::http::header::CONTENT_TYPE, "application/json");
-        let reply = i
-            .http
-            .send(request, body.to_string().into_bytes())
-            .await
-            .map_err(|e| crate::http::redact(e, &[bearer]))?;
-        if !(200..300).contains(&reply.status) {
-            return Err(i.http.error_answer(&reply, &[bearer]));
-        }
-        let doc: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|_| {
-            ProviderError::invalid_response(Some(reply.status), "the generateIdToken answer is not JSON")
-        })?;
+        let body = serde_json::json!({ "audience": self.audience, "includeEmail": true });
+        let (doc, status) =
+            iam_credentials(&i.http, &url, &source, body, &i.delegates, "generateIdToken").await?;
         let jwt = doc
             .get("token")
             .and_then(|t| t.as_str())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ProviderError::invalid_response(Some(reply.status), "no token in the answer"))?;
-        let exp = crate::metadata::jwt_exp(jwt).ok_or_else(|| {
-            ProviderError::invalid_response(Some(reply.status), "the ID token has no `exp`")
-        })?;
+            .ok_or_else(|| ProviderError::invalid_response(Some(status), "no token in the answer"))?;
+        let exp = crate::metadata::jwt_exp(jwt)
+            .ok_or_else(|| ProviderError::invalid_response(Some(status), "the ID token has no `exp`"))?;
         Ok(Token::new(jwt).with_expires_at(authwire::expiry_at_unix(i.http.now(), exp)))
     }
 
@@ -317,12 +294,39 @@ pub(crate) async fn generate_access_token(
     lifetime: Duration,
     delegates: &[String],
 ) -> Result<Token, ProviderError> {
-    let bearer = bearer.access_token().expose_secret();
-    let delegates = resource_names(delegates);
-    let mut body = serde_json::json!({
+    let body = serde_json::json!({
         "scope": scopes,
         "lifetime": format!("{}s", lifetime.as_secs()),
     });
+    let (doc, status) = iam_credentials(http, url, bearer, body, delegates, "generateAccessToken").await?;
+    let token = doc
+        .get("accessToken")
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ProviderError::invalid_response(Some(status), "no accessToken in the answer"))?;
+    let expires = doc
+        .get("expireTime")
+        .and_then(|t| t.as_str())
+        .and_then(authwire_oauth2::transport::parse_rfc3339)
+        .ok_or_else(|| {
+            ProviderError::invalid_response(Some(status), "no RFC 3339 expireTime in the answer")
+        })?;
+    Ok(Token::new(token).with_expires_at(expires))
+}
+
+/// POST `body` (with `delegates`, when any) to an IAM Credentials `method` at `url`,
+/// authorized by `bearer`'s token, which is scrubbed from any error; the answer's JSON and
+/// status.
+async fn iam_credentials(
+    http: &Http,
+    url: &str,
+    bearer: &Token,
+    mut body: serde_json::Value,
+    delegates: &[String],
+    method: &str,
+) -> Result<(serde_json::Value, u16), ProviderError> {
+    let bearer = bearer.access_token().expose_secret();
+    let delegates = resource_names(delegates);
     if !delegates.is_empty() {
         body["delegates"] = serde_json::json!(delegates);
     }
@@ -338,22 +342,10 @@ pub(crate) async fn generate_access_token(
     if !(200..300).contains(&reply.status) {
         return Err(http.error_answer(&reply, &[bearer]));
     }
-    let doc: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|_| {
-        ProviderError::invalid_response(Some(reply.status), "the generateAccessToken answer is not JSON")
+    let doc = serde_json::from_slice(&reply.body).map_err(|_| {
+        ProviderError::invalid_response(Some(reply.status), format!("the {method} answer is not JSON"))
     })?;
-    let token = doc
-        .get("accessToken")
-        .and_then(|t| t.as_str())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ProviderError::invalid_response(Some(reply.status), "no accessToken in the answer"))?;
-    let expires = doc
-        .get("expireTime")
-        .and_then(|t| t.as_str())
-        .and_then(authwire_oauth2::transport::parse_rfc3339)
-        .ok_or_else(|| {
-            ProviderError::invalid_response(Some(reply.status), "no RFC 3339 expireTime in the answer")
-        })?;
-    Ok(Token::new(token).with_expires_at(expires))
+    Ok((doc, reply.status))
 }
 
 /// Delegates as IAM wants them: `projects/-/serviceAccounts/EMAIL` (an e-mail is completed).

@@ -60,6 +60,15 @@ pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 /// The scope most Google Cloud APIs accept.
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
+/// The scopes asked for: those given, else cloud-platform (as Google's libraries default).
+fn scopes_or_cloud_platform(scopes: &[String]) -> Vec<String> {
+    if scopes.is_empty() {
+        vec![CLOUD_PLATFORM_SCOPE.to_owned()]
+    } else {
+        scopes.to_vec()
+    }
+}
+
 /// Why credentials could not be set up. Says what to fix; never contains a key or a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -110,11 +110,7 @@ impl ServiceAccountKey {
 
     /// The scopes asked for: those given, else cloud-platform.
     fn scopes(&self) -> Vec<String> {
-        if self.scopes.is_empty() {
-            vec![crate::CLOUD_PLATFORM_SCOPE.to_owned()]
-        } else {
-            self.scopes.clone()
-        }
+        crate::scopes_or_cloud_platform(&self.scopes)
     }
 
     /// Act as this Workspace user (domain-wide delegation: the JWT's `sub`).

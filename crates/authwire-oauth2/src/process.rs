@@ -101,6 +101,25 @@ pub async fn run_credential_program_with_env(
     Ok(out)
 }
 
+/// The name a command-line tool has on this platform: `name`, or `name.cmd` on Windows (where
+/// `gcloud`, `az` and `azd` are batch files).
+pub fn tool_name(name: &str) -> String {
+    if cfg!(windows) {
+        format!("{name}.cmd")
+    } else {
+        name.to_owned()
+    }
+}
+
+/// The tool `name` (see [`tool_name`]) in one of the folders of `path` (a `PATH` value), if
+/// it is there: how the default chains decide a developer tool is installed.
+pub fn find_on_path(path: &str, name: &str) -> Option<std::path::PathBuf> {
+    let program = tool_name(name);
+    std::env::split_paths(path)
+        .map(|dir| dir.join(&program))
+        .find(|candidate| candidate.is_file())
+}
+
 /// The first non-empty line of `bytes`, at most 300 characters.
 fn first_line(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);

@@ -220,12 +220,12 @@ impl Listener {
     }
 }
 
-/// A unix socket at `path`, `0600` from the moment it has that name: bound under a random
-/// name beside it, made private, then renamed into place. A stale socket at `path` is
+/// A unix socket at `path`, `0600` from the moment it has that name: bound in a private
+/// folder beside it, made private, then renamed into place. A stale socket at `path` is
 /// replaced; anything else there (a file, a folder, a symbolic link) is refused.
 #[cfg(unix)]
 fn bind_unix(path: &std::path::Path, route: &str) -> Result<tokio::net::UnixListener, ProxyError> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
     let fail = |what: &str, e: std::io::Error| {
         ProxyError::config(format!("route {route}: cannot {what} {}: {e}", path.display()))
     };
@@ -245,18 +245,29 @@ fn bind_unix(path: &std::path::Path, route: &str) -> Result<tokio::net::UnixList
     let file_name = path
         .file_name()
         .ok_or_else(|| ProxyError::config(format!("route {route}: {} names no file", path.display())))?;
-    let temp = path.with_file_name(format!(
-        ".{}.{}.tmp",
+    // Bound inside a private folder (0700: no other user can even reach the socket there),
+    // made 0600, then renamed into place: never reachable with looser permissions, whatever
+    // the umask.
+    let private_dir = path.with_file_name(format!(
+        ".{}.{}.d",
         file_name.to_string_lossy(),
         authwire::random::hex(8)
     ));
-    let listener = tokio::net::UnixListener::bind(&temp).map_err(|e| fail("listen on", e))?;
-    let private = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&temp, path));
-    if let Err(e) = private {
-        let _ = std::fs::remove_file(&temp);
-        return Err(fail("make private", e));
-    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private_dir)
+        .map_err(|e| fail("prepare a private folder beside", e))?;
+    let temp = private_dir.join("socket");
+    let bound = tokio::net::UnixListener::bind(&temp).map_err(|e| fail("listen on", e));
+    let placed = bound.and_then(|listener| {
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&temp, path))
+            .map(|()| listener)
+            .map_err(|e| fail("make private", e))
+    });
+    let _ = std::fs::remove_file(&temp);
+    let _ = std::fs::remove_dir(&private_dir);
+    let listener = placed?;
     Ok(listener)
 }
 
