@@ -469,10 +469,16 @@ impl Inner {
             .await
             .map_err(|e| e.redact_sent(&sent))?;
         if !(200..300).contains(&reply.status) {
-            return Err(ProviderError::permanent(format!(
+            let e = format!(
                 "GitHub's OIDC token endpoint answered {} (is `permissions: id-token: write` set for the job?)",
                 reply.status
-            )));
+            );
+            // A runner having a bad moment (5xx, 429) is retried with backoff; a refusal is not.
+            return Err(if authwire::is_transient_status(reply.status) {
+                ProviderError::transient(e)
+            } else {
+                ProviderError::permanent(e)
+            });
         }
         #[derive(serde::Deserialize)]
         struct Answer {

@@ -625,3 +625,35 @@ async fn an_async_assertion_source_is_awaited_for_every_token_request() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     assert_eq!(idp.tokens_issued(), 2);
 }
+
+#[tokio::test]
+async fn a_github_actions_endpoint_having_a_bad_moment_is_a_transient_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let idp = IdentityServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+    });
+    let provider = OAuth2Provider::builder()
+        .token_url(idp.token_url())
+        .client_id(Client::PRIVATE_KEY_JWT_ID)
+        .auth_method(ClientAuthMethod::ClientAssertion(
+            AssertionSource::github_actions_at(
+                "api://my-idp",
+                format!("http://{addr}/token?api-version=2.0"),
+                "runner-request-token-8",
+            ),
+        ))
+        .build()
+        .unwrap();
+    let e = provider.fetch_token(None).await.unwrap_err();
+    assert!(e.is_transient(), "retried with backoff, not given up on: {e}");
+    assert!(authwire::error_chain(&e).contains("503"), "{e}");
+    assert_eq!(idp.token_requests(), 0);
+}
