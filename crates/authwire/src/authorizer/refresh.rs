@@ -52,6 +52,22 @@ impl Shared {
                     lease = guard;
                     current = newest(fresher, current);
                 }
+                Coordination::Unavailable(e) => {
+                    // Without the lease, another process may be redeeming the same refresh
+                    // token; a rotating identity provider would take the second redemption for
+                    // theft and revoke the whole family. While the token still serves, do not
+                    // risk it: fail this attempt (transient, with backoff) and keep serving.
+                    // Once it no longer serves, refresh alone: availability first (docs/fleet.md).
+                    if input.trigger == Trigger::RefreshDue && current.as_deref().is_some_and(|t| t.refresh_token().is_some()) {
+                        warn!(cache_key = %self.key, "not redeeming the refresh token without the fleet's refresh lease; serving the still-valid token and trying again after backoff");
+                        Counters::bump(&self.counters.transient_failures);
+                        return Outcome::Failed {
+                            error: AuthError::Store(e),
+                            newer: None,
+                        };
+                    }
+                    warn!(cache_key = %self.key, "refreshing alone, without the fleet's refresh lease");
+                }
             }
         }
         let outcome = self.fetch(current, lease.as_deref()).await;
@@ -100,10 +116,6 @@ impl Shared {
     /// refreshing alone when the store cannot coordinate (it failed, or the lease outlived its
     /// TTL), so that the store is never a single point of failure.
     pub(super) async fn coordinate(&self, store: &dyn TokenStore, input: &FlightInput) -> Coordination {
-        let alone = Coordination::Refresh {
-            guard: None,
-            newest: None,
-        };
         let polls = (self.lease_ttl.as_millis() / FLEET_POLL_INTERVAL.as_millis()).max(1) as u32;
         for attempt in 0..=polls {
             let lease = self
@@ -134,20 +146,26 @@ impl Shared {
                         return Coordination::Adopt(entry);
                     }
                 }
-                Ok(RefreshLease::HeldElsewhere) => {
-                    warn!(cache_key = %self.key, lease_ttl = ?self.lease_ttl,
-                        "the refresh lease stayed taken by another process; refreshing alone");
-                    return alone;
+                Ok(RefreshLease::HeldElsewhere) => break,
+                Ok(_) => {
+                    // Uncoordinated: the store does not coordinate; every process refreshes alone.
+                    return Coordination::Refresh {
+                        guard: None,
+                        newest: None,
+                    };
                 }
-                Ok(_) => return alone, // Uncoordinated
                 Err(e) => {
                     Counters::bump(&self.counters.store_errors);
-                    warn!(cache_key = %self.key, error = %crate::error_chain(&e), "could not coordinate the refresh through the store; refreshing alone");
-                    return alone;
+                    warn!(cache_key = %self.key, error = %crate::error_chain(&e), "could not take the fleet's refresh lease");
+                    return Coordination::Unavailable(e);
                 }
             }
         }
-        alone
+        warn!(cache_key = %self.key, lease_ttl = ?self.lease_ttl, "the refresh lease stayed taken by other processes for its whole TTL");
+        Coordination::Unavailable(StoreError::new(format!(
+            "the fleet's refresh lease stayed taken by other processes for its whole TTL ({:?})",
+            self.lease_ttl
+        )))
     }
 
     /// Call the provider, prepare and save the new token.
@@ -330,6 +348,10 @@ pub(super) enum Coordination {
         guard: Option<Box<dyn LeaseGuard>>,
         newest: Option<Arc<Token>>,
     },
+    /// The store could not coordinate (it failed, or the lease stayed taken past its TTL):
+    /// refresh alone, unless a still-valid token's refresh token would be redeemed without the
+    /// lease.
+    Unavailable(StoreError),
 }
 
 /// How often a process waiting for another's refresh reads the store.

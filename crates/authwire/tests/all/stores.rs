@@ -1,6 +1,6 @@
 //! The pipeline with a store: read before the first fetch, written before a token is handed out.
 
-use crate::support::{Scripted, TestStore, drive, err, ok, t0, token};
+use crate::support::{Scripted, TestStore, drive, err, ok, settle, t0, token};
 use authwire::{AuthError, Authorizer, ManualClock, ProviderError};
 use secrecy::ExposeSecret;
 use std::sync::atomic::Ordering;
@@ -188,7 +188,7 @@ struct LeasedElsewhere {
     polls: Arc<std::sync::atomic::AtomicUsize>,
     release_after: usize,
     other_saves: Option<authwire::Token>,
-    fail: bool,
+    fail: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[authwire::async_trait]
@@ -207,7 +207,7 @@ impl TokenStore for LeasedElsewhere {
         key: &CacheKey,
         _ttl: Duration,
     ) -> Result<RefreshLease, authwire::StoreError> {
-        if self.fail {
+        if self.fail.load(Ordering::SeqCst) {
             return Err(authwire::StoreError::new("redis is down"));
         }
         let n = self.polls.fetch_add(1, Ordering::SeqCst);
@@ -239,7 +239,7 @@ fn leased(release_after: usize, other_saves: Option<authwire::Token>) -> LeasedE
         polls: Arc::default(),
         release_after,
         other_saves,
-        fail: false,
+        fail: Arc::default(),
     }
 }
 
@@ -299,8 +299,8 @@ async fn when_the_lease_frees_without_a_token_this_process_takes_it_and_refreshe
 
 #[tokio::test]
 async fn a_store_that_cannot_coordinate_does_not_stop_the_refresh() {
-    let mut store = leased(0, None);
-    store.fail = true;
+    let store = leased(0, None);
+    store.fail.store(true, Ordering::SeqCst);
     let provider = Scripted::new([ok(token(1, t0(), HOUR))]);
     let auth = Authorizer::builder(provider.clone())
         .clock(ManualClock::new(t0()))
@@ -308,6 +308,91 @@ async fn a_store_that_cannot_coordinate_does_not_stop_the_refresh() {
         .build();
     assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
     assert_eq!(auth.metrics().store_errors, 1);
+}
+
+/// Issue 29: a lease that the store cannot give (Redis failing over, or a lease its replicas did
+/// not acknowledge) must not lead a process to redeem a refresh token another process may be
+/// redeeming, while the token it has still serves.
+#[tokio::test]
+async fn without_the_lease_a_still_valid_tokens_refresh_token_is_not_redeemed() {
+    let clock = ManualClock::new(t0());
+    let store = leased(0, None);
+    let provider = Scripted::new([
+        ok(token(1, t0(), HOUR).with_refresh_token("rt-1")),
+        ok(token(2, t0(), 2 * HOUR).with_refresh_token("rt-2")),
+    ]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(clock.clone())
+        .store(store.clone())
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+
+    // The store fails over; the token enters its refresh window.
+    store.fail.store(true, Ordering::SeqCst);
+    clock.advance(HOUR - Duration::from_secs(240));
+    for _ in 0..20 {
+        assert_eq!(
+            auth.authorization_header().await.unwrap(),
+            "Bearer access-1",
+            "the still-valid token keeps being served"
+        );
+        tokio::task::yield_now().await;
+    }
+    settle(|| auth.metrics().transient_failures == 1).await;
+    assert_eq!(auth.metrics().store_errors, 1);
+    assert_eq!(provider.calls(), 1, "the refresh token was not redeemed without the lease");
+
+    // The store is back: after the backoff, the refresh runs under the lease.
+    store.fail.store(false, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(60));
+    for _ in 0..1000 {
+        if auth.authorization_header().await.unwrap() == "Bearer access-2" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(provider.calls(), 2, "refreshes resumed");
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
+    assert_eq!(
+        provider.seen_refresh_tokens(),
+        [None, Some("rt-1".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn without_the_lease_a_token_with_no_refresh_token_is_refreshed_alone() {
+    let clock = ManualClock::new(t0());
+    let store = leased(0, None);
+    let provider = Scripted::new([ok(token(1, t0(), HOUR)), ok(token(2, t0(), 2 * HOUR))]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(clock.clone())
+        .store(store.clone())
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    store.fail.store(true, Ordering::SeqCst);
+    clock.advance(HOUR - Duration::from_secs(240));
+    auth.authorization_header().await.unwrap();
+    settle(|| provider.calls() == 2).await;
+}
+
+#[tokio::test]
+async fn without_the_lease_an_expired_tokens_refresh_token_is_redeemed_alone() {
+    let clock = ManualClock::new(t0());
+    let store = leased(0, None);
+    let provider = Scripted::new([
+        ok(token(1, t0(), HOUR).with_refresh_token("rt-1")),
+        ok(token(2, t0(), 3 * HOUR).with_refresh_token("rt-2")),
+    ]);
+    let auth = Authorizer::builder(provider.clone())
+        .clock(clock.clone())
+        .store(store.clone())
+        .build();
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-1");
+    store.fail.store(true, Ordering::SeqCst);
+    // Past expiry: nothing serves, so availability comes first.
+    clock.advance(HOUR + Duration::from_secs(1));
+    assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
+    assert_eq!(provider.calls(), 2);
 }
 
 #[test]
