@@ -39,6 +39,7 @@ mod ledger;
 mod proxy;
 mod raw;
 mod redis;
+mod redis_ha;
 mod resource;
 mod scratch;
 mod tls;
@@ -59,6 +60,7 @@ pub use idp::{Approval, Client, Fault, IdentityServer, IdentityServerBuilder, Se
 pub use proxy::ForwardProxy;
 pub use raw::{Misbehavior, RawServer};
 pub use redis::RedisServer;
+pub use redis_ha::{RedisCluster, RedisSentinel};
 pub use resource::ResourceServer;
 #[cfg(unix)]
 pub use scratch::fake_program;

@@ -10,16 +10,11 @@ use std::time::Duration;
 const CHILD_ENV: &str = "AUTHWIRE_FLEET_CHILD";
 
 /// What a child does, passed as JSON in its environment.
-fn child_config(
-    idp: &IdentityServer,
-    api: &ResourceServer,
-    redis: Option<&RedisServer>,
-    seconds: u64,
-) -> String {
+fn child_config(idp: &IdentityServer, api: &ResourceServer, redis: Option<&str>, seconds: u64) -> String {
     serde_json::json!({
         "token_url": idp.token_url(),
         "api": api.url(),
-        "redis": redis.map(RedisServer::url),
+        "redis": redis,
         "seconds": seconds,
     })
     .to_string()
@@ -73,7 +68,8 @@ async fn fleet_child() {
         .store_timeout(Duration::from_millis(500))
         .refresh_lease_ttl(Duration::from_secs(3));
     if let Some(url) = config["redis"].as_str() {
-        builder = builder.store(RedisStore::connect(url).await.unwrap());
+        // One server, a cluster or sentinels, as the CLI's --redis-url names them.
+        builder = builder.store(RedisStore::from_url(url).connect().await.unwrap());
     }
     let authorizer = builder.build();
     let http = reqwest::Client::new();
@@ -101,7 +97,7 @@ async fn fleet_child() {
     // The report to the parent process.
     println!(
         "FLEET-RESULT {}",
-        serde_json::json!({"ok": ok, "unauthorized": unauthorized, "errors": errors, "fetches": m.fetches, "store_hits": m.store_hits})
+        serde_json::json!({"ok": ok, "unauthorized": unauthorized, "errors": errors, "fetches": m.fetches, "store_hits": m.store_hits, "store_errors": m.store_errors})
     );
 }
 
@@ -116,18 +112,57 @@ async fn run_fleet(
     } else {
         None
     };
-    let idp = IdentityServer::builder().settings(settings).start().await;
-    let api = ResourceServer::start(&idp).await;
-    let config = child_config(&idp, &api, redis_server.as_ref(), seconds);
-    let children: Vec<_> = (0..processes).map(|_| spawn_child(&config)).collect();
-    let mut reports = Vec::new();
-    for child in children {
-        reports.push(report(child).await);
-    }
-    (idp, api, reports)
+    let url = redis_server.as_ref().map(RedisServer::url);
+    Fleet::start_with(processes, seconds, url.as_deref(), settings)
+        .await
+        .finish()
+        .await
 }
 
-fn sum(reports: &[serde_json::Value], field: &str) -> u64 {
+/// Child processes running against one identity provider, API and (optionally) Redis.
+pub(crate) struct Fleet {
+    pub(crate) idp: IdentityServer,
+    api: ResourceServer,
+    children: Vec<tokio::process::Child>,
+}
+
+impl Fleet {
+    /// `processes` children sending requests for `seconds`, sharing the Redis at `redis_url`
+    /// (any form [`RedisStore::from_url`] reads).
+    pub(crate) async fn start(processes: usize, seconds: u64, redis_url: &str, settings: Settings) -> Self {
+        Self::start_with(processes, seconds, Some(redis_url), settings).await
+    }
+
+    async fn start_with(processes: usize, seconds: u64, redis_url: Option<&str>, settings: Settings) -> Self {
+        let idp = IdentityServer::builder().settings(settings).start().await;
+        let api = ResourceServer::start(&idp).await;
+        let config = child_config(&idp, &api, redis_url, seconds);
+        let children = (0..processes).map(|_| spawn_child(&config)).collect();
+        Self { idp, api, children }
+    }
+
+    /// Wait for every child's report.
+    pub(crate) async fn finish(self) -> (IdentityServer, ResourceServer, Vec<serde_json::Value>) {
+        let mut reports = Vec::new();
+        for child in self.children {
+            reports.push(report(child).await);
+        }
+        (self.idp, self.api, reports)
+    }
+}
+
+/// Tokens of `lifetime_secs` that come with a refresh token rotated on every use, reuse
+/// revoking the family (as the OAuth 2.0 Security BCP asks of public clients' providers).
+pub(crate) fn rotating(lifetime_secs: u64) -> Settings {
+    Settings {
+        token_lifetime: Duration::from_secs(lifetime_secs),
+        refresh_token_for_client_credentials: true,
+        rotate_refresh_tokens: true,
+        ..Settings::default()
+    }
+}
+
+pub(crate) fn sum(reports: &[serde_json::Value], field: &str) -> u64 {
     reports.iter().map(|r| r[field].as_u64().unwrap()).sum()
 }
 
@@ -183,13 +218,7 @@ async fn fleet_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_token_rotation_across_processes_never_hits_invalid_grant() {
-    let settings = Settings {
-        token_lifetime: Duration::from_secs(3),
-        refresh_token_for_client_credentials: true,
-        rotate_refresh_tokens: true,
-        ..Settings::default()
-    };
-    let (idp, api, reports) = run_fleet(4, 10, true, settings).await;
+    let (idp, api, reports) = run_fleet(4, 10, true, rotating(3)).await;
     assert_eq!(
         idp.errors("invalid_grant"),
         0,
@@ -216,7 +245,7 @@ async fn when_the_lease_holder_dies_mid_refresh_another_process_takes_over_withi
     let api = ResourceServer::start(&idp).await;
     // The first token request hangs (the holder will be killed while it waits).
     idp.inject(Fault::status(503, "").delay(Duration::from_secs(60)));
-    let mut holder = spawn_child(&child_config(&idp, &api, Some(&redis), 60));
+    let mut holder = spawn_child(&child_config(&idp, &api, Some(&redis.url()), 60));
     for _ in 0..400 {
         if idp.token_requests() == 1 {
             break;

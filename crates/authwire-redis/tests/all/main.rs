@@ -1,6 +1,7 @@
 //! The Redis store against a real `redis-server` that each test starts on a free loopback port.
 
 mod fleet;
+mod ha;
 
 use authwire::{CacheKey, RefreshLease, Token, TokenStore};
 use authwire_redis::RedisStore;
