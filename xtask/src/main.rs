@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
         Some("bench-proxy") => bench_proxy::run(&root(), &target_dir()),
+        Some("bench-fleet") => bench_fleet(),
         Some("demo") => demo(),
         Some("idp") => idp(&args[1..]),
         Some("soak") => soak(&args[1..]),
@@ -66,6 +67,7 @@ fn usage() {
          ci              fmt check, clippy -D warnings, all tests and doctests, rustdoc -D warnings\n  \
          bench [FILTER]  criterion benchmarks (see docs/PERFORMANCE.md)\n  \
          bench-proxy     authwire proxy against nginx in front of one upstream, loaded by wrk (needs nginx and\n                  wrk; see docs/PERFORMANCE.md)\n  \
+         bench-fleet     token requests per lifetime of 8 processes against 1 on a real Redis Cluster (docs/fleet.md)\n  \
          deps            list dependencies declared but never used (part of ci)\n  \
          advisories      Cargo.lock against the RustSec advisory database in ../shared/advisory-db, offline (part of ci)\n  \
          docs            the docs match the code: a README row per crate, no CLI flag that does not exist (part of ci)\n  \
@@ -543,6 +545,25 @@ fn outside(args: &[String]) -> Result<(), String> {
         .arg("--");
     cmd.args(args);
     step("authwire beside other token libraries", cmd)
+}
+
+/// The fleet on a Redis Cluster: token requests per lifetime for 8 processes against 1.
+fn bench_fleet() -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "authwire-redis",
+        "--test",
+        "all",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--exact",
+        "fleet::fleet_on_a_cluster_table",
+    ]);
+    step("the fleet on a Redis Cluster", cmd)
 }
 
 fn bench(args: &[String]) -> Result<(), String> {

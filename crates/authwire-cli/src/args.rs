@@ -114,7 +114,9 @@ pub(crate) struct Credentials {
     /// `github-actions=AUDIENCE` [default audience: the issuer, else the token URL].
     #[arg(long, global = true, value_name = "SOURCE")]
     pub(crate) assertion: Option<String>,
-    /// The Redis server for --cache redis (`rediss://host:6379/`, or `redis://` to loopback).
+    /// The Redis for --cache redis: one server (`rediss://host:6379/`, or `redis://` to
+    /// loopback), a cluster (`rediss+cluster://host:7000,host:7001`), or the master the
+    /// sentinels name (`rediss+sentinel://host:26379,host:26380/mymaster`).
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) redis_url: Option<String>,
 }

@@ -689,7 +689,9 @@ async fn open_store(
         Some(CacheKind::None) => Ok(None),
         Some(CacheKind::Redis) => {
             let url = redis_url.ok_or_else(|| CliError::config("--cache redis needs --redis-url"))?;
-            let store = authwire_redis::RedisStore::connect(url)
+            // One server, a cluster (redis+cluster://) or sentinels (redis+sentinel://).
+            let store = authwire_redis::RedisStore::from_url(url)
+                .connect()
                 .await
                 .map_err(|e| CliError::config(format!("--redis-url: {}", authwire::error_chain(&e))))?;
             Ok(Some((Arc::new(store), "Redis".into())))

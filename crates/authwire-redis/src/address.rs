@@ -25,7 +25,12 @@ impl Topology {
 
     /// The deployment for logs and errors, without passwords.
     pub(crate) fn display(&self) -> String {
-        let urls = self.urls().iter().map(|u| redact(u)).collect::<Vec<_>>().join(", ");
+        let urls = self
+            .urls()
+            .iter()
+            .map(|u| redact(u))
+            .collect::<Vec<_>>()
+            .join(", ");
         match self {
             Topology::Single(_) => urls,
             Topology::Cluster(_) => format!("the Redis Cluster at {urls}"),
@@ -80,9 +85,9 @@ pub(crate) fn parse(url: &str) -> Result<Topology, StoreError> {
     match kind {
         "cluster" if path.is_empty() => Ok(Topology::Cluster(urls)),
         "cluster" => refuse("a cluster URL has no path (a cluster has only database 0)"),
-        _ if path.is_empty() || path.contains('/') => {
-            refuse("a sentinel URL ends with the master's name: redis+sentinel://host:26379,host:26380/mymaster")
-        }
+        _ if path.is_empty() || path.contains('/') => refuse(
+            "a sentinel URL ends with the master's name: redis+sentinel://host:26379,host:26380/mymaster",
+        ),
         _ => Ok(Topology::Sentinel {
             sentinels: urls,
             master: path.to_owned(),
@@ -148,7 +153,8 @@ mod tests {
 
     #[test]
     fn cluster_urls_list_their_nodes() {
-        let Topology::Cluster(nodes) = parse("rediss+cluster://app:pw@10.0.0.1:7000,[::1]:7001/").unwrap() else {
+        let Topology::Cluster(nodes) = parse("rediss+cluster://app:pw@10.0.0.1:7000,[::1]:7001/").unwrap()
+        else {
             panic!("not a cluster");
         };
         assert_eq!(
@@ -161,7 +167,8 @@ mod tests {
 
     #[test]
     fn sentinel_urls_name_their_master() {
-        let Topology::Sentinel { sentinels, master } = parse("redis+sentinel://s1:26379,s2:26380/mymaster").unwrap()
+        let Topology::Sentinel { sentinels, master } =
+            parse("redis+sentinel://s1:26379,s2:26380/mymaster").unwrap()
         else {
             panic!("not sentinel");
         };
@@ -173,7 +180,9 @@ mod tests {
 
     #[test]
     fn other_urls_are_one_server() {
-        assert!(matches!(parse("redis://127.0.0.1:6379/2").unwrap(), Topology::Single(u) if u == "redis://127.0.0.1:6379/2"));
+        assert!(
+            matches!(parse("redis://127.0.0.1:6379/2").unwrap(), Topology::Single(u) if u == "redis://127.0.0.1:6379/2")
+        );
         assert!(error("cache:6379").contains("not a URL"));
     }
 }

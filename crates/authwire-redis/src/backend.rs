@@ -28,19 +28,28 @@ pub(crate) struct SentinelMaster {
     sentinels: tokio::sync::Mutex<SentinelClient>,
     current: Mutex<Option<MultiplexedConnection>>,
     config: AsyncConnectionConfig,
+    allow_plaintext: bool,
 }
 
 impl SentinelMaster {
-    pub(crate) fn new(sentinels: SentinelClient, config: AsyncConnectionConfig) -> Self {
+    pub(crate) fn new(
+        sentinels: SentinelClient,
+        config: AsyncConnectionConfig,
+        allow_plaintext: bool,
+    ) -> Self {
         Self {
             sentinels: tokio::sync::Mutex::new(sentinels),
             current: Mutex::new(None),
             config,
+            allow_plaintext,
         }
     }
 
     fn cached(&self) -> Option<MultiplexedConnection> {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The connection to the master, asking the sentinels (one task at a time) if there is none.
@@ -53,9 +62,11 @@ impl SentinelMaster {
         if let Some(conn) = self.cached() {
             return Ok(conn);
         }
-        let conn = sentinels
-            .async_get_client()
-            .await?
+        let client = sentinels.async_get_client().await?;
+        // The sentinels choose where tokens are written: a master they name is held to the
+        // same rule as a configured URL (plaintext only to loopback, unless allowed by name).
+        check_named_master(client.get_connection_info().addr(), self.allow_plaintext)?;
+        let conn = client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
@@ -77,6 +88,21 @@ impl SentinelMaster {
         if failed_over {
             *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
+    }
+}
+
+/// A master the sentinels name is refused over plaintext unless it is loopback or plaintext was
+/// allowed by name.
+fn check_named_master(addr: &redis::ConnectionAddr, allow_plaintext: bool) -> RedisResult<()> {
+    match addr {
+        redis::ConnectionAddr::Tcp(host, port) if !allow_plaintext && !authwire::is_loopback_host(host) => {
+            Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "the sentinels name a master that is not loopback, over plaintext: tokens would cross the network readable; use rediss+sentinel://, or allow_plaintext_redis(true)",
+                format!("{host}:{port}"),
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -132,5 +158,19 @@ impl ConnectionLike for Backend {
             Backend::Cluster(c) => c.get_db(),
             Backend::Sentinel(_) => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_master_named_by_sentinels_is_held_to_the_plaintext_rule() {
+        let remote = redis::ConnectionAddr::Tcp("10.1.2.3".into(), 6379);
+        let e = check_named_master(&remote, false).unwrap_err();
+        assert!(e.to_string().contains("not loopback"), "{e}");
+        assert!(check_named_master(&remote, true).is_ok(), "allowed by name");
+        assert!(check_named_master(&redis::ConnectionAddr::Tcp("127.0.0.1".into(), 6379), false).is_ok());
     }
 }

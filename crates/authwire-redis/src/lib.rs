@@ -116,14 +116,16 @@ pub struct RedisStoreBuilder {
 }
 
 impl RedisStore {
-    /// Connect to `url` (`redis://`, or `rediss://` for TLS) with the defaults.
+    /// Connect to `url` with the defaults: one server (`redis://`, or `rediss://` for TLS), or
+    /// any form [`from_url`](Self::from_url) reads.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::builder(url).connect().await
+        Self::from_url(url).connect().await
     }
 
-    /// Configure a store on one Redis server at `url` (`redis://`, `rediss://`, `redis+unix://`).
+    /// Configure a store on one Redis server at `url` (`redis://`, `rediss://`,
+    /// `redis+unix://`), or any form [`from_url`](Self::from_url) reads.
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
-        Self::with_topology(Ok(Topology::Single(url.into())))
+        Self::from_url(&url.into())
     }
 
     /// Configure a store on a Redis Cluster (Redis, Valkey, ElastiCache or Memorystore in cluster
@@ -303,7 +305,12 @@ impl RedisStore {
                 _ => 0,
             },
             Ok(_) => 0,
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => 0,
+            // The server refused ROLE (an ACL without it, a managed service that renamed it):
+            // the configured floor decides.
+            Err(e) if !unreachable(&e) => {
+                debug!(error = %e, "ROLE refused; waiting for the configured minimum of replicas");
+                0
+            }
             Err(e) => return Err(backend(e)),
         };
         let majority = if connected == 0 { 0 } else { connected / 2 + 1 };
@@ -338,6 +345,11 @@ impl RedisStore {
             (None, false) => self.refresh_token_ttl,
         }
     }
+}
+
+/// An error that says the server was not reached (as opposed to a refusal it answered).
+fn unreachable(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 fn backend(e: redis::RedisError) -> StoreError {
@@ -444,7 +456,9 @@ impl RedisStoreBuilder {
         });
         // A command, or a lease's WAIT for its replicas, answers within this.
         let response_timeout = self.command_timeout + self.lease_ack_timeout;
-        let cannot = |e: redis::RedisError| StoreError::new(RedisStoreError(format!("cannot connect to {display_url}: {e}")));
+        let cannot = |e: redis::RedisError| {
+            StoreError::new(RedisStoreError(format!("cannot connect to {display_url}: {e}")))
+        };
         let conn = match &topology {
             Topology::Single(url) => {
                 let client = match tls {
@@ -457,7 +471,11 @@ impl RedisStoreBuilder {
                     .set_response_timeout(Some(response_timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
-                Backend::Single(ConnectionManager::new_with_config(client, config).await.map_err(cannot)?)
+                Backend::Single(
+                    ConnectionManager::new_with_config(client, config)
+                        .await
+                        .map_err(cannot)?,
+                )
             }
             Topology::Cluster(nodes) => {
                 let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
@@ -511,7 +529,7 @@ impl RedisStoreBuilder {
                 let config = redis::AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.command_timeout))
                     .set_response_timeout(Some(response_timeout));
-                let master = Arc::new(SentinelMaster::new(client, config));
+                let master = Arc::new(SentinelMaster::new(client, config, self.allow_plaintext));
                 // Reach the master now, so that a wrong name or unreachable sentinels fail here.
                 master.connection().await.map_err(cannot)?;
                 Backend::Sentinel(master)
@@ -552,7 +570,6 @@ fn check_transport(url: &str, allow_plaintext: bool) -> Result<(), StoreError> {
         other => refuse(format!("the Redis URL scheme {other:?} is not redis or rediss")),
     }
 }
-
 
 #[async_trait]
 impl TokenStore for RedisStore {
@@ -601,24 +618,34 @@ impl TokenStore for RedisStore {
         let owner = random_owner();
         let ttl_ms = ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
         let want = self.replicas_to_wait_for(&lease_key).await?;
-        let mut take = redis::pipe();
-        take.cmd("SET").arg(&lease_key).arg(&owner).arg("NX").arg("PX").arg(ttl_ms);
-        if want > 0 {
-            // In the same pipeline, so on the same connection: WAIT counts the replicas that
-            // have this connection's writes, the lease among them. (On a new connection it
-            // would count replicas that have nothing of ours.)
-            let wait_ms = self.lease_ack_timeout.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
-            take.cmd("WAIT").arg(want).arg(wait_ms);
-        } else {
-            take.cmd("PING").ignore();
-        }
         let mut conn = self.conn.clone();
         let answer = async {
-            if want > 0 {
-                take.query_async::<(Option<String>, usize)>(&mut conn).await
-            } else {
-                take.query_async::<(Option<String>,)>(&mut conn).await.map(|(taken,)| (taken, 0))
+            if want == 0 {
+                let taken = redis::cmd("SET")
+                    .arg(&lease_key)
+                    .arg(&owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async::<Option<String>>(&mut conn)
+                    .await?;
+                return Ok((taken, 0));
             }
+            // In one pipeline, so on one connection: WAIT counts the replicas that have this
+            // connection's writes, the lease among them. (On a new connection it would count
+            // replicas that have nothing of ours.)
+            let wait_ms = self.lease_ack_timeout.as_millis().clamp(1, u128::from(u64::MAX)) as u64;
+            let mut take = redis::pipe();
+            take.cmd("SET")
+                .arg(&lease_key)
+                .arg(&owner)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .cmd("WAIT")
+                .arg(want)
+                .arg(wait_ms);
+            take.query_async::<(Option<String>, usize)>(&mut conn).await
         };
         // WAIT's own timeout runs on the server; this bound (on the store's clock) holds even if
         // the server does not keep it.

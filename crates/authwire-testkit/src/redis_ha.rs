@@ -146,7 +146,7 @@ impl RedisCluster {
             buses.push(bus);
         }
         for node in &nodes {
-            wait_for(5, "a cluster node answered PING", || node.answers()).await;
+            wait_for(30, "a cluster node answered PING", || node.answers()).await;
         }
         let ranges = [("0", "5460"), ("5461", "10922"), ("10923", "16383")];
         for (node, (from, to)) in nodes.iter().zip(ranges) {
@@ -154,10 +154,20 @@ impl RedisCluster {
         }
         let first = nodes[0].port;
         for (node, bus) in nodes.iter().zip(&buses).skip(1) {
-            cli(first, &["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string(), &bus.to_string()]).await;
+            cli(
+                first,
+                &[
+                    "CLUSTER",
+                    "MEET",
+                    "127.0.0.1",
+                    &node.port.to_string(),
+                    &bus.to_string(),
+                ],
+            )
+            .await;
         }
         for node in &nodes {
-            wait_for(10, "every node knows the six", || async {
+            wait_for(30, "every node knows the six", || async {
                 cli(node.port, &["CLUSTER", "NODES"]).await.lines().count() == 6
             })
             .await;
@@ -168,14 +178,18 @@ impl RedisCluster {
         }
         let cluster = Self { nodes, _dir: dir };
         for node in &cluster.nodes {
-            wait_for(15, "the cluster is ok on every node", || async {
-                cli(node.port, &["CLUSTER", "INFO"]).await.contains("cluster_state:ok")
+            wait_for(30, "the cluster is ok on every node", || async {
+                cli(node.port, &["CLUSTER", "INFO"])
+                    .await
+                    .contains("cluster_state:ok")
             })
             .await;
         }
         for replica in &cluster.nodes[3..] {
-            wait_for(15, "every replica is in sync", || async {
-                cli(replica.port, &["INFO", "replication"]).await.contains("master_link_status:up")
+            wait_for(30, "every replica is in sync", || async {
+                cli(replica.port, &["INFO", "replication"])
+                    .await
+                    .contains("master_link_status:up")
             })
             .await;
         }
@@ -184,13 +198,20 @@ impl RedisCluster {
 
     /// `redis+cluster://127.0.0.1:P1,…/`, every node (the store needs only one to start).
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         format!("redis+cluster://{}/", hosts.join(","))
     }
 
     /// `redis://127.0.0.1:PORT/` for each node, for [`RedisStore::cluster`]-style configuration.
     pub fn node_urls(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}/", n.port)).collect()
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+            .collect()
     }
 
     fn alive(&self) -> impl Iterator<Item = &Node> {
@@ -200,7 +221,11 @@ impl RedisCluster {
     /// The hash slot of `key` (as the cluster computes it).
     pub async fn slot_of(&self, key: &str) -> u16 {
         let port = self.alive().next().expect("a live node").port;
-        cli(port, &["CLUSTER", "KEYSLOT", key]).await.trim().parse().expect("a slot number")
+        cli(port, &["CLUSTER", "KEYSLOT", key])
+            .await
+            .trim()
+            .parse()
+            .expect("a slot number")
     }
 
     /// The port of the node that is master of `slot` now, as a live node sees it.
@@ -214,7 +239,9 @@ impl RedisCluster {
                 return None;
             }
             let serves = fields.iter().skip(8).any(|range| match range.split_once('-') {
-                Some((a, b)) => a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b),
+                Some((a, b)) => {
+                    a.parse::<u16>().is_ok_and(|a| a <= slot) && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                }
                 None => range.parse::<u16>() == Ok(slot),
             });
             let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
@@ -238,7 +265,7 @@ impl RedisCluster {
         let new = new.expect("a replica took over the killed master's slots within 20 s");
         let survivors: Vec<u16> = self.alive().map(|n| n.port).collect();
         for port in survivors {
-            wait_for(20, "the cluster is ok again", || async move {
+            wait_for(30, "the cluster is ok again", || async move {
                 cli(port, &["CLUSTER", "INFO"]).await.contains("cluster_state:ok")
             })
             .await;
@@ -303,18 +330,24 @@ impl RedisSentinel {
             _dir: dir,
         };
         for replica in &group.servers[1..] {
-            wait_for(15, "both replicas are in sync", || async {
-                cli(replica.port, &["INFO", "replication"]).await.contains("master_link_status:up")
+            wait_for(30, "both replicas are in sync", || async {
+                cli(replica.port, &["INFO", "replication"])
+                    .await
+                    .contains("master_link_status:up")
             })
             .await;
         }
         for sentinel in &group.sentinels {
-            wait_for(20, "every sentinel knows both replicas and the other sentinels", || async {
-                let replicas = cli(sentinel.port, &["SENTINEL", "REPLICAS", &group.master_name]).await;
-                let others = cli(sentinel.port, &["SENTINEL", "SENTINELS", &group.master_name]).await;
-                replicas.lines().filter(|l| *l == "ip").count() >= 2
-                    && others.lines().filter(|l| *l == "runid").count() >= 2
-            })
+            wait_for(
+                20,
+                "every sentinel knows both replicas and the other sentinels",
+                || async {
+                    let replicas = cli(sentinel.port, &["SENTINEL", "REPLICAS", &group.master_name]).await;
+                    let others = cli(sentinel.port, &["SENTINEL", "SENTINELS", &group.master_name]).await;
+                    replicas.lines().filter(|l| *l == "ip").count() >= 2
+                        && others.lines().filter(|l| *l == "runid").count() >= 2
+                },
+            )
             .await;
         }
         group
@@ -322,23 +355,37 @@ impl RedisSentinel {
 
     /// `redis+sentinel://127.0.0.1:S1,…/authwire-master`.
     pub fn url(&self) -> String {
-        format!("redis+sentinel://{}/{}", self.sentinel_hosts().join(","), self.master_name)
+        format!(
+            "redis+sentinel://{}/{}",
+            self.sentinel_hosts().join(","),
+            self.master_name
+        )
     }
 
     /// `redis://127.0.0.1:PORT/` for each sentinel, for [`RedisStore::sentinel`]-style
     /// configuration.
     pub fn sentinel_urls(&self) -> Vec<String> {
-        self.sentinel_hosts().iter().map(|h| format!("redis://{h}/")).collect()
+        self.sentinel_hosts()
+            .iter()
+            .map(|h| format!("redis://{h}/"))
+            .collect()
     }
 
     fn sentinel_hosts(&self) -> Vec<String> {
-        self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect()
+        self.sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect()
     }
 
     /// The master's port, as the first sentinel that answers names it.
     pub async fn master_port(&self) -> Option<u16> {
         for sentinel in &self.sentinels {
-            let answer = cli(sentinel.port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", &self.master_name]).await;
+            let answer = cli(
+                sentinel.port,
+                &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", &self.master_name],
+            )
+            .await;
             if let Some(port) = answer.lines().nth(1).and_then(|p| p.trim().parse().ok()) {
                 return Some(port);
             }

@@ -220,6 +220,39 @@ async fn token_prints_the_token_alone_and_the_cache_is_reused_across_runs() {
     assert!(!files.is_empty());
 }
 
+/// Issue 29: `--redis-url` names a Sentinel group as well as one server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_with_a_redis_cache_behind_sentinel_is_shared_across_runs() {
+    let idp = IdentityServer::start().await;
+    let group = authwire_testkit::RedisSentinel::start().await;
+    let sb = Sandbox::new();
+    let url = group.url();
+    let flags = [
+        "token",
+        "--token-url",
+        &idp.token_url(),
+        "--client-id",
+        Client::CONFIDENTIAL_ID,
+        "--cache",
+        "redis",
+        "--redis-url",
+        &url,
+    ];
+    let first = Run::new(&sb, &flags).output().await;
+    assert_eq!(first.code(), 0, "{}", first.stderr());
+    let second = Run::new(&sb, &flags).output().await;
+    assert_eq!(second.code(), 0, "{}", second.stderr());
+    assert_eq!(second.stdout(), first.stdout(), "the token came from Redis");
+    assert_eq!(idp.tokens_issued(), 1);
+
+    let wrong = url.replace(authwire_testkit::RedisSentinel::MASTER_NAME, "no-such-master");
+    let mut flags = flags;
+    flags[8] = &wrong;
+    let missing = Run::new(&sb, &flags).output().await;
+    assert_eq!(missing.code(), 1, "a configuration error: {}", missing.stderr());
+    assert!(missing.assert_one_line_error().contains("--redis-url"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_json_and_header() {
     let idp = IdentityServer::start().await;

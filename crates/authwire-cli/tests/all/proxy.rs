@@ -196,11 +196,21 @@ async fn a_listener_off_loopback_is_refused_in_one_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_of_sidecars_on_one_redis_fetches_one_token() {
+    let redis = authwire_testkit::RedisServer::start().await;
+    sidecar_fleet_fetches_one_token(&redis.url()).await;
+}
+
+/// Issue 29: the sidecars of a fleet on a Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_sidecars_on_a_redis_cluster_fetches_one_token() {
+    let cluster = authwire_testkit::RedisCluster::start().await;
+    sidecar_fleet_fetches_one_token(&cluster.url()).await;
+}
+
+async fn sidecar_fleet_fetches_one_token(redis_url: &str) {
     let idp = IdentityServer::start().await;
     let api = ResourceServer::start(&idp).await;
-    let redis = authwire_testkit::RedisServer::start().await;
     let sb = Sandbox::new();
-    let redis_url = redis.url();
     let mut ports = Vec::new();
     let mut children = Vec::new();
     for _ in 0..3 {
@@ -219,7 +229,7 @@ async fn a_fleet_of_sidecars_on_one_redis_fetches_one_token() {
             "--cache",
             "redis",
             "--redis-url",
-            &redis_url,
+            redis_url,
         ];
         children.push(Run::new(&sb, &flags).spawn());
         ports.push(port);

@@ -216,6 +216,37 @@ async fn fleet_table() {
     }
 }
 
+/// Issue 29's benchmark: token requests per token lifetime for 8 processes against 1, on a
+/// Redis Cluster (goal: at most 1.2 times). `cargo xtask bench-fleet` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measures the cluster rows of docs/fleet.md (1 minute); not a check"]
+async fn fleet_on_a_cluster_table() {
+    let mut issued = Vec::new();
+    for processes in [1, 8] {
+        let cluster = authwire_testkit::RedisCluster::start().await;
+        let settings = Settings {
+            token_lifetime: Duration::from_secs(3),
+            ..Settings::default()
+        };
+        let (idp, api, reports) = Fleet::start(processes, 20, &cluster.url(), settings)
+            .await
+            .finish()
+            .await;
+        eprintln!(
+            "FLEET-CLUSTER processes={processes} tokens_issued={} requests_ok={} unauthorized={} errors={}",
+            idp.tokens_issued(),
+            sum(&reports, "ok"),
+            api.unauthorized(),
+            sum(&reports, "errors")
+        );
+        issued.push(idp.tokens_issued() as f64);
+    }
+    eprintln!(
+        "FLEET-CLUSTER ratio: 8 processes make {:.2}x the token requests of 1 (goal: at most 1.2x)",
+        issued[1] / issued[0]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_token_rotation_across_processes_never_hits_invalid_grant() {
     let (idp, api, reports) = run_fleet(4, 10, true, rotating(3)).await;

@@ -99,7 +99,10 @@ async fn a_token_stored_by_version_0_1_is_still_read_after_the_upgrade() {
     assert!(loaded.same_access_token(&old));
     assert!(loaded.refresh_token().is_some(), "its refresh token is kept");
     store.delete(&key).await.unwrap();
-    assert!(store.load(&key).await.unwrap().is_none(), "deleted under both names");
+    assert!(
+        store.load(&key).await.unwrap().is_none(),
+        "deleted under both names"
+    );
 }
 
 /// The fleet's cache key, as the child processes compute it (for the slot to fail over).
@@ -135,7 +138,11 @@ fn check_failover_fleet(
         0,
         "no failed authorization"
     );
-    assert_eq!(idp.grant_count("client_credentials"), 1, "one first token for the fleet");
+    assert_eq!(
+        idp.grant_count("client_credentials"),
+        1,
+        "one first token for the fleet"
+    );
     assert!(
         idp.grant_count("refresh_token") > refreshes_at_failover + 1,
         "refreshes resumed after the failover"
@@ -161,7 +168,9 @@ async fn a_fleet_on_a_cluster_survives_its_master_being_killed_without_redeeming
     let mut cluster = RedisCluster::start().await;
     let fleet = crate::fleet::Fleet::start(4, 28, &cluster.url(), crate::fleet::rotating(10)).await;
     let store = RedisStore::from_url(&cluster.url()).connect().await.unwrap();
-    let slot = cluster.slot_of(&store.token_key(&fleet_cache_key(&fleet.idp))).await;
+    let slot = cluster
+        .slot_of(&store.token_key(&fleet_cache_key(&fleet.idp)))
+        .await;
     let refreshes = just_before_a_refresh(&fleet.idp).await;
     let new_master = cluster.kill_master_of(slot).await;
     eprintln!("the master of slot {slot} was killed; its replica on port {new_master} took over");

@@ -58,7 +58,9 @@ impl Shared {
                     // theft and revoke the whole family. While the token still serves, do not
                     // risk it: fail this attempt (transient, with backoff) and keep serving.
                     // Once it no longer serves, refresh alone: availability first (docs/fleet.md).
-                    if input.trigger == Trigger::RefreshDue && current.as_deref().is_some_and(|t| t.refresh_token().is_some()) {
+                    if input.trigger == Trigger::RefreshDue
+                        && current.as_deref().is_some_and(|t| t.refresh_token().is_some())
+                    {
                         warn!(cache_key = %self.key, "not redeeming the refresh token without the fleet's refresh lease; serving the still-valid token and trying again after backoff");
                         Counters::bump(&self.counters.transient_failures);
                         return Outcome::Failed {

@@ -340,7 +340,11 @@ async fn without_the_lease_a_still_valid_tokens_refresh_token_is_not_redeemed() 
     }
     settle(|| auth.metrics().transient_failures == 1).await;
     assert_eq!(auth.metrics().store_errors, 1);
-    assert_eq!(provider.calls(), 1, "the refresh token was not redeemed without the lease");
+    assert_eq!(
+        provider.calls(),
+        1,
+        "the refresh token was not redeemed without the lease"
+    );
 
     // The store is back: after the backoff, the refresh runs under the lease.
     store.fail.store(false, Ordering::SeqCst);
@@ -353,10 +357,7 @@ async fn without_the_lease_a_still_valid_tokens_refresh_token_is_not_redeemed() 
     }
     assert_eq!(provider.calls(), 2, "refreshes resumed");
     assert_eq!(auth.authorization_header().await.unwrap(), "Bearer access-2");
-    assert_eq!(
-        provider.seen_refresh_tokens(),
-        [None, Some("rt-1".to_owned())]
-    );
+    assert_eq!(provider.seen_refresh_tokens(), [None, Some("rt-1".to_owned())]);
 }
 
 #[tokio::test]
