@@ -460,6 +460,50 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
     })
 }
 
+/// Google's Application Default Credentials with `scopes` (cloud-platform when none). When no
+/// credential file is configured, the chain would probe the metadata server (up to 500 ms on a
+/// machine that has none, every run); a source whose token is still in `store` is used
+/// without the probe, so a cached run costs what any cached run costs.
+async fn gcp_credentials(
+    scopes: &[String],
+    transport: &Transport,
+    store: Option<&dyn authwire::TokenStore>,
+) -> Result<authwire_gcp::GcpCredentials, CliError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let scoped = |mut found: authwire_gcp::GcpCredentials| {
+        found = found.transport(transport.clone());
+        if scopes.is_empty() {
+            found = found.scope(authwire_gcp::CLOUD_PLATFORM_SCOPE);
+        }
+        for s in scopes {
+            found = found.scope(s);
+        }
+        found
+    };
+    let config = |e: authwire_gcp::GcpError| CliError::config(e.to_string());
+    if let Some(found) = authwire_gcp::credential_file_in(env).map_err(config)? {
+        return Ok(scoped(found));
+    }
+    if let Some(store) = store {
+        let now = authwire::Clock::now(&authwire::SystemClock);
+        for source in authwire_gcp::unprobed_sources_in(env) {
+            let source = scoped(source);
+            let key = authwire::IdentityProvider::cache_key(&source);
+            if let Ok(Some(token)) = store.load(&key).await
+                && token
+                    .expires_at()
+                    .is_some_and(|at| at > now + std::time::Duration::from_secs(60))
+            {
+                return Ok(source);
+            }
+        }
+    }
+    authwire_gcp::default_credentials()
+        .await
+        .map(scoped)
+        .map_err(config)
+}
+
 /// `--credential gcp|azure`: the platform's own credentials, scopes from `--scope`.
 async fn resolve_cloud(
     c: &Credentials,
@@ -478,19 +522,20 @@ async fn resolve_cloud(
         .chain(&profile.scope)
         .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
         .collect();
+    let cache = match (c.cache, profile.cache.as_deref()) {
+        (Some(k), _) => Some(k),
+        (None, Some(name)) => {
+            Some(<CacheKind as clap::ValueEnum>::from_str(name, true).map_err(|_| {
+                CliError::config(format!("cache {name:?} is not keyring, file, none or redis"))
+            })?)
+        }
+        (None, None) => None,
+    };
+    let store = open_store(cache, c.redis_url.as_deref().or(profile.redis_url.as_deref())).await?;
     let (provider, endpoint): (Arc<dyn authwire::IdentityProvider>, String) = match cloud {
         Cloud::Gcp => {
-            let mut found = authwire_gcp::default_credentials()
-                .await
-                .map_err(|e| CliError::config(e.to_string()))?
-                .transport(transport.clone());
+            let found = gcp_credentials(&scopes, &transport, store.as_ref().map(|(s, _)| s.as_ref())).await?;
             let kind = found.kind();
-            if scopes.is_empty() {
-                found = found.scope(authwire_gcp::CLOUD_PLATFORM_SCOPE);
-            }
-            for s in &scopes {
-                found = found.scope(s);
-            }
             (Arc::new(found), format!("Google Cloud ({kind})"))
         }
         Cloud::Azure => {
@@ -507,19 +552,10 @@ async fn resolve_cloud(
             (Arc::new(found), format!("Azure ({kind})"))
         }
     };
-    let cache = match (c.cache, profile.cache.as_deref()) {
-        (Some(k), _) => Some(k),
-        (None, Some(name)) => {
-            Some(<CacheKind as clap::ValueEnum>::from_str(name, true).map_err(|_| {
-                CliError::config(format!("cache {name:?} is not keyring, file, none or redis"))
-            })?)
-        }
-        (None, None) => None,
-    };
     Ok(Settings {
         oauth2: None,
         provider,
-        store: open_store(cache, c.redis_url.as_deref().or(profile.redis_url.as_deref())).await?,
+        store,
         allow_insecure_http: c.allow_insecure_http || profile.allow_insecure_http,
         endpoint,
         client_id: String::new(),

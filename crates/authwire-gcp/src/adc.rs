@@ -83,6 +83,19 @@ impl GcpCredentials {
         }
     }
 
+    /// Bill and rate-limit requests to this project (`x-goog-user-project`), whatever the
+    /// source.
+    pub fn quota_project(self, project: impl Into<String>) -> Self {
+        match self {
+            Self::ServiceAccount(p) => Self::ServiceAccount(p.quota_project(project)),
+            Self::AuthorizedUser(p) => Self::AuthorizedUser(p.quota_project(project)),
+            Self::ExternalAccount(p) => Self::ExternalAccount(p.quota_project(project)),
+            Self::Metadata(p) => Self::Metadata(p.quota_project(project)),
+            Self::Gcloud(p) => Self::Gcloud(p.quota_project(project)),
+            Self::Impersonated(p) => Self::Impersonated(p.quota_project(project)),
+        }
+    }
+
     /// Which source this is, for messages: `service_account`, `authorized_user`,
     /// `external_account`, `metadata_server`.
     pub fn kind(&self) -> &'static str {
@@ -121,6 +134,10 @@ impl IdentityProvider for GcpCredentials {
     fn restore_proof(&self, key: &ProofKey) -> Option<Arc<dyn ProofOfPossession>> {
         self.inner().restore_proof(key)
     }
+
+    fn request_headers(&self) -> Vec<(authwire::http::HeaderName, authwire::http::HeaderValue)> {
+        self.inner().request_headers()
+    }
 }
 
 /// Application Default Credentials, from the process environment: see
@@ -143,25 +160,66 @@ pub async fn default_credentials() -> Result<GcpCredentials, GcpError> {
 pub async fn default_credentials_in(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<GcpCredentials, GcpError> {
+    let found = find_in(&env).await?;
+    // GOOGLE_CLOUD_QUOTA_PROJECT wins over a file's quota_project_id, as in Google's libraries.
+    Ok(
+        match env("GOOGLE_CLOUD_QUOTA_PROJECT").filter(|p| !p.is_empty()) {
+            Some(project) => found.quota_project(project),
+            None => found,
+        },
+    )
+}
+
+async fn find_in(env: &impl Fn(&str) -> Option<String>) -> Result<GcpCredentials, GcpError> {
+    if let Some(found) = credential_file_in(env)? {
+        return Ok(found);
+    }
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    for source in unprobed_sources_in(env) {
+        if let GcpCredentials::Metadata(_) = source {
+            let probe_host = var("GCE_METADATA_IP")
+                .or_else(|| var("GCE_METADATA_HOST"))
+                .unwrap_or_else(|| METADATA_IP.to_owned());
+            if !probe(&format!("http://{probe_host}"), PROBE_TIMEOUT).await {
+                continue;
+            }
+        }
+        return Ok(source);
+    }
+    Err(GcpError::NotFound)
+}
+
+/// Steps 1 and 2 of [`default_credentials_in`]: the credential file that
+/// `GOOGLE_APPLICATION_CREDENTIALS` or gcloud's well-known location names, if any. Reads files,
+/// nothing on the network.
+pub fn credential_file_in(env: impl Fn(&str) -> Option<String>) -> Result<Option<GcpCredentials>, GcpError> {
     let var = |name: &str| env(name).filter(|v| !v.is_empty());
     if let Some(path) = var("GOOGLE_APPLICATION_CREDENTIALS") {
-        return GcpCredentials::from_file(path);
+        return GcpCredentials::from_file(path).map(Some);
     }
-    if let Some(path) = well_known_file(&var).filter(|p| p.is_file()) {
-        return GcpCredentials::from_file(path);
+    match well_known_file(&var).filter(|p| p.is_file()) {
+        Some(path) => GcpCredentials::from_file(path).map(Some),
+        None => Ok(None),
     }
+}
+
+/// Steps 3 and 4 of [`default_credentials_in`] without the metadata probe, in the chain's
+/// order: the metadata server (unless `NO_GCE_CHECK=true`), then `gcloud` if it is on `PATH`.
+///
+/// For a caller that keeps tokens across processes (the CLI): a source whose token is still
+/// in the cache can be used without waiting up to [`PROBE_TIMEOUT`] for a metadata server that
+/// is not there, as on every developer machine.
+pub fn unprobed_sources_in(env: impl Fn(&str) -> Option<String>) -> Vec<GcpCredentials> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    let mut sources = Vec::new();
     if !var("NO_GCE_CHECK").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        let probe_host = var("GCE_METADATA_IP")
-            .or_else(|| var("GCE_METADATA_HOST"))
-            .unwrap_or_else(|| METADATA_IP.to_owned());
-        if probe(&format!("http://{probe_host}"), PROBE_TIMEOUT).await {
-            return Ok(GcpCredentials::Metadata(MetadataServer::from_env(&var)));
-        }
+        sources.push(GcpCredentials::Metadata(MetadataServer::from_env(&var)));
     }
-    match var("PATH").and_then(|path| authwire_oauth2::process::find_on_path(&path, "gcloud")) {
-        Some(gcloud) => Ok(GcpCredentials::Gcloud(GcloudCli::new().program(gcloud))),
-        None => Err(GcpError::NotFound),
+    if let Some(gcloud) = var("PATH").and_then(|path| authwire_oauth2::process::find_on_path(&path, "gcloud"))
+    {
+        sources.push(GcpCredentials::Gcloud(GcloudCli::new().program(gcloud)));
     }
+    sources
 }
 
 fn well_known_file(var: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {

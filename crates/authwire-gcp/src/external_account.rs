@@ -39,6 +39,7 @@ pub struct ExternalAccount {
     /// Whether an `executable` source may run (`GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1`
     /// when the file was read, or [`ExternalAccount::allow_executables`]).
     allow_executables: bool,
+    quota_project: crate::QuotaProject,
     http: Http,
     /// For a subject token served by a metadata endpoint on a link-local address (Azure IMDS,
     /// AWS): never through a proxy.
@@ -186,6 +187,7 @@ struct ExternalFile {
     client_secret: Option<SecretString>,
     workforce_pool_user_project: Option<String>,
     universe_domain: Option<String>,
+    quota_project_id: Option<String>,
 }
 
 /// Google's universe unless a file names another (Trusted Partner Cloud).
@@ -371,6 +373,7 @@ impl ExternalAccount {
             workforce_user_project: file.workforce_pool_user_project,
             scopes: Vec::new(),
             allow_executables,
+            quota_project: crate::QuotaProject::from_file(file.quota_project_id),
             http: Http::new(),
             metadata_http: Http::metadata(),
         })
@@ -397,6 +400,14 @@ impl ExternalAccount {
     pub fn transport(mut self, transport: authwire_oauth2::Transport) -> Self {
         self.http = self.http.transport(&transport);
         self.metadata_http = self.metadata_http.transport(&transport);
+        self
+    }
+
+    /// Bill and rate-limit requests to this Google Cloud project: sent as `x-goog-user-project`
+    /// on every authorized request (a credential file's `quota_project_id`, or
+    /// `GOOGLE_CLOUD_QUOTA_PROJECT` through [`default_credentials`](crate::default_credentials)).
+    pub fn quota_project(mut self, project: impl Into<String>) -> Self {
+        self.quota_project = crate::QuotaProject::new(project);
         self
     }
 
@@ -650,6 +661,10 @@ fn subject_url_allowed(url: &str) -> Result<(), GcpError> {
 
 #[async_trait]
 impl IdentityProvider for ExternalAccount {
+    fn request_headers(&self) -> Vec<(authwire::http::HeaderName, authwire::http::HeaderValue)> {
+        self.quota_project.headers()
+    }
+
     async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
         let subject = self.subject_token().await?;
         match &self.impersonation_url {

@@ -22,6 +22,7 @@ pub struct GcloudCli {
     program: OsString,
     timeout: Duration,
     clock: Arc<dyn Clock>,
+    quota_project: crate::QuotaProject,
 }
 
 impl Default for GcloudCli {
@@ -46,6 +47,7 @@ impl GcloudCli {
             program: OsString::from(authwire_oauth2::process::tool_name("gcloud")),
             timeout: GCLOUD_TIMEOUT,
             clock: Arc::new(authwire::SystemClock),
+            quota_project: crate::QuotaProject::default(),
         }
     }
 
@@ -61,6 +63,14 @@ impl GcloudCli {
         self
     }
 
+    /// Bill and rate-limit requests to this Google Cloud project: sent as `x-goog-user-project`
+    /// on every authorized request (a credential file's `quota_project_id`, or
+    /// `GOOGLE_CLOUD_QUOTA_PROJECT` through [`default_credentials`](crate::default_credentials)).
+    pub fn quota_project(mut self, project: impl Into<String>) -> Self {
+        self.quota_project = crate::QuotaProject::new(project);
+        self
+    }
+
     /// Read time from `clock` (tests; the default is the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -70,6 +80,10 @@ impl GcloudCli {
 
 #[async_trait]
 impl IdentityProvider for GcloudCli {
+    fn request_headers(&self) -> Vec<(authwire::http::HeaderName, authwire::http::HeaderValue)> {
+        self.quota_project.headers()
+    }
+
     async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
         let out = authwire_oauth2::process::run_credential_program(
             &self.program,

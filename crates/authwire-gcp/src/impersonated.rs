@@ -32,6 +32,7 @@ pub struct Impersonated {
     lifetime: Duration,
     scopes: Vec<String>,
     base: String,
+    quota_project: crate::QuotaProject,
     http: Http,
 }
 
@@ -45,6 +46,7 @@ impl Impersonated {
             lifetime: Duration::from_secs(3600),
             scopes: Vec::new(),
             base: IAM_CREDENTIALS_URL.to_owned(),
+            quota_project: crate::QuotaProject::default(),
             http: Http::new(),
         }
     }
@@ -72,6 +74,7 @@ impl Impersonated {
             source_credentials: Option<serde_json::Value>,
             #[serde(default)]
             delegates: Vec<String>,
+            quota_project_id: Option<String>,
         }
         let format = |reason: &str| GcpError::Format {
             source: shown.to_owned(),
@@ -129,6 +132,7 @@ impl Impersonated {
             lifetime: Duration::from_secs(3600),
             scopes: Vec::new(),
             base,
+            quota_project: crate::QuotaProject::from_file(file.quota_project_id),
             http: Http::new(),
         })
     }
@@ -177,6 +181,14 @@ impl Impersonated {
         self
     }
 
+    /// Bill and rate-limit requests to this Google Cloud project: sent as `x-goog-user-project`
+    /// on every authorized request (a credential file's `quota_project_id`, or
+    /// `GOOGLE_CLOUD_QUOTA_PROJECT` through [`default_credentials`](crate::default_credentials)).
+    pub fn quota_project(mut self, project: impl Into<String>) -> Self {
+        self.quota_project = crate::QuotaProject::new(project);
+        self
+    }
+
     /// Read time from `clock` (tests; the default is the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.http.clock = Arc::new(clock);
@@ -221,6 +233,10 @@ impl fmt::Debug for Impersonated {
 
 #[async_trait]
 impl IdentityProvider for Impersonated {
+    fn request_headers(&self) -> Vec<(authwire::http::HeaderName, authwire::http::HeaderValue)> {
+        self.quota_project.headers()
+    }
+
     async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
         let url = self.url("generateAccessToken")?;
         let source = self.source.fetch_token(None).await?;

@@ -40,7 +40,9 @@ mod metadata;
 mod service_account;
 mod user;
 
-pub use adc::{GcpCredentials, default_credentials, default_credentials_in};
+pub use adc::{
+    GcpCredentials, credential_file_in, default_credentials, default_credentials_in, unprobed_sources_in,
+};
 pub use external_account::ExternalAccount;
 pub use gcloud::{GCLOUD_TIMEOUT, GcloudCli};
 pub use impersonated::{IAM_CREDENTIALS_URL, Impersonated, ImpersonatedIdToken};
@@ -127,4 +129,40 @@ pub(crate) fn read_file(path: &std::path::Path) -> Result<(Vec<u8>, String), Gcp
         reason: e.to_string(),
     })?;
     Ok((bytes, shown))
+}
+
+/// A credential's quota project: Google bills and rate-limits its requests to this project when
+/// they carry `x-goog-user-project` (as Google's libraries send it).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct QuotaProject(Option<authwire::http::HeaderValue>);
+
+impl QuotaProject {
+    /// The header's name.
+    pub(crate) const HEADER: &'static str = "x-goog-user-project";
+
+    pub(crate) fn new(project: impl Into<String>) -> Self {
+        let project = project.into();
+        match authwire::http::HeaderValue::from_str(&project) {
+            Ok(value) if !project.is_empty() => Self(Some(value)),
+            _ => {
+                tracing::warn!("a quota project that cannot be a header value was ignored");
+                Self(None)
+            }
+        }
+    }
+
+    /// A credential file's `quota_project_id`, if it has one.
+    pub(crate) fn from_file(project: Option<String>) -> Self {
+        project
+            .filter(|p| !p.is_empty())
+            .map(Self::new)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn headers(&self) -> Vec<(authwire::http::HeaderName, authwire::http::HeaderValue)> {
+        self.0
+            .iter()
+            .map(|v| (authwire::http::HeaderName::from_static(Self::HEADER), v.clone()))
+            .collect()
+    }
 }

@@ -30,6 +30,7 @@ pub struct MetadataServer {
     base: String,
     account: String,
     scopes: Vec<String>,
+    quota_project: crate::QuotaProject,
     http: Http,
 }
 
@@ -53,6 +54,7 @@ impl MetadataServer {
             base: format!("http://{host}"),
             account: "default".into(),
             scopes: Vec::new(),
+            quota_project: crate::QuotaProject::default(),
             http: Http::metadata().with_timeout(Duration::from_secs(10)),
         }
     }
@@ -80,6 +82,14 @@ impl MetadataServer {
     /// metadata server go direct, as Google's libraries send them.
     pub fn transport(mut self, transport: authwire_oauth2::Transport) -> Self {
         self.http = self.http.transport(&transport);
+        self
+    }
+
+    /// Bill and rate-limit requests to this Google Cloud project: sent as `x-goog-user-project`
+    /// on every authorized request (a credential file's `quota_project_id`, or
+    /// `GOOGLE_CLOUD_QUOTA_PROJECT` through [`default_credentials`](crate::default_credentials)).
+    pub fn quota_project(mut self, project: impl Into<String>) -> Self {
+        self.quota_project = crate::QuotaProject::new(project);
         self
     }
 
@@ -160,6 +170,10 @@ pub(crate) async fn probe(base: &str, timeout: Duration) -> bool {
 
 #[async_trait]
 impl IdentityProvider for MetadataServer {
+    fn request_headers(&self) -> Vec<(authwire::http::HeaderName, authwire::http::HeaderValue)> {
+        self.quota_project.headers()
+    }
+
     async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
         let mut url = self.url("token");
         if !self.scopes.is_empty() {

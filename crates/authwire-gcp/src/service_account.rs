@@ -36,6 +36,7 @@ pub struct ServiceAccountKey {
     self_signed: Option<SelfSigned>,
     /// `sub` for domain-wide delegation (a Workspace user to act as).
     subject: Option<String>,
+    quota_project: crate::QuotaProject,
     http: Http,
 }
 
@@ -55,6 +56,7 @@ struct KeyFile {
     private_key: Option<SecretString>,
     private_key_id: Option<String>,
     token_uri: Option<String>,
+    quota_project_id: Option<String>,
 }
 
 impl ServiceAccountKey {
@@ -96,6 +98,7 @@ impl ServiceAccountKey {
             scopes: Vec::new(),
             self_signed: None,
             subject: None,
+            quota_project: crate::QuotaProject::from_file(file.quota_project_id),
             http: Http::new(),
         })
     }
@@ -129,6 +132,14 @@ impl ServiceAccountKey {
     /// Self-signed JWTs for one API by audience (`https://pubsub.googleapis.com/`).
     pub fn self_signed_jwt_for(mut self, audience: impl Into<String>) -> Self {
         self.self_signed = Some(SelfSigned::Audience(audience.into()));
+        self
+    }
+
+    /// Bill and rate-limit requests to this Google Cloud project: sent as `x-goog-user-project`
+    /// on every authorized request (a credential file's `quota_project_id`, or
+    /// `GOOGLE_CLOUD_QUOTA_PROJECT` through [`default_credentials`](crate::default_credentials)).
+    pub fn quota_project(mut self, project: impl Into<String>) -> Self {
+        self.quota_project = crate::QuotaProject::new(project);
         self
     }
 
@@ -256,6 +267,10 @@ impl fmt::Debug for ServiceAccountKey {
 
 #[async_trait]
 impl IdentityProvider for ServiceAccountKey {
+    fn request_headers(&self) -> Vec<(authwire::http::HeaderName, authwire::http::HeaderValue)> {
+        self.quota_project.headers()
+    }
+
     async fn fetch_token(&self, _current: Option<&Token>) -> Result<Token, ProviderError> {
         let mut claims = serde_json::Map::new();
         if let Some(mode) = &self.self_signed {

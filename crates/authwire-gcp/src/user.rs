@@ -19,6 +19,7 @@ pub struct AuthorizedUser {
     refresh_token: SecretString,
     token_uri: String,
     scopes: Vec<String>,
+    quota_project: crate::QuotaProject,
     http: Http,
 }
 
@@ -30,6 +31,7 @@ struct UserFile {
     client_secret: Option<SecretString>,
     refresh_token: Option<SecretString>,
     token_uri: Option<String>,
+    quota_project_id: Option<String>,
 }
 
 impl AuthorizedUser {
@@ -65,6 +67,7 @@ impl AuthorizedUser {
                 })?,
             token_uri,
             scopes: Vec::new(),
+            quota_project: crate::QuotaProject::from_file(file.quota_project_id),
             http: Http::new(),
         })
     }
@@ -91,6 +94,14 @@ impl AuthorizedUser {
         self
     }
 
+    /// Bill and rate-limit requests to this Google Cloud project: sent as `x-goog-user-project`
+    /// on every authorized request (a credential file's `quota_project_id`, or
+    /// `GOOGLE_CLOUD_QUOTA_PROJECT` through [`default_credentials`](crate::default_credentials)).
+    pub fn quota_project(mut self, project: impl Into<String>) -> Self {
+        self.quota_project = crate::QuotaProject::new(project);
+        self
+    }
+
     /// Read time from `clock` (tests; the default is the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.http.clock = Arc::new(clock);
@@ -111,6 +122,10 @@ impl fmt::Debug for AuthorizedUser {
 
 #[async_trait]
 impl IdentityProvider for AuthorizedUser {
+    fn request_headers(&self) -> Vec<(authwire::http::HeaderName, authwire::http::HeaderValue)> {
+        self.quota_project.headers()
+    }
+
     async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
         let secret = self.client_secret.expose_secret();
         // A refresh token the server rotated earlier (kept on the stored token) wins over the

@@ -38,6 +38,8 @@ pub(crate) struct Entry {
     /// a multi-tenant process are used by one thread at a time and never pay for stripes.
     stripes: OnceLock<Box<[HeaderValue]>>,
     prepared: PreparedHeader,
+    /// The credential's headers beside `Authorization`, for step 5.
+    pub(crate) extra: Option<ExtraHeaders>,
 }
 
 impl Entry {
@@ -56,7 +58,14 @@ impl Entry {
             owner: AtomicUsize::new(usize::MAX),
             stripes: OnceLock::new(),
             prepared,
+            extra: None,
         })
+    }
+
+    /// The credential's headers beside `Authorization` (see [`ExtraHeaders`]).
+    pub(crate) fn with_extra(mut self, extra: Option<ExtraHeaders>) -> Self {
+        self.extra = extra;
+        self
     }
 
     /// Whether the token itself has not expired yet (its `expires_at`, without the margin).
@@ -103,6 +112,7 @@ impl Entry {
         Step5 {
             header: self.header(),
             bound: self.proof.as_ref().map(|p| (p.clone(), self.token.clone())),
+            extra: self.extra.clone(),
         }
     }
 
@@ -143,11 +153,43 @@ pub(crate) fn is_bound_header(value: &HeaderValue) -> bool {
     value.as_bytes().first() == Some(&b'D')
 }
 
+/// Headers a credential adds beside `Authorization` (Google's `x-goog-user-project`), shared
+/// by every request.
+#[derive(Clone)]
+pub(crate) struct ExtraHeaders(Arc<[(http::HeaderName, HeaderValue)]>);
+
+impl ExtraHeaders {
+    pub(crate) fn new(headers: Vec<(http::HeaderName, HeaderValue)>) -> Self {
+        Self(headers.into())
+    }
+
+    pub(crate) fn as_slice(&self) -> &[(http::HeaderName, HeaderValue)] {
+        &self.0
+    }
+
+    /// Step 5, the credential's own headers (before `Authorization`, which they never replace).
+    #[inline]
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.0.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Step 5, the credential's own headers, if it has any.
+#[inline(always)]
+pub(crate) fn add_extra_headers(extra: Option<&ExtraHeaders>, headers: &mut HeaderMap) {
+    if let Some(extra) = extra {
+        extra.apply(headers);
+    }
+}
+
 /// What step 5 puts on a request: the prepared header, and for a bound token the proof to sign.
 #[derive(Clone)]
 pub(crate) struct Step5 {
     pub(crate) header: HeaderValue,
     pub(crate) bound: Option<(Arc<dyn crate::token::ProofOfPossession>, Arc<Token>)>,
+    pub(crate) extra: Option<ExtraHeaders>,
 }
 
 impl Step5 {
@@ -164,6 +206,7 @@ impl Step5 {
                 .map_err(crate::error::AuthError::Refresh)?;
             headers.insert(name, value);
         }
+        add_extra_headers(self.extra.as_ref(), headers);
         update_headers(headers, self.header.clone());
         Ok(self.header)
     }

@@ -73,6 +73,14 @@ pub trait IdentityProvider: Send + Sync + 'static {
         let _ = key;
         None
     }
+
+    /// Headers this credential adds to every request beside `Authorization` (step 5), such as
+    /// Google's `x-goog-user-project` for a credential's quota project. Read once, when an
+    /// [`Authorizer`](crate::Authorizer) is built; they never override `Authorization` or
+    /// `DPoP`. Default: none.
+    fn request_headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        Vec::new()
+    }
 }
 
 #[async_trait]
@@ -91,6 +99,10 @@ impl<P: IdentityProvider + ?Sized> IdentityProvider for Arc<P> {
     ) -> Option<Arc<dyn crate::token::ProofOfPossession>> {
         (**self).restore_proof(key)
     }
+
+    fn request_headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        (**self).request_headers()
+    }
 }
 
 #[async_trait]
@@ -108,6 +120,10 @@ impl<P: IdentityProvider + ?Sized> IdentityProvider for Box<P> {
         key: &crate::token::ProofKey,
     ) -> Option<Arc<dyn crate::token::ProofOfPossession>> {
         (**self).restore_proof(key)
+    }
+
+    fn request_headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        (**self).request_headers()
     }
 }
 

@@ -89,3 +89,62 @@ async fn token_with_azure_managed_identity() {
             .contains("needs an OAuth2 identity provider")
     );
 }
+
+/// Issue 30, performance: on a developer machine (a gcloud login, no metadata server), the
+/// chain probes the metadata server before it reaches gcloud. A cached run must not wait for
+/// that probe again. The "metadata server" here is a loopback listener that accepts and never
+/// answers, as 169.254.169.254 behaves off Google Cloud; it counts the probes it gets.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_gcloud_token_is_served_without_probing_the_metadata_server_again() {
+    let sb = Sandbox::new();
+    let bin = authwire_testkit::TempDir::new("fake-gcloud");
+    let ran = bin.path().join("ran");
+    authwire_testkit::fake_program(
+        &bin,
+        "gcloud",
+        &format!(
+            "echo x >> {}\necho '{{\"credential\": {{\"access_token\": \"ya29.from-gcloud\", \"token_expiry\": \"2099-01-01T00:00:00Z\"}}}}'",
+            ran.display()
+        ),
+    );
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_host = silent.local_addr().unwrap().to_string();
+    let probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = probes.clone();
+    let _listener = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(conn); // open, silent
+        }
+    });
+    let run = || {
+        Run::new(&sb, &["token", "--credential", "gcp", "--cache", "file"])
+            .env("NO_GCE_CHECK", "")
+            .env("GCE_METADATA_IP", &silent_host)
+            .env("GCE_METADATA_HOST", &silent_host)
+            .env("PATH", bin.path().to_str().unwrap())
+    };
+    let first = run().output().await;
+    assert_eq!(first.code(), 0, "{}", first.stderr());
+    assert_eq!(first.stdout().trim(), "ya29.from-gcloud");
+    assert_eq!(
+        probes.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the first run probed"
+    );
+    let second = run().output().await;
+    assert_eq!(second.code(), 0, "{}", second.stderr());
+    assert_eq!(second.stdout(), first.stdout());
+    assert_eq!(
+        probes.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the cached run did not probe the metadata server"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ran).unwrap().lines().count(),
+        1,
+        "gcloud ran once"
+    );
+}

@@ -970,3 +970,60 @@ async fn an_impersonated_account_gives_id_tokens_through_generate_id_token() {
     );
     assert!(token.expires_at().is_some());
 }
+
+/// Issue 30: a credential's quota project is sent as `x-goog-user-project` on every authorized
+/// request; `GOOGLE_CLOUD_QUOTA_PROJECT` wins over the file, as in Google's libraries.
+#[tokio::test]
+async fn the_quota_project_rides_on_every_request_as_x_goog_user_project() {
+    let gcp = GcpEmulator::start().await;
+    let dir = TempDir::new("gcp-quota");
+    // The emulator's authorized_user file names quota_project_id "authwire-test".
+    let user = dir.write("user.json", &gcp.authorized_user_json());
+    let env = |pairs: Vec<(&'static str, String)>| {
+        let env: HashMap<&str, String> = pairs.into_iter().collect();
+        move |n: &str| env.get(n).cloned()
+    };
+    let header = |found: GcpCredentials| async move {
+        let authorizer = authwire::Authorizer::new(found.scope(CLOUD_PLATFORM_SCOPE));
+        let mut headers = authwire::http::HeaderMap::new();
+        authorizer.authorize(&mut headers).await.unwrap();
+        assert!(headers.contains_key("authorization"));
+        headers
+            .get("x-goog-user-project")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let from_file = default_credentials_in(env(vec![(
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        user.display().to_string(),
+    )]))
+    .await
+    .unwrap();
+    assert_eq!(header(from_file).await.as_deref(), Some("authwire-test"));
+
+    let overridden = default_credentials_in(env(vec![
+        ("GOOGLE_APPLICATION_CREDENTIALS", user.display().to_string()),
+        ("GOOGLE_CLOUD_QUOTA_PROJECT", "billing-override".into()),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(header(overridden).await.as_deref(), Some("billing-override"));
+
+    // A service-account key names none: no header.
+    let key = dir.write("sa.json", &gcp.service_account_key_json());
+    let none = default_credentials_in(env(vec![(
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        key.display().to_string(),
+    )]))
+    .await
+    .unwrap();
+    assert_eq!(header(none).await, None);
+
+    // The metadata server takes it from the environment only.
+    let metadata = default_credentials_in(env(vec![
+        ("GCE_METADATA_HOST", gcp.host()),
+        ("GOOGLE_CLOUD_QUOTA_PROJECT", "from-env".into()),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(header(metadata).await.as_deref(), Some("from-env"));
+}

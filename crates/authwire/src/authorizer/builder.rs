@@ -29,6 +29,7 @@ pub struct AuthorizerBuilder {
     require_store: bool,
     cache_key: Option<CacheKey>,
     fetch_limit: Option<super::FetchLimit>,
+    request_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl AuthorizerBuilder {
@@ -44,6 +45,7 @@ impl AuthorizerBuilder {
             require_store: false,
             cache_key: None,
             fetch_limit: None,
+            request_headers: Vec::new(),
         }
     }
 
@@ -155,6 +157,21 @@ impl AuthorizerBuilder {
         Ok(self.build())
     }
 
+    /// Add this header to every request beside `Authorization` (step 5), after the provider's
+    /// own [`request_headers`](crate::IdentityProvider::request_headers) (a header named by both
+    /// is this one). `Authorization` and `DPoP` are the pipeline's: they are never overridden.
+    ///
+    /// ```
+    /// # use authwire::{Authorizer, StaticToken};
+    /// let authorizer = Authorizer::builder(StaticToken::new("t"))
+    ///     .request_header(http::HeaderName::from_static("x-goog-user-project"), http::HeaderValue::from_static("billing-project"))
+    ///     .build();
+    /// ```
+    pub fn request_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.request_headers.push((name, value));
+        self
+    }
+
     /// The authorizer. A refresh lease TTL that [`try_build`](Self::try_build) would refuse is
     /// raised to the least safe value instead, with a warning.
     pub fn build(mut self) -> Authorizer {
@@ -167,6 +184,10 @@ impl AuthorizerBuilder {
             self.lease_ttl = Some(needed);
         }
         let key = self.cache_key.unwrap_or_else(|| self.provider.cache_key());
+        let mut extra = self.provider.request_headers();
+        extra.extend(self.request_headers);
+        extra.retain(|(name, _)| name != http::header::AUTHORIZATION && name.as_str() != "dpop");
+        let extra_headers = (!extra.is_empty()).then(|| crate::pipeline::ExtraHeaders::new(extra));
         Authorizer {
             inner: Arc::new(Inner {
                 current: ArcSwapOption::empty(),
@@ -190,6 +211,7 @@ impl AuthorizerBuilder {
                     require_store: self.require_store,
                     fetch_limit: self.fetch_limit,
                     counters: Counters::default(),
+                    extra_headers,
                 }),
             }),
         }

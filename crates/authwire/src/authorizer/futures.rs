@@ -58,7 +58,12 @@ impl Future for AuthorizeFuture<'_> {
         let this = &mut *self;
         Pin::new(&mut this.header).poll(cx).map(|result| {
             // Step 5.
-            update_headers(this.headers, result?);
+            let header = result?;
+            crate::pipeline::add_extra_headers(
+                this.header.authorizer.inner.shared.extra_headers.as_ref(),
+                this.headers,
+            );
+            update_headers(this.headers, header);
             Ok(())
         })
     }

@@ -154,6 +154,19 @@ impl Authorizer {
         self.cached_header().filter(|v| !is_bound_header(v))
     }
 
+    /// The headers step 5 adds beside `Authorization`: the provider's
+    /// [`request_headers`](crate::IdentityProvider::request_headers) and the builder's
+    /// [`request_header`](crate::AuthorizerBuilder::request_header)s. [`authorize`](Self::authorize)
+    /// and the adapters add them; code that takes [`authorization_header`](Self::authorization_header)
+    /// alone adds these itself.
+    pub fn request_headers(&self) -> &[(http::HeaderName, HeaderValue)] {
+        self.inner
+            .shared
+            .extra_headers
+            .as_ref()
+            .map_or(&[], crate::pipeline::ExtraHeaders::as_slice)
+    }
+
     /// Steps 1-3: the current valid token.
     pub async fn token(&self) -> Result<Arc<Token>, AuthError> {
         if let Some(token) = self.cached(|e| e.token.clone()) {
@@ -383,6 +396,7 @@ impl Authorizer {
         let serial = self.inner.generation.load(Ordering::Acquire);
         let now = self.inner.shared.clock.now_coarse();
         if let Some(header) = local::probe(serial, now) {
+            crate::pipeline::add_extra_headers(self.inner.shared.extra_headers.as_ref(), headers);
             update_headers(headers, header);
             return Some(SentToken {
                 authorizer: registry::number(&self.inner),
@@ -490,7 +504,14 @@ impl Authorizer {
     /// [`cached_header`](Self::cached_header) for step 5 (a slot hit is an unbound token).
     #[inline(always)]
     fn cached_step5(&self) -> Option<Step5> {
-        self.cached_via_slot(|header| Step5 { header, bound: None }, Entry::step5)
+        self.cached_via_slot(
+            |header| Step5 {
+                header,
+                bound: None,
+                extra: self.inner.shared.extra_headers.clone(),
+            },
+            Entry::step5,
+        )
     }
 
     /// Steps 1 and 3-4 from this thread's slot (`hit` gets its header), else from the entry

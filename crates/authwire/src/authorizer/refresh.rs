@@ -17,6 +17,8 @@ pub(super) struct Shared {
     pub(super) require_store: bool,
     pub(super) fetch_limit: Option<super::FetchLimit>,
     pub(super) counters: Counters,
+    /// Step 5's headers beside `Authorization`, if the provider or the builder named any.
+    pub(super) extra_headers: Option<crate::pipeline::ExtraHeaders>,
 }
 
 impl Shared {
@@ -286,7 +288,7 @@ impl Shared {
     pub(super) fn prepare(&self, token: Arc<Token>, now: SystemTime) -> Result<Arc<Entry>, ProviderError> {
         let issued_at = token.issued_at().unwrap_or(now);
         let schedule = policy::schedule(&token, issued_at, &self.timing, policy::jitter_unit());
-        Entry::prepare(token, schedule).map(Arc::new)
+        Entry::prepare(token, schedule).map(|entry| Arc::new(entry.with_extra(self.extra_headers.clone())))
     }
 
     pub(super) async fn load_stored(&self) -> Option<Arc<Token>> {

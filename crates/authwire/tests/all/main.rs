@@ -1,5 +1,6 @@
 //! Integration tests of the core pipeline (one binary, see STYLE.md).
 
+mod extra_headers;
 mod failures;
 mod flights;
 mod mocked;
