@@ -139,6 +139,30 @@ impl Http {
     }
 
     /// The error an answer that is not a success describes.
+    /// A token endpoint's answer that carries an `id_token` (a `target_audience` assertion, a
+    /// user's refresh): the ID token as the token, expiring at its `exp`.
+    pub(crate) fn id_token_answer(
+        &self,
+        reply: &Reply,
+        secrets: &[&str],
+        missing: &str,
+    ) -> Result<authwire::Token, ProviderError> {
+        if !(200..300).contains(&reply.status) {
+            return Err(self.error_answer(reply, secrets));
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&reply.body)
+            .map_err(|_| ProviderError::invalid_response(Some(reply.status), "the answer is not JSON"))?;
+        let jwt = doc
+            .get("id_token")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ProviderError::invalid_response(Some(reply.status), missing))?;
+        let exp = crate::metadata::jwt_exp(jwt).ok_or_else(|| {
+            ProviderError::invalid_response(Some(reply.status), "the id_token has no `exp`")
+        })?;
+        Ok(authwire::Token::new(jwt).with_expires_at(authwire::expiry_at_unix(self.now(), exp)))
+    }
+
     pub(crate) fn error_answer(&self, reply: &Reply, secrets: &[&str]) -> ProviderError {
         redact(
             transport::parse_error(

@@ -52,7 +52,7 @@ pub use metadata::{METADATA_HOST, METADATA_IP, MetadataIdToken, MetadataServer, 
 #[doc(hidden)]
 pub use metadata::parse_id_token as parse_metadata_id_token;
 pub use service_account::{ServiceAccountIdToken, ServiceAccountKey};
-pub use user::AuthorizedUser;
+pub use user::{AuthorizedUser, UserIdToken};
 
 use std::fmt;
 

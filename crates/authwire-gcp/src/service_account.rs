@@ -226,22 +226,8 @@ impl IdentityProvider for ServiceAccountIdToken {
                 None,
             )
             .await?;
-        if !(200..300).contains(&reply.status) {
-            return Err(k.http.error_answer(&reply, &[&assertion]));
-        }
-        let doc: serde_json::Value = serde_json::from_slice(&reply.body)
-            .map_err(|_| ProviderError::invalid_response(Some(reply.status), "the answer is not JSON"))?;
-        let jwt = doc
-            .get("id_token")
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ProviderError::invalid_response(Some(reply.status), "no id_token in the answer")
-            })?;
-        let exp = crate::metadata::jwt_exp(jwt).ok_or_else(|| {
-            ProviderError::invalid_response(Some(reply.status), "the id_token has no `exp`")
-        })?;
-        Ok(Token::new(jwt).with_expires_at(authwire::expiry_at_unix(k.http.now(), exp)))
+        k.http
+            .id_token_answer(&reply, &[&assertion], "no id_token in the answer")
     }
 
     fn cache_key(&self) -> CacheKey {

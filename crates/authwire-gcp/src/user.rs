@@ -109,27 +109,16 @@ impl AuthorizedUser {
     }
 }
 
-impl fmt::Debug for AuthorizedUser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthorizedUser")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"[redacted]")
-            .field("refresh_token", &"[redacted]")
-            .field("token_uri", &self.token_uri)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl IdentityProvider for AuthorizedUser {
-    fn request_headers(&self) -> Vec<(authwire::http::HeaderName, authwire::http::HeaderValue)> {
-        self.quota_project.headers()
-    }
-
-    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+impl AuthorizedUser {
+    /// One refresh grant, its answer read by `read` (the access token, or the ID token). A
+    /// refresh token the server rotated earlier (kept on `current`, the stored token) wins over
+    /// the file's, which it replaced; one the answer does not rotate is kept on the new token.
+    async fn refresh(
+        &self,
+        current: Option<&Token>,
+        read: impl FnOnce(&Http, &authwire_oauth2::transport::Reply, &[&str]) -> Result<Token, ProviderError>,
+    ) -> Result<Token, ProviderError> {
         let secret = self.client_secret.expose_secret();
-        // A refresh token the server rotated earlier (kept on the stored token) wins over the
-        // file's, which it replaced.
         let refresh_token = current
             .and_then(Token::refresh_token)
             .unwrap_or(&self.refresh_token);
@@ -148,12 +137,78 @@ impl IdentityProvider for AuthorizedUser {
             .http
             .post_form(&self.token_uri, &fields, &[secret, refresh], None)
             .await?;
-        let mut token = self.http.token_answer(&reply, &[secret, refresh])?;
+        let mut token = read(&self.http, &reply, &[secret, refresh])?;
         if token.refresh_token().is_none() {
             // Not rotated: keep using the one we have (never drop a refresh token).
             token.set_refresh_token(Some(refresh_token.clone()));
         }
         Ok(token)
+    }
+
+    /// ID tokens of this user (their audience is the OAuth client, as Google issues them to
+    /// users), from the same refresh grant: for Cloud Run or IAP from a developer machine, as
+    /// google-cloud-auth's `idtoken::user_account` gets them. Needs a login that asked for
+    /// `openid` (`gcloud auth application-default login` does).
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), authwire_gcp::GcpError> {
+    /// let user = authwire_gcp::AuthorizedUser::from_file("application_default_credentials.json")?;
+    /// let authorizer = authwire::Authorizer::new(user.id_token());
+    /// # Ok(()) }
+    /// ```
+    pub fn id_token(self) -> UserIdToken {
+        UserIdToken { user: self }
+    }
+}
+
+/// ID tokens of an `authorized_user`; see [`AuthorizedUser::id_token`].
+#[derive(Clone, Debug)]
+pub struct UserIdToken {
+    user: AuthorizedUser,
+}
+
+#[async_trait]
+impl IdentityProvider for UserIdToken {
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+        self.user
+            .refresh(current, |http, reply, secrets| {
+                http.id_token_answer(
+                    reply,
+                    secrets,
+                    "no id_token in the answer: ID tokens come only with a login that asked for `openid` (run `gcloud auth application-default login` again)",
+                )
+            })
+            .await
+    }
+
+    fn cache_key(&self) -> CacheKey {
+        CacheKey::new(format!(
+            "gcp-authorized-user-id-token|{}",
+            self.user.cache_key().as_str()
+        ))
+    }
+}
+
+impl fmt::Debug for AuthorizedUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizedUser")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("refresh_token", &"[redacted]")
+            .field("token_uri", &self.token_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for AuthorizedUser {
+    fn request_headers(&self) -> Vec<(authwire::http::HeaderName, authwire::http::HeaderValue)> {
+        self.quota_project.headers()
+    }
+
+    async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
+        self.refresh(current, |http, reply, secrets| http.token_answer(reply, secrets))
+            .await
     }
 
     fn cache_key(&self) -> CacheKey {

@@ -507,9 +507,12 @@ fn token(s: &GcpState, body: &[u8]) -> Response {
             }
             *lock(&s.last_scopes) = f.get("scope").cloned();
             let (token, lifetime) = s.issue("user@example.com");
+            // As Google answers a refresh of a login that asked for `openid` (gcloud's does): an
+            // ID token for the user, its audience the OAuth client.
             axum::Json(json!({
                 "access_token": token, "expires_in": lifetime.as_secs(), "token_type": "Bearer",
-                "scope": "https://www.googleapis.com/auth/cloud-platform openid"
+                "scope": "https://www.googleapis.com/auth/cloud-platform openid",
+                "id_token": google_id_token_for(s, GCP_USER_CLIENT_ID, "user@example.com"),
             }))
             .into_response()
         }

@@ -1027,3 +1027,96 @@ async fn the_quota_project_rides_on_every_request_as_x_goog_user_project() {
     .unwrap();
     assert_eq!(header(metadata).await.as_deref(), Some("from-env"));
 }
+
+/// Issue 30: ID tokens from an `authorized_user` (gcloud's application-default login), from the
+/// same refresh grant, used until their `exp`; a refresh answer with no `id_token` is a clear
+/// error, with nothing secret in it.
+#[tokio::test]
+async fn an_authorized_user_gets_id_tokens_from_its_refresh_grant() {
+    let gcp = GcpEmulator::start().await;
+    let user =
+        authwire_gcp::AuthorizedUser::from_json(gcp.authorized_user_json().as_bytes(), "test").unwrap();
+    let authorizer = authwire::Authorizer::new(user.clone().id_token());
+    let token = authorizer.token().await.unwrap();
+    let claims = jwt_claims(token.access_token().expose_secret());
+    assert_eq!(
+        claims["aud"],
+        authwire_testkit::GCP_USER_CLIENT_ID,
+        "a user's ID token is for its client"
+    );
+    assert_eq!(claims["email"], "user@example.com");
+    assert_eq!(
+        token
+            .expires_at()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        claims["exp"].as_u64().unwrap()
+    );
+    assert!(
+        token.refresh_token().is_some(),
+        "the refresh token is kept with it"
+    );
+    authorizer.token().await.unwrap();
+    assert_eq!(gcp.token_requests(), 1, "cached until its exp");
+    assert_ne!(
+        user.id_token().cache_key(),
+        authwire_gcp::AuthorizedUser::from_json(gcp.authorized_user_json().as_bytes(), "test")
+            .unwrap()
+            .cache_key(),
+        "ID tokens and access tokens are cached apart"
+    );
+
+    // A token endpoint that answers without an id_token (a login without `openid`).
+    let url =
+        answer_once(r#"{"access_token": "ya29.no-id", "expires_in": 3600, "token_type": "Bearer"}"#).await;
+    let mut doc: serde_json::Value = serde_json::from_str(&gcp.authorized_user_json()).unwrap();
+    doc["token_uri"] = url.into();
+    let plain = authwire_gcp::AuthorizedUser::from_json(doc.to_string().as_bytes(), "test").unwrap();
+    let e = plain.id_token().fetch_token(None).await.unwrap_err();
+    let shown = authwire::error_chain(&e).to_string();
+    assert!(shown.contains("openid"), "{shown}");
+    assert!(
+        !shown.contains("ya29.no-id") && !shown.contains(authwire_testkit::GCP_USER_REFRESH_TOKEN),
+        "{shown}"
+    );
+}
+
+/// A loopback token endpoint that answers one request with `body` (200, JSON); its URL.
+async fn answer_once(body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers, then the form (its length from Content-Length).
+        while let Ok(n) = conn.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if request.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(answer.as_bytes()).await.unwrap();
+    });
+    url
+}
