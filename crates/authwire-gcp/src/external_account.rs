@@ -64,6 +64,8 @@ enum SubjectSource {
         timeout: Duration,
         output_file: Option<String>,
     },
+    /// AWS (`"environment_id": "aws1"`): a signed GetCallerIdentity request.
+    Aws(crate::aws::AwsSource),
 }
 
 /// An executable's answer, as Google documents it: `{"version": 1, "success": true,
@@ -163,6 +165,7 @@ impl fmt::Debug for SubjectSource {
                 .field("timeout", timeout)
                 .field("output_file", output_file)
                 .finish(),
+            Self::Aws(aws) => aws.fmt(f),
         }
     }
 }
@@ -300,7 +303,10 @@ impl ExternalAccount {
                 }
             },
         };
-        let source = if let Some(path) = cs.get("file").and_then(|p| p.as_str()) {
+        // An AWS source names a `url` too (its credentials'): `environment_id` decides first.
+        let source = if cs.get("environment_id").is_some() {
+            SubjectSource::Aws(crate::aws::AwsSource::from_json(&cs, source)?)
+        } else if let Some(path) = cs.get("file").and_then(|p| p.as_str()) {
             SubjectSource::File {
                 path: path.to_owned(),
                 format,
@@ -345,10 +351,6 @@ impl ExternalAccount {
                 timeout: Duration::from_millis(millis),
                 output_file: exe.get("output_file").and_then(|o| o.as_str()).map(str::to_owned),
             }
-        } else if cs.get("environment_id").is_some() {
-            return Err(GcpError::Unsupported {
-                kind: "external_account with an AWS credential source".into(),
-            });
         } else {
             return Err(format_error("credential_source has neither file nor url".into()));
         };
@@ -408,6 +410,23 @@ impl ExternalAccount {
     /// `GOOGLE_CLOUD_QUOTA_PROJECT` through [`default_credentials`](crate::default_credentials)).
     pub fn quota_project(mut self, project: impl Into<String>) -> Self {
         self.quota_project = crate::QuotaProject::new(project);
+        self
+    }
+
+    /// Read an AWS source's `AWS_REGION`, `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` from `vars` instead of the process
+    /// environment (tests, sandboxes). No effect on other sources.
+    pub fn aws_environment<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        if let SubjectSource::Aws(aws) = self.source {
+            let vars: std::collections::HashMap<String, String> =
+                vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+            self.source = SubjectSource::Aws(aws.with_env(Arc::new(move |name| vars.get(name).cloned())));
+        }
         self
     }
 
@@ -472,6 +491,7 @@ impl ExternalAccount {
                     .executable_token(command, *timeout, output_file.as_deref())
                     .await;
             }
+            SubjectSource::Aws(aws) => return aws.subject_token(&self.metadata_http, &self.audience).await,
         };
         let token = match format {
             Format::Text => raw.trim().to_owned(),
@@ -747,10 +767,15 @@ mod tests {
 
     #[test]
     fn unsupported_sources_say_so() {
-        let aws = br#"{"type":"external_account","audience":"a","subject_token_type":"t","credential_source":{"environment_id":"aws1"}}"#;
+        let aws2 = br#"{"type":"external_account","audience":"a","subject_token_type":"t","credential_source":{"environment_id":"aws2","regional_cred_verification_url":"https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"}}"#;
         assert!(matches!(
-            ExternalAccount::from_json(aws, "f"),
+            ExternalAccount::from_json(aws2, "f"),
             Err(GcpError::Unsupported { .. })
+        ));
+        let hostile_aws = br#"{"type":"external_account","audience":"a","subject_token_type":"t","credential_source":{"environment_id":"aws1","url":"http://attacker.example/creds","regional_cred_verification_url":"https://sts.{region}.amazonaws.com"}}"#;
+        assert!(matches!(
+            ExternalAccount::from_json(hostile_aws, "f"),
+            Err(GcpError::Url(_))
         ));
         // An executable is read (it runs only when allowed); its timeout has Google's bounds.
         let exec = br#"{"type":"external_account","audience":"a","subject_token_type":"t","credential_source":{"executable":{"command":"x","timeout_millis":1000}}}"#;

@@ -32,6 +32,7 @@
 //! [`MetadataServer::endpoint`]), which is how the tests run against emulators on 127.0.0.1.
 
 mod adc;
+mod aws;
 mod external_account;
 mod gcloud;
 mod http;
@@ -43,6 +44,7 @@ mod user;
 pub use adc::{
     GcpCredentials, credential_file_in, default_credentials, default_credentials_in, unprobed_sources_in,
 };
+pub use aws::AWS_SUBJECT_TOKEN_TYPE;
 pub use external_account::ExternalAccount;
 pub use gcloud::{GCLOUD_TIMEOUT, GcloudCli};
 pub use impersonated::{IAM_CREDENTIALS_URL, Impersonated, ImpersonatedIdToken};

@@ -55,6 +55,10 @@ struct GcpState {
     /// The `delegates` of the last generateAccessToken request.
     last_delegates: Mutex<Vec<String>>,
     signing_key: EncodingKey,
+    /// The EC2 metadata service of AWS federation.
+    imds: crate::gcp_aws::Imds,
+    /// AWS subject tokens the STS accepted.
+    aws_subjects: AtomicUsize,
 }
 
 /// Google's credential endpoints on `127.0.0.1:PORT`. Stops when dropped.
@@ -96,6 +100,8 @@ impl GcpEmulator {
             last_scopes: Mutex::default(),
             last_delegates: Mutex::default(),
             signing_key: EncodingKey::from_rsa_pem(IDP_PRIVATE_KEY_PEM.as_bytes()).expect("test key"),
+            imds: crate::gcp_aws::Imds::default(),
+            aws_subjects: AtomicUsize::new(0),
         });
         let router = Router::new().fallback(route).with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -179,6 +185,36 @@ impl GcpEmulator {
             doc["service_account_impersonation_url"] = json!(self.impersonation_url(sa));
         }
         doc.to_string()
+    }
+
+    /// An `external_account` file for AWS federation (`environment_id` `aws1`): region,
+    /// credentials and the IMDSv2 session token from this emulator's EC2 metadata service.
+    pub fn aws_external_account_json(&self) -> String {
+        let base = &self.state.base;
+        json!({
+            "type": "external_account",
+            "audience": GCP_WIF_AUDIENCE,
+            "subject_token_type": "urn:ietf:params:aws:token-type:aws4_request",
+            "token_url": self.sts_url(),
+            "credential_source": {
+                "environment_id": "aws1",
+                "region_url": format!("{base}/latest/meta-data/placement/availability-zone"),
+                "url": format!("{base}/latest/meta-data/iam/security-credentials"),
+                "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+                "imdsv2_session_token_url": format!("{base}/latest/api/token")
+            }
+        })
+        .to_string()
+    }
+
+    /// AWS subject tokens the STS accepted (each one a signature it verified).
+    pub fn aws_subject_tokens(&self) -> usize {
+        self.state.aws_subjects.load(Ordering::SeqCst)
+    }
+
+    /// EC2 metadata requests refused for lack of an IMDSv2 session token.
+    pub fn imds_refused(&self) -> usize {
+        self.state.imds.refused.load(Ordering::SeqCst)
     }
 
     /// Serve `token` at `/subject-token` (JSON `{"access_token": ...}`, only to requests with
@@ -281,12 +317,16 @@ fn query(raw: Option<String>) -> HashMap<String, String> {
 
 async fn route(
     State(s): State<Arc<GcpState>>,
+    method: axum::http::Method,
     uri: Uri,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
+    if path.starts_with("/latest/") {
+        return crate::gcp_aws::metadata(&s.imds, &method, &path, &headers);
+    }
     if path == "/" || path.starts_with("/computeMetadata/") {
         return metadata(&s, &path, query(raw), &headers);
     }
@@ -549,14 +589,28 @@ fn sts(s: &GcpState, body: &[u8]) -> Response {
             "The target service indicated by the \"audience\" parameters is invalid.",
         );
     }
-    let (Some(subject), Some("urn:ietf:params:oauth:token-type:jwt")) =
-        (get("subject_token"), get("subject_token_type"))
-    else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "Invalid subject_token or subject_token_type.",
-        );
+    let subject = match (get("subject_token"), get("subject_token_type")) {
+        (Some(subject), Some("urn:ietf:params:oauth:token-type:jwt")) => subject,
+        // AWS: a signed GetCallerIdentity request, checked as Google's STS checks it (here by
+        // recomputing the signature with the secret key the metadata service handed out).
+        (Some(subject), Some("urn:ietf:params:aws:token-type:aws4_request")) => {
+            if let Err(why) = crate::gcp_aws::check_subject_token(subject, GCP_WIF_AUDIENCE) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    &format!("The AWS subject token is invalid: {why}."),
+                );
+            }
+            s.aws_subjects.fetch_add(1, Ordering::SeqCst);
+            subject
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Invalid subject_token or subject_token_type.",
+            );
+        }
     };
     // A subject token is accepted once: a federated token that is never rotated would be reused.
     if lock(&s.subject_tokens).iter().any(|t| t == subject) {

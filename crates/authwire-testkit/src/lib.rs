@@ -33,6 +33,7 @@ pub mod conformance;
 mod doubles;
 mod dpop;
 mod gcp;
+mod gcp_aws;
 mod grpc;
 mod idp;
 mod ledger;
@@ -55,6 +56,7 @@ pub use gcp::{
     GCP_KEY_ID, GCP_SERVICE_ACCOUNT, GCP_USER_CLIENT_ID, GCP_USER_CLIENT_SECRET, GCP_USER_REFRESH_TOKEN,
     GCP_WIF_AUDIENCE, GcpEmulator,
 };
+pub use gcp_aws::{AWS_ACCESS_KEY_ID, AWS_ROLE, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ZONE};
 pub use grpc::{GrpcEcho, RawCodec};
 pub use idp::{Approval, Client, Fault, IdentityServer, IdentityServerBuilder, Settings};
 pub use proxy::ForwardProxy;

@@ -206,7 +206,7 @@ impl RedisCluster {
         format!("redis+cluster://{}/", hosts.join(","))
     }
 
-    /// `redis://127.0.0.1:PORT/` for each node, for [`RedisStore::cluster`]-style configuration.
+    /// `redis://127.0.0.1:PORT/` for each node, for `authwire_redis::RedisStore::cluster`-style configuration.
     pub fn node_urls(&self) -> Vec<String> {
         self.nodes
             .iter()
@@ -362,7 +362,7 @@ impl RedisSentinel {
         )
     }
 
-    /// `redis://127.0.0.1:PORT/` for each sentinel, for [`RedisStore::sentinel`]-style
+    /// `redis://127.0.0.1:PORT/` for each sentinel, for `authwire_redis::RedisStore::sentinel`-style
     /// configuration.
     pub fn sentinel_urls(&self) -> Vec<String> {
         self.sentinel_hosts()

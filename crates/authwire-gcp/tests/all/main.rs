@@ -1120,3 +1120,60 @@ async fn answer_once(body: &'static str) -> String {
     });
     url
 }
+
+/// Issue 30: AWS workload identity federation. On the IMDSv2 path the region, the role and its
+/// credentials come from the EC2 metadata service (a session token first); the subject token is
+/// a SigV4-signed GetCallerIdentity that the emulator's STS verifies by recomputing the
+/// signature. Then the environment path: `AWS_*` variables first, no metadata request at all.
+#[tokio::test]
+async fn aws_federation_signs_get_caller_identity_from_imdsv2_or_the_environment() {
+    let gcp = GcpEmulator::start().await;
+    let file = gcp.aws_external_account_json();
+    let from_imds = ExternalAccount::from_json_allowing_any_endpoint(file.as_bytes(), "aws.json")
+        .unwrap()
+        // An empty environment: whatever this machine has, the metadata path is taken.
+        .aws_environment(Vec::<(String, String)>::new())
+        .scope(CLOUD_PLATFORM_SCOPE);
+    let token = from_imds.fetch_token(None).await.unwrap();
+    assert!(!token.access_token().expose_secret().is_empty());
+    assert_eq!(gcp.aws_subject_tokens(), 1, "the STS verified one signed request");
+    assert_eq!(
+        gcp.imds_refused(),
+        0,
+        "every metadata request carried the IMDSv2 session token"
+    );
+
+    let from_env = ExternalAccount::from_json_allowing_any_endpoint(file.as_bytes(), "aws.json")
+        .unwrap()
+        .aws_environment([
+            ("AWS_REGION", "eu-west-3"),
+            ("AWS_ACCESS_KEY_ID", authwire_testkit::AWS_ACCESS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", authwire_testkit::AWS_SECRET_ACCESS_KEY),
+            ("AWS_SESSION_TOKEN", authwire_testkit::AWS_SESSION_TOKEN),
+        ]);
+    from_env.fetch_token(None).await.unwrap();
+    assert_eq!(gcp.aws_subject_tokens(), 2);
+
+    // Wrong secret key: the STS refuses the signature; no secret in the error.
+    let forged = ExternalAccount::from_json_allowing_any_endpoint(file.as_bytes(), "aws.json")
+        .unwrap()
+        .aws_environment([
+            ("AWS_REGION", "eu-west-3"),
+            ("AWS_ACCESS_KEY_ID", authwire_testkit::AWS_ACCESS_KEY_ID),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "not-the-secret-key-0000000000000000000000",
+            ),
+            ("AWS_SESSION_TOKEN", authwire_testkit::AWS_SESSION_TOKEN),
+        ]);
+    let e = forged.fetch_token(None).await.unwrap_err();
+    let shown = authwire::error_chain(&e).to_string();
+    assert!(
+        shown.contains("invalid_grant") && shown.contains("AWS subject token is invalid"),
+        "{shown}"
+    );
+    for secret in ["not-the-secret-key", authwire_testkit::AWS_SESSION_TOKEN] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert_eq!(gcp.aws_subject_tokens(), 2);
+}
