@@ -69,6 +69,22 @@ async fn main() {
                 &gcp.external_account_json(&subject, Some("deployer@authwire-test.iam.gserviceaccount.com")),
             ),
             "subject_token_file": subject,
+            // AWS federation with credentials from the environment: google-auth accepts metadata
+            // URLs only at 169.254.169.254, so the file names none.
+            "aws_external_account_file": write("aws.json", &{
+                let mut doc: serde_json::Value = serde_json::from_str(&gcp.aws_external_account_json()).expect("json");
+                let source = doc["credential_source"].as_object_mut().expect("credential_source");
+                for field in ["region_url", "url", "imdsv2_session_token_url"] {
+                    source.remove(field);
+                }
+                doc.to_string()
+            }),
+            "aws_access_key_id": authwire_testkit::AWS_ACCESS_KEY_ID,
+            "aws_secret_access_key": authwire_testkit::AWS_SECRET_ACCESS_KEY,
+            "aws_session_token": authwire_testkit::AWS_SESSION_TOKEN,
+            "user_client_id": authwire_testkit::GCP_USER_CLIENT_ID,
+            "sts_url": gcp.sts_url(),
+            "wif_audience": authwire_testkit::GCP_WIF_AUDIENCE,
         },
         "azure": {
             "url": azure.url(),

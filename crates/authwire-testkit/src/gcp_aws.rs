@@ -104,8 +104,17 @@ pub(crate) fn check_subject_token(subject: &str, audience: &str) -> Result<(), S
     }
     let date = get("x-amz-date").ok_or("no x-amz-date")?;
     let at = parse_amz_date(date).ok_or("x-amz-date is not a date")?;
-    let expected = sign(url, &region, audience, &host, at)?;
-    if get("Authorization") != Some(expected.as_str()) {
+    // Google's STS takes the target-resource header signed (Google's documented recipe, and
+    // authwire) or added after signing (google-auth 2.x): recompute over what the request says
+    // it signed.
+    let authorization = get("Authorization").ok_or("no Authorization")?;
+    let signs_target = authorization
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .is_some_and(|list| list.split(';').any(|h| h == "x-goog-cloud-target-resource"));
+    let expected = sign(url, &region, signs_target.then_some(audience), &host, at)?;
+    if authorization != expected {
         return Err("the signature does not match".into());
     }
     Ok(())
@@ -115,7 +124,7 @@ pub(crate) fn check_subject_token(subject: &str, audience: &str) -> Result<(), S
 fn sign(
     url: &str,
     region: &str,
-    audience: &str,
+    audience: Option<&str>,
     host: &str,
     at: std::time::SystemTime,
 ) -> Result<String, String> {
@@ -137,7 +146,10 @@ fn sign(
         .build()
         .map_err(|e| e.to_string())?
         .into();
-    let headers = [("host", host), ("x-goog-cloud-target-resource", audience)];
+    let mut headers = vec![("host", host)];
+    if let Some(audience) = audience {
+        headers.push(("x-goog-cloud-target-resource", audience));
+    }
     let signable = SignableRequest::new("POST", url, headers.iter().copied(), SignableBody::Bytes(&[]))
         .map_err(|e| e.to_string())?;
     let (instructions, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();

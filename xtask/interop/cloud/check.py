@@ -100,7 +100,80 @@ def external_account(file):
     return run
 
 
+def authorized_user_id_token_and_quota_project():
+    # Issue 30: the refresh answer's id_token (authwire's AuthorizedUser::id_token reads the same
+    # field) and the file's quota_project_id sent as x-goog-user-project.
+    c = google.oauth2.credentials.Credentials.from_authorized_user_file(cfg["gcp"]["authorized_user_file"])
+    c = c.with_token_uri(cfg["gcp"]["token_url"])
+    c.refresh(request)
+    claims = google.auth.jwt.decode(c.id_token, verify=False)
+    assert claims["aud"] == cfg["gcp"]["user_client_id"], claims
+    headers = {}
+    c.apply(headers)
+    assert headers.get("x-goog-user-project") == "authwire-test", headers
+    return "id_token from the refresh grant (aud = the OAuth client); x-goog-user-project from quota_project_id"
+
+
+def aws():
+    # Issue 30: google-auth signs GetCallerIdentity with SigV4; the emulator's STS verifies the
+    # signature by recomputing it, as authwire's own tests see it do for authwire's token.
+    import google.auth.aws
+
+    g = cfg["gcp"]
+    saved = {k: os.environ.get(k) for k in ("AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+    os.environ.update(
+        AWS_REGION="us-east-2",
+        AWS_ACCESS_KEY_ID=g["aws_access_key_id"],
+        AWS_SECRET_ACCESS_KEY=g["aws_secret_access_key"],
+        AWS_SESSION_TOKEN=g["aws_session_token"],
+    )
+    try:
+        c = google.auth.aws.Credentials.from_file(g["aws_external_account_file"], scopes=CLOUD)
+        c.refresh(request)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert c.token
+    return "signed GetCallerIdentity accepted by the emulator's signature check"
+
+
+def executable():
+    # Issue 30: an executable source's documented answer, as authwire's tests' fake programs
+    # print it, read by google-auth's pluggable credentials.
+    import stat
+    import google.auth.pluggable
+
+    program = os.path.join(DIR, "subject-program")
+    expires = int(time.time()) + 3600
+    with open(program, "w") as f:
+        f.write(
+            "#!/bin/sh\n"
+            f"echo '{{\"version\": 1, \"success\": true, \"token_type\": \"urn:ietf:params:oauth:token-type:jwt\", "
+            f"\"id_token\": \"eyJ.pluggable-{time.time_ns()}.sig\", \"expiration_time\": {expires}}}'\n"
+        )
+    os.chmod(program, stat.S_IRWXU)
+    g = cfg["gcp"]
+    info = {
+        "type": "external_account",
+        "audience": g["wif_audience"],
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": g["sts_url"],
+        "credential_source": {"executable": {"command": program, "timeout_millis": 5000}},
+    }
+    os.environ["GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES"] = "1"
+    c = google.auth.pluggable.Credentials.from_info(info, scopes=CLOUD)
+    c.refresh(request)
+    assert c.token
+    return "the documented executable answer, exchanged at the STS"
+
+
 check("google-auth: service account key (JWT bearer)", service_account)
+check("google-auth: authorized_user ID token and quota project", authorized_user_id_token_and_quota_project)
+check("google-auth: aws (SigV4 GetCallerIdentity subject token)", aws)
+check("google-auth: pluggable (executable source)", executable)
 check("google-auth: authorized_user (refresh token)", authorized_user)
 check("google-auth: compute_engine.Credentials (metadata server)", metadata)
 check("google-auth: fetch_id_token (metadata identity)", metadata_id_token)
@@ -179,6 +252,36 @@ def workload_identity():
     return "federated token file as the client assertion"
 
 
+def developer_clis():
+    # Issue 30: the JSON authwire's tests' fake az and azd print, read by azure-identity's own
+    # AzureCliCredential and AzureDeveloperCliCredential.
+    import stat
+    from azure.identity import AzureCliCredential, AzureDeveloperCliCredential
+
+    bin_dir = os.path.join(DIR, "fake-bin")
+    os.makedirs(bin_dir, exist_ok=True)
+    fakes = {
+        "az": '{"accessToken": "eyJ.az.token", "expiresOn": "2099-01-01 00:00:00.000000", "expires_on": 4070908800, "subscription": "s", "tenant": "t", "tokenType": "Bearer"}',
+        "azd": '{"token": "eyJ.azd.token", "expiresOn": "2099-01-01T00:00:00Z"}',
+    }
+    for name, answer in fakes.items():
+        path = os.path.join(bin_dir, name)
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\necho '{answer}'\n")
+        os.chmod(path, stat.S_IRWXU)
+    old = os.environ["PATH"]
+    os.environ["PATH"] = bin_dir + os.pathsep + "/usr/bin:/bin"
+    try:
+        az = AzureCliCredential().get_token(ARM)
+        azd = AzureDeveloperCliCredential().get_token(ARM)
+    finally:
+        os.environ["PATH"] = old
+    assert az.token == "eyJ.az.token" and az.expires_on == 4070908800, az
+    assert azd.token == "eyJ.azd.token" and azd.expires_on == 4070908800, azd
+    return "az's and azd's documented JSON read alike (token and expiry)"
+
+
+check("azure-identity: AzureCliCredential and AzureDeveloperCliCredential", developer_clis)
 check("azure-identity: ClientSecretCredential (Entra v2.0 token endpoint)", client_secret)
 check("azure-identity: CertificateCredential", client_certificate)
 check("azure-identity: WorkloadIdentityCredential", workload_identity)
