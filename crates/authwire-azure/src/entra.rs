@@ -213,7 +213,9 @@ impl IdentityProvider for WorkloadIdentity {
 
 /// An app registration's secret (`AZURE_CLIENT_SECRET`, sent in the body as Azure's SDKs do)
 /// or certificate (`AZURE_CLIENT_CERTIFICATE_PATH`: a PEM file with the certificate and its
-/// private key; the assertion is PS256 with the certificate's `x5t#S256`, as MSAL sends it).
+/// private key, or a PFX file opened with `AZURE_CLIENT_CERTIFICATE_PASSWORD`; the assertion
+/// is PS256 with the certificate's `x5t#S256`, as MSAL sends it, and carries the chain in `x5c`
+/// when `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` is `true`). See [`ClientCertificate`].
 #[derive(Clone)]
 pub struct EnvironmentCredential {
     tenant: Tenant,
@@ -243,7 +245,16 @@ impl EnvironmentCredential {
         }
         let tenant = Tenant::from_env(&var)?;
         let key = match (&secret, certificate) {
-            (None, Some(path)) => Some(certificate_key(&path)?),
+            (None, Some(path)) => {
+                let password = var("AZURE_CLIENT_CERTIFICATE_PASSWORD");
+                let chain = var("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+                    .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+                Some(
+                    ClientCertificate::from_path(&path, password.as_deref())?
+                        .send_certificate_chain(chain)
+                        .private_key(),
+                )
+            }
             _ => None,
         };
         let secret_text = secret.as_ref().map(|s| s.expose_secret().to_owned());
@@ -274,9 +285,18 @@ impl EnvironmentCredential {
         client_id: impl AsRef<str>,
         path: impl AsRef<std::path::Path>,
     ) -> Result<Self, AzureError> {
+        Self::certificate(tenant, client_id, ClientCertificate::from_pem_file(path)?)
+    }
+
+    /// An app registration's certificate, built in code from a [`ClientCertificate`] (PEM or
+    /// PFX, with or without its chain in `x5c`).
+    pub fn certificate(
+        tenant: impl AsRef<str>,
+        client_id: impl AsRef<str>,
+        certificate: ClientCertificate,
+    ) -> Result<Self, AzureError> {
         let tenant = Tenant::new(DEFAULT_AUTHORITY_HOST, tenant.as_ref(), client_id.as_ref())?;
-        let key = certificate_key(&path.as_ref().display().to_string())?;
-        Self::from_parts(tenant, None, Some(key))
+        Self::from_parts(tenant, None, Some(certificate.private_key()))
     }
 
     fn from_parts(
@@ -338,26 +358,178 @@ fn auth_for(key: &Option<PrivateKey>, secret: bool) -> ClientAuthMethod {
     }
 }
 
-/// The private key of a PEM file that holds a certificate and its key, signing PS256 with the
-/// certificate's `x5t#S256` (base64url SHA-256 of its DER), as Microsoft's MSAL does for Entra
-/// ID.
-fn certificate_key(path: &str) -> Result<PrivateKey, AzureError> {
-    let invalid = |reason: String| AzureError::Invalid {
+/// An app registration's certificate and its private key, for Entra ID's certificate
+/// credentials: from PEM (the certificate, its chain if any, and the key) or PFX (PKCS#12, with
+/// its password), as azure-identity reads them. Assertions are PS256 with the certificate's
+/// `x5t#S256`, as MSAL sends them; with [`send_certificate_chain`](Self::send_certificate_chain)
+/// they carry the chain in `x5c` too (subject name and issuer authentication).
+///
+/// ```no_run
+/// # fn run() -> Result<(), authwire_azure::AzureError> {
+/// use authwire_azure::{ClientCertificate, EnvironmentCredential};
+/// let certificate = ClientCertificate::from_pkcs12_file("/run/secrets/app.pfx", "pfx-password")?
+///     .send_certificate_chain(true);
+/// let credential = EnvironmentCredential::certificate("contoso.onmicrosoft.com", "00000000-0000-0000-0000-000000000001", certificate)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ClientCertificate {
+    key: PrivateKey,
+    chain: Vec<Vec<u8>>,
+    send_chain: bool,
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("certificates", &self.chain.len())
+            .field("send_certificate_chain", &self.send_chain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCertificate {
+    /// A PEM file with the certificate (first), any chain, and the RSA private key.
+    pub fn from_pem_file(path: impl AsRef<std::path::Path>) -> Result<Self, AzureError> {
+        let shown = path.as_ref().display().to_string();
+        let pem = std::fs::read(path.as_ref())
+            .map_err(|e| certificate_error(format!("cannot read {shown}: {e}")))?;
+        Self::from_pem(&pem, &shown)
+    }
+
+    /// A PEM document's content; `source` names it in errors.
+    pub fn from_pem(pem: &[u8], source: &str) -> Result<Self, AzureError> {
+        let certs = authwire_oauth2::transport::pem::certificates(pem).map_err(|e| {
+            certificate_error(format!(
+                "{source}: {e} (a PFX file? read it with ClientCertificate::from_pkcs12_file)"
+            ))
+        })?;
+        let key =
+            PrivateKey::rsa_pem(pem).map_err(|e| certificate_error(format!("the key in {source}: {e}")))?;
+        Ok(Self::new(
+            key,
+            certs.iter().map(|c| c.as_ref().to_vec()).collect(),
+        ))
+    }
+
+    /// A PFX (PKCS#12) file and its password (`""` for none): the private key and the
+    /// certificate chain it holds, leaf first.
+    pub fn from_pkcs12_file(path: impl AsRef<std::path::Path>, password: &str) -> Result<Self, AzureError> {
+        let shown = path.as_ref().display().to_string();
+        let der = std::fs::read(path.as_ref())
+            .map_err(|e| certificate_error(format!("cannot read {shown}: {e}")))?;
+        Self::from_pkcs12(&der, password, &shown)
+    }
+
+    /// A PFX document's bytes and its password; `source` names it in errors (never the
+    /// password).
+    #[cfg(feature = "pkcs12")]
+    pub fn from_pkcs12(der: &[u8], password: &str, source: &str) -> Result<Self, AzureError> {
+        let store = p12_keystore::KeyStore::from_pkcs12(der, password, p12_keystore::Pkcs12ImportPolicy::Strict)
+            .map_err(|e| {
+                certificate_error(format!(
+                    "{source} is not a PFX file this password opens ({}): check AZURE_CLIENT_CERTIFICATE_PASSWORD",
+                    pkcs12_reason(&e)
+                ))
+            })?;
+        let (_, chain) = store.private_key_chain().ok_or_else(|| {
+            certificate_error(format!("{source} holds no private key with its certificate"))
+        })?;
+        if chain.certs().is_empty() {
+            return Err(certificate_error(format!(
+                "{source} holds a key without its certificate"
+            )));
+        }
+        let pkcs8 = authwire::secrecy::zeroize::Zeroizing::new(chain.key().as_der().to_vec());
+        let pem = authwire::secrecy::zeroize::Zeroizing::new(pem_block("PRIVATE KEY", &pkcs8));
+        let key = PrivateKey::rsa_pem(pem.as_bytes()).map_err(|e| {
+            certificate_error(format!(
+                "the key in {source}: {e} (Entra ID certificates are RSA)"
+            ))
+        })?;
+        Ok(Self::new(
+            key,
+            chain.certs().iter().map(|c| c.as_der().to_vec()).collect(),
+        ))
+    }
+
+    /// Without the `pkcs12` feature: an error that says so.
+    #[cfg(not(feature = "pkcs12"))]
+    pub fn from_pkcs12(_der: &[u8], _password: &str, source: &str) -> Result<Self, AzureError> {
+        Err(certificate_error(format!(
+            "{source}: PFX support is off (authwire-azure built without its `pkcs12` feature); convert to PEM: openssl pkcs12 -in cert.pfx -out cert.pem -nodes"
+        )))
+    }
+
+    fn new(key: PrivateKey, chain: Vec<Vec<u8>>) -> Self {
+        let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &chain[0]);
+        let x5t_s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(thumbprint.as_ref());
+        Self {
+            key: key
+                .with_algorithm(jsonwebtoken::Algorithm::PS256)
+                .with_x5t_s256(x5t_s256),
+            chain,
+            send_chain: false,
+        }
+    }
+
+    /// Send the certificate chain in each assertion's `x5c` header, for Entra ID's subject name
+    /// and issuer authentication (`AZURE_CLIENT_SEND_CERTIFICATE_CHAIN=true`; default off).
+    pub fn send_certificate_chain(mut self, on: bool) -> Self {
+        self.send_chain = on;
+        self
+    }
+
+    /// The signing key, with `x5c` when the chain is sent.
+    pub(crate) fn private_key(&self) -> PrivateKey {
+        if self.send_chain {
+            self.key.clone().with_x5c(&self.chain)
+        } else {
+            self.key.clone()
+        }
+    }
+
+    /// What `AZURE_CLIENT_CERTIFICATE_PATH` names: PFX by its extension or its first byte (a
+    /// DER SEQUENCE; PEM is text), else PEM.
+    fn from_path(path: &str, password: Option<&str>) -> Result<Self, AzureError> {
+        let bytes = std::fs::read(path).map_err(|e| certificate_error(format!("cannot read {path}: {e}")))?;
+        let lower = path.to_ascii_lowercase();
+        if lower.ends_with(".pfx") || lower.ends_with(".p12") || bytes.first() == Some(&0x30) {
+            Self::from_pkcs12(&bytes, password.unwrap_or(""), path)
+        } else {
+            Self::from_pem(&bytes, path)
+        }
+    }
+}
+
+/// Why a PFX did not open, in words that never hold the password.
+#[cfg(feature = "pkcs12")]
+fn pkcs12_reason(e: &p12_keystore::error::Error) -> String {
+    let text = e.to_string();
+    if text.to_ascii_lowercase().contains("mac") {
+        "wrong password, or a damaged file".into()
+    } else {
+        text
+    }
+}
+
+#[cfg(feature = "pkcs12")]
+fn pem_block(label: &str, der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn certificate_error(reason: String) -> AzureError {
+    AzureError::Invalid {
         setting: "AZURE_CLIENT_CERTIFICATE_PATH",
         reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
-    let certs = authwire_oauth2::transport::pem::certificates(&pem).map_err(|e| {
-        invalid(format!(
-            "{path}: {e} (PFX files are not supported; convert to PEM: openssl pkcs12 -in cert.pfx -out cert.pem -nodes)"
-        ))
-    })?;
-    let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certs[0].as_ref());
-    let x5t_s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(thumbprint.as_ref());
-    let key = PrivateKey::rsa_pem(&pem).map_err(|e| invalid(format!("the key in {path}: {e}")))?;
-    Ok(key
-        .with_algorithm(jsonwebtoken::Algorithm::PS256)
-        .with_x5t_s256(x5t_s256))
+    }
 }
 
 impl fmt::Debug for EnvironmentCredential {

@@ -29,7 +29,7 @@ mod managed;
 
 pub use chain::{AzureCredential, default_credential, default_credential_in};
 pub use developer::{AzureCli, AzureDeveloperCli, DEVELOPER_CLI_TIMEOUT};
-pub use entra::{EnvironmentCredential, WorkloadIdentity};
+pub use entra::{ClientCertificate, EnvironmentCredential, WorkloadIdentity};
 pub use managed::{IMDS_ENDPOINT, IMDS_PROBE_TIMEOUT, ManagedIdentity};
 
 // Public for the fuzz targets of authwire-reliability only; not part of the API.

@@ -71,6 +71,9 @@ pub struct PrivateKey {
     pub(crate) x5t: Option<String>,
     /// The `x5t#S256` header (base64url SHA-256 of the certificate), for Microsoft Entra.
     pub(crate) x5t_s256: Option<String>,
+    /// The `x5c` header (the certificate chain, standard base64 DER, leaf first; RFC 7515
+    /// section 4.1.6), for Entra ID's subject name and issuer authentication.
+    pub(crate) x5c: Option<Vec<String>>,
     /// [`credential_fingerprint`] of the PEM, for the cache key.
     pub(crate) fingerprint: Arc<str>,
 }
@@ -103,6 +106,7 @@ impl PrivateKey {
             key_id: None,
             x5t: None,
             x5t_s256: None,
+            x5c: None,
             fingerprint: credential_fingerprint(pem).into(),
         })
     }
@@ -129,6 +133,7 @@ impl PrivateKey {
             key_id: None,
             x5t: None,
             x5t_s256: None,
+            x5c: None,
             fingerprint: credential_fingerprint(pem).into(),
         })
     }
@@ -157,6 +162,24 @@ impl PrivateKey {
     /// assertions.
     pub fn with_x5t_s256(mut self, thumbprint: impl Into<String>) -> Self {
         self.x5t_s256 = Some(thumbprint.into());
+        self
+    }
+
+    /// Put `x5c` (the certificate chain, each certificate's DER, leaf first) in the header of
+    /// the assertions this key signs (RFC 7515 section 4.1.6): Entra ID's subject name and issuer
+    /// authentication reads it.
+    pub fn with_x5c<I, D>(mut self, chain: I) -> Self
+    where
+        I: IntoIterator<Item = D>,
+        D: AsRef<[u8]>,
+    {
+        use base64::Engine as _;
+        self.x5c = Some(
+            chain
+                .into_iter()
+                .map(|der| base64::engine::general_purpose::STANDARD.encode(der.as_ref()))
+                .collect(),
+        );
         self
     }
 }
@@ -267,6 +290,9 @@ impl Inner {
         }
         if let Some(x5t) = &key.x5t_s256 {
             header.x5t_s256 = Some(x5t.clone());
+        }
+        if let Some(x5c) = &key.x5c {
+            header.x5c = Some(x5c.clone());
         }
         jsonwebtoken::encode(&header, &claims, &key.key)
             .map(SecretString::from)

@@ -44,6 +44,8 @@ struct AzureState {
     federated_token: Mutex<Option<String>>,
     /// The trusted certificate's thumbprints: SHA-1 (`x5t`) and SHA-256 (`x5t#S256`).
     certificate_x5t: Mutex<Option<(String, String)>>,
+    /// The `x5c` header of the last certificate assertion accepted.
+    last_x5c: Mutex<Option<Vec<String>>>,
     seen_jti: Mutex<HashSet<String>>,
     imds_requests: AtomicUsize,
     app_service_requests: AtomicUsize,
@@ -106,6 +108,7 @@ impl AzureEmulator {
             base: format!("{scheme}://{addr}"),
             federated_token: Mutex::default(),
             certificate_x5t: Mutex::default(),
+            last_x5c: Mutex::default(),
             seen_jti: Mutex::default(),
             imds_requests: AtomicUsize::new(0),
             app_service_requests: AtomicUsize::new(0),
@@ -161,6 +164,12 @@ impl AzureEmulator {
         let b64 = |d: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
         let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
         *lock(&self.state.certificate_x5t) = Some((b64(sha1.as_ref()), b64(&sha2::Sha256::digest(&der))));
+    }
+
+    /// The `x5c` header (standard base64 DER certificates, leaf first) of the last certificate
+    /// assertion accepted, if it had one.
+    pub fn last_x5c(&self) -> Option<Vec<String>> {
+        lock(&self.state.last_x5c).clone()
     }
 
     /// How long tokens issued from now on live.
@@ -491,6 +500,7 @@ fn federated_or_certificate(s: &AzureState, assertion: &str) -> bool {
     let Ok(data) = jsonwebtoken::decode::<Value>(assertion, &key, &v) else {
         return false;
     };
+    *lock(&s.last_x5c) = header.x5c.clone();
     data.claims["sub"] == AZURE_CLIENT_ID
         && data.claims["jti"]
             .as_str()

@@ -244,6 +244,24 @@ def client_certificate():
     return "certificate assertion with x5t"
 
 
+def client_certificate_pfx_with_chain():
+    # Issue 30: a PFX with its password and the chain in x5c, as authwire's
+    # ClientCertificate::from_pkcs12_file(..).send_certificate_chain(true) sends it.
+    import subprocess
+
+    pfx = os.path.join(DIR, "client.pfx")
+    subprocess.run(
+        ["openssl", "pkcs12", "-export", "-in", AZ["client_certificate_file"], "-passout", "pass:interop-pfx", "-out", pfx],
+        check=True,
+        capture_output=True,
+    )
+    t = CertificateCredential(
+        AZ["tenant_id"], AZ["client_id"], certificate_path=pfx, password="interop-pfx", send_certificate_chain=True, **ENTRA
+    ).get_token(ARM)
+    assert t.token
+    return "PFX with its password; x5c accepted"
+
+
 def workload_identity():
     t = WorkloadIdentityCredential(
         tenant_id=AZ["tenant_id"], client_id=AZ["client_id"], token_file_path=AZ["federated_token_file"], **ENTRA
@@ -284,6 +302,7 @@ def developer_clis():
 check("azure-identity: AzureCliCredential and AzureDeveloperCliCredential", developer_clis)
 check("azure-identity: ClientSecretCredential (Entra v2.0 token endpoint)", client_secret)
 check("azure-identity: CertificateCredential", client_certificate)
+check("azure-identity: CertificateCredential (PFX, send_certificate_chain)", client_certificate_pfx_with_chain)
 check("azure-identity: WorkloadIdentityCredential", workload_identity)
 check("azure-identity: ManagedIdentityCredential (IMDS)", imds)
 check("azure-identity: ManagedIdentityCredential (user-assigned)", imds_user_assigned)

@@ -553,3 +553,100 @@ async fn entra_credentials_built_in_code_not_only_from_the_environment() {
     // A tenant that is not a GUID or a domain is refused when built.
     assert!(EnvironmentCredential::client_secret("a/b", AZURE_CLIENT_ID, "s").is_err());
 }
+
+/// A self-signed certificate for the testkit's client key, made with the openssl tool, in
+/// `dir`: its PEM path.
+fn client_certificate(dir: &TempDir) -> std::path::PathBuf {
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, authwire_testkit::CLIENT_PRIVATE_KEY_PEM).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-key"])
+        .arg(&key)
+        .args(["-subj", "/CN=authwire-test", "-days", "2", "-out"])
+        .arg(&cert)
+        .output()
+        .expect("the openssl tool is needed for this test");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    cert
+}
+
+/// `openssl pkcs12 -export` of the certificate and key, with `password`, in `dir` (`legacy`:
+/// 3DES and RC2, as older Windows exports are; else OpenSSL 3's AES-256 and PBKDF2).
+fn pfx(dir: &TempDir, cert: &std::path::Path, password: &str, legacy: bool) -> std::path::PathBuf {
+    let out = dir.path().join(if legacy { "legacy.pfx" } else { "app.pfx" });
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["pkcs12", "-export", "-inkey"])
+        .arg(dir.path().join("key.pem"))
+        .arg("-in")
+        .arg(cert)
+        .args(["-passout", &format!("pass:{password}"), "-out"])
+        .arg(&out);
+    if legacy {
+        cmd.arg("-legacy");
+    }
+    let made = cmd.output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    out
+}
+
+/// Issue 30: PFX certificates (AES and legacy 3DES/RC2), from code and from the environment,
+/// and the chain in `x5c` when asked; a wrong password is a clear error that never shows it.
+#[tokio::test]
+async fn pfx_certificates_sign_assertions_and_send_their_chain_when_asked() {
+    use authwire_azure::ClientCertificate;
+    use base64::Engine as _;
+    let azure = AzureEmulator::start().await;
+    let dir = TempDir::new("azure-pfx");
+    let cert = client_certificate(&dir);
+    let cert_pem = std::fs::read_to_string(&cert).unwrap();
+    azure.trust_certificate(&cert_pem);
+    let leaf_der: String = cert_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let leaf = base64::engine::general_purpose::STANDARD
+        .decode(leaf_der)
+        .unwrap();
+
+    for legacy in [false, true] {
+        let file = pfx(&dir, &cert, "pfx-pass-1", legacy);
+        let certificate = ClientCertificate::from_pkcs12_file(&file, "pfx-pass-1").unwrap();
+        let credential = EnvironmentCredential::certificate(AZURE_TENANT_ID, AZURE_CLIENT_ID, certificate)
+            .unwrap()
+            .authority_host(&azure.url())
+            .unwrap()
+            .scope(ARM);
+        let token = credential.fetch_token(None).await.unwrap();
+        assert!(
+            azure.check_token(token.access_token().expose_secret()).is_some(),
+            "legacy: {legacy}"
+        );
+        assert_eq!(azure.last_x5c(), None, "no chain unless asked");
+    }
+
+    // From the environment, as azure-identity reads it, with the chain in x5c.
+    let file = pfx(&dir, &cert, "pfx-pass-1", false);
+    let vars = env(&[
+        ("AZURE_TENANT_ID", AZURE_TENANT_ID.into()),
+        ("AZURE_CLIENT_ID", AZURE_CLIENT_ID.into()),
+        ("AZURE_CLIENT_CERTIFICATE_PATH", file.display().to_string()),
+        ("AZURE_CLIENT_CERTIFICATE_PASSWORD", "pfx-pass-1".into()),
+        ("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN", "true".into()),
+        ("AZURE_AUTHORITY_HOST", azure.url()),
+    ]);
+    let credential = EnvironmentCredential::from_env_in(&vars).unwrap().scope(ARM);
+    credential.fetch_token(None).await.unwrap();
+    let x5c = azure.last_x5c().expect("the chain was sent");
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD.decode(&x5c[0]).unwrap(),
+        leaf,
+        "x5c starts with the certificate itself"
+    );
+
+    // A wrong password: one clear error, without the password tried.
+    let e = ClientCertificate::from_pkcs12_file(&file, "wrong-password-7").unwrap_err();
+    let shown = e.to_string();
+    assert!(shown.contains("AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{shown}");
+    assert!(
+        !shown.contains("wrong-password-7") && !shown.contains("pfx-pass-1"),
+        "{shown}"
+    );
+}
