@@ -317,6 +317,7 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
     if let Some(cloud) = cloud {
         return resolve_cloud(c, &profile, cloud, transport).await;
     }
+    let (cache, redis_url) = cache_choice(c, &profile)?;
     let issuer = c.issuer.clone().or(profile.issuer);
     let token_url = c.token_url.clone().or(profile.token_url);
     let client_id = c.client_id.clone().or(profile.client_id).ok_or_else(|| {
@@ -426,16 +427,6 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         b = b.revocation_url(u);
     }
 
-    let cache = match (c.cache, profile.cache.as_deref()) {
-        (Some(k), _) => Some(k),
-        (None, Some(name)) => {
-            Some(<CacheKind as clap::ValueEnum>::from_str(name, true).map_err(|_| {
-                CliError::config(format!("cache {name:?} is not keyring, file, none or redis"))
-            })?)
-        }
-        (None, None) => None,
-    };
-    let redis_url = c.redis_url.clone().or(profile.redis_url.clone());
     let store = open_store(cache, redis_url.as_deref()).await?;
     let dpop_key = if c.dpop || profile.dpop {
         let key = dpop_key(store.as_ref(), &endpoint, &client_id).await?;
@@ -522,16 +513,8 @@ async fn resolve_cloud(
         .chain(&profile.scope)
         .flat_map(|s| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
         .collect();
-    let cache = match (c.cache, profile.cache.as_deref()) {
-        (Some(k), _) => Some(k),
-        (None, Some(name)) => {
-            Some(<CacheKind as clap::ValueEnum>::from_str(name, true).map_err(|_| {
-                CliError::config(format!("cache {name:?} is not keyring, file, none or redis"))
-            })?)
-        }
-        (None, None) => None,
-    };
-    let store = open_store(cache, c.redis_url.as_deref().or(profile.redis_url.as_deref())).await?;
+    let (cache, redis_url) = cache_choice(c, profile)?;
+    let store = open_store(cache, redis_url.as_deref()).await?;
     let (provider, endpoint): (Arc<dyn authwire::IdentityProvider>, String) = match cloud {
         Cloud::Gcp => {
             let found = gcp_credentials(&scopes, &transport, store.as_ref().map(|(s, _)| s.as_ref())).await?;
@@ -715,6 +698,20 @@ fn keyring_store(keyring: KeyringStore) -> Result<ChosenStore, CliError> {
         Arc::new(authwire::store::LeasedStore::new(keyring, leases)),
         "OS keyring".into(),
     ))
+}
+
+/// The store the flags or the profile choose (`--cache`, `--redis-url`), not opened yet.
+fn cache_choice(c: &Credentials, profile: &Profile) -> Result<(Option<CacheKind>, Option<String>), CliError> {
+    let cache = match (c.cache, profile.cache.as_deref()) {
+        (Some(k), _) => Some(k),
+        (None, Some(name)) => {
+            Some(<CacheKind as clap::ValueEnum>::from_str(name, true).map_err(|_| {
+                CliError::config(format!("cache {name:?} is not keyring, file, none or redis"))
+            })?)
+        }
+        (None, None) => None,
+    };
+    Ok((cache, c.redis_url.clone().or(profile.redis_url.clone())))
 }
 
 async fn open_store(

@@ -222,17 +222,7 @@ async fn a_client_secret_from_the_environment_and_entras_errors() {
 async fn a_certificate_from_the_environment_signs_assertions_with_x5t() {
     let azure = AzureEmulator::start().await;
     let dir = TempDir::new("azure-cert");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&key, authwire_testkit::CLIENT_PRIVATE_KEY_PEM).unwrap();
-    let cert = dir.path().join("cert.pem");
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-key"])
-        .arg(&key)
-        .args(["-subj", "/CN=authwire-test", "-days", "2", "-out"])
-        .arg(&cert)
-        .output()
-        .expect("the openssl tool is needed for this test");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let cert = client_certificate(&dir);
     azure.trust_certificate(&std::fs::read_to_string(&cert).unwrap());
     let bundle = dir.path().join("bundle.pem");
     std::fs::write(
