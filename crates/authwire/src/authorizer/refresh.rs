@@ -116,9 +116,11 @@ impl Shared {
         Outcome::Ready(entry)
     }
 
-    /// Take the store's refresh lease, or wait for the process that holds it. Falls back to
-    /// refreshing alone when the store cannot coordinate (it failed, or the lease outlived its
-    /// TTL), so that the store is never a single point of failure.
+    /// Take the store's refresh lease, or wait for the process that holds it. When the store
+    /// cannot coordinate (it failed, or the lease stayed taken), the answer is `Unavailable`:
+    /// [`refresh`](Self::refresh) then refreshes alone, so that the store is never a single
+    /// point of failure, except that it never redeems a still-valid token's refresh token
+    /// without the lease.
     pub(super) async fn coordinate(&self, store: &dyn TokenStore, input: &FlightInput) -> Coordination {
         let polls = (self.lease_ttl.as_millis() / FLEET_POLL_INTERVAL.as_millis()).max(1) as u32;
         for attempt in 0..=polls {
@@ -165,9 +167,9 @@ impl Shared {
                 }
             }
         }
-        warn!(cache_key = %self.key, lease_ttl = ?self.lease_ttl, "the refresh lease stayed taken by other processes for its whole TTL");
+        warn!(cache_key = %self.key, lease_ttl = ?self.lease_ttl, "the refresh lease stayed taken by other processes");
         Coordination::Unavailable(StoreError::new(format!(
-            "the fleet's refresh lease stayed taken by other processes for its whole TTL ({:?})",
+            "the fleet's refresh lease stayed taken by other processes (lease TTL {:?})",
             self.lease_ttl
         )))
     }
