@@ -162,10 +162,17 @@ impl AuthorizerBuilder {
     /// is this one). `Authorization` and `DPoP` are the pipeline's: they are never overridden.
     ///
     /// ```
-    /// # use authwire::{Authorizer, StaticToken};
-    /// let authorizer = Authorizer::builder(StaticToken::new("t"))
-    ///     .request_header(http::HeaderName::from_static("x-goog-user-project"), http::HeaderValue::from_static("billing-project"))
+    /// use authwire::{Authorizer, StaticTokenProvider};
+    /// use http::{HeaderMap, HeaderName, HeaderValue};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), authwire::AuthError> {
+    /// let authorizer = Authorizer::builder(StaticTokenProvider::new("t"))
+    ///     .request_header(HeaderName::from_static("x-goog-user-project"), HeaderValue::from_static("billing-project"))
     ///     .build();
+    /// let mut headers = HeaderMap::new();
+    /// authorizer.authorize(&mut headers).await?;
+    /// assert_eq!(headers["x-goog-user-project"], "billing-project");
+    /// assert_eq!(headers["authorization"], "Bearer t");
+    /// # Ok(()) }
     /// ```
     pub fn request_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
         self.request_headers.push((name, value));
