@@ -50,7 +50,7 @@ fn cli(c: &mut Criterion) {
 
     // Issue 30: `--credential gcp` on a developer machine: a gcloud login (a fake `gcloud` that
     // counts its runs) and a "metadata server" that accepts and never answers, as
-    // 169.254.169.254 does off Google Cloud.
+    // the link-local metadata address does off Google Cloud.
     let gcloud_dir = TempDir::new("authwire-cli-bench-gcloud");
     let ran = gcloud_dir.path().join("ran");
     authwire_testkit::fake_program(

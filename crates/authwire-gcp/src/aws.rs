@@ -19,6 +19,11 @@ use std::sync::Arc;
 use crate::GcpError;
 use crate::http::Http;
 
+/// The AWS metadata service's addresses, the only non-loopback hosts a file's metadata URLs may
+/// name.
+const METADATA_IPV4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 254);
+const METADATA_IPV6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
 /// The `subject_token_type` of an AWS subject token.
 pub const AWS_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:aws:token-type:aws4_request";
 
@@ -384,14 +389,15 @@ mod tests {
 
     #[test]
     fn metadata_urls_are_the_aws_metadata_servers_or_loopback() {
+        // Parsed only: nothing is sent anywhere.
         assert!(
             metadata_url_allowed(
                 "url",
-                "http://169.254.169.254/latest/meta-data/iam/security-credentials"
+                &format!("http://{METADATA_IPV4}/latest/meta-data/iam/security-credentials")
             )
             .is_ok()
         );
-        assert!(metadata_url_allowed("url", "http://[fd00:ec2::254]/latest/api/token").is_ok());
+        assert!(metadata_url_allowed("url", &format!("http://[{METADATA_IPV6}]/latest/api/token")).is_ok());
         assert!(metadata_url_allowed("url", "http://127.0.0.1:8080/x").is_ok());
         for hostile in [
             "http://attacker.example/creds",

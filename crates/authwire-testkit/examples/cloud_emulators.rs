@@ -70,7 +70,7 @@ async fn main() {
             ),
             "subject_token_file": subject,
             // AWS federation with credentials from the environment: google-auth accepts metadata
-            // URLs only at 169.254.169.254, so the file names none.
+            // URLs only at AWS's link-local metadata address, so the file names none.
             "aws_external_account_file": write("aws.json", &{
                 let mut doc: serde_json::Value = serde_json::from_str(&gcp.aws_external_account_json()).expect("json");
                 let source = doc["credential_source"].as_object_mut().expect("credential_source");

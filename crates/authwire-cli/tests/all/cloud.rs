@@ -93,7 +93,8 @@ async fn token_with_azure_managed_identity() {
 /// Issue 30, performance: on a developer machine (a gcloud login, no metadata server), the
 /// chain probes the metadata server before it reaches gcloud. A cached run must not wait for
 /// that probe again. The "metadata server" here is a loopback listener that accepts and never
-/// answers, as 169.254.169.254 behaves off Google Cloud; it counts the probes it gets.
+/// answers, as the link-local metadata address behaves off Google Cloud; it counts the probes
+/// it gets. Nothing here leaves loopback.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_gcloud_token_is_served_without_probing_the_metadata_server_again() {
