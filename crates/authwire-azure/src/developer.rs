@@ -41,6 +41,21 @@ impl Cli {
         Ok(scope)
     }
 
+    /// Run the tool with `args` (bounded, no shell); `fix` is what its error tells the user.
+    async fn run(&self, args: &[&str], tool: &str, fix: &str) -> Result<Vec<u8>, ProviderError> {
+        authwire_oauth2::process::run_credential_program(&self.program, args, self.timeout, tool, fix).await
+    }
+
+    /// `kind|program|scope|tenant=`: one tool's tokens for one scope and tenant.
+    fn cache_key(&self, kind: &str) -> CacheKey {
+        CacheKey::new(format!(
+            "{kind}|{}|{}|tenant={}",
+            self.program.to_string_lossy(),
+            self.scope.as_deref().unwrap_or(""),
+            self.tenant.as_deref().unwrap_or("")
+        ))
+    }
+
     fn tenant(&self) -> Result<Option<&str>, ProviderError> {
         match self.tenant.as_deref() {
             Some(t) => valid_argument(t, "tenant").map(|()| Some(t)),
@@ -157,25 +172,12 @@ impl IdentityProvider for AzureCli {
         if let Some(t) = c.tenant()? {
             args.extend(["--tenant", t]);
         }
-        let out = authwire_oauth2::process::run_credential_program(
-            &c.program,
-            &args,
-            c.timeout,
-            "az",
-            "run `az login`",
-        )
-        .await?;
+        let out = c.run(&args, "az", "run `az login`").await?;
         parse_az(&out, c.clock.now())
     }
 
     fn cache_key(&self) -> CacheKey {
-        let c = &self.0;
-        CacheKey::new(format!(
-            "azure-cli|{}|{}|tenant={}",
-            c.program.to_string_lossy(),
-            c.scope.as_deref().unwrap_or(""),
-            c.tenant.as_deref().unwrap_or("")
-        ))
+        self.0.cache_key("azure-cli")
     }
 }
 
@@ -188,25 +190,12 @@ impl IdentityProvider for AzureDeveloperCli {
         if let Some(t) = c.tenant()? {
             args.extend(["--tenant-id", t]);
         }
-        let out = authwire_oauth2::process::run_credential_program(
-            &c.program,
-            &args,
-            c.timeout,
-            "azd",
-            "run `azd auth login`",
-        )
-        .await?;
+        let out = c.run(&args, "azd", "run `azd auth login`").await?;
         parse_azd(&out, c.clock.now())
     }
 
     fn cache_key(&self) -> CacheKey {
-        let c = &self.0;
-        CacheKey::new(format!(
-            "azure-developer-cli|{}|{}|tenant={}",
-            c.program.to_string_lossy(),
-            c.scope.as_deref().unwrap_or(""),
-            c.tenant.as_deref().unwrap_or("")
-        ))
+        self.0.cache_key("azure-developer-cli")
     }
 }
 

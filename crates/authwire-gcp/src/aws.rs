@@ -21,8 +21,9 @@ use crate::http::Http;
 
 /// The AWS metadata service's addresses, the only non-loopback hosts a file's metadata URLs may
 /// name.
-const METADATA_IPV4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 254);
-const METADATA_IPV6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+pub(crate) const METADATA_IPV4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 254);
+pub(crate) const METADATA_IPV6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
 /// The `subject_token_type` of an AWS subject token.
 pub const AWS_SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:aws:token-type:aws4_request";
@@ -183,10 +184,8 @@ fn metadata_url_allowed(name: &str, url: &str) -> Result<(), GcpError> {
     let parsed = url::Url::parse(url)
         .map_err(|e| GcpError::Url(format!("credential_source.{name} is not a URL: {e}")))?;
     let allowed = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::new(169, 254, 169, 254) || ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => {
-            ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) || ip.is_loopback()
-        }
+        Some(url::Host::Ipv4(ip)) => ip == METADATA_IPV4 || ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip == METADATA_IPV6 || ip.is_loopback(),
         Some(url::Host::Domain(d)) => authwire::is_loopback_host(d),
         None => false,
     };

@@ -131,10 +131,7 @@ fn is_link_local(url: &str) -> bool {
         .and_then(|u| u.host().map(|h| h.to_owned()))
     {
         Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
-        Some(url::Host::Ipv6(ip)) => {
-            (ip.segments()[0] & 0xffc0) == 0xfe80
-                || ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-        }
+        Some(url::Host::Ipv6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80 || ip == crate::aws::METADATA_IPV6,
         _ => false,
     }
 }
