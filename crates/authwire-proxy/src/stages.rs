@@ -276,6 +276,18 @@ async fn judge(
         .await
     {
         RetryDecision::RetryWith(retry) => Some(retry),
+        // A step-up the route's credential can answer is answered once and replayed; one it
+        // cannot answer goes back to the program as the server sent it (its challenge
+        // included), so the program sees what the resource server asked for.
+        RetryDecision::StepUp(step) if replayable => {
+            match state.route.authorizer.step_up(&step, sent).await {
+                Ok(retry) => Some(retry),
+                Err(e) => {
+                    tracing::warn!(error = %authwire::error_chain(&e), "a step-up challenge could not be answered; passing the answer through");
+                    None
+                }
+            }
+        }
         _ => None,
     }
 }

@@ -186,17 +186,24 @@ impl Middleware for AuthMiddleware {
             .redirected(redirected)
             .replayable(replay.is_some())
             .for_target(&target_of(&method, response.url()));
-        match (self.authorizer.decide(&answer, &sent, self.rules).await, replay) {
-            (RetryDecision::RetryWith(retry), Some(mut again)) => {
+        let (retry, mut again) = match (self.authorizer.decide(&answer, &sent, self.rules).await, replay) {
+            (RetryDecision::RetryWith(retry), Some(again)) => {
                 debug!("token rejected; retrying once with a fresh token");
-                let mut headers = std::mem::take(again.headers_mut());
-                let applied = retry.apply(&target_of(again.method(), again.url()), &mut headers);
-                *again.headers_mut() = headers;
-                applied.map_err(auth_failed)?;
-                next.run(again, extensions).await
+                (retry, again)
             }
-            _ => Ok(response),
-        }
+            (RetryDecision::StepUp(step), Some(again)) if !redirected => {
+                // What cannot be answered reaches the caller as an error carrying the challenge.
+                let retry = self.authorizer.step_up(&step, &sent).await.map_err(auth_failed)?;
+                debug!("step-up challenge answered; retrying once with the new token");
+                (retry, again)
+            }
+            _ => return Ok(response),
+        };
+        let mut headers = std::mem::take(again.headers_mut());
+        let applied = retry.apply(&target_of(again.method(), again.url()), &mut headers);
+        *again.headers_mut() = headers;
+        applied.map_err(auth_failed)?;
+        next.run(again, extensions).await
     }
 }
 

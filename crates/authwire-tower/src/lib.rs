@@ -316,10 +316,11 @@ where
             let seen = answer(&response)
                 .replayable(true)
                 .for_target(&Target::from_uri(replay.method(), replay.uri()));
-            let RetryDecision::RetryWith(retry) =
-                authorizer.decide(&seen, &sent, RejectionRules::default()).await
-            else {
-                return Ok(response);
+            let retry = match authorizer.decide(&seen, &sent, RejectionRules::default()).await {
+                RetryDecision::RetryWith(retry) => retry,
+                // Answered once, or the caller gets the error carrying the challenge.
+                RetryDecision::StepUp(step) => authorizer.step_up(&step, &sent).await?,
+                _ => return Ok(response),
             };
             let mut headers = std::mem::take(replay.headers_mut());
             let applied = retry.apply(&Target::from_uri(replay.method(), replay.uri()), &mut headers);

@@ -102,8 +102,8 @@ pub use policy::{
 };
 pub use provider::{IdentityProvider, StaticTokenProvider};
 pub use request::{
-    Admission, Answer, OriginError, Origins, OriginsBuilder, RejectionRules, Retry, RetryDecision, Target,
-    is_loopback_host,
+    Admission, Answer, OriginError, Origins, OriginsBuilder, RejectionRules, Retry, RetryDecision, StepUp,
+    StepUpReason, Target, is_loopback_host,
 };
 pub use store::{LeaseGuard, RefreshLease, TokenStore};
 pub use token::{CacheKey, ProofKey, ProofOfPossession, Token, TokenType};

@@ -31,6 +31,9 @@ pub struct Metrics {
     /// after another rejection, so the problem is not the token (see
     /// [`Authorizer::invalidate`](crate::Authorizer::invalidate)).
     pub throttled_rejections: u64,
+    /// Calls to [`IdentityProvider::step_up`](crate::IdentityProvider::step_up), answering a
+    /// resource server's step-up challenge.
+    pub step_ups: u64,
 }
 
 #[derive(Default)]
@@ -45,6 +48,7 @@ pub(crate) struct Counters {
     pub(crate) store_errors: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     pub(crate) throttled_rejections: AtomicU64,
+    pub(crate) step_ups: AtomicU64,
 }
 
 impl Counters {
@@ -64,6 +68,7 @@ impl Counters {
             store_errors: self.store_errors.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
             throttled_rejections: self.throttled_rejections.load(Relaxed),
+            step_ups: self.step_ups.load(Relaxed),
         }
     }
 }

@@ -81,6 +81,19 @@ pub trait IdentityProvider: Send + Sync + 'static {
     fn request_headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
         Vec::new()
     }
+
+    /// Obtain a token that answers a resource server's step-up challenge (a claims challenge:
+    /// a refresh with `claims`; a stronger authentication: a login with `acr_values` and
+    /// `max_age`). `current` is the token held now. Called by
+    /// [`Authorizer::step_up`](crate::Authorizer::step_up), once for all callers that met the
+    /// same challenge. Default: the challenge cannot be answered (a permanent error).
+    async fn step_up(&self, current: Option<&Token>, step: &crate::StepUp) -> Result<Token, ProviderError> {
+        let _ = current;
+        Err(ProviderError::permanent(format!(
+            "this credential cannot answer a {} challenge",
+            step.reason.error_code()
+        )))
+    }
 }
 
 #[async_trait]
@@ -103,6 +116,10 @@ impl<P: IdentityProvider + ?Sized> IdentityProvider for Arc<P> {
     fn request_headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
         (**self).request_headers()
     }
+
+    async fn step_up(&self, current: Option<&Token>, step: &crate::StepUp) -> Result<Token, ProviderError> {
+        (**self).step_up(current, step).await
+    }
 }
 
 #[async_trait]
@@ -124,6 +141,10 @@ impl<P: IdentityProvider + ?Sized> IdentityProvider for Box<P> {
 
     fn request_headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
         (**self).request_headers()
+    }
+
+    async fn step_up(&self, current: Option<&Token>, step: &crate::StepUp) -> Result<Token, ProviderError> {
+        (**self).step_up(current, step).await
     }
 }
 

@@ -585,6 +585,33 @@ impl<'a> Answer<'a> {
         self.replayable
     }
 
+    /// The step-up challenge in this answer, if any: a 401 or 403 whose `Bearer` or `DPoP`
+    /// challenge says `insufficient_user_authentication`, `insufficient_scope` or
+    /// `insufficient_claims` (see [`StepUp`]). Parameters longer than 4 KiB or not visible
+    /// ASCII are ignored; a claims challenge whose `claims` is not a JSON object is not one.
+    pub fn step_up(&self) -> Option<StepUp> {
+        if self.status != StatusCode::UNAUTHORIZED && self.status != StatusCode::FORBIDDEN {
+            return None;
+        }
+        self.headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(crate::challenge::parse)
+            .find_map(|c| StepUp::from_challenge(&c))
+    }
+
+    /// [`Answer::step_up`], unless a parameter repeats the credential that was `sent`.
+    pub(crate) fn step_up_for(&self, sent: &HeaderValue) -> Option<StepUp> {
+        let step = self.step_up()?;
+        let credential = sent
+            .to_str()
+            .ok()
+            .and_then(|s| s.split_once(' '))
+            .map_or("", |(_, c)| c.trim());
+        (!step.mentions(credential)).then_some(step)
+    }
+
     /// Whether this answer says the token was rejected, under `rules`:
     /// - HTTP 401 whose `WWW-Authenticate` says `invalid_token` (RFC 6750 section 3.1, RFC 9449
     ///   section 7.1), or any 401 with [`RejectionRules::retry_on_any_401`];
@@ -633,6 +660,199 @@ pub enum RetryDecision {
     /// Send the same request once more, to the same URL, after [`Retry::apply`] to its
     /// headers. The answer to the retry is final: adapters do not decide again for it.
     RetryWith(Retry),
+    /// The resource server wants a different token, not a fresher one of the same kind: a
+    /// stronger or more recent authentication (RFC 9470), more scope (RFC 6750 section 3.1), or
+    /// claims (an Entra claims challenge). An adapter that can replay the request asks
+    /// [`Authorizer::step_up`](crate::Authorizer::step_up) for such a token and sends the
+    /// request once more with it; when that fails, the caller gets
+    /// [`AuthError::StepUpRequired`](crate::AuthError::StepUpRequired), carrying the challenge.
+    /// Never more than one replay.
+    StepUp(StepUp),
+}
+
+/// What a resource server's step-up challenge asks for (see [`RetryDecision::StepUp`] and
+/// [`IdentityProvider::step_up`](crate::IdentityProvider::step_up)).
+///
+/// Read from a `WWW-Authenticate: Bearer` (or `DPoP`) challenge of a 401 or 403 answer:
+///
+/// ```
+/// use authwire::http::{HeaderMap, HeaderValue, StatusCode};
+/// use authwire::{Answer, StepUp, StepUpReason};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("www-authenticate", HeaderValue::from_static(
+///     r#"Bearer error="insufficient_user_authentication", acr_values="phr", max_age="300""#));
+/// let step = Answer::new(StatusCode::UNAUTHORIZED, &headers).step_up().unwrap();
+/// assert_eq!(step.reason, StepUpReason::Authentication);
+/// assert_eq!(step.acr_values.as_deref(), Some("phr"));
+/// assert_eq!(step.max_age, Some(300));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StepUp {
+    /// Which challenge this is.
+    pub reason: StepUpReason,
+    /// `acr_values`: the authentication context classes the server accepts, space-separated
+    /// (RFC 9470 section 3).
+    pub acr_values: Option<String>,
+    /// `max_age`: the most seconds since the person last authenticated (RFC 9470 section 3).
+    pub max_age: Option<u64>,
+    /// `scope`: the scope the request needs (RFC 6750 section 3).
+    pub scope: Option<String>,
+    /// `claims`: the claims request, decoded from the challenge's base64url into its JSON text
+    /// (OpenID Connect Core section 5.5, as Entra's claims challenges carry it).
+    pub claims: Option<String>,
+}
+
+/// The kind of a [`StepUp`] challenge, from its `error` code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepUpReason {
+    /// `insufficient_user_authentication` (RFC 9470): authenticate again, as `acr_values` and
+    /// `max_age` say.
+    Authentication,
+    /// `insufficient_scope` (RFC 6750 section 3.1): the token lacks `scope`.
+    Scope,
+    /// `insufficient_claims` (Entra's claims challenge, continuous access evaluation): ask for
+    /// a token with `claims`.
+    Claims,
+}
+
+impl StepUpReason {
+    /// The challenge's `error` code.
+    pub fn error_code(self) -> &'static str {
+        match self {
+            StepUpReason::Authentication => "insufficient_user_authentication",
+            StepUpReason::Scope => "insufficient_scope",
+            StepUpReason::Claims => "insufficient_claims",
+        }
+    }
+}
+
+/// The most bytes of a challenge parameter kept (a claims request is a small JSON object).
+const MAX_CHALLENGE_PARAM: usize = 4096;
+
+impl StepUp {
+    /// A challenge of this kind with no parameters (for providers' tests and for adapters that
+    /// read challenges themselves).
+    pub fn new(reason: StepUpReason) -> Self {
+        Self {
+            reason,
+            acr_values: None,
+            max_age: None,
+            scope: None,
+            claims: None,
+        }
+    }
+
+    /// Set `acr_values`.
+    pub fn with_acr_values(mut self, acr_values: impl Into<String>) -> Self {
+        self.acr_values = Some(acr_values.into());
+        self
+    }
+
+    /// Set `max_age`, in seconds.
+    pub fn with_max_age(mut self, seconds: u64) -> Self {
+        self.max_age = Some(seconds);
+        self
+    }
+
+    /// Set `scope`.
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Set `claims` (the JSON text of a claims request).
+    pub fn with_claims(mut self, claims: impl Into<String>) -> Self {
+        self.claims = Some(claims.into());
+        self
+    }
+
+    /// Read a step-up challenge from one parsed challenge, if it is one.
+    fn from_challenge(c: &crate::challenge::Challenge) -> Option<Self> {
+        let token_scheme = c.scheme.eq_ignore_ascii_case("bearer") || c.scheme.eq_ignore_ascii_case("dpop");
+        if !token_scheme {
+            return None;
+        }
+        let reason = match c.param("error")? {
+            "insufficient_user_authentication" => StepUpReason::Authentication,
+            "insufficient_scope" => StepUpReason::Scope,
+            "insufficient_claims" => StepUpReason::Claims,
+            _ => return None,
+        };
+        let text = |name: &str| {
+            c.param(name)
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= MAX_CHALLENGE_PARAM)
+                .filter(|v| v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+                .map(str::to_owned)
+        };
+        let claims = match text("claims") {
+            Some(encoded) => Some(decode_claims(&encoded)?),
+            None => None,
+        };
+        if reason == StepUpReason::Claims && claims.is_none() {
+            return None; // a claims challenge without claims cannot be answered by anyone
+        }
+        Some(Self {
+            reason,
+            acr_values: text("acr_values"),
+            max_age: c.param("max_age").and_then(|v| v.trim().parse().ok()),
+            scope: text("scope"),
+            claims,
+        })
+    }
+
+    /// Whether any parameter contains `secret` (a server that echoes the rejected token back in
+    /// a challenge must not get it into an error message).
+    fn mentions(&self, secret: &str) -> bool {
+        !secret.is_empty()
+            && [&self.acr_values, &self.scope, &self.claims]
+                .iter()
+                .any(|v| v.as_deref().is_some_and(|v| v.contains(secret)))
+    }
+}
+
+impl fmt::Display for StepUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason.error_code())?;
+        if let Some(v) = &self.acr_values {
+            write!(f, " acr_values={v:?}")?;
+        }
+        if let Some(v) = self.max_age {
+            write!(f, " max_age={v}")?;
+        }
+        if let Some(v) = &self.scope {
+            write!(f, " scope={v:?}")?;
+        }
+        if let Some(v) = &self.claims {
+            write!(f, " claims={v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A challenge's `claims`: base64url (padded or not) of a JSON object, as Entra sends it; the
+/// JSON text itself is accepted too. Anything else is not a claims request.
+fn decode_claims(encoded: &str) -> Option<String> {
+    use base64::Engine as _;
+    let looks_like_json = encoded.starts_with('{');
+    let text = if looks_like_json {
+        encoded.to_owned()
+    } else {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(encoded.trim_end_matches('='))
+            .or_else(|_| {
+                base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded.trim_end_matches('='))
+            })
+            .ok()?;
+        String::from_utf8(bytes).ok()?
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(_)) => Some(text),
+        _ => None,
+    }
 }
 
 /// How to authorize the one retry of a rejected request (see [`RetryDecision::RetryWith`]).

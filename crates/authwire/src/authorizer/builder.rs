@@ -204,6 +204,7 @@ impl AuthorizerBuilder {
                 degraded: AtomicBool::new(false),
                 control: Mutex::new(Control::default()),
                 dpop_nonces: Mutex::default(),
+                step_up: tokio::sync::Mutex::const_new(None),
                 shared: Arc::new(Shared {
                     provider: self.provider,
                     store: self.store,

@@ -22,6 +22,9 @@ pub(super) struct Inner {
     /// The latest `DPoP-Nonce` of each resource server (origin -> nonce), shared by every
     /// request of this authorizer (RFC 9449 section 9). Read only for bound tokens.
     pub(super) dpop_nonces: Mutex<std::collections::HashMap<String, String>>,
+    /// Held while a step-up runs (one at a time), with the last challenge answered and the
+    /// header that answered it, so that callers that met the same challenge share one answer.
+    pub(super) step_up: tokio::sync::Mutex<Option<(crate::request::StepUp, HeaderValue)>>,
 }
 
 #[derive(Default)]

@@ -46,7 +46,7 @@ use crate::metrics::{Counters, Metrics};
 use crate::pipeline::{Entry, Step5, check_expiry, is_bound_header, update_headers};
 use crate::policy::{self, Freshness, Timing};
 use crate::provider::IdentityProvider;
-use crate::request::{Answer, RejectionRules, RetryDecision, Target};
+use crate::request::{Answer, RejectionRules, RetryDecision, StepUp, Target};
 use crate::store::TokenStore;
 use crate::store::{LeaseGuard, RefreshLease};
 use crate::token::{CacheKey, Token};
@@ -437,6 +437,13 @@ impl Authorizer {
         if answer.asks_for_dpop_nonce() {
             return self.retry_with_dpop_nonce(answer).await;
         }
+        if let Some(step) = answer.step_up_for(sent) {
+            if is_bound_header(sent) {
+                self.remember_dpop_nonce(answer);
+            }
+            debug!(cache_key = %self.inner.shared.key, challenge = step.reason.error_code(), "the resource server asks for a step-up");
+            return RetryDecision::StepUp(step);
+        }
         if !self.judge(answer, sent, rules) {
             return RetryDecision::Done;
         }
@@ -458,6 +465,63 @@ impl Authorizer {
             }
             // No new token (throttled, or the provider gave the same one back) or none at all.
             _ => RetryDecision::Done,
+        }
+    }
+
+    /// Answer a step-up challenge ([`RetryDecision::StepUp`]) that met a request carrying
+    /// `sent`: ask the provider for a token that satisfies it
+    /// ([`IdentityProvider::step_up`]), serve that token from now on (saved to the store like
+    /// any refresh), and say how to authorize the one replay.
+    ///
+    /// One step-up runs at a time; callers that met the same challenge while it ran get its
+    /// token without asking the provider again. Not bounded by the refresh timeout: answering
+    /// may need a person (a login). When the provider cannot answer, the error is
+    /// [`AuthError::StepUpRequired`] with the challenge and the provider's error; the current
+    /// token keeps being served, and nothing is retried.
+    pub async fn step_up(
+        &self,
+        step: &StepUp,
+        sent: &HeaderValue,
+    ) -> Result<crate::request::Retry, AuthError> {
+        let mut last = self.inner.step_up.lock().await;
+        if let Some((answered, header)) = &*last
+            && answered == step
+            && header != sent
+            && let Some(step5) = self.cached(Entry::step5).filter(|s| s.header == *header)
+        {
+            return Ok(crate::request::Retry::new(step5, None));
+        }
+        let shared = &self.inner.shared;
+        Counters::bump(&shared.counters.step_ups);
+        let current = self.inner.lock().held.clone();
+        let fetched = shared.provider.step_up(current.as_deref(), step).await;
+        let unanswered = |cause| AuthError::StepUpRequired {
+            challenge: Box::new(step.clone()),
+            cause,
+        };
+        match shared.complete(fetched, current, None).await {
+            Outcome::Ready(entry) => {
+                let step5 = entry.step5();
+                // Published like a flight's result (the cache, the slots, the backoff state).
+                let id = self.inner.lock().next_flight_id.wrapping_add(1 << 63);
+                let _ = self.inner.finish_flight(id, Outcome::Ready(entry));
+                info!(cache_key = %shared.key, challenge = step.reason.error_code(), "answered a step-up challenge");
+                *last = Some((step.clone(), step5.header.clone()));
+                Ok(crate::request::Retry::new(step5, None))
+            }
+            Outcome::Failed { error, newer } => {
+                if let Some(token) = newer {
+                    self.inner.lock().held = Some(token); // never lose a rotated refresh token
+                }
+                let cause = match error {
+                    AuthError::Refresh(e) => Some(e),
+                    _ => None,
+                };
+                warn!(cache_key = %shared.key, challenge = step.reason.error_code(),
+                    error = %cause.as_ref().map(|e| crate::error_chain(e)).unwrap_or_default(),
+                    "could not answer a step-up challenge");
+                Err(unanswered(cause))
+            }
         }
     }
 

@@ -187,6 +187,17 @@ impl Shared {
             Some(result) => result,
             None => Err(ProviderError::timeout(self.refresh_timeout)),
         };
+        self.complete(fetched, current, lease).await
+    }
+
+    /// What a provider call returned, made ready to serve: the refresh token kept (a refused
+    /// answer's, or the old one when none came back), steps 3 and 4 run, and the token saved.
+    pub(super) async fn complete(
+        &self,
+        fetched: Result<Token, ProviderError>,
+        current: Option<Arc<Token>>,
+        lease: Option<&dyn LeaseGuard>,
+    ) -> Outcome {
         let mut token = match fetched {
             Ok(token) => token,
             Err(mut e) => {

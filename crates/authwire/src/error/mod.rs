@@ -168,6 +168,17 @@ pub enum AuthError {
     /// method and URI: call [`Authorizer::authorize_request`](crate::Authorizer::authorize_request)
     /// (or `authorize_target`), not `authorize(&mut HeaderMap)` or `authorization_header()`.
     ProofRequired,
+    /// A resource server asked for a step-up ([`StepUp`](crate::StepUp): a stronger
+    /// authentication, more scope, claims) and the credential could not answer it: `cause` is
+    /// the provider's error (`None` when the request could not be replayed). Sending the same
+    /// request again will meet the same challenge: satisfy it (log in with its `acr_values`,
+    /// ask for its scope) first.
+    StepUpRequired {
+        /// What the server asked for.
+        challenge: Box<crate::StepUp>,
+        /// Why the credential could not answer it.
+        cause: Option<ProviderError>,
+    },
 }
 
 impl AuthError {
@@ -176,14 +187,22 @@ impl AuthError {
         match self {
             AuthError::Refresh(e) => e.is_transient(),
             AuthError::Store(_) | AuthError::RefreshAborted => true,
-            AuthError::ProofRequired => false,
+            AuthError::ProofRequired | AuthError::StepUpRequired { .. } => false,
         }
     }
 
     /// The provider's error, if that is what this is.
     pub fn provider_error(&self) -> Option<&ProviderError> {
         match self {
-            AuthError::Refresh(e) => Some(e),
+            AuthError::Refresh(e) | AuthError::StepUpRequired { cause: Some(e), .. } => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The step-up challenge that could not be answered, if that is what this is.
+    pub fn step_up_challenge(&self) -> Option<&crate::StepUp> {
+        match self {
+            AuthError::StepUpRequired { challenge, .. } => Some(challenge),
             _ => None,
         }
     }
@@ -199,6 +218,10 @@ impl fmt::Display for AuthError {
             AuthError::ProofRequired => f.write_str(
                 "the token is DPoP-bound and needs a proof for each request: use authorize_request, which signs one for the request's method and URI",
             ),
+            AuthError::StepUpRequired { challenge, .. } => write!(
+                f,
+                "the resource server asks for a step-up the credential could not answer ({challenge})"
+            ),
         }
     }
 }
@@ -208,7 +231,8 @@ impl StdError for AuthError {
         match self {
             AuthError::Refresh(e) => Some(e),
             AuthError::Store(e) => Some(e),
-            AuthError::RefreshAborted | AuthError::ProofRequired => None,
+            AuthError::StepUpRequired { cause: Some(e), .. } => Some(e),
+            AuthError::RefreshAborted | AuthError::ProofRequired | AuthError::StepUpRequired { .. } => None,
         }
     }
 }

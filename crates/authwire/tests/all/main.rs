@@ -7,5 +7,6 @@ mod mocked;
 mod proofs;
 mod rejections;
 mod slots;
+mod step_up;
 mod stores;
 mod support;
