@@ -61,6 +61,8 @@ pub const DEFAULT_REUSE_WINDOW: Duration = Duration::from_secs(3);
 pub struct BrowserLogin {
     prompt: Option<String>,
     login_hint: Option<String>,
+    acr_values: Option<String>,
+    max_age: Option<u64>,
     timeout: Duration,
     reuse_window: Duration,
 }
@@ -70,6 +72,8 @@ impl Default for BrowserLogin {
         Self {
             prompt: None,
             login_hint: None,
+            acr_values: None,
+            max_age: None,
             timeout: DEFAULT_LOGIN_TIMEOUT,
             reuse_window: DEFAULT_REUSE_WINDOW,
         }
@@ -94,6 +98,20 @@ impl BrowserLogin {
         self
     }
 
+    /// OpenID Connect `acr_values`: the authentication context classes asked for,
+    /// space-separated (a step-up, RFC 9470 section 4).
+    pub fn acr_values(mut self, acr_values: impl Into<String>) -> Self {
+        self.acr_values = Some(acr_values.into());
+        self
+    }
+
+    /// OpenID Connect `max_age`: the most seconds since the person last authenticated; the ID
+    /// token must then carry an `auth_time` that recent.
+    pub fn max_age(mut self, seconds: u64) -> Self {
+        self.max_age = Some(seconds);
+        self
+    }
+
     /// How long to wait for the browser to come back (measured on the provider's clock).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -110,6 +128,14 @@ impl BrowserLogin {
         self.reuse_window = window;
         self
     }
+}
+
+/// A browser login that answers step-up challenges (see
+/// [`OAuth2ProviderBuilder::step_up_login`](crate::OAuth2ProviderBuilder::step_up_login)).
+#[derive(Clone)]
+pub(crate) struct StepUpLogin {
+    pub(crate) options: BrowserLogin,
+    pub(crate) open: std::sync::Arc<dyn Fn(&Url) + Send + Sync>,
 }
 
 /// A base64url string of `bytes` random bytes.
@@ -154,29 +180,54 @@ pub(crate) async fn login(
     let verifier = random_b64(32)?;
     let state = random_b64(24)?;
 
+    // OpenID Connect Core 3.1.2.1: a nonce binds the ID token to this login.
+    let openid = inner.scopes.iter().any(|s| s == "openid");
+    let nonce = if openid { Some(random_b64(24)?) } else { None };
+    let mut params: Vec<(&str, String)> = vec![
+        ("response_type", "code".into()),
+        ("client_id", inner.client_id.clone()),
+        ("redirect_uri", redirect_uri.clone()),
+        ("state", state.clone()),
+        ("code_challenge", s256_challenge(&verifier)),
+        ("code_challenge_method", "S256".into()),
+    ];
+    if !inner.scopes.is_empty() {
+        params.push(("scope", inner.scopes.join(" ")));
+    }
+    if let Some(a) = &inner.audience {
+        params.push(("audience", a.clone()));
+    }
+    for r in &inner.resources {
+        params.push(("resource", r.clone()));
+    }
+    for (name, value) in [
+        ("prompt", options.prompt.clone()),
+        ("login_hint", options.login_hint.clone()),
+        ("nonce", nonce.clone()),
+        ("acr_values", options.acr_values.clone()),
+        ("max_age", options.max_age.map(|m| m.to_string())),
+    ] {
+        if let Some(v) = value {
+            params.push((name, v));
+        }
+    }
+    if let Some(claims) = inner.claims_request(None)? {
+        params.push(("claims", claims));
+    }
     let mut url = endpoint;
-    {
-        let mut q = url.query_pairs_mut();
-        q.append_pair("response_type", "code")
-            .append_pair("client_id", &inner.client_id)
-            .append_pair("redirect_uri", &redirect_uri)
-            .append_pair("state", &state)
-            .append_pair("code_challenge", &s256_challenge(&verifier))
-            .append_pair("code_challenge_method", "S256");
-        if !inner.scopes.is_empty() {
-            q.append_pair("scope", &inner.scopes.join(" "));
+    match inner.pushed_authorization_endpoint().await? {
+        // RFC 9126 section 4: only client_id and request_uri go through the browser.
+        Some(par) => {
+            let request_uri = inner.push_authorization_request(&par, &params).await?;
+            url.query_pairs_mut()
+                .append_pair("client_id", &inner.client_id)
+                .append_pair("request_uri", &request_uri);
         }
-        if let Some(a) = &inner.audience {
-            q.append_pair("audience", a);
-        }
-        for r in &inner.resources {
-            q.append_pair("resource", r);
-        }
-        if let Some(p) = &options.prompt {
-            q.append_pair("prompt", p);
-        }
-        if let Some(h) = &options.login_hint {
-            q.append_pair("login_hint", h);
+        None => {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in &params {
+                q.append_pair(k, v);
+            }
         }
     }
     // The opener gets a one-time link to this listener, not the authorization URL: its command
@@ -211,7 +262,82 @@ pub(crate) async fn login(
     form.push_secret("code", code);
     form.push("redirect_uri", &redirect_uri);
     form.push_secret("code_verifier", SecretString::from(verifier));
-    inner.token_request(form).await
+    let token = inner.token_request(form).await?;
+    // Checked before anything is kept: a login whose ID token fails is no login.
+    if openid && token.id_token().is_none() {
+        return Err(ProviderError::invalid_response(
+            Some(200),
+            "the login asked for openid and the answer has no ID token (OpenID Connect Core 3.1.3.3)",
+        ));
+    }
+    let expect = crate::oidc::Expect {
+        nonce: nonce.as_deref(),
+        max_age: options.max_age,
+        subject: None,
+    };
+    inner.check_id_token(&token, &expect).await?;
+    Ok(token)
+}
+
+impl Inner {
+    /// Where to push authorization requests, when they are pushed: with `par(true)` or when
+    /// discovery requires it (RFC 9126 section 5), the discovered endpoint.
+    async fn pushed_authorization_endpoint(&self) -> Result<Option<Url>, ProviderError> {
+        let metadata = match &self.endpoints {
+            Endpoints::Discovered { .. } => Some(self.metadata().await?),
+            Endpoints::Fixed { .. } => None,
+        };
+        let required = metadata.is_some_and(|m| m.require_par);
+        if !(self.par || required) {
+            return Ok(None);
+        }
+        metadata
+            .and_then(|m| m.par_endpoint.clone())
+            .map(Some)
+            .ok_or_else(|| {
+                ProviderError::permanent(
+                    "pushed authorization requests were asked for and the issuer publishes no pushed_authorization_request_endpoint (RFC 9126)",
+                )
+            })
+    }
+
+    /// RFC 9126 section 2: POST the request's parameters, authenticated (and with a DPoP proof
+    /// when tokens are bound); the answer is `201` with `request_uri` and `expires_in`.
+    async fn push_authorization_request(
+        &self,
+        endpoint: &Url,
+        params: &[(&str, String)],
+    ) -> Result<String, ProviderError> {
+        let mut form = Form::new();
+        for (k, v) in params {
+            if *k != "client_id" {
+                form.push(k, v);
+            }
+        }
+        self.post(endpoint, form, true, |status, retry_after, body| {
+            if !(200..300).contains(&status) {
+                return Err(crate::response::parse_error(
+                    status,
+                    retry_after,
+                    body,
+                    self.clock.now(),
+                ));
+            }
+            let doc: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+                ProviderError::invalid_response(Some(status), "the pushed authorization response is not JSON")
+            })?;
+            let uri = doc["request_uri"]
+                .as_str()
+                .filter(|u| !u.is_empty() && u.len() <= 2048);
+            uri.map(str::to_owned).ok_or_else(|| {
+                ProviderError::invalid_response(
+                    Some(status),
+                    "the pushed authorization response has no request_uri",
+                )
+            })
+        })
+        .await
+    }
 }
 
 /// What the listener waits for.

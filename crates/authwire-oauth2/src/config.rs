@@ -120,6 +120,9 @@ pub struct OAuth2ProviderBuilder {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) dpop: Option<crate::DpopKey>,
     pub(crate) dpop_bearer_fallback: bool,
+    pub(crate) par: bool,
+    pub(crate) client_capabilities: Vec<String>,
+    pub(crate) step_up_login: Option<crate::browser::StepUpLogin>,
 }
 
 impl Default for OAuth2ProviderBuilder {
@@ -145,6 +148,9 @@ impl Default for OAuth2ProviderBuilder {
             clock: Arc::new(SystemClock),
             dpop: None,
             dpop_bearer_fallback: false,
+            par: false,
+            client_capabilities: Vec::new(),
+            step_up_login: None,
         }
     }
 }
@@ -306,6 +312,46 @@ impl OAuth2ProviderBuilder {
     /// (`true`), instead of refusing it (`false`, the default; RFC 9449 section 5).
     pub fn dpop_bearer_fallback(mut self, on: bool) -> Self {
         self.dpop_bearer_fallback = on;
+        self
+    }
+
+    /// Push every browser login's authorization request first (RFC 9126, pushed authorization
+    /// requests): the client authenticates to the server's
+    /// `pushed_authorization_request_endpoint` (with a DPoP proof when tokens are bound), and
+    /// only `client_id` and the one-time `request_uri` go through the browser. On by itself
+    /// when discovery says `require_pushed_authorization_requests`; an issuer that publishes no
+    /// such endpoint makes the login fail.
+    pub fn par(mut self, on: bool) -> Self {
+        self.par = on;
+        self
+    }
+
+    /// Declare client capabilities, sent with every token request as the claims request
+    /// `{"access_token":{"xms_cc":{"values":[...]}}}` (Microsoft Entra; `cp1` says the client
+    /// handles claims challenges, which turns on continuous access evaluation). A claims
+    /// challenge's claims are merged into the same request.
+    pub fn client_capabilities<I, S>(mut self, capabilities: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.client_capabilities = capabilities.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Answer `insufficient_user_authentication` challenges (RFC 9470) with a browser login
+    /// asking for the challenge's `acr_values` and `max_age`, opened by `open` with `options`
+    /// (only where a person is there to log in). Without this, such a challenge is reported
+    /// as [`AuthError::StepUpRequired`](authwire::AuthError::StepUpRequired).
+    pub fn step_up_login(
+        mut self,
+        options: crate::BrowserLogin,
+        open: impl Fn(&url::Url) + Send + Sync + 'static,
+    ) -> Self {
+        self.step_up_login = Some(crate::browser::StepUpLogin {
+            options,
+            open: Arc::new(open),
+        });
         self
     }
 

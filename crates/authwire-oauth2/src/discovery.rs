@@ -35,6 +35,11 @@ pub(crate) struct Metadata {
     pub(crate) revocation_endpoint: Option<Url>,
     /// `authorization_response_iss_parameter_supported` (RFC 9207 section 3).
     pub(crate) iss_parameter_supported: bool,
+    /// Where the ID tokens' keys are (OpenID Connect Discovery `jwks_uri`).
+    pub(crate) jwks_uri: Option<Url>,
+    /// RFC 9126 section 5.
+    pub(crate) par_endpoint: Option<Url>,
+    pub(crate) require_par: bool,
 }
 
 impl Inner {
@@ -171,6 +176,12 @@ impl Inner {
             revocation_endpoint: endpoint("revocation_endpoint")?,
             iss_parameter_supported: doc
                 .get("authorization_response_iss_parameter_supported")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            jwks_uri: endpoint("jwks_uri")?,
+            par_endpoint: endpoint("pushed_authorization_request_endpoint")?,
+            require_par: doc
+                .get("require_pushed_authorization_requests")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         })

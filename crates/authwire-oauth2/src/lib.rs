@@ -61,6 +61,7 @@ pub mod dpop;
 mod exchange;
 mod form;
 mod grants;
+mod oidc;
 pub mod process;
 mod provider;
 mod response;

@@ -53,12 +53,25 @@ pub(crate) struct Inner {
     pub(crate) dpop_bearer_fallback: bool,
     /// The token endpoint's latest `DPoP-Nonce` (RFC 9449 section 8).
     pub(crate) dpop_nonce: std::sync::Mutex<Option<String>>,
+    /// RFC 9126: push browser logins' authorization requests.
+    pub(crate) par: bool,
+    pub(crate) client_capabilities: Vec<String>,
+    pub(crate) step_up_login: Option<crate::browser::StepUpLogin>,
+    /// The network settings, for the ID token verifier's JWKS downloads.
+    pub(crate) transport: authwire_http::Transport,
+    /// Checks ID tokens against the issuer's JWKS; built on first use.
+    pub(crate) id_token_verifier: OnceCell<authwire_jwt::Verifier>,
 }
 
 impl OAuth2Provider {
     /// Configure a provider.
     pub fn builder() -> OAuth2ProviderBuilder {
         OAuth2ProviderBuilder::default()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     pub(crate) fn from_builder(b: OAuth2ProviderBuilder) -> Result<Self, BuildError> {
@@ -163,19 +176,27 @@ impl OAuth2Provider {
         if let Some(key) = &b.dpop {
             credentials.push(format!("dpop:{}", key.thumbprint()));
         }
-        let cache_key = CacheKey::new(format!(
-            "oauth2|{endpoint_for_key}|{client_id}|cred={}|{}|scope={}|aud={}|res={}|extra={}",
-            credentials.join(","),
-            b.grant.name(),
-            sorted_scopes.join(" "),
-            b.audience.as_deref().unwrap_or(""),
-            b.resources.join(" "),
-            extra
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("&"),
-        ));
+        // Capabilities change what tokens are issued (Entra issues long-lived CAE tokens to cp1).
+        let capabilities = if b.client_capabilities.is_empty() {
+            String::new()
+        } else {
+            format!("|cc={}", b.client_capabilities.join(","))
+        };
+        let cache_key = CacheKey::new(
+            format!(
+                "oauth2|{endpoint_for_key}|{client_id}|cred={}|{}|scope={}|aud={}|res={}|extra={}",
+                credentials.join(","),
+                b.grant.name(),
+                sorted_scopes.join(" "),
+                b.audience.as_deref().unwrap_or(""),
+                b.resources.join(" "),
+                extra
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("&"),
+            ) + &capabilities,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoints,
@@ -197,6 +218,11 @@ impl OAuth2Provider {
                 dpop: b.dpop,
                 dpop_bearer_fallback: b.dpop_bearer_fallback,
                 dpop_nonce: std::sync::Mutex::new(None),
+                par: b.par,
+                client_capabilities: b.client_capabilities,
+                step_up_login: b.step_up_login,
+                transport,
+                id_token_verifier: OnceCell::new(),
             }),
         })
     }
@@ -311,11 +337,10 @@ impl fmt::Debug for OAuth2Provider {
 impl IdentityProvider for OAuth2Provider {
     async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
         let inner = &self.inner;
-        if let Some(refresh_token) = current.and_then(Token::refresh_token) {
-            match inner
-                .refresh_keeping(refresh_token, current.and_then(Token::id_token))
-                .await
-            {
+        if let Some(current) = current
+            && let Some(refresh_token) = current.refresh_token()
+        {
+            match inner.refresh_keeping(current, refresh_token, None).await {
                 Ok(token) => return Ok(token),
                 Err(e)
                     if e.error_code() == Some("invalid_grant")
@@ -331,6 +356,57 @@ impl IdentityProvider for OAuth2Provider {
 
     fn cache_key(&self) -> CacheKey {
         self.inner.cache_key.clone()
+    }
+
+    /// A claims challenge: a refresh asking for the claims (the configured grant when there is
+    /// no refresh token and the grant needs no person). A stronger authentication: a browser
+    /// login with the challenge's `acr_values` and `max_age`, when
+    /// [`step_up_login`](OAuth2ProviderBuilder::step_up_login) is set. More scope: never
+    /// (scopes are configuration), an error naming the scope.
+    async fn step_up(
+        &self,
+        current: Option<&Token>,
+        step: &authwire::StepUp,
+    ) -> Result<Token, ProviderError> {
+        let inner = &self.inner;
+        match step.reason {
+            authwire::StepUpReason::Claims => {
+                let claims = step.claims.as_deref();
+                if let Some(current) = current
+                    && let Some(refresh_token) = current.refresh_token()
+                {
+                    return inner.refresh_keeping(current, refresh_token, claims).await;
+                }
+                match inner.grant {
+                    Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_) => {
+                        inner.run_grant_with(claims).await
+                    }
+                    _ => Err(ProviderError::permanent(
+                        "a claims challenge needs a refresh token or a new login: log in again",
+                    )),
+                }
+            }
+            authwire::StepUpReason::Authentication => match &inner.step_up_login {
+                Some(login) => {
+                    let mut options = login.options.clone();
+                    if let Some(acr) = &step.acr_values {
+                        options = options.acr_values(acr.clone());
+                    }
+                    if let Some(max_age) = step.max_age {
+                        options = options.max_age(max_age);
+                    }
+                    let open = login.open.clone();
+                    browser::login(inner, &options, |url| open(url)).await
+                }
+                None => Err(ProviderError::permanent(
+                    "a stronger authentication needs a person to log in again (with the challenge's acr_values and max_age)",
+                )),
+            },
+            _ => Err(ProviderError::permanent(format!(
+                "the server asks for scope {:?}; scopes are configuration: add it and log in again",
+                step.scope.as_deref().unwrap_or("")
+            ))),
+        }
     }
 
     /// A stored DPoP-bound token is usable again when its key is this provider's key.

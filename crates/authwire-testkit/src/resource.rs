@@ -34,6 +34,17 @@ struct ResourceState {
     /// Serve the files under this folder for authorized requests (a protected static site: a
     /// git repository over dumb HTTP, say) instead of the JSON answer.
     files: Mutex<Option<std::path::PathBuf>>,
+    /// Step-up requirements (issue 28): what a token must carry, else a challenge.
+    demands: Mutex<Demands>,
+    challenges: AtomicUsize,
+}
+
+/// What [`ResourceServer`] demands of a token beyond being valid.
+#[derive(Clone, Debug, Default)]
+struct Demands {
+    acr: Option<String>,
+    claims: Option<String>,
+    scope: Option<String>,
 }
 
 /// How many requests' headers and bodies are remembered (the oldest are forgotten first), so a
@@ -124,6 +135,8 @@ impl ResourceServer {
             dpop_nonce_challenges: AtomicUsize::new(0),
             accept_basic: Default::default(),
             files: Mutex::default(),
+            demands: Mutex::default(),
+            challenges: AtomicUsize::new(0),
         });
         let router = Router::new().fallback(handle).with_state(state.clone());
         let task = crate::tls::spawn(listener, router, tls);
@@ -132,6 +145,31 @@ impl ResourceServer {
             task,
             ca_pem: None,
         })
+    }
+
+    /// Demand tokens whose login reached `acr` (the first of the authorization request's
+    /// `acr_values`); others get `401` with `Bearer error="insufficient_user_authentication",
+    /// acr_values="<acr>"` (RFC 9470). `None` stops demanding.
+    pub fn require_acr(&self, acr: Option<&str>) {
+        lock(&self.state.demands).acr = acr.map(str::to_owned);
+    }
+
+    /// Demand tokens asked for with these claims (a JSON claims request; each member of its
+    /// `access_token` object must have been asked for): others get Entra's claims challenge,
+    /// `401` with `Bearer error="insufficient_claims", claims="<base64 of the JSON>"`.
+    pub fn require_claims(&self, claims_json: Option<&str>) {
+        lock(&self.state.demands).claims = claims_json.map(str::to_owned);
+    }
+
+    /// Answer every authorized request `403` with `Bearer error="insufficient_scope",
+    /// scope="<scope>"` (RFC 6750 section 3.1). `None` stops.
+    pub fn require_scope(&self, scope: Option<&str>) {
+        lock(&self.state.demands).scope = scope.map(str::to_owned);
+    }
+
+    /// How many step-up challenges were sent.
+    pub fn challenges(&self) -> usize {
+        self.state.challenges.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT` (`https://` for [`start_tls`](Self::start_tls)).
@@ -237,6 +275,65 @@ fn unauthorized(state: &ResourceState, description: &str) -> Response {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     r
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The challenge for a valid token that does not meet the server's demands, if any.
+fn step_up_challenge(state: &ResourceState, token: &str) -> Option<Response> {
+    let demands = lock(&state.demands).clone();
+    let context = state.idp.context_of(token).unwrap_or_default();
+    let (status, challenge) = if let Some(acr) = demands.acr.filter(|a| context.acr.as_ref() != Some(a)) {
+        (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                r#"Bearer realm="testkit", error="insufficient_user_authentication", error_description="A different authentication level is required", acr_values="{acr}""#
+            ),
+        )
+    } else if let Some(claims) = demands
+        .claims
+        .filter(|c| !claims_met(c, context.claims.as_deref()))
+    {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(claims);
+        (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                r#"Bearer realm="", authorization_uri="{}/authorize", error="insufficient_claims", claims="{encoded}""#,
+                state.idp.issuer()
+            ),
+        )
+    } else if let Some(scope) = demands.scope {
+        (
+            StatusCode::FORBIDDEN,
+            format!(r#"Bearer realm="testkit", error="insufficient_scope", scope="{scope}""#),
+        )
+    } else {
+        return None;
+    };
+    let mut r = (status, axum::Json(json!({"error": "step_up"}))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    Some(r)
+}
+
+/// Whether a token asked for with `asked` claims meets the `required` claims request: every
+/// member of the required `access_token` object was asked for.
+fn claims_met(required: &str, asked: Option<&str>) -> bool {
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+    let (Some(required), Some(asked)) = (parse(required), asked.and_then(parse)) else {
+        return false;
+    };
+    let empty = serde_json::Map::new();
+    let asked = asked["access_token"].as_object().unwrap_or(&empty);
+    required["access_token"]
+        .as_object()
+        .unwrap_or(&empty)
+        .iter()
+        .all(|(k, v)| asked.get(k) == Some(v))
 }
 
 fn redirect(status: StatusCode, location: String) -> Response {
@@ -380,6 +477,10 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
                 r.headers_mut().insert("dpop-nonce", v);
             }
             r
+        }
+        Ok(_) if let Some(challenge) = step_up_challenge(&state, token) => {
+            state.challenges.fetch_add(1, Ordering::SeqCst);
+            challenge
         }
         Ok(_) if state.files.lock().unwrap_or_else(|e| e.into_inner()).is_some() => {
             let dir = state.files.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -309,6 +309,12 @@ impl From<TokenExchange> for Grant {
 impl Inner {
     /// The configured grant, without a refresh token.
     pub(crate) async fn run_grant(&self) -> Result<Token, ProviderError> {
+        self.run_grant_with(None).await
+    }
+
+    /// The configured grant, asking for `challenge`'s claims (merged with the client's
+    /// capabilities) when given.
+    pub(crate) async fn run_grant_with(&self, challenge: Option<&str>) -> Result<Token, ProviderError> {
         let mut form = Form::new();
         match &self.grant {
             Grant::ClientCredentials => {
@@ -346,28 +352,52 @@ impl Inner {
             }
         }
         self.push_request_params(&mut form);
+        if let Some(claims) = self.claims_request(challenge)? {
+            form.push("claims", &claims);
+        }
         self.token_request(form).await
     }
 
     /// A refresh that keeps what the server did not send again: the refresh token (not
     /// rotated) and the ID token (OpenID Connect Core 12.2: a refresh may omit it).
+    ///
+    /// A new ID token is checked (OpenID Connect Core 12.2: same subject); one that fails is an
+    /// error that still carries the refresh token the answer brought, so it is not lost.
     pub(crate) async fn refresh_keeping(
         &self,
+        current: &Token,
         refresh_token: &SecretString,
-        id_token: Option<&SecretString>,
+        challenge: Option<&str>,
     ) -> Result<Token, ProviderError> {
-        let mut token = self.refresh_inner(refresh_token).await?;
+        let mut token = self.refresh_inner(refresh_token, challenge).await?;
+        let expect = crate::oidc::Expect {
+            subject: Self::id_token_subject(Some(current)),
+            ..Default::default()
+        };
+        if let Err(e) = self.check_id_token(&token, &expect).await {
+            return Err(match token.take_refresh_token() {
+                Some(rt) => e.with_refresh_token(rt),
+                None => e,
+            });
+        }
         if token.id_token().is_none() {
-            token.set_id_token(id_token.cloned());
+            token.set_id_token(current.id_token().cloned());
         }
         Ok(token)
     }
 
-    async fn refresh_inner(&self, refresh_token: &SecretString) -> Result<Token, ProviderError> {
+    async fn refresh_inner(
+        &self,
+        refresh_token: &SecretString,
+        challenge: Option<&str>,
+    ) -> Result<Token, ProviderError> {
         let mut form = Form::new();
         form.push("grant_type", "refresh_token");
         form.push_secret("refresh_token", refresh_token.clone());
         // No scope: RFC 6749 section 6 keeps the originally granted scope.
+        if let Some(claims) = self.claims_request(challenge)? {
+            form.push("claims", &claims);
+        }
         let mut token = self.token_request(form).await?;
         if token.refresh_token().is_none() {
             // The server did not rotate it: keep using the old one.

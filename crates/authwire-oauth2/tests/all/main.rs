@@ -4,6 +4,7 @@ mod browser;
 mod discovery;
 mod dpop;
 mod end_to_end;
+mod enterprise;
 mod errors;
 mod grants;
 mod transport;

@@ -4,7 +4,8 @@
 //! answers for the user.
 
 use super::config::Approval;
-use super::state::IdpState;
+use super::state::{AuthContext, IdpState, lock};
+use authwire::Clock;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,9 +51,24 @@ fn page(status: StatusCode, text: &str) -> Response {
 /// and `state`, and `iss` (RFC 9207) unless turned off.
 pub(crate) async fn authorize(State(s): State<Arc<IdpState>>, RawQuery(query): RawQuery) -> Response {
     s.count_authorization_request();
-    let params: HashMap<String, String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+    let mut params: HashMap<String, String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
         .collect();
+    // RFC 9126 section 4: a pushed request is named by its `request_uri`, used once, by the
+    // client that pushed it, before it expires; its parameters replace the query's.
+    let pushed = params.get("request_uri").cloned();
+    if let Some(uri) = &pushed {
+        let found = lock(&s.pushed).remove(uri);
+        match found {
+            Some((client_id, pushed_params, expires))
+                if params.get("client_id") == Some(&client_id) && s.clock.now() < expires =>
+            {
+                params = pushed_params;
+            }
+            _ => return page(StatusCode::BAD_REQUEST, "unknown, used or expired request_uri"),
+        }
+    }
+    *lock(&s.last_authorization) = params.clone();
     let get = |name: &str| params.get(name).map(String::as_str);
     // Without a known client and a valid redirect URI, nothing may be redirected (section 4.1.2.1).
     let Some(client) = get("client_id").and_then(|id| s.client(id)) else {
@@ -79,6 +95,15 @@ pub(crate) async fn authorize(State(s): State<Arc<IdpState>>, RawQuery(query): R
         let location = format!("{base}{}", q.finish());
         (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
     };
+    if settings.require_par && pushed.is_none() {
+        return redirect(&[
+            ("error", "invalid_request"),
+            (
+                "error_description",
+                "pushed authorization requests are required (RFC 9126)",
+            ),
+        ]);
+    }
     if get("response_type") != Some("code") {
         return redirect(&[("error", "unsupported_response_type")]);
     }
@@ -98,13 +123,91 @@ pub(crate) async fn authorize(State(s): State<Arc<IdpState>>, RawQuery(query): R
             ("error_description", "The user denied the request"),
         ]);
     }
+    // The person authenticates as asked: at the first `acr_values` class, now.
+    let context = AuthContext {
+        acr: get("acr_values")
+            .and_then(|v| v.split(' ').next())
+            .map(str::to_owned),
+        auth_time: Some(s.now_secs()),
+        nonce: get("nonce").map(str::to_owned),
+        claims: None,
+    };
     let code = s.new_code(
         &client.id,
         redirect_uri,
         challenge,
         get("scope").map(str::to_owned),
+        context,
+        get("dpop_jkt").map(str::to_owned),
     );
     redirect(&[("code", &code)])
+}
+
+/// `POST /par` (RFC 9126 section 2): an authenticated client pushes its authorization request
+/// and gets a one-time `request_uri` for the browser, valid 60 seconds. A DPoP proof binds the
+/// request (its key's thumbprint becomes `dpop_jkt`, RFC 9449 section 10.1).
+pub(crate) async fn par(
+    State(s): State<Arc<IdpState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use std::sync::atomic::Ordering;
+    s.par_requests.fetch_add(1, Ordering::SeqCst);
+    let form = super::wire::parse_form(&body);
+    let (client, _method) = match super::client_auth::authenticate(&s, &headers, &form) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if form.contains_key("request_uri") {
+        return super::wire::oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "request_uri is not allowed in a pushed request",
+        );
+    }
+    let mut params: HashMap<String, String> = form
+        .iter()
+        .filter(|(k, _)| !k.starts_with("client_assertion") && k.as_str() != "client_secret")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.insert("client_id".into(), client.id.clone());
+    if let Some(proof) = headers.get("dpop").and_then(|v| v.to_str().ok()) {
+        let htu = format!("{}/par", s.issuer());
+        let expect = crate::dpop::Expect {
+            method: "POST",
+            htu: &htu,
+            access_token: None,
+            nonce: None,
+            now_secs: s.now_secs(),
+        };
+        match crate::dpop::check(proof, &expect, &s.dpop_seen) {
+            Ok(jkt) => {
+                if params.get("dpop_jkt").is_some_and(|j| *j != jkt) {
+                    return super::wire::oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "dpop_jkt differs from the proof's key",
+                    );
+                }
+                params.insert("dpop_jkt".into(), jkt);
+            }
+            Err(_) => {
+                return super::wire::oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_dpop_proof",
+                    "bad DPoP proof at the PAR endpoint",
+                );
+            }
+        }
+    }
+    let request_uri = format!("urn:ietf:params:oauth:request_uri:{}", super::state::random_hex());
+    let expires = s.clock.now() + std::time::Duration::from_secs(60);
+    lock(&s.pushed).insert(request_uri.clone(), (client.id, params, expires));
+    (
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({"request_uri": request_uri, "expires_in": 60})),
+    )
+        .into_response()
 }
 
 /// The redirect URI split for appending parameters: the part before the query, and a

@@ -95,6 +95,27 @@ pub struct Settings {
     pub authorization: Approval,
     /// Put `iss` in authorization responses (RFC 9207) and say so in discovery.
     pub authorization_response_iss: bool,
+    /// Refuse authorization requests that were not pushed first (RFC 9126 section 5), and say
+    /// so in the metadata (`require_pushed_authorization_requests`). Default: off.
+    pub require_par: bool,
+    /// Spoil one claim (or the signature) of every ID token, for clients' negative tests.
+    pub id_token_tamper: Option<IdTokenTamper>,
+}
+
+/// What [`Settings::id_token_tamper`] spoils in ID tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdTokenTamper {
+    /// A `nonce` other than the one the login sent.
+    Nonce,
+    /// An `aud` naming another client.
+    Audience,
+    /// An `iss` other than this server.
+    Issuer,
+    /// `exp` an hour ago.
+    Expired,
+    /// Signed by a key that is not in this server's JWKS.
+    Signature,
 }
 
 /// The automatic answer of the authorization endpoint (see [`Settings::authorization`]).
@@ -126,6 +147,8 @@ impl Default for Settings {
             secret_marker: None,
             authorization: Approval::Approve,
             authorization_response_iss: true,
+            require_par: false,
+            id_token_tamper: None,
         }
     }
 }

@@ -14,7 +14,7 @@ mod state;
 mod token;
 mod wire;
 
-pub use config::{Approval, Client, Fault, Settings};
+pub use config::{Approval, Client, Fault, IdTokenTamper, Settings};
 pub(crate) use state::IdpState;
 
 use crate::{CLIENT_PUBLIC_KEY_PEM, IDP_PRIVATE_KEY_PEM, IDP_PUBLIC_KEY_PEM};
@@ -123,6 +123,10 @@ impl IdentityServerBuilder {
             auth_methods: Mutex::default(),
             last_form: Mutex::default(),
             last_assertion: Mutex::default(),
+            contexts: Mutex::default(),
+            pushed: Mutex::default(),
+            par_requests: AtomicUsize::new(0),
+            last_authorization: Mutex::default(),
             signing_key: EncodingKey::from_rsa_pem(IDP_PRIVATE_KEY_PEM.as_bytes()).expect("test key"),
             verifying_key: DecodingKey::from_rsa_pem(IDP_PUBLIC_KEY_PEM.as_bytes()).expect("test key"),
         });
@@ -139,6 +143,7 @@ impl IdentityServerBuilder {
             .route("/token", post(token::token))
             .route("/device_authorization", post(device::device_authorization))
             .route("/authorize", get(authorize::authorize))
+            .route("/par", post(authorize::par))
             .route("/revoke", post(revoke::revoke))
             .with_state(state.clone());
         let task = crate::tls::spawn(listener, router, self.tls);
@@ -281,6 +286,22 @@ impl IdentityServer {
     /// Requests to the authorization endpoint.
     pub fn authorization_requests(&self) -> usize {
         self.state.authorization_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests to the pushed authorization request endpoint (RFC 9126).
+    pub fn par_requests(&self) -> usize {
+        self.state.par_requests.load(Ordering::SeqCst)
+    }
+
+    /// The parameters of the last authorization request, as the server used them (a pushed
+    /// request's, when the browser brought a `request_uri`).
+    pub fn last_authorization(&self) -> HashMap<String, String> {
+        state::lock(&self.state.last_authorization).clone()
+    }
+
+    /// The `acr` and claims an access token issued here carries, if it is one.
+    pub fn token_context(&self, access_token: &str) -> Option<(Option<String>, Option<String>)> {
+        self.state.context_of(access_token).map(|c| (c.acr, c.claims))
     }
 
     /// Revocation requests that authenticated and revoked something (RFC 7009).

@@ -2,7 +2,7 @@
 //! grants, counters, DPoP replay memory. Endpoint modules read and change it through these
 //! methods; none of them imports another endpoint module.
 
-use super::config::{Client, Fault, Settings};
+use super::config::{Client, Fault, IdTokenTamper, Settings};
 use super::wire::KEY_ID;
 use authwire::Clock;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -12,7 +12,19 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// How the person authenticated, carried from the login to the tokens it leads to (and to
+/// their refreshes): the `acr` and `auth_time` of ID tokens, a login's `nonce`, and the claims
+/// a token was asked with (a claims challenge's answer).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AuthContext {
+    pub(crate) acr: Option<String>,
+    pub(crate) auth_time: Option<u64>,
+    pub(crate) nonce: Option<String>,
+    pub(crate) claims: Option<String>,
+}
+
 pub(super) struct RefreshRecord {
+    pub(super) context: AuthContext,
     pub(super) client_id: String,
     pub(super) subject: String,
     pub(super) scope: Option<String>,
@@ -24,6 +36,9 @@ pub(super) struct RefreshRecord {
 
 /// An authorization code waiting to be redeemed.
 pub(super) struct CodeRecord {
+    pub(super) context: AuthContext,
+    /// The DPoP key the authorization request was bound to (`dpop_jkt`, RFC 9449 section 10).
+    pub(super) dpop_jkt: Option<String>,
     pub(super) client_id: String,
     pub(super) redirect_uri: String,
     pub(super) code_challenge: String,
@@ -70,6 +85,13 @@ pub(crate) struct IdpState {
     pub(super) auth_methods: Mutex<Vec<String>>,
     pub(super) last_form: Mutex<HashMap<String, String>>,
     pub(super) last_assertion: Mutex<Option<String>>,
+    /// The authentication context of each access token issued (by token).
+    pub(super) contexts: Mutex<HashMap<String, AuthContext>>,
+    /// Pushed authorization requests (RFC 9126) by `request_uri`: client, parameters, expiry.
+    pub(super) pushed: Mutex<HashMap<String, (String, HashMap<String, String>, SystemTime)>>,
+    pub(super) par_requests: AtomicUsize,
+    /// The parameters of the last authorization request (after a pushed one was resolved).
+    pub(super) last_authorization: Mutex<HashMap<String, String>>,
     pub(super) signing_key: EncodingKey,
     pub(crate) verifying_key: DecodingKey,
 }
@@ -94,12 +116,26 @@ impl IdpState {
         scope: Option<String>,
         family: Option<u64>,
     ) -> String {
+        self.new_refresh_token_in(client_id, subject, scope, family, AuthContext::default())
+    }
+
+    /// A refresh token that keeps `context` (its nonce dropped: a refresh has none).
+    pub(super) fn new_refresh_token_in(
+        &self,
+        client_id: &str,
+        subject: &str,
+        scope: Option<String>,
+        family: Option<u64>,
+        mut context: AuthContext,
+    ) -> String {
+        context.nonce = None;
         let n = self.next_serial();
         let marker = lock(&self.settings).secret_marker.clone().unwrap_or_default();
         let token = format!("rt-{marker}{n}-{}", random_hex());
         lock(&self.refresh_tokens).insert(
             token.clone(),
             RefreshRecord {
+                context,
                 client_id: client_id.to_owned(),
                 subject: subject.to_owned(),
                 scope,
@@ -204,6 +240,26 @@ impl IdpState {
         audience: Option<&str>,
         refresh: Option<String>,
     ) -> Value {
+        self.issue_in(
+            client_id,
+            subject,
+            scope,
+            audience,
+            refresh,
+            &AuthContext::default(),
+        )
+    }
+
+    /// [`issue`](Self::issue) within an authentication context.
+    pub(super) fn issue_in(
+        &self,
+        client_id: &str,
+        subject: &str,
+        scope: Option<String>,
+        audience: Option<&str>,
+        refresh: Option<String>,
+        context: &AuthContext,
+    ) -> Value {
         let settings = lock(&self.settings).clone();
         let access = if settings.jwt_access_tokens {
             self.jwt_access_token(
@@ -223,6 +279,7 @@ impl IdpState {
             t
         };
         self.tokens_issued.fetch_add(1, Ordering::SeqCst);
+        lock(&self.contexts).insert(access.clone(), context.clone());
         let mut body = json!({"access_token": access, "token_type": "Bearer"});
         if settings.send_expires_in {
             body["expires_in"] = json!(settings.token_lifetime.as_secs());
@@ -232,7 +289,7 @@ impl IdpState {
             .as_deref()
             .is_some_and(|s| s.split(' ').any(|x| x == "openid"))
         {
-            body["id_token"] = json!(self.id_token(subject, client_id, settings.token_lifetime));
+            body["id_token"] = json!(self.id_token_in(subject, client_id, settings.token_lifetime, context));
         }
         if let Some(s) = scope {
             body["scope"] = json!(s);
@@ -243,17 +300,55 @@ impl IdpState {
         body
     }
 
-    /// An OpenID Connect ID token (RS256) for `subject`, audience `client_id`.
-    pub(super) fn id_token(&self, subject: &str, client_id: &str, lifetime: Duration) -> String {
+    /// An OpenID Connect ID token (RS256) for `subject`, audience `client_id` with the login's `nonce`, `acr` and `auth_time` (OpenID Connect Core
+    /// section 2), and `azp`; [`crate::Settings::id_token_tamper`] spoils one claim on purpose.
+    pub(super) fn id_token_in(
+        &self,
+        subject: &str,
+        client_id: &str,
+        lifetime: Duration,
+        context: &AuthContext,
+    ) -> String {
         let now = self.now_secs();
-        let claims = json!({
-            "iss": self.issuer, "sub": subject, "aud": client_id,
+        let mut claims = json!({
+            "iss": self.issuer, "sub": subject, "aud": client_id, "azp": client_id,
             "iat": now, "exp": now + lifetime.as_secs(),
             "jti": format!("id-{}", self.next_serial()),
         });
+        if let Some(n) = &context.nonce {
+            claims["nonce"] = json!(n);
+        }
+        if let Some(a) = &context.acr {
+            claims["acr"] = json!(a);
+        }
+        if let Some(t) = context.auth_time {
+            claims["auth_time"] = json!(t);
+        }
+        let tamper = lock(&self.settings).id_token_tamper;
+        let mut signing_key = None;
+        match tamper {
+            Some(IdTokenTamper::Nonce) => claims["nonce"] = json!("not-the-nonce-that-was-sent"),
+            Some(IdTokenTamper::Audience) => claims["aud"] = json!("another-client"),
+            Some(IdTokenTamper::Issuer) => claims["iss"] = json!("https://issuer.invalid"),
+            Some(IdTokenTamper::Expired) => {
+                claims["iat"] = json!(now.saturating_sub(7200));
+                claims["exp"] = json!(now.saturating_sub(3600));
+            }
+            Some(IdTokenTamper::Signature) => {
+                signing_key = Some(
+                    EncodingKey::from_rsa_pem(crate::CLIENT_PRIVATE_KEY_PEM.as_bytes()).expect("test key"),
+                );
+            }
+            None => {}
+        }
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(KEY_ID.into());
-        jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign an ID token")
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            signing_key.as_ref().unwrap_or(&self.signing_key),
+        )
+        .expect("sign an ID token")
     }
 }
 
@@ -289,11 +384,15 @@ impl IdpState {
         redirect_uri: &str,
         code_challenge: &str,
         scope: Option<String>,
+        context: AuthContext,
+        dpop_jkt: Option<String>,
     ) -> String {
         let code = format!("code-{}-{}", self.next_serial(), random_hex());
         lock(&self.codes).insert(
             code.clone(),
             CodeRecord {
+                context,
+                dpop_jkt,
                 client_id: client_id.to_owned(),
                 redirect_uri: redirect_uri.to_owned(),
                 code_challenge: code_challenge.to_owned(),
@@ -322,5 +421,12 @@ impl IdpState {
             self.revocations.fetch_add(1, Ordering::SeqCst);
         }
         revoked
+    }
+}
+
+impl IdpState {
+    /// The authentication context of an access token issued here.
+    pub(crate) fn context_of(&self, access_token: &str) -> Option<AuthContext> {
+        lock(&self.contexts).get(access_token).cloned()
     }
 }

@@ -4,7 +4,7 @@
 use super::authorize::s256;
 use super::client_auth::{authenticate, verify_assertion};
 use super::config::Client;
-use super::state::{IdpState, lock};
+use super::state::{AuthContext, IdpState, lock};
 use super::wire::{
     ERROR_CODE_HEADER, Form, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
     GRANT_JWT_BEARER, GRANT_REFRESH_TOKEN, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, oauth_error, ok_json,
@@ -179,6 +179,20 @@ pub(super) async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Byte
             );
         }
     }
+    // A code whose authorization request was bound to a DPoP key (`dpop_jkt`) is redeemed only
+    // with a proof of that key (RFC 9449 section 10).
+    if grant == GRANT_AUTHORIZATION_CODE {
+        let bound = form
+            .get("code")
+            .and_then(|c| lock(&s.codes).get(c).and_then(|r| r.dpop_jkt.clone()));
+        if bound.is_some() && bound != jkt {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "the authorization request was bound to another DPoP key (dpop_jkt)",
+            );
+        }
+    }
     let response = grant_response(&s, &grant, &client, method, &form, scope, audience);
     match jkt {
         Some(jkt) => bind_response(&s, response, &jkt).await,
@@ -239,9 +253,14 @@ pub(super) fn grant_response(
             }
             // Read the flag first: the settings lock must not be held while issuing.
             let with_refresh = lock(&s.settings).refresh_token_for_client_credentials;
-            let refresh =
-                with_refresh.then(|| s.new_refresh_token(&client.id, &client.id, scope.clone(), None));
-            ok_json(s.issue(&client.id, &client.id, scope, audience, refresh))
+            let context = AuthContext {
+                claims: form.get("claims").cloned(),
+                ..AuthContext::default()
+            };
+            let refresh = with_refresh.then(|| {
+                s.new_refresh_token_in(&client.id, &client.id, scope.clone(), None, context.clone())
+            });
+            ok_json(s.issue_in(&client.id, &client.id, scope, audience, refresh, &context))
         }
         GRANT_REFRESH_TOKEN => refresh_grant(&s, &client, &form),
         GRANT_JWT_BEARER => {
@@ -308,7 +327,7 @@ pub(super) fn refresh_grant(s: &IdpState, client: &Client, form: &Form) -> Respo
         );
     };
     let rotate = lock(&s.settings).rotate_refresh_tokens;
-    let (subject, scope, family) = {
+    let (subject, scope, family, mut context) = {
         let mut tokens = lock(&s.refresh_tokens);
         let Some(record) = tokens.get_mut(presented) else {
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown refresh token");
@@ -335,16 +354,27 @@ pub(super) fn refresh_grant(s: &IdpState, client: &Client, form: &Form) -> Respo
         if rotate {
             record.used = true;
         }
-        (record.subject.clone(), record.scope.clone(), record.family)
+        (
+            record.subject.clone(),
+            record.scope.clone(),
+            record.family,
+            record.context.clone(),
+        )
     };
     let scope = form.get("scope").cloned().or(scope);
-    let new_refresh = rotate.then(|| s.new_refresh_token(&client.id, &subject, scope.clone(), Some(family)));
-    ok_json(s.issue(
+    // A claims challenge is answered by a refresh asking for the claims (as Entra does).
+    if let Some(claims) = form.get("claims") {
+        context.claims = Some(claims.clone());
+    }
+    let new_refresh = rotate
+        .then(|| s.new_refresh_token_in(&client.id, &subject, scope.clone(), Some(family), context.clone()));
+    ok_json(s.issue_in(
         &client.id,
         &subject,
         scope,
         form.get("audience").map(String::as_str),
         new_refresh,
+        &context,
     ))
 }
 
@@ -388,8 +418,21 @@ pub(super) fn code_grant(s: &IdpState, client: &Client, form: &Form) -> Response
         );
     }
     let subject = format!("user-of-{}", client.id);
-    let refresh = s.new_refresh_token(&client.id, &subject, record.scope.clone(), None);
-    ok_json(s.issue(&client.id, &subject, record.scope, None, Some(refresh)))
+    let refresh = s.new_refresh_token_in(
+        &client.id,
+        &subject,
+        record.scope.clone(),
+        None,
+        record.context.clone(),
+    );
+    ok_json(s.issue_in(
+        &client.id,
+        &subject,
+        record.scope,
+        None,
+        Some(refresh),
+        &record.context,
+    ))
 }
 
 pub(super) fn device_grant(s: &IdpState, client: &Client, form: &Form) -> Response {
