@@ -1,6 +1,7 @@
 //! The middleware against the testkit's identity server and protected APIs, over real HTTP.
 
 mod dpop;
+mod step_up;
 
 use authwire::{AuthError, Authorizer, ManualClock};
 use authwire_oauth2::OAuth2Provider;

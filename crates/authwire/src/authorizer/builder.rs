@@ -205,6 +205,7 @@ impl AuthorizerBuilder {
                 control: Mutex::new(Control::default()),
                 dpop_nonces: Mutex::default(),
                 step_up: tokio::sync::Mutex::const_new(None),
+                step_ups_done: AtomicU64::new(0),
                 shared: Arc::new(Shared {
                     provider: self.provider,
                     store: self.store,

@@ -24,7 +24,10 @@ pub(super) struct Inner {
     pub(super) dpop_nonces: Mutex<std::collections::HashMap<String, String>>,
     /// Held while a step-up runs (one at a time), with the last challenge answered and the
     /// header that answered it, so that callers that met the same challenge share one answer.
-    pub(super) step_up: tokio::sync::Mutex<Option<(crate::request::StepUp, HeaderValue)>>,
+    pub(super) step_up: tokio::sync::Mutex<Option<(crate::request::StepUp, Result<HeaderValue, AuthError>)>>,
+    /// Step-ups finished; a caller that saw this change while it waited for the lock shares
+    /// the result of the one that ran.
+    pub(super) step_ups_done: AtomicU64,
 }
 
 #[derive(Default)]

@@ -483,31 +483,37 @@ impl Authorizer {
         step: &StepUp,
         sent: &HeaderValue,
     ) -> Result<crate::request::Retry, AuthError> {
+        let seen = self.inner.step_ups_done.load(Ordering::Acquire);
         let mut last = self.inner.step_up.lock().await;
-        if let Some((answered, header)) = &*last
+        // One ran while this caller waited, for the same challenge: share its result.
+        if self.inner.step_ups_done.load(Ordering::Acquire) != seen
+            && let Some((answered, result)) = &*last
             && answered == step
-            && header != sent
-            && let Some(step5) = self.cached(Entry::step5).filter(|s| s.header == *header)
         {
-            return Ok(crate::request::Retry::new(step5, None));
+            match result {
+                Ok(header) => {
+                    if let Some(step5) = self
+                        .cached(Entry::step5)
+                        .filter(|s| s.header == *header && s.header != *sent)
+                    {
+                        return Ok(crate::request::Retry::new(step5, None));
+                    }
+                }
+                Err(e) => return Err(e.clone()),
+            }
         }
         let shared = &self.inner.shared;
         Counters::bump(&shared.counters.step_ups);
         let current = self.inner.lock().held.clone();
         let fetched = shared.provider.step_up(current.as_deref(), step).await;
-        let unanswered = |cause| AuthError::StepUpRequired {
-            challenge: Box::new(step.clone()),
-            cause,
-        };
-        match shared.complete(fetched, current, None).await {
+        let result = match shared.complete(fetched, current, None).await {
             Outcome::Ready(entry) => {
                 let step5 = entry.step5();
                 // Published like a flight's result (the cache, the slots, the backoff state).
                 let id = self.inner.lock().next_flight_id.wrapping_add(1 << 63);
                 let _ = self.inner.finish_flight(id, Outcome::Ready(entry));
                 info!(cache_key = %shared.key, challenge = step.reason.error_code(), "answered a step-up challenge");
-                *last = Some((step.clone(), step5.header.clone()));
-                Ok(crate::request::Retry::new(step5, None))
+                Ok(step5)
             }
             Outcome::Failed { error, newer } => {
                 if let Some(token) = newer {
@@ -520,9 +526,18 @@ impl Authorizer {
                 warn!(cache_key = %shared.key, challenge = step.reason.error_code(),
                     error = %cause.as_ref().map(|e| crate::error_chain(e)).unwrap_or_default(),
                     "could not answer a step-up challenge");
-                Err(unanswered(cause))
+                Err(AuthError::StepUpRequired {
+                    challenge: Box::new(step.clone()),
+                    cause,
+                })
             }
-        }
+        };
+        *last = Some((
+            step.clone(),
+            result.as_ref().map(|s| s.header.clone()).map_err(Clone::clone),
+        ));
+        self.inner.step_ups_done.fetch_add(1, Ordering::Release);
+        result.map(|step5| crate::request::Retry::new(step5, None))
     }
 
     /// The synchronous half of [`Authorizer::decide`]: whether `answer` rejects the token, and

@@ -187,7 +187,20 @@ impl Shared {
             Some(result) => result,
             None => Err(ProviderError::timeout(self.refresh_timeout)),
         };
-        self.complete(fetched, current, lease).await
+        let outcome = self.complete(fetched, current, lease).await;
+        if let Outcome::Failed {
+            error: AuthError::Refresh(e),
+            ..
+        } = &outcome
+        {
+            let counter = if e.is_transient() {
+                &self.counters.transient_failures
+            } else {
+                &self.counters.permanent_failures
+            };
+            Counters::bump(counter);
+        }
+        outcome
     }
 
     /// What a provider call returned, made ready to serve: the refresh token kept (a refused
@@ -283,13 +296,9 @@ impl Shared {
         }
     }
 
+    /// A provider's failure as an outcome (counted by [`Shared::fetch`], not here: a step-up's
+    /// failure is not a failed refresh).
     pub(super) fn failed(&self, error: ProviderError, newer: Option<Arc<Token>>) -> Outcome {
-        let counter = if error.is_transient() {
-            &self.counters.transient_failures
-        } else {
-            &self.counters.permanent_failures
-        };
-        Counters::bump(counter);
         Outcome::Failed {
             error: AuthError::Refresh(error),
             newer,
