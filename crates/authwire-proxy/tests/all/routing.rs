@@ -269,3 +269,40 @@ async fn a_bound_token_gets_a_fresh_dpop_proof_per_request_and_a_nonce_is_answer
     assert_eq!(api.dpop_nonce_challenges(), 1);
     assert_eq!(idp.tokens_issued(), 1, "a nonce is not a new token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claims_challenge_is_answered_once_and_one_that_cannot_be_reaches_the_program_as_sent() {
+    let idp = IdentityServer::start().await;
+    let api = authwire_testkit::ResourceServer::start(&idp).await;
+    let provider = idp
+        .confidential_client()
+        .client_capabilities(["cp1"])
+        .build()
+        .unwrap();
+    let (_running, addr) = proxy_to(&api.url(), Authorizer::new(provider)).await;
+    let client = reqwest::Client::new();
+    api.require_claims(Some(
+        r#"{"access_token":{"nbf":{"essential":true,"value":"1726563200"}}}"#,
+    ));
+    let answer = client.get(format!("http://{addr}/v1/mail")).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    assert_eq!(
+        (api.challenges(), api.requests()),
+        (1, 2),
+        "one challenge, one replay"
+    );
+    assert!(idp.last_form()["claims"].contains("1726563200"));
+
+    // More scope: no credential answers it; the program gets the API's 403 and its challenge,
+    // and the API sees the request once.
+    api.require_scope(Some("admin"));
+    let answer = client
+        .get(format!("http://{addr}/v1/admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    let challenge = answer.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains(r#"error="insufficient_scope""#), "{challenge}");
+    assert_eq!((api.challenges(), api.requests()), (2, 3));
+}

@@ -247,3 +247,28 @@ async fn without_retry_a_resource_servers_dpop_nonce_is_kept_for_the_next_reques
     assert_eq!(third, 200);
     assert_eq!(api.dpop_nonce_challenges(), 1);
 }
+
+#[tokio::test]
+async fn retry_once_answers_a_claims_challenge_and_reports_what_cannot_be_answered() {
+    let idp = IdentityServer::start().await;
+    let api = ResourceServer::start(&idp).await;
+    let provider = idp
+        .confidential_client()
+        .client_capabilities(["cp1"])
+        .build()
+        .unwrap();
+    let authorizer = Authorizer::new(provider);
+    let mut service = AuthLayer::new(authorizer.clone())
+        .retry_once()
+        .layer(hyper_client());
+    api.require_claims(Some(r#"{"access_token":{"nbf":{"essential":true,"value":"7"}}}"#));
+    let (status, body) = send(&mut service, get(&api.url())).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((api.challenges(), api.requests()), (1, 2));
+
+    api.require_scope(Some("admin"));
+    let err = send(&mut service, get(&api.url())).await.unwrap_err();
+    let auth = err.downcast_ref::<AuthError>().expect("an AuthError");
+    assert_eq!(auth.step_up_challenge().unwrap().scope.as_deref(), Some("admin"));
+    assert_eq!(api.requests(), 3, "sent once, not replayed");
+}
