@@ -75,6 +75,10 @@ pub(crate) struct Credentials {
     /// `curl` then carry a proof each.
     #[arg(long, global = true)]
     pub(crate) dpop: bool,
+    /// Push browser logins' authorization requests first (RFC 9126): only the client id and a
+    /// one-time request URI go through the browser. On by itself when the issuer requires it.
+    #[arg(long, global = true)]
+    pub(crate) par: bool,
     /// The authorization endpoint, for `login --browser` [default: from discovery].
     #[arg(long, global = true)]
     pub(crate) authorization_url: Option<String>,
@@ -172,6 +176,9 @@ impl Credentials {
         }
         if self.dpop {
             words.push("--dpop".into());
+        }
+        if self.par {
+            words.push("--par".into());
         }
         if self.no_proxy {
             words.push("--no-proxy".into());
@@ -311,6 +318,14 @@ pub(crate) struct LoginArgs {
     /// How long to wait for the browser or the device approval (`90s`, `5m`).
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     pub(crate) timeout: Duration,
+    /// OpenID Connect `acr_values` for the browser flow: the authentication level to reach
+    /// (what an API's step-up challenge asked for, RFC 9470).
+    #[arg(long, value_name = "VALUES", conflicts_with = "device")]
+    pub(crate) acr_values: Option<String>,
+    /// OpenID Connect `max_age` for the browser flow: authenticate again unless the last
+    /// authentication is at most this many seconds old.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "device")]
+    pub(crate) max_age: Option<u64>,
 }
 
 /// `authwire curl`.
@@ -360,6 +375,12 @@ pub(crate) enum AuthMethod {
     PrivateKeyJwt,
     /// A public client.
     None,
+    /// `tls_client_auth` (RFC 8705): the client certificate in --cert (issued by a CA the
+    /// server trusts) authenticates the client; tokens are bound to it.
+    TlsClientAuth,
+    /// `self_signed_tls_client_auth` (RFC 8705): a self-signed --cert registered with the
+    /// server authenticates the client; tokens are bound to it.
+    SelfSignedTlsClientAuth,
 }
 
 /// A cloud platform's own credentials instead of an OAuth2 client (`--credential`).

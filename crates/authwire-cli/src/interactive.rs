@@ -23,6 +23,10 @@ pub(crate) struct LoginOptions {
     pub(crate) login_hint: Option<String>,
     /// How long to wait for the person.
     pub(crate) timeout: Duration,
+    /// OpenID Connect `acr_values` (a step-up).
+    pub(crate) acr_values: Option<String>,
+    /// OpenID Connect `max_age`, in seconds.
+    pub(crate) max_age: Option<u64>,
 }
 
 impl Default for LoginOptions {
@@ -35,6 +39,8 @@ impl Default for LoginOptions {
             prompt: None,
             login_hint: None,
             timeout: Duration::from_secs(300),
+            acr_values: None,
+            max_age: None,
         }
     }
 }
@@ -44,6 +50,10 @@ impl Default for LoginOptions {
 async fn use_browser(s: &Settings, o: &LoginOptions) -> bool {
     if o.browser || o.device {
         return o.browser;
+    }
+    // Only the browser flow carries acr_values and max_age.
+    if o.acr_values.is_some() || o.max_age.is_some() {
+        return true;
     }
     let can_open = o.no_open || browser::available();
     let Ok(provider) = s.oauth2("login") else {
@@ -67,6 +77,12 @@ pub(crate) async fn log_in(s: &Settings, o: &LoginOptions) -> Result<u8, CliErro
         }
         if let Some(h) = &o.login_hint {
             options = options.login_hint(h);
+        }
+        if let Some(a) = &o.acr_values {
+            options = options.acr_values(a);
+        }
+        if let Some(m) = o.max_age {
+            options = options.max_age(m);
         }
         // The URL carries no secret (state and the PKCE challenge are single-use and public);
         // the code comes back to our listener, never to the terminal.

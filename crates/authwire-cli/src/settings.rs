@@ -65,6 +65,8 @@ struct Profile {
     allow_insecure_http: bool,
     #[serde(default)]
     dpop: bool,
+    #[serde(default)]
+    par: bool,
     authorization_url: Option<String>,
     revocation_url: Option<String>,
     /// Hosts `git-credential` answers for.
@@ -336,7 +338,7 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         (None, Some(name)) => Some(
             <AuthMethod as clap::ValueEnum>::from_str(name, true).map_err(|_| {
                 CliError::config(format!(
-                    "auth_method {name:?} is not basic, post, private-key-jwt or none"
+                    "auth_method {name:?} is not basic, post, private-key-jwt, none, tls-client-auth or self-signed-tls-client-auth"
                 ))
             })?,
         ),
@@ -370,7 +372,11 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
             ));
         }
     };
-    let confidential = secret.is_some() || private_key.is_some() || assertion.is_some();
+    let tls_auth = matches!(
+        auth_method,
+        Some(AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth)
+    );
+    let confidential = secret.is_some() || private_key.is_some() || assertion.is_some() || tls_auth;
     if let Some(s) = &secret {
         b = b.client_secret(s);
     }
@@ -385,6 +391,10 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
             Some(AuthMethod::Basic) => b = b.auth_method(ClientAuthMethod::ClientSecretBasic),
             Some(AuthMethod::Post) => b = b.auth_method(ClientAuthMethod::ClientSecretPost),
             Some(AuthMethod::None) => b = b.auth_method(ClientAuthMethod::None),
+            Some(AuthMethod::TlsClientAuth) => b = b.auth_method(ClientAuthMethod::TlsClientAuth),
+            Some(AuthMethod::SelfSignedTlsClientAuth) => {
+                b = b.auth_method(ClientAuthMethod::SelfSignedTlsClientAuth)
+            }
             Some(AuthMethod::PrivateKeyJwt) | None if private_key.is_some() => {
                 let path = private_key.as_deref().unwrap_or(Path::new(""));
                 let pem = std::fs::read(path).map_err(|e| {
@@ -419,7 +429,9 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
     for r in c.resource.iter().chain(&profile.resource) {
         b = b.resource(r);
     }
-    b = b.allow_insecure_http(allow_insecure_http);
+    b = b
+        .allow_insecure_http(allow_insecure_http)
+        .par(c.par || profile.par);
     if let Some(u) = c.authorization_url.clone().or(profile.authorization_url) {
         b = b.authorization_url(u);
     }

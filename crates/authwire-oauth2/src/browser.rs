@@ -292,7 +292,11 @@ impl Inner {
             return Ok(None);
         }
         metadata
-            .and_then(|m| m.par_endpoint.clone())
+            .and_then(|m| {
+                self.mtls_alias(m, |a| a.pushed_authorization_request_endpoint.as_ref())
+                    .or(m.par_endpoint.as_ref())
+                    .cloned()
+            })
             .map(Some)
             .ok_or_else(|| {
                 ProviderError::permanent(

@@ -40,6 +40,14 @@ pub enum ClientAuthMethod {
     /// jwt-bearer): a Kubernetes projected service-account token for Azure workload identity,
     /// or any federated token. Read again for every token request.
     ClientAssertion(AssertionSource),
+    /// `tls_client_auth` (RFC 8705 section 2.1): the client certificate the transport presents
+    /// ([`Transport::identity_pem`](crate::Transport::identity_pem)), issued by a CA the server
+    /// trusts, authenticates the client; only `client_id` goes in the form. Requests go to the
+    /// server's `mtls_endpoint_aliases`, and its tokens are bound to the certificate.
+    TlsClientAuth,
+    /// `self_signed_tls_client_auth` (RFC 8705 section 2.2): as [`TlsClientAuth`](Self::TlsClientAuth),
+    /// with a self-signed certificate registered with the server (its JWKS `x5c`).
+    SelfSignedTlsClientAuth,
 }
 
 impl ClientAuthMethod {
@@ -51,7 +59,17 @@ impl ClientAuthMethod {
             ClientAuthMethod::PrivateKeyJwt { .. } => "private_key_jwt",
             ClientAuthMethod::None => "none",
             ClientAuthMethod::ClientAssertion(_) => "client_assertion",
+            ClientAuthMethod::TlsClientAuth => "tls_client_auth",
+            ClientAuthMethod::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
+    }
+
+    /// Whether the TLS connection's client certificate authenticates the client (RFC 8705).
+    pub fn is_mutual_tls(&self) -> bool {
+        matches!(
+            self,
+            ClientAuthMethod::TlsClientAuth | ClientAuthMethod::SelfSignedTlsClientAuth
+        )
     }
 }
 
@@ -232,7 +250,10 @@ impl Inner {
                 )?;
                 push_assertion(form, &self.client_id, assertion, sent);
             }
-            ClientAuthMethod::None => {
+            // RFC 8705 section 2: the certificate was presented in the TLS handshake.
+            ClientAuthMethod::None
+            | ClientAuthMethod::TlsClientAuth
+            | ClientAuthMethod::SelfSignedTlsClientAuth => {
                 form.push("client_id", &self.client_id);
             }
             ClientAuthMethod::ClientAssertion(source) => {

@@ -40,14 +40,48 @@ pub(crate) struct Metadata {
     /// RFC 9126 section 5.
     pub(crate) par_endpoint: Option<Url>,
     pub(crate) require_par: bool,
+    /// RFC 8705 section 5: where a client that presents a certificate sends its requests.
+    pub(crate) mtls_aliases: MtlsAliases,
+}
+
+/// `mtls_endpoint_aliases` (RFC 8705 section 5).
+#[derive(Default)]
+pub(crate) struct MtlsAliases {
+    pub(crate) token_endpoint: Option<Url>,
+    pub(crate) device_authorization_endpoint: Option<Url>,
+    pub(crate) revocation_endpoint: Option<Url>,
+    pub(crate) pushed_authorization_request_endpoint: Option<Url>,
 }
 
 impl Inner {
     pub(crate) async fn token_endpoint(&self) -> Result<Url, ProviderError> {
         match &self.endpoints {
             Endpoints::Fixed { token, .. } => Ok(token.clone()),
-            Endpoints::Discovered { .. } => Ok(self.metadata().await?.token_endpoint.clone()),
+            Endpoints::Discovered { .. } => {
+                let m = self.metadata().await?;
+                Ok(self
+                    .mtls_alias(m, |a| a.token_endpoint.as_ref())
+                    .unwrap_or(&m.token_endpoint)
+                    .clone())
+            }
         }
+    }
+
+    /// The `mtls_endpoint_aliases` entry for an endpoint, when this client presents a
+    /// certificate (RFC 8705 section 5: for client authentication or certificate-bound tokens).
+    pub(crate) fn mtls_alias<'m>(
+        &self,
+        m: &'m Metadata,
+        pick: impl FnOnce(&'m MtlsAliases) -> Option<&'m Url>,
+    ) -> Option<&'m Url> {
+        self.presents_certificate()
+            .then(|| pick(&m.mtls_aliases))
+            .flatten()
+    }
+
+    /// Whether requests carry a client certificate (the transport has an identity).
+    pub(crate) fn presents_certificate(&self) -> bool {
+        self.transport.client_certificate_der().is_some()
     }
 
     pub(crate) async fn device_endpoint(&self) -> Result<Url, ProviderError> {
@@ -96,7 +130,21 @@ impl Inner {
         }
         let found = match &self.endpoints {
             Endpoints::Fixed { .. } => None,
-            Endpoints::Discovered { .. } => discovered(self.metadata().await?).cloned(),
+            Endpoints::Discovered { .. } => {
+                let m = self.metadata().await?;
+                let alias = self.mtls_alias(m, |a| {
+                    // The alias of the same endpoint, found by comparing with the plain one.
+                    let plain = discovered(m)?;
+                    [
+                        (&m.device_authorization_endpoint, &a.device_authorization_endpoint),
+                        (&m.revocation_endpoint, &a.revocation_endpoint),
+                    ]
+                    .into_iter()
+                    .find(|(p, _)| p.as_ref() == Some(plain))
+                    .and_then(|(_, a)| a.as_ref())
+                });
+                alias.or_else(|| discovered(m)).cloned()
+            }
         };
         found.ok_or_else(|| ProviderError::permanent(missing))
     }
@@ -178,6 +226,32 @@ impl Inner {
                 .get("authorization_response_iss_parameter_supported")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            mtls_aliases: {
+                let aliases = doc.get("mtls_endpoint_aliases").and_then(Value::as_object);
+                let alias = |name: &'static str| -> Result<Option<Url>, ProviderError> {
+                    aliases
+                        .and_then(|a| a.get(name))
+                        .and_then(Value::as_str)
+                        .map(|u| {
+                            let url = Url::parse(u).map_err(|e| {
+                                ProviderError::invalid_response(
+                                    Some(status),
+                                    format!("mtls_endpoint_aliases {name} is not a URL: {e}"),
+                                )
+                            })?;
+                            check_transport(&url, name, self.allow_insecure_http)
+                                .map_err(|e| ProviderError::invalid_response(Some(status), e.to_string()))?;
+                            Ok(url)
+                        })
+                        .transpose()
+                };
+                MtlsAliases {
+                    token_endpoint: alias("token_endpoint")?,
+                    device_authorization_endpoint: alias("device_authorization_endpoint")?,
+                    revocation_endpoint: alias("revocation_endpoint")?,
+                    pushed_authorization_request_endpoint: alias("pushed_authorization_request_endpoint")?,
+                }
+            },
             jwks_uri: endpoint("jwks_uri")?,
             par_endpoint: endpoint("pushed_authorization_request_endpoint")?,
             require_par: doc

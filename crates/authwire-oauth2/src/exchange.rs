@@ -10,8 +10,10 @@ use crate::response;
 use crate::transport::Reply;
 use authwire::http::{self, HeaderMap, header};
 use authwire::{ProviderError, Token};
-use secrecy::SecretString;
+use base64::Engine as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
+use sha2::Digest as _;
 use std::sync::Arc;
 use tracing::debug;
 use url::Url;
@@ -40,7 +42,36 @@ impl Inner {
                 response::parse_token_response(status, retry_after, body, self.clock.now())
             })
             .await?;
+        let token = self.check_certificate_binding(token)?;
         self.bind(token)
+    }
+
+    /// RFC 8705 section 3: a JWT access token bound to a certificate (`cnf.x5t#S256`) is known
+    /// as such (the extra `x5t#S256`), and refused when it is not bound to the certificate this
+    /// client presents: no request of ours could use it. Opaque tokens cannot be read; a client
+    /// that presents a certificate sends them through the same transport anyway.
+    fn check_certificate_binding(&self, token: Token) -> Result<Token, ProviderError> {
+        let bound = authwire_jwt::inspect(token.access_token().expose_secret())
+            .ok()
+            .and_then(|c| c.all().get("cnf")?.get("x5t#S256")?.as_str().map(str::to_owned));
+        let Some(bound) = bound else {
+            return Ok(token);
+        };
+        let ours = self
+            .transport
+            .client_certificate_der()
+            .map(|der| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der)));
+        if ours.as_deref() == Some(bound.as_str()) {
+            return Ok(token.with_extra("x5t#S256", bound));
+        }
+        let e = ProviderError::invalid_response(
+            Some(200),
+            "the access token is bound to a client certificate (cnf.x5t#S256, RFC 8705) that this client does not present: set the same certificate on the transport",
+        );
+        Err(match token.refresh_token() {
+            Some(rt) => e.with_refresh_token(rt.clone()),
+            None => e,
+        })
     }
 
     /// With DPoP, a token must come back bound (`token_type: DPoP`); it then carries its

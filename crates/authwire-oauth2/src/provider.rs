@@ -145,6 +145,7 @@ impl OAuth2Provider {
         // Whoever supplied the builder, credential-bearing requests never follow a redirect.
         let user_agent = concat!("authwire-oauth2/", env!("CARGO_PKG_VERSION"));
         let transport = b.transport.clone().unwrap_or_default();
+        let own_http_client = b.http_client.is_some();
         let http = match b.http_client {
             Some(builder) => HttpClient::from_reqwest_builder(builder),
             None => HttpClient::with_transport(user_agent, &transport),
@@ -171,6 +172,14 @@ impl OAuth2Provider {
         }
         if let Grant::JwtBearer(AssertionSource::Signed { key, .. }) = &b.grant {
             credentials.push(key.fingerprint.to_string());
+        }
+        // RFC 8705: tokens bound to one certificate are useless with another.
+        if let Some(der) = transport.client_certificate_der() {
+            credentials.push(format!("cert:{}", &credential_fingerprint(der)));
+        } else if auth_method.is_mutual_tls() && !own_http_client {
+            return Err(BuildError::Missing(
+                "a client certificate for tls_client_auth: Transport::identity_pem (the CLI's --cert and --key)",
+            ));
         }
         // Tokens bound to one DPoP key are useless with another: the key is part of the key.
         if let Some(key) = &b.dpop {

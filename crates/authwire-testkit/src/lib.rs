@@ -58,7 +58,9 @@ pub use gcp::{
 };
 pub use gcp_aws::{AWS_ACCESS_KEY_ID, AWS_ROLE, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ZONE};
 pub use grpc::{GrpcEcho, RawCodec};
-pub use idp::{Approval, Client, Fault, IdTokenTamper, IdentityServer, IdentityServerBuilder, Settings};
+pub use idp::{
+    Approval, Client, Fault, IdTokenTamper, IdentityServer, IdentityServerBuilder, Settings, TlsClientAuth,
+};
 pub use proxy::ForwardProxy;
 pub use raw::{Misbehavior, RawServer};
 pub use redis::RedisServer;

@@ -271,7 +271,7 @@ pub(crate) fn make_client_certificate(dir: &std::path::Path, stem: &str, name: &
 }
 
 /// Run the `openssl` tool in `dir` with `args`; panics (a test's set-up) if it fails.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &std::path::Path, args: &[&str]) {
     let status = std::process::Command::new("openssl")
         .args(args)
         .current_dir(dir)

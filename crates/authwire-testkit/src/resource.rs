@@ -147,6 +147,21 @@ impl ResourceServer {
         })
     }
 
+    /// Serve https with `ca`'s certificate, asking clients for a certificate (any; not
+    /// required): a certificate-bound token (`cnf.x5t#S256`, RFC 8705 section 3) is accepted
+    /// only over a connection that presents that certificate.
+    pub async fn start_mtls(idp: &IdentityServer, ca: &crate::TestCa) -> Self {
+        let mut server = Self::serve(
+            idp,
+            Some(ca.acceptor_any_client_certificate()),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .expect("bind a loopback port");
+        server.ca_pem = Some(ca.ca_pem().to_vec());
+        server
+    }
+
     /// Demand tokens whose login reached `acr` (the first of the authorization request's
     /// `acr_values`); others get `401` with `Bearer error="insufficient_user_authentication",
     /// acr_values="<acr>"` (RFC 9470). `None` stops demanding.
@@ -425,7 +440,19 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
             return r;
         }
     };
+    // RFC 8705 section 3: a certificate-bound token only with its certificate.
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::tls::PeerCertificate>>()
+        .and_then(|c| c.0.0.as_deref())
+        .map(crate::tls::x5t_s256);
     let checked = state.idp.check_access_token(token).and_then(|sub| {
+        match state.idp.access_token_x5t(token) {
+            Some(x5t) if peer.as_deref() != Some(x5t.as_str()) => {
+                return Err("the token is bound to a client certificate this connection did not present");
+            }
+            _ => {}
+        }
         let bound = state.idp.access_token_jkt(token);
         match (scheme, bound) {
             ("Bearer", None) => Ok(sub),

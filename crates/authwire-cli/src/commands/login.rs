@@ -16,6 +16,8 @@ pub(crate) async fn exec(credentials: &Credentials, args: LoginArgs) -> Result<u
         prompt: args.prompt,
         login_hint: args.login_hint,
         timeout: args.timeout,
+        acr_values: args.acr_values,
+        max_age: args.max_age,
     };
     interactive::log_in(&s, &options).await
 }

@@ -7,6 +7,7 @@ mod end_to_end;
 mod enterprise;
 mod errors;
 mod grants;
+mod mtls;
 mod transport;
 
 use authwire_oauth2::OAuth2ProviderBuilder;

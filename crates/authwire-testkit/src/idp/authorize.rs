@@ -148,13 +148,51 @@ pub(crate) async fn authorize(State(s): State<Arc<IdpState>>, RawQuery(query): R
 /// request (its key's thumbprint becomes `dpop_jkt`, RFC 9449 section 10.1).
 pub(crate) async fn par(
     State(s): State<Arc<IdpState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<crate::tls::PeerCertificate>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
+) -> Response {
+    par_inner(
+        s,
+        headers,
+        body,
+        super::client_auth::Peer {
+            certificate: peer.0,
+            at_mtls_alias: false,
+        },
+    )
+    .await
+}
+
+/// `POST /mtls/par`: the same, at the `mtls_endpoint_aliases` (RFC 8705 section 5).
+pub(crate) async fn mtls_par(
+    State(s): State<Arc<IdpState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<crate::tls::PeerCertificate>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    par_inner(
+        s,
+        headers,
+        body,
+        super::client_auth::Peer {
+            certificate: peer.0,
+            at_mtls_alias: true,
+        },
+    )
+    .await
+}
+
+async fn par_inner(
+    s: Arc<IdpState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+    peer: super::client_auth::Peer,
 ) -> Response {
     use std::sync::atomic::Ordering;
     s.par_requests.fetch_add(1, Ordering::SeqCst);
     let form = super::wire::parse_form(&body);
-    let (client, _method) = match super::client_auth::authenticate(&s, &headers, &form) {
+    let (client, _method) = match super::client_auth::authenticate(&s, &headers, &form, &peer) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -172,7 +210,8 @@ pub(crate) async fn par(
         .collect();
     params.insert("client_id".into(), client.id.clone());
     if let Some(proof) = headers.get("dpop").and_then(|v| v.to_str().ok()) {
-        let htu = format!("{}/par", s.issuer());
+        let path = if peer.at_mtls_alias { "/mtls/par" } else { "/par" };
+        let htu = format!("{}{path}", s.issuer());
         let expect = crate::dpop::Expect {
             method: "POST",
             htu: &htu,

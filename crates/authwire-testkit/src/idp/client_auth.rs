@@ -16,6 +16,7 @@ pub(super) fn authenticate(
     s: &IdpState,
     headers: &HeaderMap,
     form: &Form,
+    peer: &Peer,
 ) -> Result<(Client, &'static str), Response> {
     let invalid = |why: &str| {
         let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", why);
@@ -77,6 +78,9 @@ pub(super) fn authenticate(
         .get("client_id")
         .ok_or_else(|| invalid("no client authentication"))?;
     let client = clients.get(id).ok_or_else(|| invalid("unknown client"))?;
+    if let Some(tls) = &client.tls {
+        return authenticate_tls(s, client, tls, peer).map_err(invalid);
+    }
     match (&client.secret, form.get("client_secret")) {
         (Some(expected), Some(given)) if expected == given => Ok((client.clone(), "client_secret_post")),
         (Some(_), _) => Err(invalid("client authentication failed")),
@@ -85,6 +89,50 @@ pub(super) fn authenticate(
             Err(invalid("this client must use private_key_jwt"))
         }
         (None, None) => Ok((client.clone(), "none")),
+    }
+}
+
+/// Where a request came from, for mutual TLS (RFC 8705): the certificate of its connection,
+/// and whether it came to an `mtls_endpoint_aliases` endpoint.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Peer {
+    pub(crate) certificate: Option<Vec<u8>>,
+    pub(crate) at_mtls_alias: bool,
+}
+
+/// RFC 8705 section 2: the connection's certificate authenticates the client: one the CA
+/// issued with the registered subject DN, or exactly the registered self-signed one.
+fn authenticate_tls(
+    s: &IdpState,
+    client: &Client,
+    tls: &super::config::TlsClientAuth,
+    peer: &Peer,
+) -> Result<(Client, &'static str), &'static str> {
+    use super::config::TlsClientAuth;
+    if !peer.at_mtls_alias {
+        return Err("mutual TLS client authentication is accepted at the mtls_endpoint_aliases only");
+    }
+    let der = peer
+        .certificate
+        .as_deref()
+        .ok_or("no client certificate was presented in the TLS handshake")?;
+    match tls {
+        TlsClientAuth::SubjectDn(dn) => {
+            let ca = s.client_ca.as_deref().ok_or("this server trusts no client CA")?;
+            if !crate::tls::issued_by(ca, der) {
+                return Err("the client certificate was not issued by a trusted CA");
+            }
+            if crate::tls::subject_dn(der).as_deref() != Some(dn.as_str()) {
+                return Err(
+                    "the client certificate's subject is not the registered tls_client_auth_subject_dn",
+                );
+            }
+            Ok((client.clone(), "tls_client_auth"))
+        }
+        TlsClientAuth::SelfSigned(registered) if registered == der => {
+            Ok((client.clone(), "self_signed_tls_client_auth"))
+        }
+        TlsClientAuth::SelfSigned(_) => Err("the client certificate is not the registered one"),
     }
 }
 
@@ -137,6 +185,6 @@ impl IdpState {
         body: &[u8],
     ) -> Result<(Client, Form), Response> {
         let form = parse_form(body);
-        authenticate(self, headers, &form).map(|(c, _)| (c, form))
+        authenticate(self, headers, &form, &Peer::default()).map(|(c, _)| (c, form))
     }
 }

@@ -14,6 +14,19 @@ pub struct Client {
     pub secret: Option<String>,
     /// The public key (SPKI PEM) for `private_key_jwt`.
     pub public_key_pem: Option<String>,
+    /// Mutual TLS client authentication (RFC 8705), when the client uses it.
+    pub tls: Option<TlsClientAuth>,
+}
+
+/// How a client authenticates with its TLS certificate (RFC 8705 section 2).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum TlsClientAuth {
+    /// `tls_client_auth`: a certificate the server's CA issued, with this subject DN
+    /// (`tls_client_auth_subject_dn`, RFC 4514 text such as `CN=laptop`).
+    SubjectDn(String),
+    /// `self_signed_tls_client_auth`: exactly this certificate (DER), registered beforehand.
+    SelfSigned(Vec<u8>),
 }
 
 impl Client {
@@ -32,6 +45,7 @@ impl Client {
             id: id.into(),
             secret: Some(secret.into()),
             public_key_pem: None,
+            tls: None,
         }
     }
 
@@ -41,6 +55,7 @@ impl Client {
             id: id.into(),
             secret: None,
             public_key_pem: None,
+            tls: None,
         }
     }
 
@@ -50,6 +65,28 @@ impl Client {
             id: id.into(),
             secret: None,
             public_key_pem: Some(public_key_pem.into()),
+            tls: None,
+        }
+    }
+
+    /// A client that authenticates with a certificate the server's CA issued for
+    /// `subject_dn` (`tls_client_auth`), at the `mtls_endpoint_aliases`.
+    pub fn tls_client_auth(id: impl Into<String>, subject_dn: impl Into<String>) -> Self {
+        Self {
+            tls: Some(TlsClientAuth::SubjectDn(subject_dn.into())),
+            ..Self::public(id)
+        }
+    }
+
+    /// A client that authenticates with the self-signed certificate `cert_pem`
+    /// (`self_signed_tls_client_auth`).
+    pub fn self_signed_tls_client_auth(id: impl Into<String>, cert_pem: &[u8]) -> Self {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let der = CertificateDer::from_pem_slice(cert_pem).expect("a PEM certificate");
+        Self {
+            tls: Some(TlsClientAuth::SelfSigned(der.to_vec())),
+            ..Self::public(id)
         }
     }
 }

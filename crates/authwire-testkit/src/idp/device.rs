@@ -16,7 +16,7 @@ pub(super) async fn device_authorization(
     body: Bytes,
 ) -> Response {
     let form = parse_form(&body);
-    let (client, _) = match authenticate(&s, &headers, &form) {
+    let (client, _) = match authenticate(&s, &headers, &form, &super::client_auth::Peer::default()) {
         Ok(c) => c,
         Err(r) => return r,
     };

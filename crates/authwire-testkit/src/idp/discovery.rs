@@ -23,7 +23,7 @@ pub(super) async fn openid_discovery(state: State<Arc<IdpState>>) -> Response {
 pub(super) async fn discovery(State(s): State<Arc<IdpState>>) -> Response {
     s.discovery_requests.fetch_add(1, Ordering::SeqCst);
     let i = &s.issuer;
-    axum::Json(json!({
+    let mut doc = json!({
         "issuer": i,
         "token_endpoint": format!("{i}/token"),
         "jwks_uri": format!("{i}/jwks"),
@@ -41,8 +41,23 @@ pub(super) async fn discovery(State(s): State<Arc<IdpState>>) -> Response {
         "grant_types_supported": [GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, GRANT_DEVICE_CODE],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
-    }))
-    .into_response()
+    });
+    if s.client_ca.is_some() {
+        doc["mtls_endpoint_aliases"] = json!({
+            "token_endpoint": format!("{i}/mtls/token"),
+            "pushed_authorization_request_endpoint": format!("{i}/mtls/par"),
+        });
+        doc["tls_client_certificate_bound_access_tokens"] = json!(true);
+        doc["token_endpoint_auth_methods_supported"] = json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none",
+            "tls_client_auth",
+            "self_signed_tls_client_auth"
+        ]);
+    }
+    axum::Json(doc).into_response()
 }
 
 pub(super) async fn jwks(State(s): State<Arc<IdpState>>) -> Response {

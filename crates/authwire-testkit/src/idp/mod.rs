@@ -14,7 +14,7 @@ mod state;
 mod token;
 mod wire;
 
-pub use config::{Approval, Client, Fault, IdTokenTamper, Settings};
+pub use config::{Approval, Client, Fault, IdTokenTamper, Settings, TlsClientAuth};
 pub(crate) use state::IdpState;
 
 use crate::{CLIENT_PUBLIC_KEY_PEM, IDP_PRIVATE_KEY_PEM, IDP_PUBLIC_KEY_PEM};
@@ -35,6 +35,8 @@ pub struct IdentityServerBuilder {
     clients: Vec<Client>,
     bind: Option<SocketAddr>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The CA whose client certificates `tls_client_auth` accepts, with [`mtls`](Self::mtls).
+    client_ca: Option<Vec<u8>>,
 }
 
 impl IdentityServerBuilder {
@@ -72,6 +74,17 @@ impl IdentityServerBuilder {
     /// present a certificate `ca` signed (mutual TLS).
     pub fn tls(mut self, ca: &crate::TestCa, require_client_certificate: bool) -> Self {
         self.tls = Some(ca.acceptor(require_client_certificate));
+        self
+    }
+
+    /// Serve https with `ca`'s certificate, asking every client for a certificate without
+    /// requiring one, and publish `mtls_endpoint_aliases` (RFC 8705 section 5): at
+    /// `/mtls/token` and `/mtls/par` a client's certificate authenticates it
+    /// ([`Client::tls_client_auth`], [`Client::self_signed_tls_client_auth`]) and the tokens
+    /// issued there are bound to it (`cnf.x5t#S256`).
+    pub fn mtls(mut self, ca: &crate::TestCa) -> Self {
+        self.tls = Some(ca.acceptor_any_client_certificate());
+        self.client_ca = Some(ca.ca_pem().to_vec());
         self
     }
 
@@ -126,6 +139,8 @@ impl IdentityServerBuilder {
             contexts: Mutex::default(),
             pushed: Mutex::default(),
             par_requests: AtomicUsize::new(0),
+            client_ca: self.client_ca,
+            cert_bound: Mutex::default(),
             last_authorization: Mutex::default(),
             signing_key: EncodingKey::from_rsa_pem(IDP_PRIVATE_KEY_PEM.as_bytes()).expect("test key"),
             verifying_key: DecodingKey::from_rsa_pem(IDP_PUBLIC_KEY_PEM.as_bytes()).expect("test key"),
@@ -144,6 +159,8 @@ impl IdentityServerBuilder {
             .route("/device_authorization", post(device::device_authorization))
             .route("/authorize", get(authorize::authorize))
             .route("/par", post(authorize::par))
+            .route("/mtls/par", post(authorize::mtls_par))
+            .route("/mtls/token", post(token::mtls_token))
             .route("/revoke", post(revoke::revoke))
             .with_state(state.clone());
         let task = crate::tls::spawn(listener, router, self.tls);
@@ -178,6 +195,7 @@ impl IdentityServer {
             clients: Vec::new(),
             bind: None,
             tls: None,
+            client_ca: None,
         }
     }
 

@@ -90,6 +90,10 @@ pub(crate) struct IdpState {
     /// Pushed authorization requests (RFC 9126) by `request_uri`: client, parameters, expiry.
     pub(super) pushed: Mutex<HashMap<String, (String, HashMap<String, String>, SystemTime)>>,
     pub(super) par_requests: AtomicUsize,
+    /// The CA whose client certificates `tls_client_auth` accepts (RFC 8705 section 2.1).
+    pub(super) client_ca: Option<Vec<u8>>,
+    /// Opaque access tokens bound to a certificate, by token: the `x5t#S256`.
+    pub(super) cert_bound: Mutex<HashMap<String, String>>,
     /// The parameters of the last authorization request (after a pushed one was resolved).
     pub(super) last_authorization: Mutex<HashMap<String, String>>,
     pub(super) signing_key: EncodingKey,
@@ -181,7 +185,7 @@ impl IdpState {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.set_required_spec_claims::<&str>(&[]);
-        match jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation) {
+        let bound = match jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation) {
             Ok(data) => {
                 let mut claims = data.claims;
                 claims["cnf"] = json!({ "jkt": jkt });
@@ -193,7 +197,53 @@ impl IdpState {
                 lock(&self.opaque_cnf).insert(token.to_owned(), jkt.to_owned());
                 token.to_owned()
             }
+        };
+        let context = lock(&self.contexts).get(token).cloned();
+        if let Some(c) = context {
+            lock(&self.contexts).insert(bound.clone(), c);
         }
+        bound
+    }
+
+    /// The access token bound to the certificate `x5t` (RFC 8705 section 3): a JWT re-signed
+    /// with `cnf.x5t#S256`, or an opaque token recorded as bound. The authentication context
+    /// moves with it.
+    pub(super) fn bind_to_certificate(&self, token: &str, x5t: &str) -> String {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims::<&str>(&[]);
+        let bound = match jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation) {
+            Ok(data) => {
+                let mut claims = data.claims;
+                claims["cnf"]["x5t#S256"] = json!(x5t);
+                let mut header = Header::new(Algorithm::RS256);
+                header.kid = Some(KEY_ID.into());
+                jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign with the test key")
+            }
+            Err(_) => {
+                lock(&self.cert_bound).insert(token.to_owned(), x5t.to_owned());
+                token.to_owned()
+            }
+        };
+        let context = lock(&self.contexts).get(token).cloned();
+        if let Some(c) = context {
+            lock(&self.contexts).insert(bound.clone(), c);
+        }
+        bound
+    }
+
+    /// The certificate thumbprint an access token is bound to (`cnf.x5t#S256`), if any.
+    pub(crate) fn access_token_x5t(&self, token: &str) -> Option<String> {
+        if let Some(x5t) = lock(&self.cert_bound).get(token) {
+            return Some(x5t.clone());
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims::<&str>(&[]);
+        let data = jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation).ok()?;
+        data.claims["cnf"]["x5t#S256"].as_str().map(str::to_owned)
     }
 
     /// The DPoP key thumbprint an access token is bound to (`cnf.jkt`), if any. Call after

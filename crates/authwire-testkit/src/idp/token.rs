@@ -2,7 +2,7 @@
 //! token exchange, device code, authorization code with PKCE), faults, and DPoP binding.
 
 use super::authorize::s256;
-use super::client_auth::{authenticate, verify_assertion};
+use super::client_auth::{Peer, authenticate, verify_assertion};
 use super::config::Client;
 use super::state::{AuthContext, IdpState, lock};
 use super::wire::{
@@ -13,7 +13,7 @@ use super::wire::{
 use crate::CLIENT_PUBLIC_KEY_PEM;
 use authwire::Clock;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jsonwebtoken::DecodingKey;
@@ -21,8 +21,36 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub(super) async fn token(State(s): State<Arc<IdpState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let response = token_inner(s.clone(), headers, body).await;
+pub(super) async fn token(
+    State(s): State<Arc<IdpState>>,
+    ConnectInfo(peer): ConnectInfo<crate::tls::PeerCertificate>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = Peer {
+        certificate: peer.0,
+        at_mtls_alias: false,
+    };
+    counted(&s, token_inner(s.clone(), headers, body, peer).await)
+}
+
+/// `POST /mtls/token`: the token endpoint at its `mtls_endpoint_aliases` address (RFC 8705
+/// section 5), where a client's certificate authenticates it and binds its tokens.
+pub(super) async fn mtls_token(
+    State(s): State<Arc<IdpState>>,
+    ConnectInfo(peer): ConnectInfo<crate::tls::PeerCertificate>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = Peer {
+        certificate: peer.0,
+        at_mtls_alias: true,
+    };
+    counted(&s, token_inner(s.clone(), headers, body, peer).await)
+}
+
+/// Count the error code of an answer.
+fn counted(s: &IdpState, response: Response) -> Response {
     if let Some(code) = response
         .headers()
         .get(ERROR_CODE_HEADER)
@@ -33,7 +61,7 @@ pub(super) async fn token(State(s): State<Arc<IdpState>>, headers: HeaderMap, bo
     response
 }
 
-pub(super) async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Bytes, peer: Peer) -> Response {
     s.token_requests.fetch_add(1, Ordering::SeqCst);
     let delay = lock(&s.settings).token_delay;
     if !delay.is_zero() {
@@ -123,7 +151,7 @@ pub(super) async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Byte
     let grant = form.get("grant_type").cloned().unwrap_or_default();
     *lock(&s.grants).entry(grant.clone()).or_default() += 1;
 
-    let (client, method) = match authenticate(&s, &headers, &form) {
+    let (client, method) = match authenticate(&s, &headers, &form, &peer) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -194,14 +222,44 @@ pub(super) async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Byte
         }
     }
     let response = grant_response(&s, &grant, &client, method, &form, scope, audience);
-    match jkt {
+    let response = match jkt {
         Some(jkt) => bind_response(&s, response, &jkt).await,
+        None => response,
+    };
+    // RFC 8705 section 3: tokens issued at the mtls alias are bound to the connection's
+    // certificate.
+    match peer.certificate.as_deref().filter(|_| peer.at_mtls_alias) {
+        Some(der) => bind_certificate_response(&s, response, &crate::tls::x5t_s256(der)).await,
         None => response,
     }
 }
 
 /// Issue a DPoP-bound answer: `token_type: DPoP`, `cnf.jkt` in the access token, the refresh
 /// token bound to the key.
+/// Bind an answer's access token to a certificate thumbprint (`cnf.x5t#S256`).
+async fn bind_certificate_response(s: &IdpState, response: Response, x5t: &str) -> Response {
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let Ok(bytes) = axum::body::to_bytes(response.into_body(), 1 << 20).await else {
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "unreadable answer",
+        );
+    };
+    let Ok(mut body) = serde_json::from_slice::<Value>(&bytes) else {
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "unreadable answer",
+        );
+    };
+    let access = body["access_token"].as_str().unwrap_or_default().to_owned();
+    body["access_token"] = json!(s.bind_to_certificate(&access, x5t));
+    ok_json(body)
+}
+
 pub(super) async fn bind_response(s: &IdpState, response: Response, jkt: &str) -> Response {
     if response.status() != StatusCode::OK {
         return response;
