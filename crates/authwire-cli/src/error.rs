@@ -14,6 +14,9 @@ pub(crate) mod exit {
     pub(crate) const NETWORK: u8 = 4;
     /// `inspect`: the token has expired (scripts use `inspect` as a check).
     pub(crate) const EXPIRED: u8 = 5;
+    /// `curl`: the API asked for a step-up (a stronger login, more scope, claims) that could
+    /// not be answered here; the challenge is on stderr in one line.
+    pub(crate) const STEP_UP: u8 = 6;
     /// `curl`: the server answered with an HTTP error (as `curl -f` does).
     pub(crate) const HTTP: u8 = 22;
 }
@@ -31,6 +34,33 @@ impl CliError {
         Self {
             message: message.into(),
             code: exit::CONFIG,
+        }
+    }
+
+    /// An API's step-up challenge that could not be answered (exit 6): the challenge, and what
+    /// answers it (a login with its `acr_values` and `max_age`, or more scope).
+    pub(crate) fn step_up(url: &str, challenge: &authwire::StepUp, login: &str) -> Self {
+        use authwire::StepUpReason;
+        let fix = match challenge.reason {
+            StepUpReason::Authentication => {
+                let mut cmd = login.to_owned();
+                if !cmd.contains("--browser") {
+                    cmd.push_str(" --browser");
+                }
+                if let Some(acr) = &challenge.acr_values {
+                    cmd.push_str(&format!(" --acr-values '{}'", acr.replace('\'', "")));
+                }
+                if let Some(age) = challenge.max_age {
+                    cmd.push_str(&format!(" --max-age {age}"));
+                }
+                format!("log in again as it asks: `{cmd}`")
+            }
+            StepUpReason::Scope => "add the scope (--scope) and log in again".to_owned(),
+            _ => "log in again".to_owned(),
+        };
+        Self {
+            message: format!("{url} asks for a step-up: {challenge}; {fix}"),
+            code: exit::STEP_UP,
         }
     }
 

@@ -3,10 +3,11 @@
 
 use crate::args::{Credentials, CurlArgs};
 use crate::error::{CliError, exit};
+use crate::interactive::{self, LoginOptions};
 use crate::output::out_bytes;
 use crate::settings;
 use crate::trace::{self, Trace};
-use authwire::{AuthError, error_chain};
+use authwire::{AuthError, StepUpReason, error_chain};
 
 /// Run `authwire curl`.
 pub(crate) async fn exec(credentials: &Credentials, args: CurlArgs, trace: &Trace) -> Result<u8, CliError> {
@@ -15,21 +16,7 @@ pub(crate) async fn exec(credentials: &Credentials, args: CurlArgs, trace: &Trac
         .map_err(|e| CliError::config(format!("{} is not a URL: {e}", args.url)))?;
     let origin = url.origin().ascii_serialization();
     let authorizer = s.authorizer();
-    let middleware = authwire_reqwest::AuthMiddleware::builder(authorizer.clone())
-        .origin(origin.clone())
-        .allow_insecure_http(s.allow_insecure_http)
-        .build()
-        .map_err(|e| CliError::config(e.to_string()))?;
-    // The API is reached through the same network settings as the identity provider.
-    let http = s
-        .transport
-        .reqwest_client_builder(concat!("authwire/", env!("CARGO_PKG_VERSION")))
-        .map_err(|e| CliError::config(e.to_string()))?
-        .build()
-        .map_err(|e| CliError::config(format!("HTTP client: {}", error_chain(&e))))?;
-    let client = reqwest_middleware::ClientBuilder::new(http)
-        .with(middleware)
-        .build();
+    let client = client_with(&s, authorizer.clone(), &origin)?;
 
     let body = match (&args.data, &args.data_file) {
         (Some(d), _) => Some(d.clone().into_bytes()),
@@ -49,6 +36,91 @@ pub(crate) async fn exec(credentials: &Credentials, args: CurlArgs, trace: &Trac
     });
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| CliError::config(format!("{method:?} is not an HTTP method")))?;
+    let request = request_for(&client, &method, &url, &args, body)?;
+    // A copy for the one resend after a step-up login (bodies here are bytes: it always clones).
+    let again = request.try_clone();
+
+    trace::token(&authorizer, &s, trace).await?;
+    trace.step(
+        "step 4 prepare",
+        "Authorization header prepared once for this token (marked sensitive)",
+    );
+    let sent = request.send().await;
+    let challenge = match &sent {
+        Err(reqwest_middleware::Error::Middleware(inner)) => inner
+            .downcast_ref::<AuthError>()
+            .and_then(AuthError::step_up_challenge)
+            .cloned(),
+        _ => None,
+    };
+    let response = match (sent, challenge) {
+        (_, Some(challenge)) => {
+            if !(challenge.reason == StepUpReason::Authentication && a_person_is_there()) {
+                return Err(CliError::step_up(url.as_str(), &challenge, &s.login_command));
+            }
+            // A person is there: the same login `authwire login` would start, with what the API
+            // asked for; then the request once more, with the new token from the cache.
+            eprintln!("authwire: {url} asks for a step-up ({challenge}); logging in again");
+            let options = LoginOptions {
+                browser: true,
+                acr_values: challenge.acr_values.clone(),
+                max_age: challenge.max_age,
+                ..LoginOptions::default()
+            };
+            interactive::log_in(&s, &options).await?;
+            let Some(again) = again else {
+                return Err(CliError::step_up(url.as_str(), &challenge, &s.login_command));
+            };
+            let fresh = client_with(&s, s.authorizer(), &origin)?;
+            let again = again.build().map_err(|e| CliError::config(e.to_string()))?;
+            fresh
+                .execute(again)
+                .await
+                .map_err(|e| send_error(e, &s, &method, &url))?
+        }
+        (sent, None) => sent.map_err(|e| send_error(e, &s, &method, &url))?,
+    };
+    finish(response, &authorizer, &args, &method, &origin, &url, trace).await
+}
+
+/// Whether a person can log in here: stdin and stderr are terminals.
+fn a_person_is_there() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// The reqwest client with the middleware for `origin`, on the settings' network.
+fn client_with(
+    s: &settings::Settings,
+    authorizer: authwire::Authorizer,
+    origin: &str,
+) -> Result<reqwest_middleware::ClientWithMiddleware, CliError> {
+    let middleware = authwire_reqwest::AuthMiddleware::builder(authorizer)
+        .origin(origin.to_owned())
+        .allow_insecure_http(s.allow_insecure_http)
+        .build()
+        .map_err(|e| CliError::config(e.to_string()))?;
+    // The API is reached through the same network settings as the identity provider (and
+    // presents the same client certificate: a certificate-bound token needs it, RFC 8705).
+    let http = s
+        .transport
+        .reqwest_client_builder(concat!("authwire/", env!("CARGO_PKG_VERSION")))
+        .map_err(|e| CliError::config(e.to_string()))?
+        .build()
+        .map_err(|e| CliError::config(format!("HTTP client: {}", error_chain(&e))))?;
+    Ok(reqwest_middleware::ClientBuilder::new(http)
+        .with(middleware)
+        .build())
+}
+
+/// The request the arguments describe.
+fn request_for(
+    client: &reqwest_middleware::ClientWithMiddleware,
+    method: &reqwest::Method,
+    url: &url::Url,
+    args: &CurlArgs,
+    body: Option<Vec<u8>>,
+) -> Result<reqwest_middleware::RequestBuilder, CliError> {
     let mut request = client.request(method.clone(), url.clone());
     let mut has_content_type = false;
     for h in &args.headers {
@@ -64,22 +136,41 @@ pub(crate) async fn exec(credentials: &Credentials, args: CurlArgs, trace: &Trac
         }
         request = request.body(b);
     }
+    Ok(request)
+}
 
-    trace::token(&authorizer, &s, trace).await?;
-    trace.step(
-        "step 4 prepare",
-        "Authorization header prepared once for this token (marked sensitive)",
-    );
-    let response = request.send().await.map_err(|e| match e {
+/// What a failed send means for the user.
+fn send_error(
+    e: reqwest_middleware::Error,
+    s: &settings::Settings,
+    method: &reqwest::Method,
+    url: &url::Url,
+) -> CliError {
+    match e {
         reqwest_middleware::Error::Middleware(inner) => match inner.downcast_ref::<AuthError>() {
-            Some(auth) => CliError::auth(auth, &s),
+            Some(auth) => match auth.step_up_challenge() {
+                Some(challenge) => CliError::step_up(url.as_str(), challenge, &s.login_command),
+                None => CliError::auth(auth, s),
+            },
             None => CliError::network(inner.to_string()),
         },
         reqwest_middleware::Error::Reqwest(e) => match crate::error::transport_failure(&e, url.as_str()) {
             Some(line) => CliError::network(line),
             None => CliError::network(format!("{method} {}: {}", url, error_chain(&e))),
         },
-    })?;
+    }
+}
+
+/// Step 5's report, and the answer printed.
+async fn finish(
+    response: reqwest::Response,
+    authorizer: &authwire::Authorizer,
+    args: &CurlArgs,
+    method: &reqwest::Method,
+    origin: &str,
+    url: &url::Url,
+    trace: &Trace,
+) -> Result<u8, CliError> {
     let retried = authorizer.metrics().invalidations > 0;
     trace.step(
         "step 5 update",

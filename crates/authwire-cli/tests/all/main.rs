@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 mod browser_login;
 mod cloud;
+mod enterprise;
 mod helpers;
 mod proxy;
 mod transport;
