@@ -302,7 +302,7 @@ fn read_secret_file(path: &Path) -> Result<String, CliError> {
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, CliError> {
+pub(crate) async fn resolve(c: &Credentials) -> Result<Settings, CliError> {
     let profile = match &c.profile {
         Some(name) => load_profile(name)?,
         None => Profile::default(),
@@ -414,8 +414,10 @@ pub(crate) async fn resolve(c: &Credentials, login: bool) -> Result<Settings, Cl
         },
     }
     // A client that can authenticate gets its own tokens; a public one refreshes what `login`
-    // stored, and `login` itself needs a refresh-token provider under the same cache key.
-    b = b.grant(if confidential && !login {
+    // stored. `login` keeps its token under the key the other commands read: for a
+    // confidential client that logs a person in (a FAPI client), the stored login's refresh
+    // token is used first, under the same key as its client credentials.
+    b = b.grant(if confidential {
         Grant::ClientCredentials
     } else {
         Grant::RefreshToken

@@ -73,6 +73,23 @@ impl ClientAuthMethod {
     }
 }
 
+/// The `aud` of the assertions `private_key_jwt` signs (see
+/// [`OAuth2ProviderBuilder::assertion_audience`](crate::OAuth2ProviderBuilder::assertion_audience)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AssertionAudience {
+    /// The issuer identifier when the server requires pushed authorization requests (FAPI 2.0
+    /// servers do, and FAPI 2.0 section 5.3.2.1 requires the issuer as the only `aud`);
+    /// otherwise the URL of the endpoint the assertion is sent to (RFC 7523 section 3).
+    #[default]
+    Auto,
+    /// Always the issuer identifier found by discovery (the OpenID Foundation's 2025 advice
+    /// against audience injection); the endpoint when the provider has a fixed token URL.
+    Issuer,
+    /// Always the URL of the endpoint the assertion is sent to (token, PAR, revocation).
+    Endpoint,
+}
+
 impl fmt::Debug for ClientAuthMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -241,11 +258,12 @@ impl Inner {
                 }
             }
             ClientAuthMethod::PrivateKeyJwt { key } => {
+                let audience = self.assertion_audience_for(endpoint).await?;
                 let assertion = self.sign_jwt(
                     key,
                     &self.client_id,
                     &self.client_id,
-                    endpoint.as_str(),
+                    &audience,
                     Duration::from_secs(60),
                 )?;
                 push_assertion(form, &self.client_id, assertion, sent);
@@ -262,6 +280,19 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// The `aud` of a `private_key_jwt` assertion sent to `endpoint` (see [`AssertionAudience`]).
+    async fn assertion_audience_for(&self, endpoint: &Url) -> Result<String, ProviderError> {
+        let issuer = match &self.endpoints {
+            crate::discovery::Endpoints::Discovered { .. } => Some(self.metadata().await?),
+            crate::discovery::Endpoints::Fixed { .. } => None,
+        };
+        Ok(match (self.assertion_audience, issuer) {
+            (AssertionAudience::Issuer, Some(m)) => m.issuer.clone(),
+            (AssertionAudience::Auto, Some(m)) if m.require_par => m.issuer.clone(),
+            _ => endpoint.to_string(),
+        })
     }
 
     pub(crate) fn sign_jwt(

@@ -121,6 +121,7 @@ pub struct OAuth2ProviderBuilder {
     pub(crate) dpop: Option<crate::DpopKey>,
     pub(crate) dpop_bearer_fallback: bool,
     pub(crate) par: bool,
+    pub(crate) assertion_audience: crate::AssertionAudience,
     pub(crate) client_capabilities: Vec<String>,
     pub(crate) step_up_login: Option<crate::browser::StepUpLogin>,
 }
@@ -149,6 +150,7 @@ impl Default for OAuth2ProviderBuilder {
             dpop: None,
             dpop_bearer_fallback: false,
             par: false,
+            assertion_audience: crate::AssertionAudience::Auto,
             client_capabilities: Vec::new(),
             step_up_login: None,
         }
@@ -323,6 +325,14 @@ impl OAuth2ProviderBuilder {
     /// such endpoint makes the login fail.
     pub fn par(mut self, on: bool) -> Self {
         self.par = on;
+        self
+    }
+
+    /// The `aud` of `private_key_jwt` assertions ([`AssertionAudience`](crate::AssertionAudience);
+    /// default `Auto`: the issuer for servers that require pushed authorization requests, as
+    /// FAPI 2.0 asks, else the endpoint).
+    pub fn assertion_audience(mut self, audience: crate::AssertionAudience) -> Self {
+        self.assertion_audience = audience;
         self
     }
 

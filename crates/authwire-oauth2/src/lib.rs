@@ -68,7 +68,7 @@ mod response;
 pub mod transport;
 
 pub use browser::{BrowserLogin, DEFAULT_LOGIN_TIMEOUT, DEFAULT_REUSE_WINDOW};
-pub use client_auth::{ClientAuthMethod, PrivateKey};
+pub use client_auth::{AssertionAudience, ClientAuthMethod, PrivateKey};
 pub use config::{BuildError, DEFAULT_REQUEST_TIMEOUT, MAX_RESPONSE_BYTES, OAuth2ProviderBuilder};
 pub use dpop::{DpopError, DpopKey, DpopProof};
 pub use grants::device::{MAX_DEVICE_CODE_LIFETIME, MAX_DEVICE_POLL_INTERVAL};

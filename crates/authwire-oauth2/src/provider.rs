@@ -55,6 +55,7 @@ pub(crate) struct Inner {
     pub(crate) dpop_nonce: std::sync::Mutex<Option<String>>,
     /// RFC 9126: push browser logins' authorization requests.
     pub(crate) par: bool,
+    pub(crate) assertion_audience: crate::AssertionAudience,
     pub(crate) client_capabilities: Vec<String>,
     pub(crate) step_up_login: Option<crate::browser::StepUpLogin>,
     /// The network settings, for the ID token verifier's JWKS downloads.
@@ -228,6 +229,7 @@ impl OAuth2Provider {
                 dpop_bearer_fallback: b.dpop_bearer_fallback,
                 dpop_nonce: std::sync::Mutex::new(None),
                 par: b.par,
+                assertion_audience: b.assertion_audience,
                 client_capabilities: b.client_capabilities,
                 step_up_login: b.step_up_login,
                 transport,

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { start, CLI_CLIENT, SERVICE_CLIENT, SERVICE_SECRET, USER } from './server.mjs';
+import { runEnterprise } from './enterprise.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const bin = process.argv[2];
@@ -112,6 +113,9 @@ try {
   // 8. Secrets never on the terminal.
   const all = [login, t, refreshed, logout, denied].map((r) => r.stderr).join('\n');
   check('no token or code on stderr', !(token.access_token && all.includes(token.access_token)) && !(rt && all.includes(rt)) && !/code=/.test(all), all);
+
+  // 9. Enterprise OAuth (issue 28): FAPI 2.0 and mutual TLS.
+  await runEnterprise(authwire, check);
 } finally {
   close();
   rmSync(home, { recursive: true, force: true });

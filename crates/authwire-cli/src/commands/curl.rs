@@ -11,7 +11,7 @@ use authwire::{AuthError, StepUpReason, error_chain};
 
 /// Run `authwire curl`.
 pub(crate) async fn exec(credentials: &Credentials, args: CurlArgs, trace: &Trace) -> Result<u8, CliError> {
-    let s = settings::resolve(credentials, false).await?;
+    let s = settings::resolve(credentials).await?;
     let url = url::Url::parse(&args.url)
         .map_err(|e| CliError::config(format!("{} is not a URL: {e}", args.url)))?;
     let origin = url.origin().ascii_serialization();

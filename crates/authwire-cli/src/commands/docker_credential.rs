@@ -96,7 +96,7 @@ pub(crate) async fn exec(action: &str) -> Result<u8, CliError> {
                 let _ = out(&format!("{NOT_FOUND}\n"));
                 return Ok(1);
             };
-            let s = settings::resolve(&Credentials::for_profile(&profile), false).await?;
+            let s = settings::resolve(&Credentials::for_profile(&profile)).await?;
             let token = current(&s).await.map_err(|e| CliError::auth(&e, &s))?;
             let body = serde_json::json!({
                 "ServerURL": input.trim(),
@@ -115,7 +115,7 @@ pub(crate) async fn exec(action: &str) -> Result<u8, CliError> {
         }
         _ => {
             if let Some(profile) = profile_for(&input, &profiles) {
-                let s = settings::resolve(&Credentials::for_profile(&profile), false).await?;
+                let s = settings::resolve(&Credentials::for_profile(&profile)).await?;
                 if let Some((store, _)) = &s.store {
                     store
                         .delete(&s.cache_key())

@@ -93,7 +93,7 @@ pub(crate) async fn exec(credentials: &Credentials, args: GitArgs) -> Result<u8,
         // authwire owns its cache: what other helpers would store is not ours to keep.
         "store" => Ok(0),
         action @ ("get" | "erase") => {
-            let s = settings::resolve(credentials, false).await?;
+            let s = settings::resolve(credentials).await?;
             let hosts = if args.hosts.is_empty() {
                 &s.hosts
             } else {

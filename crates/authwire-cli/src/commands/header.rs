@@ -8,7 +8,7 @@ use crate::trace::{self, Trace};
 
 /// Run `authwire header`.
 pub(crate) async fn exec(credentials: &Credentials, trace: &Trace) -> Result<u8, CliError> {
-    let s = settings::resolve(credentials, false).await?;
+    let s = settings::resolve(credentials).await?;
     let authorizer = s.authorizer();
     trace::token(&authorizer, &s, trace).await?;
     let header = authorizer

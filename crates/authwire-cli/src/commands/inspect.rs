@@ -17,7 +17,7 @@ pub(crate) async fn exec(
     match args.token {
         Some(t) => show(&read_token_arg(&t).await?, None),
         None => {
-            let s = settings::resolve(credentials, false).await?;
+            let s = settings::resolve(credentials).await?;
             let token = trace::token(&s.authorizer(), &s, trace).await?;
             show(token.access_token().expose_secret(), s.dpop_key.as_ref())
         }

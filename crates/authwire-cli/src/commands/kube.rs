@@ -72,13 +72,12 @@ pub(crate) async fn exec(credentials: &Credentials, args: KubeArgs) -> Result<u8
             "kubectl cannot send DPoP proofs: drop --dpop for `authwire kube`",
         ));
     }
-    let s = settings::resolve(credentials, false).await?;
+    let s = settings::resolve(credentials).await?;
     let token = match current(&s).await {
         Ok(t) => t,
         Err(e) if needs_login(&e) && info.interactive => {
             eprintln!("authwire: no valid login for this cluster's identity provider; logging in");
-            let login_settings = settings::resolve(credentials, true).await?;
-            interactive::log_in(&login_settings, &LoginOptions::default()).await?;
+            interactive::log_in(&s, &LoginOptions::default()).await?;
             current(&s).await.map_err(|e| CliError::auth(&e, &s))?
         }
         Err(e) => {

@@ -8,7 +8,7 @@ use crate::settings;
 
 /// Run `authwire login`.
 pub(crate) async fn exec(credentials: &Credentials, args: LoginArgs) -> Result<u8, CliError> {
-    let s = settings::resolve(credentials, true).await?;
+    let s = settings::resolve(credentials).await?;
     let options = LoginOptions {
         browser: args.browser,
         device: args.device,

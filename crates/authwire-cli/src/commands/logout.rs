@@ -9,7 +9,7 @@ use authwire::error_chain;
 /// Run `authwire logout`. A failed revocation is reported (exit 3) and the local copy is
 /// deleted anyway.
 pub(crate) async fn exec(credentials: &Credentials) -> Result<u8, CliError> {
-    let s = settings::resolve(credentials, false).await?;
+    let s = settings::resolve(credentials).await?;
     let Some((store, description)) = &s.store else {
         return Err(CliError::config("there is no cache to log out of (--cache none)"));
     };

@@ -49,7 +49,7 @@ pub(crate) async fn exec(credentials: &Credentials, args: ProxyArgs) -> Result<u
     }
     let mut names = std::collections::HashSet::new();
     for (name, config, c) in configs {
-        let s = settings::resolve(&c, false).await?;
+        let s = settings::resolve(&c).await?;
         let name = if names.insert(name.clone()) {
             name
         } else {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Run `authwire token`.
 pub(crate) async fn exec(credentials: &Credentials, args: TokenArgs, trace: &Trace) -> Result<u8, CliError> {
-    let s = settings::resolve(credentials, false).await?;
+    let s = settings::resolve(credentials).await?;
     let authorizer = s.authorizer();
     let mut token = trace::token(&authorizer, &s, trace).await?;
     if let Some(min) = args.min_ttl

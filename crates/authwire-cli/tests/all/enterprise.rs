@@ -197,3 +197,49 @@ async fn tls_client_auth_and_curl_presents_the_same_certificate_to_the_api() {
     let line = out.assert_one_line_error();
     assert!(line.contains("--cert"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confidential_client_that_logs_a_person_in_keeps_using_that_login() {
+    // A FAPI-style client: it authenticates (here with a secret) and logs a person in; the
+    // commands that follow use the login's token and refresh token, not client credentials.
+    let idp = IdentityServer::start().await;
+    let sb = Sandbox::new();
+    let flags: Vec<String> = [
+        "--issuer",
+        &idp.issuer(),
+        "--client-id",
+        Client::CONFIDENTIAL_ID,
+        "--scope",
+        "openid offline_access",
+        "--cache",
+        "file",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut child = Run::new(&sb, &args(&["login", "--browser", "--no-open"], &flags))
+        .env("AUTHWIRE_CLIENT_SECRET", Client::CONFIDENTIAL_SECRET)
+        .spawn();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let link = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).await.unwrap() > 0);
+        if let Some(rest) = line.trim().strip_prefix("http") {
+            break format!("http{rest}");
+        }
+    };
+    ScriptedBrowser::new().login(&link).await.unwrap();
+    assert!(child.wait().await.unwrap().success());
+    assert_eq!(idp.grant_count("authorization_code"), 1);
+    let out = Run::new(&sb, &args(&["token", "--min-ttl", "2h"], &flags))
+        .env("AUTHWIRE_CLIENT_SECRET", Client::CONFIDENTIAL_SECRET)
+        .output()
+        .await;
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    assert_eq!(
+        idp.grant_count("refresh_token"),
+        1,
+        "the login's refresh token was used"
+    );
+    assert_eq!(idp.grant_count("client_credentials"), 0);
+}
