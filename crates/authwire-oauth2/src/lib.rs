@@ -88,6 +88,11 @@ pub use response::{parse_error, parse_retry_after, parse_token_response};
 #[doc = include_str!("../../../docs/providers.md")]
 pub struct ProvidersGuide;
 
+/// docs/enterprise.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/enterprise.md")]
+pub struct EnterpriseGuide;
+
 /// docs/dpop.md, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/dpop.md")]

@@ -291,3 +291,36 @@ async fn a_step_up_login_asks_for_the_challenges_acr_and_max_age_and_checks_auth
     assert_eq!(claims["acr"], "gold");
     assert!(claims["auth_time"].as_u64().is_some());
 }
+
+#[tokio::test]
+async fn private_key_jwt_names_the_issuer_as_audience_where_the_server_requires_par() {
+    // FAPI 2.0 section 5.3.2.1 and the OpenID Foundation's advice on audience injection.
+    let idp = IdentityServer::start().await;
+    let builder = || {
+        OAuth2Provider::builder()
+            .issuer(idp.issuer())
+            .client_id(Client::PRIVATE_KEY_JWT_ID)
+            .auth_method(authwire_oauth2::ClientAuthMethod::PrivateKeyJwt {
+                key: authwire_oauth2::PrivateKey::rsa_pem(
+                    authwire_testkit::CLIENT_PRIVATE_KEY_PEM.as_bytes(),
+                )
+                .unwrap(),
+            })
+    };
+    builder().build().unwrap().fetch_token(None).await.unwrap();
+    idp.update(|s| s.require_par = true);
+    builder().build().unwrap().fetch_token(None).await.unwrap();
+    builder()
+        .assertion_audience(authwire_oauth2::AssertionAudience::Endpoint)
+        .build()
+        .unwrap()
+        .fetch_token(None)
+        .await
+        .unwrap();
+    let token_endpoint = format!("\"{}/token\"", idp.issuer());
+    let issuer = format!("\"{}\"", idp.issuer());
+    assert_eq!(
+        idp.client_assertion_audiences(),
+        [token_endpoint.clone(), issuer, token_endpoint]
+    );
+}

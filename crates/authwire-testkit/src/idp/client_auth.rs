@@ -66,6 +66,7 @@ pub(super) fn authenticate(
             &[s.issuer.clone(), format!("{}/token", s.issuer)],
         )
         .map_err(invalid)?;
+        lock(&s.client_assertion_audiences).push(claims["aud"].to_string());
         if claims["sub"].as_str() != Some(client.id.as_str()) {
             return Err(invalid("client_assertion sub must be the client_id"));
         }

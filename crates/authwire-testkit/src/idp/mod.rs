@@ -136,6 +136,7 @@ impl IdentityServerBuilder {
             auth_methods: Mutex::default(),
             last_form: Mutex::default(),
             last_assertion: Mutex::default(),
+            client_assertion_audiences: Mutex::default(),
             contexts: Mutex::default(),
             pushed: Mutex::default(),
             par_requests: AtomicUsize::new(0),
@@ -304,6 +305,12 @@ impl IdentityServer {
     /// Requests to the authorization endpoint.
     pub fn authorization_requests(&self) -> usize {
         self.state.authorization_requests.load(Ordering::SeqCst)
+    }
+
+    /// The `aud` claim of each verified `private_key_jwt` client assertion, as JSON text
+    /// (`"https://..."`, or an array).
+    pub fn client_assertion_audiences(&self) -> Vec<String> {
+        state::lock(&self.state.client_assertion_audiences).clone()
     }
 
     /// Requests to the pushed authorization request endpoint (RFC 9126).

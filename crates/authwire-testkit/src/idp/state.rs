@@ -85,6 +85,8 @@ pub(crate) struct IdpState {
     pub(super) auth_methods: Mutex<Vec<String>>,
     pub(super) last_form: Mutex<HashMap<String, String>>,
     pub(super) last_assertion: Mutex<Option<String>>,
+    /// The `aud` of each verified `private_key_jwt` client assertion, as JSON.
+    pub(super) client_assertion_audiences: Mutex<Vec<String>>,
     /// The authentication context of each access token issued (by token).
     pub(super) contexts: Mutex<HashMap<String, AuthContext>>,
     /// Pushed authorization requests (RFC 9126) by `request_uri`: client, parameters, expiry.
