@@ -23,6 +23,10 @@ pub(crate) struct AuthContext {
     pub(crate) claims: Option<String>,
 }
 
+/// A pushed authorization request (RFC 9126): the client that pushed it, its parameters, and
+/// when its `request_uri` expires.
+pub(super) type PushedRequest = (String, HashMap<String, String>, SystemTime);
+
 pub(super) struct RefreshRecord {
     pub(super) context: AuthContext,
     pub(super) client_id: String,
@@ -90,7 +94,7 @@ pub(crate) struct IdpState {
     /// The authentication context of each access token issued (by token).
     pub(super) contexts: Mutex<HashMap<String, AuthContext>>,
     /// Pushed authorization requests (RFC 9126) by `request_uri`: client, parameters, expiry.
-    pub(super) pushed: Mutex<HashMap<String, (String, HashMap<String, String>, SystemTime)>>,
+    pub(super) pushed: Mutex<HashMap<String, PushedRequest>>,
     pub(super) par_requests: AtomicUsize,
     /// The CA whose client certificates `tls_client_auth` accepts (RFC 8705 section 2.1).
     pub(super) client_ca: Option<Vec<u8>>,

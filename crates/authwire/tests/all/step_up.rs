@@ -16,8 +16,11 @@ use std::time::Duration;
 #[derive(Clone, Default)]
 struct Stepping {
     fetches: Arc<Mutex<u32>>,
-    steps: Arc<Mutex<Vec<(StepUp, Option<String>)>>>,
+    steps: Arc<Mutex<Vec<Step>>>,
 }
+
+/// A step-up the provider was asked for, and the refresh token it saw.
+type Step = (StepUp, Option<String>);
 
 #[async_trait]
 impl IdentityProvider for Stepping {
