@@ -474,7 +474,9 @@ impl Authorizer {
     /// any refresh), and say how to authorize the one replay.
     ///
     /// One step-up runs at a time; callers that met the same challenge while it ran get its
-    /// token without asking the provider again. Not bounded by the refresh timeout: answering
+    /// result (its token, or its error) without asking the provider again, and the token that
+    /// answered a challenge is never stepped up again for the same challenge (a server that
+    /// is not satisfied would otherwise cost a token request per request). Not bounded by the refresh timeout: answering
     /// may need a person (a login). When the provider cannot answer, the error is
     /// [`AuthError::StepUpRequired`] with the challenge and the provider's error; the current
     /// token keeps being served, and nothing is retried.
@@ -503,6 +505,20 @@ impl Authorizer {
             }
         }
         let shared = &self.inner.shared;
+        // The token that answered this very challenge met it again: the server is not
+        // satisfied by what the provider can give, and asking again would only repeat it.
+        if let Some((answered, Ok(header))) = &*last
+            && answered == step
+            && header == sent
+        {
+            warn!(cache_key = %shared.key, challenge = step.reason.error_code(), "the token that answered this challenge met it again; not asking the provider again");
+            return Err(AuthError::StepUpRequired {
+                challenge: Box::new(step.clone()),
+                cause: Some(ProviderError::permanent(
+                    "the token that answered this challenge was challenged again",
+                )),
+            });
+        }
         Counters::bump(&shared.counters.step_ups);
         let current = self.inner.lock().held.clone();
         let fetched = shared.provider.step_up(current.as_deref(), step).await;

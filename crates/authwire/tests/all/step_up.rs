@@ -120,6 +120,16 @@ async fn a_step_up_challenge_is_answered_once_for_every_caller_that_met_it() {
         "no plain refresh was made for the challenge"
     );
 
+    // The stepped-up token meets the same challenge again: the server is not satisfied by what
+    // the provider gives, so the provider is not asked again (no token request per request).
+    let stepped = auth.authorization_header().await.unwrap();
+    let RetryDecision::StepUp(same) = decide(&auth, &stepped, &answer).await else {
+        panic!("not a step-up");
+    };
+    let err = auth.step_up(&same, &stepped).await.unwrap_err();
+    assert!(matches!(err, AuthError::StepUpRequired { .. }), "{err:?}");
+    assert_eq!(provider.steps.lock().unwrap().len(), 1);
+
     // A second, different challenge later is answered again (not the first one's token).
     let again = auth.authorization_header().await.unwrap();
     let RetryDecision::StepUp(step) = decide(
