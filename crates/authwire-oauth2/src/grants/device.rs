@@ -68,7 +68,13 @@ impl Inner {
             form.push("grant_type", GRANT_TYPE_DEVICE_CODE);
             form.push_secret("device_code", device_code.clone());
             match self.token_request(form).await {
-                Ok(token) => return Ok(token),
+                Ok(token) => {
+                    // The device flow has no nonce; the rest of the ID token is checked
+                    // (OpenID Connect Core 3.1.3.7) before it is kept.
+                    self.check_id_token(&token, &crate::oidc::Expect::default())
+                        .await?;
+                    return Ok(token);
+                }
                 Err(e) => match e.error_code() {
                     Some("authorization_pending") => continue,
                     // RFC 8628 section 3.5: slow down by 5 seconds for this and later polls.

@@ -324,3 +324,21 @@ async fn private_key_jwt_names_the_issuer_as_audience_where_the_server_requires_
         [token_endpoint.clone(), issuer, token_endpoint]
     );
 }
+
+#[tokio::test]
+async fn a_device_login_checks_its_id_token_too() {
+    let idp = IdentityServer::start().await;
+    idp.update(|s| {
+        s.auto_approve_devices = true;
+        s.device_interval_secs = 1;
+    });
+    let provider = public_login(&idp).build().unwrap();
+    let token = provider.device_login(|_| {}).await.unwrap();
+    assert!(token.id_token().is_some());
+    idp.update(|s| s.id_token_tamper = Some(IdTokenTamper::Audience));
+    let err = provider.device_login(|_| {}).await.unwrap_err();
+    assert!(
+        authwire::error_chain(&err).contains("the ID token was refused"),
+        "{err}"
+    );
+}
