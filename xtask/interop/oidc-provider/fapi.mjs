@@ -16,7 +16,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Provider from 'oidc-provider';
-import { USER } from './server.mjs';
+import { interactions } from './server.mjs';
 
 export const FAPI_CLIENT = 'interop-fapi';
 export const MTLS_CLIENT = 'interop-mtls';
@@ -51,31 +51,6 @@ function publicJwk(privatePem) {
 function signingJwks() {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   return { keys: [{ ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'ES256', kid: 'es256-1' }] };
-}
-
-/** Approve every interaction at once (the interop user), as server.mjs does. */
-function interactions(provider) {
-  return async (req, res) => {
-    try {
-      const details = await provider.interactionDetails(req, res);
-      let result;
-      if (details.prompt.name === 'login') {
-        result = { login: { accountId: USER, acr: details.params.acr_values?.split(' ')[0] } };
-      } else {
-        const grant = details.grantId
-          ? await provider.Grant.find(details.grantId)
-          : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
-        const missing = details.prompt.details;
-        if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
-        if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
-        result = { consent: { grantId: await grant.save() } };
-      }
-      await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: true });
-    } catch (e) {
-      res.statusCode = 500;
-      res.end(String(e));
-    }
-  };
 }
 
 async function listen(options, handler) {

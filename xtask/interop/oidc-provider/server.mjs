@@ -52,17 +52,24 @@ export async function start() {
   });
   provider.on('server_error', (_ctx, err) => console.error('oidc-provider server_error:', err));
   const callback = provider.callback();
-  server.on('request', async (req, res) => {
-    if (!req.url.startsWith('/interaction/')) {
-      return callback(req, res);
-    }
+  const interact = interactions(provider);
+  server.on('request', (req, res) => (req.url.startsWith('/interaction/') ? interact(req, res) : callback(req, res)));
+  return { issuer, provider, close: () => server.close() };
+}
+
+/**
+ * The interaction pages: no login page, every interaction approved at once for the interop
+ * user (at the first `acr_values` class asked for), or denied for `login_hint=deny`.
+ */
+export function interactions(provider) {
+  return async (req, res) => {
     try {
       const details = await provider.interactionDetails(req, res);
       let result;
       if (details.params.login_hint === 'deny') {
         result = { error: 'access_denied', error_description: 'the interop user said no' };
       } else if (details.prompt.name === 'login') {
-        result = { login: { accountId: USER } };
+        result = { login: { accountId: USER, acr: details.params.acr_values?.split(' ')[0] } };
       } else {
         const grant = details.grantId
           ? await provider.Grant.find(details.grantId)
@@ -80,6 +87,5 @@ export async function start() {
       res.statusCode = 500;
       res.end(String(e));
     }
-  });
-  return { issuer, provider, close: () => server.close() };
+  };
 }

@@ -116,28 +116,22 @@ async fn the_wrong_certificate_or_none_is_refused() {
         .client(Client::tls_client_auth("mtls-1", "CN=laptop"))
         .start()
         .await;
-    // Issued by the CA, another subject.
-    let other = provider(
-        &idp,
-        &ca,
-        "mtls-1",
-        ClientAuthMethod::TlsClientAuth,
-        Some(ca.client_identity("intruder")),
-    )
-    .unwrap();
-    let err = other.fetch_token(None).await.unwrap_err();
-    assert_eq!(err.error_code(), Some("invalid_client"), "{err}");
-    // The right subject, self-signed: not issued by the CA.
-    let forged = provider(
-        &idp,
-        &ca,
-        "mtls-1",
-        ClientAuthMethod::TlsClientAuth,
-        Some(ca.self_signed_identity("laptop")),
-    )
-    .unwrap();
-    let err = forged.fetch_token(None).await.unwrap_err();
-    assert_eq!(err.error_code(), Some("invalid_client"), "{err}");
+    // Issued by the CA for another subject; the right subject, self-signed (not the CA's).
+    for (what, identity) in [
+        ("another subject", ca.client_identity("intruder")),
+        ("self-signed", ca.self_signed_identity("laptop")),
+    ] {
+        let p = provider(
+            &idp,
+            &ca,
+            "mtls-1",
+            ClientAuthMethod::TlsClientAuth,
+            Some(identity),
+        )
+        .unwrap();
+        let err = p.fetch_token(None).await.unwrap_err();
+        assert_eq!(err.error_code(), Some("invalid_client"), "{what}: {err}");
+    }
     // No certificate at all: refused when building, before any request.
     let none = provider(&idp, &ca, "mtls-1", ClientAuthMethod::TlsClientAuth, None).unwrap_err();
     assert!(none.to_string().contains("client certificate"), "{none}");

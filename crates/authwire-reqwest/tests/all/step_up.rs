@@ -17,6 +17,12 @@ fn client_for(authorizer: &Authorizer, api: &ResourceServer) -> ClientWithMiddle
         .build()
 }
 
+/// GET `path` on the API; the status.
+async fn get(client: &ClientWithMiddleware, api: &ResourceServer, path: &str) -> u16 {
+    let r = client.get(format!("{}{path}", api.url())).send().await.unwrap();
+    r.status().as_u16()
+}
+
 fn confidential(idp: &IdentityServer) -> authwire_oauth2::OAuth2ProviderBuilder {
     OAuth2Provider::builder()
         .issuer(idp.issuer())
@@ -53,12 +59,7 @@ async fn an_api_that_asks_for_a_stronger_login_gets_one_and_the_request_is_repla
     });
     let authorizer = Authorizer::new(provider);
     let client = client_for(&authorizer, &api);
-    let r = client
-        .get(format!("{}/v1/report", api.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(get(&client, &api, "/v1/report").await, 200);
     let authorization = person.await.unwrap();
     assert!(
         authorization
@@ -70,12 +71,7 @@ async fn an_api_that_asks_for_a_stronger_login_gets_one_and_the_request_is_repla
     assert_eq!(api.requests(), 2, "the request and its one replay");
     assert_eq!(authorizer.metrics().step_ups, 1);
     // The stepped-up token serves from now on.
-    let r = client
-        .get(format!("{}/v1/report", api.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(get(&client, &api, "/v1/report").await, 200);
     assert_eq!(api.challenges(), 1);
 }
 

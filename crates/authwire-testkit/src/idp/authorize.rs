@@ -143,44 +143,21 @@ pub(crate) async fn authorize(State(s): State<Arc<IdpState>>, RawQuery(query): R
     redirect(&[("code", &code)])
 }
 
-/// `POST /par` (RFC 9126 section 2): an authenticated client pushes its authorization request
+/// `POST /par` (RFC 9126 section 2), and `POST /mtls/par` at the `mtls_endpoint_aliases`
+/// with `AT_MTLS_ALIAS`: an authenticated client pushes its authorization request
 /// and gets a one-time `request_uri` for the browser, valid 60 seconds. A DPoP proof binds the
 /// request (its key's thumbprint becomes `dpop_jkt`, RFC 9449 section 10.1).
-pub(crate) async fn par(
+pub(crate) async fn par<const AT_MTLS_ALIAS: bool>(
     State(s): State<Arc<IdpState>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<crate::tls::PeerCertificate>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    par_inner(
-        s,
-        headers,
-        body,
-        super::client_auth::Peer {
-            certificate: peer.0,
-            at_mtls_alias: false,
-        },
-    )
-    .await
-}
-
-/// `POST /mtls/par`: the same, at the `mtls_endpoint_aliases` (RFC 8705 section 5).
-pub(crate) async fn mtls_par(
-    State(s): State<Arc<IdpState>>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<crate::tls::PeerCertificate>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    par_inner(
-        s,
-        headers,
-        body,
-        super::client_auth::Peer {
-            certificate: peer.0,
-            at_mtls_alias: true,
-        },
-    )
-    .await
+    let peer = super::client_auth::Peer {
+        certificate: peer.0,
+        at_mtls_alias: AT_MTLS_ALIAS,
+    };
+    par_inner(s, headers, body, peer).await
 }
 
 async fn par_inner(

@@ -156,12 +156,12 @@ impl IdentityServerBuilder {
                 get(discovery::discovery),
             )
             .route("/jwks", get(discovery::jwks))
-            .route("/token", post(token::token))
+            .route("/token", post(token::token::<false>))
             .route("/device_authorization", post(device::device_authorization))
             .route("/authorize", get(authorize::authorize))
-            .route("/par", post(authorize::par))
-            .route("/mtls/par", post(authorize::mtls_par))
-            .route("/mtls/token", post(token::mtls_token))
+            .route("/par", post(authorize::par::<false>))
+            .route("/mtls/par", post(authorize::par::<true>))
+            .route("/mtls/token", post(token::token::<true>))
             .route("/revoke", post(revoke::revoke))
             .with_state(state.clone());
         let task = crate::tls::spawn(listener, router, self.tls);

@@ -184,23 +184,34 @@ impl IdpState {
         jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign with the test key")
     }
 
-    /// The access token bound to the DPoP key `jkt`: a JWT re-signed with `cnf.jkt`, or an
-    /// opaque token recorded as bound.
+    /// The access token bound to the DPoP key `jkt` (`cnf.jkt`).
     pub(super) fn bind_access_token(&self, token: &str, jkt: &str) -> String {
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims::<&str>(&[]);
-        let bound = match jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation) {
-            Ok(data) => {
-                let mut claims = data.claims;
-                claims["cnf"] = json!({ "jkt": jkt });
+        self.bind(token, "jkt", jkt, &self.opaque_cnf)
+    }
+
+    /// The access token bound to the certificate `x5t` (`cnf.x5t#S256`, RFC 8705 section 3).
+    pub(super) fn bind_to_certificate(&self, token: &str, x5t: &str) -> String {
+        self.bind(token, "x5t#S256", x5t, &self.cert_bound)
+    }
+
+    /// `token` bound by `cnf.<member>` = `value`: a JWT re-signed with it, or an opaque token
+    /// recorded as bound in `opaque`. The authentication context moves with it.
+    fn bind(
+        &self,
+        token: &str,
+        member: &str,
+        value: &str,
+        opaque: &Mutex<HashMap<String, String>>,
+    ) -> String {
+        let bound = match self.decode_unchecked(token) {
+            Some(mut claims) => {
+                claims["cnf"][member] = json!(value);
                 let mut header = Header::new(Algorithm::RS256);
                 header.kid = Some(KEY_ID.into());
                 jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign with the test key")
             }
-            Err(_) => {
-                lock(&self.opaque_cnf).insert(token.to_owned(), jkt.to_owned());
+            None => {
+                lock(opaque).insert(token.to_owned(), value.to_owned());
                 token.to_owned()
             }
         };
@@ -211,59 +222,37 @@ impl IdpState {
         bound
     }
 
-    /// The access token bound to the certificate `x5t` (RFC 8705 section 3): a JWT re-signed
-    /// with `cnf.x5t#S256`, or an opaque token recorded as bound. The authentication context
-    /// moves with it.
-    pub(super) fn bind_to_certificate(&self, token: &str, x5t: &str) -> String {
+    /// What `cnf.<member>` binds `token` to, if anything (opaque tokens: `opaque`). Call after
+    /// [`check_access_token`](Self::check_access_token) succeeded.
+    fn binding(&self, token: &str, member: &str, opaque: &Mutex<HashMap<String, String>>) -> Option<String> {
+        if let Some(v) = lock(opaque).get(token) {
+            return Some(v.clone());
+        }
+        self.decode_unchecked(token)?["cnf"][member]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// The claims of a JWT this server signed, whatever its expiry or audience.
+    fn decode_unchecked(&self, token: &str) -> Option<Value> {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.set_required_spec_claims::<&str>(&[]);
-        let bound = match jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation) {
-            Ok(data) => {
-                let mut claims = data.claims;
-                claims["cnf"]["x5t#S256"] = json!(x5t);
-                let mut header = Header::new(Algorithm::RS256);
-                header.kid = Some(KEY_ID.into());
-                jsonwebtoken::encode(&header, &claims, &self.signing_key).expect("sign with the test key")
-            }
-            Err(_) => {
-                lock(&self.cert_bound).insert(token.to_owned(), x5t.to_owned());
-                token.to_owned()
-            }
-        };
-        let context = lock(&self.contexts).get(token).cloned();
-        if let Some(c) = context {
-            lock(&self.contexts).insert(bound.clone(), c);
-        }
-        bound
+        jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation)
+            .ok()
+            .map(|d| d.claims)
     }
 
     /// The certificate thumbprint an access token is bound to (`cnf.x5t#S256`), if any.
     pub(crate) fn access_token_x5t(&self, token: &str) -> Option<String> {
-        if let Some(x5t) = lock(&self.cert_bound).get(token) {
-            return Some(x5t.clone());
-        }
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims::<&str>(&[]);
-        let data = jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation).ok()?;
-        data.claims["cnf"]["x5t#S256"].as_str().map(str::to_owned)
+        self.binding(token, "x5t#S256", &self.cert_bound)
     }
 
     /// The DPoP key thumbprint an access token is bound to (`cnf.jkt`), if any. Call after
     /// [`check_access_token`](Self::check_access_token) succeeded.
     pub(crate) fn access_token_jkt(&self, token: &str) -> Option<String> {
-        if let Some(jkt) = lock(&self.opaque_cnf).get(token) {
-            return Some(jkt.clone());
-        }
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims::<&str>(&[]);
-        let data = jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation).ok()?;
-        data.claims["cnf"]["jkt"].as_str().map(str::to_owned)
+        self.binding(token, "jkt", &self.opaque_cnf)
     }
 
     /// Whether `token` is a valid access token issued here, and its subject.

@@ -21,7 +21,10 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub(super) async fn token(
+/// `POST /token`, and with `AT_MTLS_ALIAS`, `POST /mtls/token`: the token endpoint at its
+/// `mtls_endpoint_aliases` address (RFC 8705 section 5), where a client's certificate
+/// authenticates it and binds its tokens.
+pub(super) async fn token<const AT_MTLS_ALIAS: bool>(
     State(s): State<Arc<IdpState>>,
     ConnectInfo(peer): ConnectInfo<crate::tls::PeerCertificate>,
     headers: HeaderMap,
@@ -29,22 +32,7 @@ pub(super) async fn token(
 ) -> Response {
     let peer = Peer {
         certificate: peer.0,
-        at_mtls_alias: false,
-    };
-    counted(&s, token_inner(s.clone(), headers, body, peer).await)
-}
-
-/// `POST /mtls/token`: the token endpoint at its `mtls_endpoint_aliases` address (RFC 8705
-/// section 5), where a client's certificate authenticates it and binds its tokens.
-pub(super) async fn mtls_token(
-    State(s): State<Arc<IdpState>>,
-    ConnectInfo(peer): ConnectInfo<crate::tls::PeerCertificate>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let peer = Peer {
-        certificate: peer.0,
-        at_mtls_alias: true,
+        at_mtls_alias: AT_MTLS_ALIAS,
     };
     counted(&s, token_inner(s.clone(), headers, body, peer).await)
 }
@@ -234,59 +222,51 @@ pub(super) async fn token_inner(s: Arc<IdpState>, headers: HeaderMap, body: Byte
     }
 }
 
-/// Issue a DPoP-bound answer: `token_type: DPoP`, `cnf.jkt` in the access token, the refresh
-/// token bound to the key.
 /// Bind an answer's access token to a certificate thumbprint (`cnf.x5t#S256`).
 async fn bind_certificate_response(s: &IdpState, response: Response, x5t: &str) -> Response {
+    rewrite_answer(response, |body| {
+        let access = body["access_token"].as_str().unwrap_or_default().to_owned();
+        body["access_token"] = json!(s.bind_to_certificate(&access, x5t));
+    })
+    .await
+}
+
+/// A successful answer with its JSON body changed by `change` (other answers as they are).
+async fn rewrite_answer(response: Response, change: impl FnOnce(&mut Value)) -> Response {
     if response.status() != StatusCode::OK {
         return response;
     }
-    let Ok(bytes) = axum::body::to_bytes(response.into_body(), 1 << 20).await else {
-        return oauth_error(
+    let unreadable = || {
+        oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
             "unreadable answer",
-        );
+        )
+    };
+    let Ok(bytes) = axum::body::to_bytes(response.into_body(), 1 << 20).await else {
+        return unreadable();
     };
     let Ok(mut body) = serde_json::from_slice::<Value>(&bytes) else {
-        return oauth_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "unreadable answer",
-        );
+        return unreadable();
     };
-    let access = body["access_token"].as_str().unwrap_or_default().to_owned();
-    body["access_token"] = json!(s.bind_to_certificate(&access, x5t));
+    change(&mut body);
     ok_json(body)
 }
 
+/// Issue a DPoP-bound answer: `token_type: DPoP`, `cnf.jkt` in the access token, the refresh
+/// token bound to the key.
 pub(super) async fn bind_response(s: &IdpState, response: Response, jkt: &str) -> Response {
-    if response.status() != StatusCode::OK {
-        return response;
-    }
-    let Ok(bytes) = axum::body::to_bytes(response.into_body(), 1 << 20).await else {
-        return oauth_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "unreadable answer",
-        );
-    };
-    let Ok(mut body) = serde_json::from_slice::<Value>(&bytes) else {
-        return oauth_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "unreadable answer",
-        );
-    };
-    let access = body["access_token"].as_str().unwrap_or_default().to_owned();
-    body["access_token"] = json!(s.bind_access_token(&access, jkt));
-    body["token_type"] = json!("DPoP");
-    if let Some(rt) = body["refresh_token"].as_str()
-        && let Some(record) = lock(&s.refresh_tokens).get_mut(rt)
-    {
-        record.jkt = Some(jkt.to_owned());
-    }
-    ok_json(body)
+    rewrite_answer(response, |body| {
+        let access = body["access_token"].as_str().unwrap_or_default().to_owned();
+        body["access_token"] = json!(s.bind_access_token(&access, jkt));
+        body["token_type"] = json!("DPoP");
+        if let Some(rt) = body["refresh_token"].as_str()
+            && let Some(record) = lock(&s.refresh_tokens).get_mut(rt)
+        {
+            record.jkt = Some(jkt.to_owned());
+        }
+    })
+    .await
 }
 
 pub(super) fn grant_response(
