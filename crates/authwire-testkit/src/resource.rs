@@ -485,6 +485,13 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
             }
         }
     });
+    // A valid token that does not meet the server's demands gets their challenge.
+    if checked.is_ok()
+        && let Some(challenge) = step_up_challenge(&state, token)
+    {
+        state.challenges.fetch_add(1, Ordering::SeqCst);
+        return challenge;
+    }
     match checked {
         Err(USE_DPOP_NONCE) => {
             state.dpop_nonce_challenges.fetch_add(1, Ordering::SeqCst);
@@ -504,10 +511,6 @@ async fn handle(State(state): State<Arc<ResourceState>>, request: Request) -> Re
                 r.headers_mut().insert("dpop-nonce", v);
             }
             r
-        }
-        Ok(_) if let Some(challenge) = step_up_challenge(&state, token) => {
-            state.challenges.fetch_add(1, Ordering::SeqCst);
-            challenge
         }
         Ok(_) if state.files.lock().unwrap_or_else(|e| e.into_inner()).is_some() => {
             let dir = state.files.lock().unwrap_or_else(|e| e.into_inner()).clone();
