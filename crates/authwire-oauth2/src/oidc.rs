@@ -74,10 +74,9 @@ impl Inner {
             None if audiences.len() > 1 => return Err(refused("several audiences and no azp".into())),
             _ => {}
         }
-        let Some(iat) = claims.issued_at() else {
+        if claims.issued_at().is_none() {
             return Err(refused("no iat".into()));
-        };
-        let _ = iat;
+        }
         match (expect.nonce, all.get("nonce").and_then(Value::as_str)) {
             (Some(sent), Some(got)) if sent == got => {}
             (Some(_), _) => return Err(refused("its nonce is not the one this login sent".into())),

@@ -55,7 +55,9 @@ pub(crate) async fn exec(credentials: &Credentials, args: CurlArgs, trace: &Trac
     };
     let response = match (sent, challenge) {
         (_, Some(challenge)) => {
-            if !(challenge.reason == StepUpReason::Authentication && a_person_is_there()) {
+            // Only an OAuth2 login can answer, and only with a person at the terminal.
+            let can_log_in = s.oauth2("login").is_ok() && a_person_is_there();
+            if !(challenge.reason == StepUpReason::Authentication && can_log_in) {
                 return Err(CliError::step_up(url.as_str(), &challenge, &s.login_command));
             }
             // A person is there: the same login `authwire login` would start, with what the API
