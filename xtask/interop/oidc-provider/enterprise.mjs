@@ -4,7 +4,7 @@
 import https from 'node:https';
 import { createHash, X509Certificate } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { startFapi, startMtls, makeCertificates, FAPI_CLIENT, MTLS_CLIENT, SELF_SIGNED_CLIENT } from './fapi.mjs';
+import { startFapi, startMtls, makeCertificates, FAPI_CLIENT, MTLS_CLIENT, MTLS_USER_CLIENT, SELF_SIGNED_CLIENT } from './fapi.mjs';
 import { USER } from './server.mjs';
 
 /** A request over https with the interop CA, optionally presenting a client certificate. */
@@ -102,7 +102,18 @@ export async function runEnterprise(run, check) {
     const notRegistered = await authwire(['token', ...robotArgs, ...cert('laptop')]);
     check('mTLS: self_signed_tls_client_auth with another certificate is refused', notRegistered.code === 3 && /invalid_client/.test(notRegistered.stderr), notRegistered.stderr);
 
-    const all = [login, me, t, bound, st, robot].map((r) => r.stderr).join('\n');
+    // A person's login, a refresh and a bound request, all with tls_client_auth.
+    const person = ['--issuer', mtls.issuer, '--client-id', MTLS_USER_CLIENT, '--auth-method', 'tls-client-auth',
+      '--scope', 'openid offline_access', '--cacert', pki.path('ca.pem'), '--cache', 'file', ...cert('laptop')];
+    const mlogin = await authwire(['login', '--browser', '--prompt', 'consent', ...person]);
+    check('mTLS: login --browser with tls_client_auth (the code redeemed at the alias), checked ID token',
+      mlogin.code === 0 && /with a refresh token/.test(mlogin.stderr), mlogin.stderr);
+    const mrefresh = await authwire(['token', '--min-ttl', '2h', ...person]);
+    const mme = await authwire(['curl', `${mtls.aliases}/me`, ...person]);
+    check('mTLS: a refresh at the alias, then a certificate-bound request to userinfo',
+      mrefresh.code === 0 && mme.code === 0 && mme.stdout.includes(USER), mrefresh.stderr + mme.stderr + mme.stdout);
+
+    const all = [login, me, t, bound, st, robot, mlogin, mrefresh, mme].map((r) => r.stderr).join('\n');
     check('enterprise: no token on stderr', !(tok.access_token && all.includes(tok.access_token)) && !all.includes(st.stdout.trim()), all);
   } finally {
     resource.close();

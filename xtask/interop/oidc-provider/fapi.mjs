@@ -21,6 +21,7 @@ import { interactions } from './server.mjs';
 export const FAPI_CLIENT = 'interop-fapi';
 export const MTLS_CLIENT = 'interop-mtls';
 export const SELF_SIGNED_CLIENT = 'interop-self-signed';
+export const MTLS_USER_CLIENT = 'interop-mtls-user';
 
 /** A CA, a server certificate for 127.0.0.1, client certificates; files in a temp folder. */
 export function makeCertificates() {
@@ -138,6 +139,19 @@ export async function startMtls(pki) {
         redirect_uris: [],
       },
       {
+        // A person's login through a client that authenticates with its certificate: the
+        // code, the refresh and the userinfo request all over mutual TLS, the tokens bound.
+        client_id: MTLS_USER_CLIENT,
+        application_type: 'native',
+        token_endpoint_auth_method: 'tls_client_auth',
+        tls_client_auth_subject_dn: 'CN=laptop',
+        tls_client_certificate_bound_access_tokens: true,
+        id_token_signed_response_alg: 'ES256',
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/callback'],
+      },
+      {
         client_id: SELF_SIGNED_CLIENT,
         token_endpoint_auth_method: 'self_signed_tls_client_auth',
         id_token_signed_response_alg: 'ES256',
@@ -174,7 +188,9 @@ export async function startMtls(pki) {
   });
   provider.on('server_error', (_ctx, err) => console.error('oidc-provider (mTLS) server_error:', err));
   const callback = provider.callback();
-  server.on('request', callback);
-  mtls.on('request', callback);
+  const interact = interactions(provider);
+  const route = (req, res) => (req.url.startsWith('/interaction/') ? interact(req, res) : callback(req, res));
+  server.on('request', route);
+  mtls.on('request', route);
   return { issuer, aliases, provider, close: () => { server.close(); mtls.close(); } };
 }
