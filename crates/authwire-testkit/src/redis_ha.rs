@@ -153,22 +153,37 @@ impl RedisCluster {
             cli(node.port, &["CLUSTER", "ADDSLOTSRANGE", from, to]).await;
         }
         let first = nodes[0].port;
-        for (node, bus) in nodes.iter().zip(&buses).skip(1) {
-            cli(
-                first,
-                &[
-                    "CLUSTER",
-                    "MEET",
-                    "127.0.0.1",
-                    &node.port.to_string(),
-                    &bus.to_string(),
-                ],
-            )
-            .await;
-        }
+        let meet_all = || async {
+            for (node, bus) in nodes.iter().zip(&buses).skip(1) {
+                cli(
+                    first,
+                    &[
+                        "CLUSTER",
+                        "MEET",
+                        "127.0.0.1",
+                        &node.port.to_string(),
+                        &bus.to_string(),
+                    ],
+                )
+                .await;
+            }
+        };
+        meet_all().await;
+        // A handshake that takes longer than the node timeout (a loaded CI machine) is dropped
+        // by Redis and never retried: say MEET again, every two seconds, until all six know
+        // each other (MEET of a known node is a no-op).
+        let mut polls = 0u32;
         for node in &nodes {
-            wait_for(30, "every node knows the six", || async {
-                cli(node.port, &["CLUSTER", "NODES"]).await.lines().count() == 6
+            wait_for(30, "every node knows the six", || {
+                polls += 1;
+                let again = polls.is_multiple_of(40);
+                let meet = &meet_all;
+                async move {
+                    if again {
+                        meet().await;
+                    }
+                    cli(node.port, &["CLUSTER", "NODES"]).await.lines().count() == 6
+                }
             })
             .await;
         }
