@@ -312,11 +312,11 @@ impl Inner {
         endpoint: &Url,
         params: &[(&str, String)],
     ) -> Result<String, ProviderError> {
+        // Every parameter of the authorization request, client_id included (RFC 9126
+        // section 2.1); client authentication does not add it twice.
         let mut form = Form::new();
         for (k, v) in params {
-            if *k != "client_id" {
-                form.push(k, v);
-            }
+            form.push(k, v);
         }
         self.post(endpoint, form, true, |status, retry_after, body| {
             if !(200..300).contains(&status) {

@@ -251,7 +251,7 @@ impl Inner {
                 headers.insert(header::AUTHORIZATION, value);
             }
             ClientAuthMethod::ClientSecretPost => {
-                form.push("client_id", &self.client_id);
+                form.push_once("client_id", &self.client_id);
                 if let Some(s) = &self.client_secret {
                     sent.extend(encodings(expose(s)));
                     form.push_secret("client_secret", s.clone());
@@ -272,7 +272,7 @@ impl Inner {
             ClientAuthMethod::None
             | ClientAuthMethod::TlsClientAuth
             | ClientAuthMethod::SelfSignedTlsClientAuth => {
-                form.push("client_id", &self.client_id);
+                form.push_once("client_id", &self.client_id);
             }
             ClientAuthMethod::ClientAssertion(source) => {
                 let assertion = self.assertion(source).await?;
@@ -354,7 +354,7 @@ impl Inner {
 
 /// A JWT client assertion in the form.
 fn push_assertion(form: &mut Form, client_id: &str, assertion: SecretString, sent: &mut Vec<SecretString>) {
-    form.push("client_id", client_id);
+    form.push_once("client_id", client_id);
     form.push("client_assertion_type", CLIENT_ASSERTION_TYPE);
     sent.extend(encodings(expose(&assertion)));
     form.push_secret("client_assertion", assertion);

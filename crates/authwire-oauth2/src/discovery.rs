@@ -198,8 +198,9 @@ impl Inner {
                 ),
             ));
         }
-        let endpoint = |name: &'static str| -> Result<Option<Url>, ProviderError> {
-            field(name)
+        // A discovered URL: parsed, and held to the transport rule (https, or http to loopback).
+        let url = |name: &'static str, value: Option<&str>| -> Result<Option<Url>, ProviderError> {
+            value
                 .map(|u| {
                     let url = Url::parse(u).map_err(|e| {
                         ProviderError::invalid_response(
@@ -213,6 +214,7 @@ impl Inner {
                 })
                 .transpose()
         };
+        let endpoint = |name: &'static str| url(name, field(name));
         let token_endpoint = endpoint("token_endpoint")?.ok_or_else(|| {
             ProviderError::invalid_response(Some(status), "discovery document has no token_endpoint")
         })?;
@@ -228,28 +230,23 @@ impl Inner {
                 .unwrap_or(false),
             mtls_aliases: {
                 let aliases = doc.get("mtls_endpoint_aliases").and_then(Value::as_object);
-                let alias = |name: &'static str| -> Result<Option<Url>, ProviderError> {
-                    aliases
-                        .and_then(|a| a.get(name))
-                        .and_then(Value::as_str)
-                        .map(|u| {
-                            let url = Url::parse(u).map_err(|e| {
-                                ProviderError::invalid_response(
-                                    Some(status),
-                                    format!("mtls_endpoint_aliases {name} is not a URL: {e}"),
-                                )
-                            })?;
-                            check_transport(&url, name, self.allow_insecure_http)
-                                .map_err(|e| ProviderError::invalid_response(Some(status), e.to_string()))?;
-                            Ok(url)
-                        })
-                        .transpose()
+                let alias = |key: &str, label: &'static str| {
+                    url(label, aliases.and_then(|a| a.get(key)).and_then(Value::as_str))
                 };
                 MtlsAliases {
-                    token_endpoint: alias("token_endpoint")?,
-                    device_authorization_endpoint: alias("device_authorization_endpoint")?,
-                    revocation_endpoint: alias("revocation_endpoint")?,
-                    pushed_authorization_request_endpoint: alias("pushed_authorization_request_endpoint")?,
+                    token_endpoint: alias("token_endpoint", "mtls_endpoint_aliases.token_endpoint")?,
+                    device_authorization_endpoint: alias(
+                        "device_authorization_endpoint",
+                        "mtls_endpoint_aliases.device_authorization_endpoint",
+                    )?,
+                    revocation_endpoint: alias(
+                        "revocation_endpoint",
+                        "mtls_endpoint_aliases.revocation_endpoint",
+                    )?,
+                    pushed_authorization_request_endpoint: alias(
+                        "pushed_authorization_request_endpoint",
+                        "mtls_endpoint_aliases.pushed_authorization_request_endpoint",
+                    )?,
                 }
             },
             jwks_uri: endpoint("jwks_uri")?,

@@ -26,6 +26,14 @@ impl Form {
             .push((name.to_owned(), FieldValue::Plain(value.to_owned())));
     }
 
+    /// Push `name` unless the form has it already (`client_id`, which a pushed authorization
+    /// request carries as a request parameter and client authentication adds too).
+    pub(crate) fn push_once(&mut self, name: &str, value: &str) {
+        if !self.fields.iter().any(|(n, _)| n == name) {
+            self.push(name, value);
+        }
+    }
+
     pub(crate) fn push_secret(&mut self, name: &str, value: SecretString) {
         self.fields.push((name.to_owned(), FieldValue::Secret(value)));
     }

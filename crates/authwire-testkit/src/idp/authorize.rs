@@ -173,6 +173,15 @@ async fn par_inner(
         Ok(c) => c,
         Err(r) => return r,
     };
+    // The pushed request is an authorization request: it names its client (RFC 6749 4.1.1),
+    // the one that authenticated (RFC 9126 section 2.1).
+    if form.get("client_id") != Some(&client.id) {
+        return super::wire::oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_id missing from the pushed request, or not the authenticated client",
+        );
+    }
     if form.contains_key("request_uri") {
         return super::wire::oauth_error(
             StatusCode::BAD_REQUEST,
