@@ -261,6 +261,10 @@ pub(crate) struct ProxyArgs {
     /// How long requests in flight may take to finish after SIGTERM or SIGINT (`30s`, `2m`).
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub(crate) drain_timeout: Duration,
+    /// How many threads serve requests, each its own event loop (default: one per core the
+    /// process may use, CPU quota included).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) workers: Option<u16>,
 }
 
 /// `authwire inspect`.

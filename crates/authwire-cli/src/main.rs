@@ -46,11 +46,7 @@ fn main() -> ExitCode {
         .to_owned();
     if name.starts_with("docker-credential-") {
         let action = argv.next().unwrap_or_default();
-        return run_as(
-            "docker-credential-authwire",
-            false,
-            docker_credential::exec(&action),
-        );
+        return run_as("docker-credential-authwire", docker_credential::exec(&action));
     }
     let cli = Cli::parse();
     let long_running = matches!(cli.command, Command::Proxy(_));
@@ -76,7 +72,7 @@ fn main() -> ExitCode {
         let _ = tracing::subscriber::set_global_default(subscriber);
     }
     let trace = Trace::new(cli.verbose);
-    run_as("authwire", long_running, dispatch(cli, &trace))
+    run_as("authwire", dispatch(cli, &trace))
 }
 
 /// Colour only for a person at a terminal, and never when `NO_COLOR` is set (no-color.org).
@@ -102,20 +98,11 @@ async fn dispatch(cli: Cli, trace: &Trace) -> Result<u8, CliError> {
     }
 }
 
-/// Drive `command` on a single-threaded runtime (a multi-threaded one for a long-running
-/// server); a failure is one line on stderr, prefixed with the program's name, and its exit
-/// code.
-fn run_as(
-    program: &str,
-    multi_threaded: bool,
-    command: impl std::future::Future<Output = Result<u8, CliError>>,
-) -> ExitCode {
-    let mut builder = if multi_threaded {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+/// Drive `command` on a single-threaded runtime (the proxy serves requests from worker
+/// threads of its own); a failure is one line on stderr, prefixed with the program's name, and
+/// its exit code.
+fn run_as(program: &str, command: impl std::future::Future<Output = Result<u8, CliError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{program}: cannot start: {e}");

@@ -4,8 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt as _;
-use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -17,21 +16,60 @@ pub const REPLAY_LIMIT: usize = 64 * 1024;
 /// An error from either side's body.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The body type the proxy sends and answers with.
-pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+/// The body the proxy sends and answers with: one of the few kinds it handles, unboxed (a
+/// request through the proxy allocates no body of its own).
+pub(crate) enum ProxyBody {
+    /// Bytes in memory: no body, a replay, an error page.
+    Full(http_body_util::Full<Bytes>),
+    /// A program's request body on its way to the upstream, a copy kept for a replay.
+    Tee(Tee<Incoming>),
+    /// The upstream's answer on its way to the program.
+    Incoming(Incoming),
+}
 
-/// A body from anything that is one.
-pub(crate) fn boxed<B>(body: B) -> ProxyBody
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    body.map_err(Into::into).boxed_unsync()
+impl ProxyBody {
+    /// No body.
+    pub(crate) fn empty() -> Self {
+        Self::Full(http_body_util::Full::new(Bytes::new()))
+    }
 }
 
 /// A body of these bytes (a replay, an error page).
 pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    boxed(http_body_util::Full::new(bytes.into()).map_err(|never| match never {}))
+    ProxyBody::Full(http_body_util::Full::new(bytes.into()))
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        // Every kind is `Unpin`.
+        match self.get_mut() {
+            Self::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            Self::Tee(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.is_end_stream(),
+            Self::Tee(b) => b.is_end_stream(),
+            Self::Incoming(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(b) => b.size_hint(),
+            Self::Tee(b) => b.size_hint(),
+            Self::Incoming(b) => b.size_hint(),
+        }
+    }
 }
 
 /// What a [`Tee`] kept of a request body.
@@ -131,6 +169,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt as _;
 
     #[tokio::test]
     async fn a_small_body_is_kept_and_a_large_one_is_not() {

@@ -11,11 +11,14 @@ use crate::route::Route;
 use authwire::http::Request;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-type Pooled = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+type Pooled = Client<HttpsConnector<Tcp>, ProxyBody>;
 
 /// A route's clients, sharing nothing with other routes (each has its own roots and identity).
 pub(crate) struct Clients {
@@ -39,9 +42,9 @@ impl Clients {
                 .with_tls_config(tls.clone())
                 .https_or_http();
             match (h2, h1) {
-                (true, true) => builder.enable_all_versions().wrap_connector(http),
-                (true, false) => builder.enable_http2().wrap_connector(http),
-                _ => builder.enable_http1().wrap_connector(http),
+                (true, true) => builder.enable_all_versions().wrap_connector(Tcp(http)),
+                (true, false) => builder.enable_http2().wrap_connector(Tcp(http)),
+                _ => builder.enable_http1().wrap_connector(Tcp(http)),
             }
         };
         let pool = |h2_only: bool| {
@@ -75,5 +78,73 @@ impl Clients {
             &self.auto
         };
         client.request(request)
+    }
+}
+
+/// hyper-util's TCP connector, its connections without the copy of their addresses
+/// (`HttpInfo`) that hyper-util otherwise puts on every answer: the proxy never reads it, and
+/// it costs three allocations per request.
+#[derive(Clone)]
+pub(crate) struct Tcp(HttpConnector);
+
+type Connecting<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl tower_service::Service<authwire::http::Uri> for Tcp {
+    type Response = Bare<TokioIo<tokio::net::TcpStream>>;
+    type Error = <HttpConnector as tower_service::Service<authwire::http::Uri>>::Error;
+    type Future = Connecting<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: authwire::http::Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move { connecting.await.map(Bare) })
+    }
+}
+
+/// A connection that tells hyper-util nothing about itself.
+pub(crate) struct Bare<T>(T);
+
+impl<T> Connection for Bare<T> {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Bare<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Bare<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
     }
 }

@@ -35,6 +35,13 @@
 //! 502 and 504 for the upstream); record (metrics, one debug line per request, never a secret).
 //! WebSocket upgrades pass through.
 //!
+//! # Threads
+//!
+//! The proxy serves from threads of its own ([`ProxyBuilder::workers`], one per core by
+//! default), each a single-threaded runtime accepting on every route's listener; a connection
+//! and its upstream connections stay on the thread that accepted it. The caller's runtime
+//! serves the metrics listener only.
+//!
 //! # Security
 //!
 //! A listener lends the workload's identity to whoever can connect to it. Listeners bind
@@ -94,6 +101,8 @@ impl Proxy {
             clock: Arc::new(SystemClock),
             upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            workers: None,
+            thread_name: "proxy-worker-".to_owned(),
         }
     }
 }
@@ -105,6 +114,8 @@ pub struct ProxyBuilder {
     clock: Arc<dyn Clock>,
     upstream_timeout: Duration,
     drain_timeout: Duration,
+    workers: Option<usize>,
+    thread_name: String,
 }
 
 impl ProxyBuilder {
@@ -132,6 +143,26 @@ impl ProxyBuilder {
         self
     }
 
+    /// How many event loops serve the routes (default: one per core the process may use,
+    /// `std::thread::available_parallelism`; at least one).
+    ///
+    /// Each is a thread of its own running a single-threaded tokio runtime, accepting on every
+    /// route's listener; a connection is served start to finish by the worker that accepted it,
+    /// with that worker's own pool of upstream connections, so that no request pays a hand-off
+    /// between threads (nginx's and pingora's design; docs/PERFORMANCE.md has the figures). The
+    /// runtime that calls [`start`](Self::start) serves only the metrics listener.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers.max(1));
+        self
+    }
+
+    /// The workers' thread names: this prefix, then the worker's index (default
+    /// `proxy-worker-`, so `proxy-worker-0`, ...). Linux keeps the first 15 bytes of a name.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
+        self
+    }
+
     /// Measure latencies with `clock` (default: the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -141,12 +172,19 @@ impl ProxyBuilder {
     /// Check every route (loopback listeners, https upstreams, unless allowed by name), bind
     /// every listener, and serve.
     pub async fn start(self) -> Result<Running, ProxyError> {
+        let workers = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
         server::start(
             self.routes,
-            self.metrics,
-            self.clock,
-            self.upstream_timeout,
-            self.drain_timeout,
+            server::Settings {
+                metrics_addr: self.metrics,
+                clock: self.clock,
+                upstream_timeout: self.upstream_timeout,
+                drain_timeout: self.drain_timeout,
+                workers,
+                thread_name: self.thread_name,
+            },
         )
         .await
     }

@@ -12,10 +12,18 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// One route's counters.
+/// One route's counters: a set per worker (each on cache lines of its own, so that workers
+/// counting the same route never contend), summed when rendered.
 pub(crate) struct RouteMetrics {
     pub(crate) name: String,
     authorizer: Authorizer,
+    workers: Box<[Counters]>,
+}
+
+/// What one worker counted for one route.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct Counters {
     /// Answers by status class: 1xx .. 5xx.
     by_class: [AtomicU64; 5],
     /// Latency histogram (cumulative at render time), its sum in microseconds, and its count.
@@ -26,18 +34,34 @@ pub(crate) struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    pub(crate) fn new(name: &str, authorizer: Authorizer) -> Self {
+    pub(crate) fn new(name: &str, authorizer: Authorizer, workers: usize) -> Self {
         Self {
             name: name.to_owned(),
             authorizer,
-            by_class: Default::default(),
-            buckets: Default::default(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-            replays: AtomicU64::new(0),
+            workers: (0..workers.max(1)).map(|_| Counters::default()).collect(),
         }
     }
 
+    /// Worker `index`'s counters.
+    pub(crate) fn worker(&self, index: usize) -> &Counters {
+        &self.workers[index % self.workers.len()]
+    }
+
+    /// One counter summed over every worker.
+    fn total(&self, counter: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| counter(w).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Requests answered so far, all classes, all workers.
+    pub(crate) fn answers(&self) -> u64 {
+        (0..5).map(|class| self.total(|w| &w.by_class[class])).sum()
+    }
+}
+
+impl Counters {
     /// An answer went back to the program with `status`.
     pub(crate) fn answered(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -61,11 +85,6 @@ impl RouteMetrics {
     pub(crate) fn replayed(&self) {
         self.replays.fetch_add(1, Ordering::Relaxed);
     }
-
-    /// Requests answered so far, all classes.
-    pub(crate) fn answers(&self) -> u64 {
-        self.by_class.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
 }
 
 /// The Prometheus text exposition (version 0.0.4) of every route.
@@ -82,13 +101,13 @@ pub(crate) fn render(routes: &[std::sync::Arc<RouteMetrics>]) -> String {
         "Requests answered, by route and status class.",
         &mut |out| {
             for r in routes {
-                for (i, c) in r.by_class.iter().enumerate() {
+                for class in 0..5 {
                     let _ = writeln!(
                         out,
                         "authwire_proxy_requests_total{{route=\"{}\",class=\"{}xx\"}} {}",
                         r.name,
-                        i + 1,
-                        c.load(Ordering::Relaxed)
+                        class + 1,
+                        r.total(|w| &w.by_class[class])
                     );
                 }
             }
@@ -102,14 +121,14 @@ pub(crate) fn render(routes: &[std::sync::Arc<RouteMetrics>]) -> String {
             for r in routes {
                 let mut cumulative = 0;
                 for (i, bound) in BUCKETS.iter().enumerate() {
-                    cumulative += r.buckets[i].load(Ordering::Relaxed);
+                    cumulative += r.total(|w| &w.buckets[i]);
                     let _ = writeln!(
                         out,
                         "authwire_proxy_upstream_duration_seconds_bucket{{route=\"{}\",le=\"{bound}\"}} {cumulative}",
                         r.name
                     );
                 }
-                let count = r.count.load(Ordering::Relaxed);
+                let count = r.total(|w| &w.count);
                 let _ = writeln!(
                     out,
                     "authwire_proxy_upstream_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {count}",
@@ -119,7 +138,7 @@ pub(crate) fn render(routes: &[std::sync::Arc<RouteMetrics>]) -> String {
                     out,
                     "authwire_proxy_upstream_duration_seconds_sum{{route=\"{}\"}} {}",
                     r.name,
-                    r.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+                    r.total(|w| &w.sum_micros) as f64 / 1e6
                 );
                 let _ = writeln!(
                     out,
@@ -172,7 +191,7 @@ pub(crate) fn render(routes: &[std::sync::Arc<RouteMetrics>]) -> String {
                     out,
                     "authwire_proxy_replays_total{{route=\"{}\"}} {}",
                     r.name,
-                    r.replays.load(Ordering::Relaxed)
+                    r.total(|w| &w.replays)
                 );
             }
         },
@@ -199,4 +218,45 @@ pub(crate) fn render(routes: &[std::sync::Arc<RouteMetrics>]) -> String {
         },
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn every_workers_counters_are_summed_and_kept_apart() {
+        let m = Arc::new(RouteMetrics::new(
+            "orders",
+            Authorizer::new(authwire::StaticTokenProvider::new("t0k3n")),
+            3,
+        ));
+        m.worker(0).answered(200);
+        m.worker(2).answered(204);
+        m.worker(2).answered(503);
+        m.worker(1).upstream_latency(Duration::from_millis(3));
+        m.worker(2).upstream_latency(Duration::from_micros(200));
+        m.worker(1).replayed();
+        // The counters of different workers never share a cache line.
+        let (a, b) = (
+            m.worker(0) as *const Counters as usize,
+            m.worker(1) as *const Counters as usize,
+        );
+        assert!(b - a >= 128);
+        assert_eq!(m.answers(), 3);
+        let text = render(&[m]);
+        for line in [
+            "authwire_proxy_requests_total{route=\"orders\",class=\"2xx\"} 2\n",
+            "authwire_proxy_requests_total{route=\"orders\",class=\"5xx\"} 1\n",
+            "authwire_proxy_upstream_duration_seconds_bucket{route=\"orders\",le=\"0.0005\"} 1\n",
+            "authwire_proxy_upstream_duration_seconds_bucket{route=\"orders\",le=\"0.005\"} 2\n",
+            "authwire_proxy_upstream_duration_seconds_count{route=\"orders\"} 2\n",
+            "authwire_proxy_upstream_duration_seconds_sum{route=\"orders\"} 0.0032\n",
+            "authwire_proxy_replays_total{route=\"orders\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("t0k3n"));
+    }
 }

@@ -176,6 +176,9 @@ pub(crate) enum Scheme {
 pub(crate) struct Upstream {
     pub(crate) scheme: Scheme,
     pub(crate) authority: http::uri::Authority,
+    /// The `Host` header every request carries: the authority as written (equal to HTTP/2's
+    /// `:authority`, RFC 9113 section 8.3.1).
+    pub(crate) host: http::HeaderValue,
     /// The base path without a trailing `/` (empty for none).
     pub(crate) base_path: String,
     pub(crate) loopback: bool,
@@ -209,9 +212,11 @@ impl Upstream {
             authority,
             base_path
         );
+        let host = http::HeaderValue::from_str(authority.as_str()).map_err(|_| bad("not a host"))?;
         Ok(Self {
             scheme,
             authority,
+            host,
             base_path,
             loopback,
             shown,
@@ -220,22 +225,34 @@ impl Upstream {
 
     /// The upstream URI for a request's path and query: the base path, then the request's
     /// path and query exactly as the program sent them.
-    pub(crate) fn join(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+    pub(crate) fn join(&self, path_and_query: &http::uri::PathAndQuery) -> Result<Uri, http::Error> {
+        let scheme = if self.scheme == Scheme::Https {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let path_and_query = if self.base_path.is_empty() && path_and_query.as_str().starts_with('/') {
+            // Nothing to join: the request's own bytes, not copied.
+            path_and_query.clone()
+        } else {
+            self.joined(path_and_query.as_str())?
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(scheme);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Ok(Uri::from_parts(parts)?)
+    }
+
+    /// The base path, then `path_and_query`.
+    fn joined(&self, path_and_query: &str) -> Result<http::uri::PathAndQuery, http::Error> {
         let mut joined = String::with_capacity(self.base_path.len() + path_and_query.len());
         joined.push_str(&self.base_path);
         if !path_and_query.starts_with('/') {
             joined.push('/');
         }
         joined.push_str(path_and_query);
-        Uri::builder()
-            .scheme(if self.scheme == Scheme::Https {
-                "https"
-            } else {
-                "http"
-            })
-            .authority(self.authority.clone())
-            .path_and_query(joined)
-            .build()
+        Ok(http::uri::PathAndQuery::try_from(joined)?)
     }
 }
 
@@ -247,12 +264,14 @@ mod tests {
     fn a_base_path_is_joined_byte_for_byte() {
         let up = Upstream::parse("https://orders.example/v2/").unwrap();
         assert_eq!(
-            up.join("/items/%2F..%2F?b=2&a=1&a=%20").unwrap().to_string(),
+            up.join(&"/items/%2F..%2F?b=2&a=1&a=%20".parse().unwrap())
+                .unwrap()
+                .to_string(),
             "https://orders.example/v2/items/%2F..%2F?b=2&a=1&a=%20"
         );
         let bare = Upstream::parse("https://orders.example").unwrap();
         assert_eq!(
-            bare.join("/x?y").unwrap().to_string(),
+            bare.join(&"/x?y".parse().unwrap()).unwrap().to_string(),
             "https://orders.example/x?y"
         );
         assert!(Upstream::parse("https://u:p@orders.example").is_err());

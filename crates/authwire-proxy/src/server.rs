@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Default for [`ProxyBuilder::drain_timeout`](crate::ProxyBuilder::drain_timeout).
@@ -27,14 +27,24 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A proxy whose listeners are bound and serving; see [`ProxyBuilder::start`](crate::ProxyBuilder::start).
+///
+/// Dropping it stops the accepting as [`shutdown`](Self::shutdown) does, without waiting: the
+/// workers drain what they accepted in the background, then end.
 pub struct Running {
     routes: Vec<(String, Bound)>,
     metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    loops: Vec<JoinHandle<()>>,
-    graceful: Arc<GracefulShutdown>,
-    drain_timeout: Duration,
+    metrics_loop: Option<JoinHandle<()>>,
+    workers: Vec<Worker>,
     metrics: Vec<Arc<RouteMetrics>>,
+}
+
+/// One event loop: a thread of its own running a single-threaded runtime that accepts on every
+/// route's listener and serves what it accepted, start to finish.
+struct Worker {
+    /// Whether its connections finished within the drain timeout; sent when it stops.
+    drained: oneshot::Receiver<bool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// Where a route ended up listening.
@@ -70,19 +80,26 @@ impl Running {
         self.metrics.iter().map(|m| m.answers()).sum()
     }
 
-    /// Stop accepting, let requests in flight finish for up to the drain timeout, then close
-    /// what is left. Returns whether every connection finished in time.
+    /// How many event loops serve the routes (see
+    /// [`ProxyBuilder::workers`](crate::ProxyBuilder::workers)).
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Stop accepting, let requests in flight finish for up to the drain timeout (every worker
+    /// drains at once), then close what is left. Returns whether every connection finished in
+    /// time.
     pub async fn shutdown(self) -> bool {
         let _ = self.stop.send(true);
-        for l in self.loops {
-            let _ = l.await;
+        if let Some(metrics) = self.metrics_loop {
+            let _ = metrics.await;
         }
-        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
-            return false;
-        };
-        let drained = tokio::time::timeout(self.drain_timeout, graceful.shutdown())
-            .await
-            .is_ok();
+        let mut drained = true;
+        for worker in self.workers {
+            drained &= worker.drained.await.unwrap_or(false);
+            // It has sent its result: what is left is dropping its runtime.
+            let _ = tokio::task::spawn_blocking(move || worker.thread.join()).await;
+        }
         if !drained {
             tracing::warn!("drain timeout: connections still open were closed");
         }
@@ -116,79 +133,190 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Bind every route and the metrics listener, then serve.
-pub(crate) async fn start(
-    routes: Vec<Route>,
-    metrics_addr: Option<SocketAddr>,
-    clock: Arc<dyn Clock>,
-    upstream_timeout: Duration,
-    drain_timeout: Duration,
-) -> Result<Running, ProxyError> {
+/// How the proxy serves: see [`ProxyBuilder`](crate::ProxyBuilder).
+pub(crate) struct Settings {
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) workers: usize,
+    pub(crate) thread_name: String,
+}
+
+/// Bind every route and the metrics listener, then start the workers.
+///
+/// Every route's listener is bound once, here (so that a bad address is this call's error),
+/// and shared by every worker: each accepts on it from its own event loop, and a connection
+/// stays with the worker that accepted it, upstream pool included, as nginx's workers do. No
+/// request pays a hand-off between threads.
+pub(crate) async fn start(routes: Vec<Route>, settings: Settings) -> Result<Running, ProxyError> {
     if routes.is_empty() {
         return Err(ProxyError::config("no route to serve"));
     }
     for r in &routes {
         r.check()?;
     }
-    let (stop, _) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
+    let workers = settings.workers.max(1);
     let mut bound = Vec::new();
-    let mut loops = Vec::new();
     let mut all_metrics = Vec::new();
+    // Per worker: (listener, state) for each route.
+    let mut serving: Vec<Vec<(SharedListener, Arc<RouteState>)>> = (0..workers).map(|_| Vec::new()).collect();
     for route in routes {
-        let metrics = Arc::new(RouteMetrics::new(&route.name, route.authorizer.clone()));
+        let metrics = Arc::new(RouteMetrics::new(&route.name, route.authorizer.clone(), workers));
         all_metrics.push(metrics.clone());
-        let state = Arc::new(RouteState {
-            clients: Clients::new(&route)?,
-            metrics,
-            clock: clock.clone(),
-            upstream_timeout,
-            route,
-        });
-        let name = state.route.name.clone();
-        let listener = Listener::bind(&state.route.listen, &name).await?;
-        bound.push((name, listener.bound()));
-        loops.push(tokio::spawn(accept_loop(
-            listener,
-            state,
-            stop.subscribe(),
-            graceful.clone(),
-        )));
+        let listener = Listener::bind(&route.listen, &route.name).await?;
+        bound.push((route.name.clone(), listener.bound()));
+        let shared = listener.into_shared(&route.name)?;
+        for (worker, routes) in serving.iter_mut().enumerate() {
+            let state = Arc::new(RouteState {
+                clients: Clients::new(&route)?,
+                metrics: metrics.clone(),
+                worker,
+                clock: settings.clock.clone(),
+                upstream_timeout: settings.upstream_timeout,
+                route: route.clone(),
+            });
+            // The first worker removes a unix socket's file when it stops accepting.
+            routes.push((shared.share(worker == 0, &route.name)?, state));
+        }
     }
-    let metrics_bound = match metrics_addr {
+    let (stop, _) = watch::channel(false);
+    let metrics_bound = match settings.metrics_addr {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| ProxyError::config(format!("metrics: cannot listen on {addr}: {e}")))?;
-            let local = listener.local_addr().ok();
-            loops.push(tokio::spawn(metrics_loop(
-                listener,
-                all_metrics.clone(),
-                stop.subscribe(),
-            )));
-            local
+            Some((listener.local_addr().ok(), listener))
         }
         None => None,
     };
+    let mut started = Vec::new();
+    for (index, routes) in serving.into_iter().enumerate() {
+        started.push(Worker::start(
+            format!("{}{index}", settings.thread_name),
+            routes,
+            stop.subscribe(),
+            settings.drain_timeout,
+        )?);
+    }
+    let (metrics_addr, metrics_loop) = match metrics_bound {
+        Some((local, listener)) => (
+            local,
+            Some(tokio::spawn(metrics_loop(
+                listener,
+                all_metrics.clone(),
+                stop.subscribe(),
+            ))),
+        ),
+        None => (None, None),
+    };
     for (name, b) in &bound {
-        tracing::info!(route = %name, listen = ?b, "listening");
+        tracing::info!(route = %name, listen = ?b, workers, "listening");
     }
     Ok(Running {
         routes: bound,
-        metrics_addr: metrics_bound,
+        metrics_addr,
         stop,
-        loops,
-        graceful,
-        drain_timeout,
+        metrics_loop,
+        workers: started,
         metrics: all_metrics,
     })
+}
+
+impl Worker {
+    /// A thread with a single-threaded runtime accepting on `routes`' listeners until `stop`,
+    /// then draining for up to `drain_timeout`.
+    fn start(
+        name: String,
+        routes: Vec<(SharedListener, Arc<RouteState>)>,
+        stop: watch::Receiver<bool>,
+        drain_timeout: Duration,
+    ) -> Result<Self, ProxyError> {
+        let cannot = |e: std::io::Error| ProxyError::config(format!("cannot start worker {name}: {e}"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(cannot)?;
+        // Registered with the worker's own event loop (here, so that a failure is this call's).
+        let listeners = {
+            let _entered = runtime.enter();
+            routes
+                .into_iter()
+                .map(|(listener, state)| Ok((listener.register().map_err(cannot)?, state)))
+                .collect::<Result<Vec<_>, ProxyError>>()?
+        };
+        let (done, drained) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let finished = runtime.block_on(serve_until_stopped(listeners, stop, drain_timeout));
+                let _ = done.send(finished);
+            })
+            .map_err(cannot)?;
+        Ok(Self { drained, thread })
+    }
+}
+
+/// A worker's life: an accept loop per route, then the drain of what it accepted.
+async fn serve_until_stopped(
+    listeners: Vec<(Listener, Arc<RouteState>)>,
+    stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) -> bool {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, state)| tokio::spawn(accept_loop(listener, state, stop.clone(), graceful.clone())))
+        .collect();
+    for l in loops {
+        let _ = l.await;
+    }
+    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        return false;
+    };
+    tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_ok()
+}
+
+/// A bound listener, out of any event loop, that every worker accepts on.
+enum SharedListener {
+    Tcp(std::net::TcpListener),
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixListener, Option<std::path::PathBuf>),
+}
+
+impl SharedListener {
+    /// Another handle on the same socket; `owner`'s removes a unix socket's file at the end.
+    fn share(&self, owner: bool, route: &str) -> Result<Self, ProxyError> {
+        let fail =
+            |e: std::io::Error| ProxyError::config(format!("route {route}: cannot share the listener: {e}"));
+        match self {
+            Self::Tcp(l) => l.try_clone().map(Self::Tcp).map_err(fail),
+            #[cfg(unix)]
+            Self::Unix(l, path) => l
+                .try_clone()
+                .map(|l| Self::Unix(l, path.clone().filter(|_| owner)))
+                .map_err(fail),
+        }
+    }
+
+    /// Registered with the current runtime's event loop.
+    fn register(self) -> std::io::Result<Listener> {
+        match self {
+            Self::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
+            #[cfg(unix)]
+            Self::Unix(l, path) => tokio::net::UnixListener::from_std(l).map(|l| Listener::Unix(l, path)),
+        }
+    }
 }
 
 /// A bound listener of either kind.
 enum Listener {
     Tcp(tokio::net::TcpListener),
+    /// With the path its owner removes when it stops accepting.
     #[cfg(unix)]
-    Unix(tokio::net::UnixListener, std::path::PathBuf),
+    Unix(tokio::net::UnixListener, Option<std::path::PathBuf>),
 }
 
 impl Listener {
@@ -199,7 +327,7 @@ impl Listener {
                 .map(Self::Tcp)
                 .map_err(|e| ProxyError::config(format!("route {route}: cannot listen on {addr}: {e}"))),
             #[cfg(unix)]
-            Listen::Unix(path) => bind_unix(path, route).map(|l| Self::Unix(l, path.clone())),
+            Listen::Unix(path) => bind_unix(path, route).map(|l| Self::Unix(l, Some(path.clone()))),
             #[cfg(not(unix))]
             Listen::Unix(path) => Err(ProxyError::config(format!(
                 "route {route}: unix sockets ({}) are not available on this platform",
@@ -215,7 +343,18 @@ impl Listener {
                     .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
             ),
             #[cfg(unix)]
-            Self::Unix(_, path) => Bound::Unix(path.clone()),
+            Self::Unix(_, path) => Bound::Unix(path.clone().unwrap_or_default()),
+        }
+    }
+
+    /// Out of the current event loop, to be shared by the workers.
+    fn into_shared(self, route: &str) -> Result<SharedListener, ProxyError> {
+        let fail =
+            |e: std::io::Error| ProxyError::config(format!("route {route}: cannot share the listener: {e}"));
+        match self {
+            Self::Tcp(l) => l.into_std().map(SharedListener::Tcp).map_err(fail),
+            #[cfg(unix)]
+            Self::Unix(l, path) => l.into_std().map(|l| SharedListener::Unix(l, path)).map_err(fail),
         }
     }
 }
@@ -295,7 +434,7 @@ async fn accept_loop(
     }
     // Dropping the listener closes it (a unix socket's file is removed).
     #[cfg(unix)]
-    if let Listener::Unix(_, path) = &listener {
+    if let Listener::Unix(_, Some(path)) = &listener {
         let _ = std::fs::remove_file(path);
     }
 }

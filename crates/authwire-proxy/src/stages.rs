@@ -3,8 +3,8 @@
 //! 1. [`upstream_uri`]: the upstream's origin and base path, then the request's path and query
 //!    byte for byte (whatever authority the program wrote is ignored);
 //! 2. [`upstream_request_filter`]: hop-by-hop headers (RFC 9110 section 7.6.1) and `Proxy-*`
-//!    dropped, the program's own `Authorization` and `DPoP` removed, `Host` left to the client
-//!    (the upstream's);
+//!    dropped, the program's own `Authorization` and `DPoP` removed, `Host` the upstream's
+//!    authority (whatever the program wrote);
 //! 3. [`authorize`]: steps 1-5 of the core's pipeline for the upstream target (a fresh DPoP
 //!    proof for a bound token);
 //! 4. [`forward`]: the request to the upstream, its body streamed through a [`Tee`] that keeps
@@ -17,9 +17,9 @@
 //!    `Retry-After` when no token can be had, 502, 504), as JSON naming the cause;
 //! 8. [`record`]: metrics and one log line, never a secret.
 
-use crate::body::{ProxyBody, Tee, boxed, full};
+use crate::body::{ProxyBody, Tee, full};
 use crate::client::Clients;
-use crate::metrics::RouteMetrics;
+use crate::metrics::{Counters, RouteMetrics};
 use crate::route::Route;
 use authwire::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use authwire::http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -28,14 +28,25 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Everything a route's requests need, shared by its connections.
+/// Everything a route's requests need on one worker, shared by the connections it accepted.
 pub(crate) struct RouteState {
     pub(crate) route: Route,
+    /// This worker's upstream connections (a pool per worker: a request never leaves the
+    /// thread that accepted it).
     pub(crate) clients: Clients,
     pub(crate) metrics: Arc<RouteMetrics>,
+    /// Which worker this is: its counters in `metrics`.
+    pub(crate) worker: usize,
     pub(crate) clock: Arc<dyn Clock>,
     /// How long the upstream may take to start its answer.
     pub(crate) upstream_timeout: Duration,
+}
+
+impl RouteState {
+    /// This worker's counters for the route.
+    fn counters(&self) -> &Counters {
+        self.metrics.worker(self.worker)
+    }
 }
 
 /// Why a request got no answer from the upstream.
@@ -89,24 +100,32 @@ async fn proxy(state: &RouteState, mut request: Request<Incoming>) -> Result<Res
     let target = Target::from_uri(&parts.method, &uri);
     let sent = authorize(state, &target, &mut parts.headers).await?;
 
-    let (tee, kept) = Tee::new(body);
-    let no_body = http_body::Body::is_end_stream(&tee);
-    let first = build(&parts.method, &uri, &parts.headers, boxed(tee));
+    parts
+        .headers
+        .insert(header::HOST, state.route.upstream.host.clone());
+    // A request without a body (most) needs no copy kept for a replay.
+    let (first_body, kept) = if http_body::Body::is_end_stream(&body) {
+        (ProxyBody::empty(), None)
+    } else {
+        let (tee, kept) = Tee::new(body);
+        (ProxyBody::Tee(tee), Some(kept))
+    };
+    let first = build(&parts.method, &uri, &parts.headers, first_body);
     let mut response = forward(state, first, upgrade, inbound_h2).await?;
 
-    let replay_body = if no_body {
-        Some(bytes::Bytes::new())
-    } else {
-        kept.lock()
+    let replay_body = match kept {
+        None => Some(bytes::Bytes::new()),
+        Some(kept) => kept
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .replayable()
+            .replayable(),
     };
     if let Some(retry) = judge(state, &target, &response, &sent, replay_body.is_some()).await
         && let Some(bytes) = replay_body
     {
         let mut headers = parts.headers.clone();
         retry.apply(&target, &mut headers).map_err(Failure::NoToken)?;
-        state.metrics.replayed();
+        state.counters().replayed();
         tracing::debug!(route = %state.route.name, "token rejected; refreshed and replayed once");
         let again = build(&parts.method, &uri, &headers, full(bytes));
         response = forward(state, again, upgrade, inbound_h2).await?;
@@ -119,13 +138,14 @@ async fn proxy(state: &RouteState, mut request: Request<Incoming>) -> Result<Res
         &mut parts.headers,
         parts.status == StatusCode::SWITCHING_PROTOCOLS,
     );
-    Ok(Response::from_parts(parts, boxed(body)))
+    Ok(Response::from_parts(parts, ProxyBody::Incoming(body)))
 }
 
 /// Stage 1: the upstream URI for the request's path and query.
 pub(crate) fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, Failure> {
-    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-    if !path_and_query.starts_with('/') {
+    let slash = authwire::http::uri::PathAndQuery::from_static("/");
+    let path_and_query = uri.path_and_query().unwrap_or(&slash);
+    if !path_and_query.as_str().starts_with('/') {
         // `OPTIONS *`, or a CONNECT authority: this is not a forward proxy.
         return Err(Failure::BadRequest(
             "only origin-form requests (a path) are proxied",
@@ -152,16 +172,15 @@ const HOP_BY_HOP: [&str; 6] = [
 /// Drop hop-by-hop headers: those `Connection` lists, the fixed ones, every `Proxy-*`. With
 /// `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is set (a WebSocket handshake).
 fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            if !(keep_upgrade && name == header::UPGRADE) {
+    // The names `Connection` lists, removed by name as written (no header name is built: most
+    // are not standard ones, and building one allocates). Its values are cheap to clone.
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    let first = connection.next().cloned();
+    let more: Vec<HeaderValue> = connection.cloned().collect();
+    for value in first.iter().chain(&more) {
+        for name in value.to_str().unwrap_or_default().split(',') {
+            let name = name.trim();
+            if !(keep_upgrade && name.eq_ignore_ascii_case("upgrade")) {
                 headers.remove(name);
             }
         }
@@ -196,7 +215,7 @@ fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Stage 2: what leaves for the upstream: no hop-by-hop header, no credential of the
-/// program's (the route's token replaces it, never joins it), no `Host` (the client writes the
+/// program's (the route's token replaces it, never joins it), no `Host` (the proxy writes the
 /// upstream's).
 pub(crate) fn upstream_request_filter(headers: &mut HeaderMap, upgrade: bool) {
     drop_hop_by_hop(headers, upgrade);
@@ -250,7 +269,7 @@ async fn forward(
             })
         })?;
     let took = state.clock.now().duration_since(started).unwrap_or_default();
-    state.metrics.upstream_latency(took);
+    state.counters().upstream_latency(took);
     Ok(answer)
 }
 
@@ -395,7 +414,7 @@ pub(crate) fn fail_to_proxy(state: &RouteState, failure: &Failure) -> Response<P
 /// Stage 8: count the answer and log one line (the path, never the query: it may carry
 /// anything).
 fn record(state: &RouteState, logged: Option<(std::time::SystemTime, Method, String)>, status: StatusCode) {
-    state.metrics.answered(status.as_u16());
+    state.counters().answered(status.as_u16());
     if let Some((started, method, path)) = logged {
         let took = state.clock.now().duration_since(started).unwrap_or_default();
         tracing::debug!(route = %state.route.name, %method, path, status = status.as_u16(), ?took, "proxied");
@@ -440,5 +459,21 @@ mod tests {
         upstream_request_filter(&mut ws, true);
         assert_eq!(ws["upgrade"], "websocket");
         assert_eq!(ws["connection"], "upgrade");
+
+        // Names as any case writes them, over several `Connection` lines; nonsense in one
+        // (not a header name) removes nothing and breaks nothing.
+        let mut listed = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "X-Hop-One ,\tbad name(x)"),
+            ("connection", ",, X-HOP-TWO"),
+            ("x-hop-one", "1"),
+            ("x-hop-two", "2"),
+            ("x-kept", "yes"),
+        ] {
+            listed.append(k, HeaderValue::from_bytes(v.as_bytes()).unwrap());
+        }
+        upstream_request_filter(&mut listed, false);
+        let names: Vec<&str> = listed.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept"]);
     }
 }

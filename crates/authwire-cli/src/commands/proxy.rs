@@ -47,6 +47,9 @@ pub(crate) async fn exec(credentials: &Credentials, args: ProxyArgs) -> Result<u
     if let Some(addr) = args.metrics {
         builder = builder.metrics(addr);
     }
+    if let Some(workers) = args.workers {
+        builder = builder.workers(usize::from(workers));
+    }
     let mut names = std::collections::HashSet::new();
     for (name, config, c) in configs {
         let s = settings::resolve(&c).await?;

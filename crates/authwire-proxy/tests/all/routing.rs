@@ -306,3 +306,89 @@ async fn a_claims_challenge_is_answered_once_and_one_that_cannot_be_reaches_the_
     assert!(challenge.contains(r#"error="insufficient_scope""#), "{challenge}");
     assert_eq!((api.challenges(), api.requests()), (2, 3));
 }
+
+/// The names of this process's threads (Linux's `/proc/self/task/*/comm`).
+#[cfg(target_os = "linux")]
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_the_listener_one_token_and_one_set_of_figures() {
+    let idp = IdentityServer::start().await;
+    let upstream = Upstream::start().await;
+    let route = Route::new(
+        "r",
+        "127.0.0.1:0".parse().unwrap(),
+        &upstream.url(),
+        authorizer(&idp),
+    )
+    .unwrap();
+    let running = Proxy::builder()
+        .route(route)
+        .metrics("127.0.0.1:0".parse().unwrap())
+        .workers(3)
+        .thread_name("wt-share-")
+        .start()
+        .await
+        .unwrap();
+    let addr = running.local_addr("r").unwrap();
+    assert_eq!(running.workers(), 3);
+    let workers = || {
+        thread_names()
+            .into_iter()
+            .filter(|n| n.starts_with("wt-share-"))
+            .count()
+    };
+    // A new thread names itself once it runs: wait for that, not for a duration.
+    for _ in 0..500 {
+        if workers() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(workers(), 3, "{:?}", thread_names());
+
+    // Thirty connections at once, each its own: whichever worker accepts one serves it.
+    let calls = (0..30).map(|i| async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+        raw.write_all(format!("GET /w/{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        raw.read_to_string(&mut out).await.unwrap();
+        out.starts_with("HTTP/1.1 200")
+    });
+    let answered = futures_join_all(calls).await;
+    assert!(answered.iter().all(|ok| *ok), "{answered:?}");
+    assert_eq!(upstream.seen().len(), 30);
+    assert_eq!(idp.tokens_issued(), 1, "one token for every worker");
+    assert_eq!(running.requests_answered(), 30, "every worker's answers counted");
+    let metrics = reqwest::get(format!("http://{}/metrics", running.metrics_addr().unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authwire_proxy_requests_total{route=\"r\",class=\"2xx\"} 30\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authwire_proxy_upstream_duration_seconds_count{route=\"r\"} 30\n"),
+        "{metrics}"
+    );
+
+    assert!(running.shutdown().await, "every worker drained");
+    assert_eq!(workers(), 0, "no worker left running: {:?}", thread_names());
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no worker accepts after the shutdown"
+    );
+}
