@@ -169,18 +169,33 @@ const HOP_BY_HOP: [&str; 6] = [
     "upgrade",
 ];
 
+/// Whether `name` is one [`drop_hop_by_hop`] drops whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
+}
+
 /// Drop hop-by-hop headers: those `Connection` lists, the fixed ones, every `Proxy-*`. With
 /// `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is set (a WebSocket handshake).
 fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // The names `Connection` lists, removed by name as written (no header name is built: most
-    // are not standard ones, and building one allocates). Its values are cheap to clone.
+    // are not standard ones, and building one allocates). Its values are cheap to clone. The
+    // usual tokens (`keep-alive`, `close`, `upgrade`) name a header dropped below, or none:
+    // no lookup for them.
     let mut connection = headers.get_all(header::CONNECTION).iter();
     let first = connection.next().cloned();
     let more: Vec<HeaderValue> = connection.cloned().collect();
     for value in first.iter().chain(&more) {
         for name in value.to_str().unwrap_or_default().split(',') {
             let name = name.trim();
-            if !(keep_upgrade && name.eq_ignore_ascii_case("upgrade")) {
+            let fixed = name.is_empty()
+                || name.eq_ignore_ascii_case("close")
+                || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h));
+            if !fixed {
                 headers.remove(name);
             }
         }
@@ -188,22 +203,11 @@ fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let te_trailers = headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in HOP_BY_HOP {
-        if keep_upgrade && name == "upgrade" {
-            continue;
-        }
+    // The fixed names and every `Proxy-*`: found among the names present (a request or an
+    // answer carries a handful), each removed by its name, no allocation.
+    let doomed = |k: &&HeaderName| is_hop_by_hop(k) && !(keep_upgrade && *k == header::UPGRADE);
+    while let Some(name) = headers.keys().find(doomed).cloned() {
         headers.remove(name);
-    }
-    // Most requests carry no `Proxy-*` header: look before allocating.
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for name in proxy {
-            headers.remove(name);
-        }
     }
     // `TE: trailers` is end to end in HTTP/2, and gRPC needs it.
     if te_trailers {
@@ -218,7 +222,11 @@ fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// program's (the route's token replaces it, never joins it), no `Host` (the proxy writes the
 /// upstream's).
 pub(crate) fn upstream_request_filter(headers: &mut HeaderMap, upgrade: bool) {
-    drop_hop_by_hop(headers, upgrade);
+    // Most requests carry no hop-by-hop header: one look at the names they have, rather than
+    // a lookup for each name that might be there.
+    if upgrade || headers.keys().any(is_hop_by_hop) {
+        drop_hop_by_hop(headers, upgrade);
+    }
     headers.remove(header::AUTHORIZATION);
     headers.remove(HeaderName::from_static("dpop"));
     headers.remove(header::HOST);
@@ -424,6 +432,15 @@ fn record(state: &RouteState, logged: Option<(std::time::SystemTime, Method, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quick_look_knows_every_hop_by_hop_name() {
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        assert!(is_hop_by_hop(&HeaderName::from_static("proxy-anything")));
+        assert!(!is_hop_by_hop(&header::ACCEPT));
+    }
 
     #[test]
     fn hop_by_hop_and_credentials_never_leave() {
