@@ -329,4 +329,43 @@ mod coarse_tests {
             assert!(precise.duration_since(coarse).unwrap() < Duration::from_millis(100));
         }
     }
+
+    /// Programs that link authwire run under valgrind (memcheck, callgrind): the coarse clock
+    /// reads the time through libc, which valgrind knows, not through the vDSO found from the
+    /// auxiliary vector, which valgrind does not map (rustix issue 1559: a SIGSEGV on the
+    /// first token read). This test runs the test above under valgrind. Debian's `valgrind`;
+    /// `.ci/run` installs it, elsewhere the test says it did not run.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_coarse_clock_works_under_valgrind() {
+        if std::process::Command::new("valgrind")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "valgrind is missing on CI: .ci/run installs it"
+            );
+            eprintln!("valgrind not found (apt-get install valgrind): not run");
+            return;
+        }
+        let out = std::process::Command::new("valgrind")
+            .args(["-q", "--tool=none", "--error-exitcode=3"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "clock::coarse_tests::the_coarse_clock_is_never_ahead_and_at_most_a_tick_behind",
+                "--test-threads=1",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
