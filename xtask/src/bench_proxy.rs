@@ -1,8 +1,10 @@
 //! `cargo xtask bench-proxy`: the sidecar against nginx, one after the other in one run, in front
 //! of the same fast upstream (nginx answering `200 ok`), loaded by wrk: throughput and p99 at 64
 //! keep-alive connections, the added latency at 1 connection, and the proxy's resident memory
-//! idle and per open connection. Needs Debian's nginx and wrk (`apt-get install nginx-light
-//! wrk`); not part of `ci`. Figures go to docs/PERFORMANCE.md.
+//! idle and per open connection; the CPU time per request of the process under test, and (with
+//! valgrind) its user-space instructions per request, which do not move with the machine's
+//! load as times do. Needs Debian's nginx and wrk (`apt-get install nginx-light wrk`, and
+//! `valgrind` for the instruction counts); not part of `ci`. Figures go to docs/PERFORMANCE.md.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,9 +39,10 @@ fn wait_listening(port: u16) -> Result<(), String> {
     Err(format!("nothing listens on {port} after 10 s"))
 }
 
-/// An nginx with `server` as its `server` block contents, on `port`: one process
-/// (`master_process off`), so that stopping it leaves no worker behind.
-fn nginx(dir: &Path, name: &str, port: u16, server: &str, extra_http: &str) -> Result<Killed, String> {
+/// The prefix folder and configuration file of an nginx with `server` as its `server` block
+/// contents, on `port`: one process (`master_process off`), so that stopping it leaves no
+/// worker behind.
+fn nginx_conf(dir: &Path, name: &str, port: u16, server: &str, extra_http: &str) -> Result<(PathBuf, PathBuf), String> {
     let prefix = dir.join(name);
     std::fs::create_dir_all(prefix.join("logs")).map_err(|e| e.to_string())?;
     let conf = format!(
@@ -52,6 +55,12 @@ fn nginx(dir: &Path, name: &str, port: u16, server: &str, extra_http: &str) -> R
     );
     let file = prefix.join("nginx.conf");
     std::fs::write(&file, conf).map_err(|e| e.to_string())?;
+    Ok((prefix, file))
+}
+
+/// nginx as [`nginx_conf`] configures it, started and listening.
+fn nginx(dir: &Path, name: &str, port: u16, server: &str, extra_http: &str) -> Result<Killed, String> {
+    let (prefix, file) = nginx_conf(dir, name, port, server, extra_http)?;
     let child = Command::new("nginx")
         .arg("-p")
         .arg(&prefix)
@@ -64,6 +73,83 @@ fn nginx(dir: &Path, name: &str, port: u16, server: &str, extra_http: &str) -> R
     let child = Killed(child);
     wait_listening(port)?;
     Ok(child)
+}
+
+/// Requests wrk completed in `seconds` at `connections`.
+fn wrk_requests(url: &str, connections: u32, seconds: u32) -> Result<u64, String> {
+    let out = Command::new("wrk")
+        .args(["-t", "1", "-c", &connections.to_string(), "-d", &format!("{seconds}s"), url])
+        .output()
+        .map_err(|e| format!("wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().split_once(" requests in").map(|(n, _)| n.trim().parse::<u64>()))
+        .and_then(Result::ok)
+        .ok_or_else(|| format!("wrk printed no request count:\n{text}"))
+}
+
+/// User-space instructions per request (every thread), counted by valgrind's callgrind while
+/// wrk loads `port` with 8 connections: a figure that does not move with the machine's load,
+/// as times here do. `None` without valgrind.
+fn instructions_per_request(dir: &Path, name: &str, port: u16, command: &mut Command) -> Result<Option<u64>, String> {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    let out = dir.join(format!("callgrind.{name}"));
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+    let envs: Vec<_> = command
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect();
+    let child = Killed(
+        Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(program)
+            .args(args)
+            .envs(envs)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("valgrind: {e}"))?,
+    );
+    let pid = child.0.id().to_string();
+    let url = format!("http://127.0.0.1:{port}/");
+    // Slow under valgrind: up to a minute to listen, then a warm-up (the proxy's token).
+    for _ in 0..6 {
+        if wait_listening(port).is_ok() {
+            break;
+        }
+    }
+    wrk_requests(&url, 8, 2)?;
+    let control = |what: &str| {
+        Command::new("callgrind_control")
+            .args([what, &pid])
+            .output()
+            .map_err(|e| format!("callgrind_control: {e}"))
+    };
+    control("-z")?;
+    let requests = wrk_requests(&url, 8, 5)?;
+    control("-d")?;
+    let dump = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("callgrind.{name}.")))
+        })
+        .ok_or("callgrind wrote no dump")?;
+    let text = std::fs::read_to_string(&dump).map_err(|e| e.to_string())?;
+    let total: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("summary:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or("no summary in the callgrind dump")?;
+    drop(child);
+    Ok(Some(total / requests.max(1)))
 }
 
 /// One wrk run: (requests per second, p50 ms, p99 ms).
@@ -116,6 +202,32 @@ fn to_ms(v: &str) -> Option<f64> {
     })
 }
 
+/// CPU time the process has used so far (user and system, every thread), in microseconds.
+fn cpu_micros(pid: u32, ticks_per_second: u64) -> Result<u64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Fields after the command name (which may hold spaces): state is the first, utime the
+    // 12th and stime the 13th (fields 14 and 15 of proc(5)).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("no ) in stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or("short stat")
+    };
+    Ok((ticks(11)? + ticks(12)?) * 1_000_000 / ticks_per_second.max(1))
+}
+
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(100)
+}
+
 fn rss_kib(pid: u32) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     status
@@ -157,14 +269,10 @@ pub(crate) fn run(root: &Path, target: &Path) -> Result<(), String> {
         "",
     )?;
     let nginx_port = free_port()?;
-    let _front = nginx(
-        &dir,
-        "front",
-        nginx_port,
-        "location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; \
-         proxy_set_header Authorization \"Bearer static-token-for-the-floor\"; }",
-        &format!("upstream up {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}"),
-    )?;
+    let front_server = "location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; \
+         proxy_set_header Authorization \"Bearer static-token-for-the-floor\"; }";
+    let front_upstream = format!("upstream up {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}");
+    let _front = nginx(&dir, "front", nginx_port, front_server, &front_upstream)?;
 
     // The identity provider (two ports: issuer and its API) and the proxy.
     let idp_port = loop {
@@ -182,22 +290,25 @@ pub(crate) fn run(root: &Path, target: &Path) -> Result<(), String> {
             .map_err(|e| format!("authwire-idp: {e}"))?,
     );
     wait_listening(idp_port)?;
+    let proxy_args = |port: u16| {
+        [
+            "proxy".to_owned(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--upstream".to_owned(),
+            format!("http://127.0.0.1:{upstream_port}"),
+            "--issuer".to_owned(),
+            format!("http://127.0.0.1:{idp_port}"),
+            "--client-id".to_owned(),
+            "client-1".to_owned(),
+            "--cache".to_owned(),
+            "none".to_owned(),
+        ]
+    };
     let proxy_port = free_port()?;
     let proxy = Killed(
         Command::new(target.join("release/authwire"))
-            .args([
-                "proxy",
-                "--listen",
-                &format!("127.0.0.1:{proxy_port}"),
-                "--upstream",
-                &format!("http://127.0.0.1:{upstream_port}"),
-                "--issuer",
-                &format!("http://127.0.0.1:{idp_port}"),
-                "--client-id",
-                "client-1",
-                "--cache",
-                "none",
-            ])
+            .args(proxy_args(proxy_port))
             .env("AUTHWIRE_CLIENT_SECRET", "s3cret:with%special+chars")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -213,21 +324,29 @@ pub(crate) fn run(root: &Path, target: &Path) -> Result<(), String> {
     let direct = format!("http://127.0.0.1:{upstream_port}/");
     let via_nginx = format!("http://127.0.0.1:{nginx_port}/");
     let via_proxy = format!("http://127.0.0.1:{proxy_port}/");
+    let ticks = clock_ticks();
     println!("wrk, 1 thread, {SECONDS} s each; the upstream is nginx answering 200 ok (worker_processes 1)");
-    println!("| path | connections | requests/s | p50 ms | p99 ms |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "(CPU per request: the CPU time, user and system, of the process wrk talks to, divided by the requests it answered)"
+    );
+    println!("| path | connections | requests/s | p50 ms | p99 ms | CPU per request |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for connections in [64u32, 1] {
-        for (name, url, header) in [
+        for (name, url, header, measured) in [
             (
                 "direct to the upstream",
                 &direct,
                 Some("Authorization: Bearer static"),
+                _upstream.0.id(),
             ),
-            ("nginx adding a static header", &via_nginx, None),
-            ("authwire proxy", &via_proxy, None),
+            ("nginx adding a static header", &via_nginx, None, _front.0.id()),
+            ("authwire proxy", &via_proxy, None, pid),
         ] {
+            let before = cpu_micros(measured, ticks)?;
             let (rps, p50, p99) = wrk(url, connections, header)?;
-            println!("| {name} | {connections} | {rps:.0} | {p50:.3} | {p99:.3} |");
+            let used = cpu_micros(measured, ticks)?.saturating_sub(before);
+            let per_request = used as f64 / (rps * f64::from(SECONDS)).max(1.0);
+            println!("| {name} | {connections} | {rps:.0} | {p50:.3} | {p99:.3} | {per_request:.1} µs |");
         }
     }
 
@@ -252,6 +371,41 @@ pub(crate) fn run(root: &Path, target: &Path) -> Result<(), String> {
         with_connections.saturating_sub(before) as f64 / held.len().max(1) as f64
     );
     drop(held);
+    drop(proxy);
+
+    // Instructions per request, one worker each: nginx in front (a second instance, under
+    // valgrind) and the proxy.
+    let counted_port = free_port()?;
+    let (prefix, file) = nginx_conf(
+        &dir,
+        "front-counted",
+        counted_port,
+        front_server,
+        &front_upstream,
+    )?;
+    let nginx_counted = instructions_per_request(
+        &dir,
+        "nginx",
+        counted_port,
+        Command::new("nginx").arg("-p").arg(&prefix).arg("-c").arg(&file),
+    )?;
+    let proxy_counted_port = free_port()?;
+    let proxy_counted = instructions_per_request(
+        &dir,
+        "proxy",
+        proxy_counted_port,
+        Command::new(target.join("release/authwire"))
+            .args(proxy_args(proxy_counted_port))
+            .args(["--workers", "1"])
+            .env("AUTHWIRE_CLIENT_SECRET", "s3cret:with%special+chars"),
+    )?;
+    match (nginx_counted, proxy_counted) {
+        (Some(n), Some(p)) => println!(
+            "user-space instructions per request (callgrind, one worker, 8 connections): nginx {n}, authwire proxy {p} ({:.2}x)",
+            p as f64 / n.max(1) as f64
+        ),
+        _ => println!("instructions per request: not counted (apt-get install valgrind)"),
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
