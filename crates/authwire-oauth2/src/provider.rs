@@ -353,9 +353,15 @@ impl IdentityProvider for OAuth2Provider {
         {
             match inner.refresh_keeping(current, refresh_token, None).await {
                 Ok(token) => return Ok(token),
+                // A refused refresh token falls back to the configured grant, which gets the
+                // same client its token again. Not when the token is a person's login (it
+                // carries an ID token: OpenID Connect issues none to a client alone): the
+                // configured grant would answer with the client's own identity instead of the
+                // person's, silently. The refusal is returned: log in again.
                 Err(e)
                     if e.error_code() == Some("invalid_grant")
-                        && !matches!(inner.grant, Grant::RefreshToken) =>
+                        && !matches!(inner.grant, Grant::RefreshToken)
+                        && current.id_token().is_none() =>
                 {
                     info!(client_id = %inner.client_id, "refresh token rejected (invalid_grant); using the {} grant", inner.grant.name());
                 }

@@ -232,6 +232,11 @@ impl Worker {
         stop: watch::Receiver<bool>,
         drain_timeout: Duration,
     ) -> Result<Self, ProxyError> {
+        if name.contains('\0') {
+            return Err(ProxyError::config(format!(
+                "worker thread name {name:?}: a thread name cannot hold a NUL byte"
+            )));
+        }
         let cannot = |e: std::io::Error| ProxyError::config(format!("cannot start worker {name}: {e}"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -107,6 +107,31 @@ async fn refresh_token_is_used_first_and_its_rotation_is_kept() {
 }
 
 #[tokio::test]
+async fn a_persons_refused_login_is_not_replaced_by_the_clients_own_token() {
+    let idp = IdentityServer::start().await;
+    let provider = confidential(&idp).build().unwrap();
+    // What a confidential client's login left: a person's tokens, an ID token among them. The
+    // server no longer knows the refresh token (revoked, expired, reused).
+    let login = Token::new("a-persons-access-token")
+        .with_refresh_token("a-refresh-token-the-server-refuses")
+        .with_id_token("a.persons.id-token");
+    let e = provider.fetch_token(Some(&login)).await.unwrap_err();
+    assert_eq!(e.error_code(), Some("invalid_grant"), "{e}");
+    assert_eq!(idp.grant_count("refresh_token"), 1);
+    assert_eq!(
+        idp.grant_count("client_credentials"),
+        0,
+        "the person's identity is not swapped for the client's"
+    );
+
+    // Without an ID token (a client credentials token the server gave a refresh token), the
+    // configured grant gets the client its token again, as before.
+    let own = Token::new("the-clients-access-token").with_refresh_token("refused-too");
+    assert!(provider.fetch_token(Some(&own)).await.is_ok());
+    assert_eq!(idp.grant_count("client_credentials"), 1);
+}
+
+#[tokio::test]
 async fn when_the_server_does_not_rotate_the_old_refresh_token_is_kept() {
     let idp = IdentityServer::builder()
         .settings(Settings {

@@ -392,3 +392,24 @@ async fn workers_share_the_listener_one_token_and_one_set_of_figures() {
         "no worker accepts after the shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_name_that_cannot_be_one_is_refused_not_a_panic() {
+    let upstream = Upstream::start().await;
+    let route = Route::new(
+        "r",
+        "127.0.0.1:0".parse().unwrap(),
+        &upstream.url(),
+        Authorizer::new(authwire::StaticTokenProvider::new("t0k3n")),
+    )
+    .unwrap();
+    let refused = Proxy::builder()
+        .route(route)
+        .workers(2)
+        .thread_name("bad\0name-")
+        .start()
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("NUL"), "{refused}");
+}
