@@ -42,7 +42,13 @@ fn wait_listening(port: u16) -> Result<(), String> {
 /// The prefix folder and configuration file of an nginx with `server` as its `server` block
 /// contents, on `port`: one process (`master_process off`), so that stopping it leaves no
 /// worker behind.
-fn nginx_conf(dir: &Path, name: &str, port: u16, server: &str, extra_http: &str) -> Result<(PathBuf, PathBuf), String> {
+fn nginx_conf(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    server: &str,
+    extra_http: &str,
+) -> Result<(PathBuf, PathBuf), String> {
     let prefix = dir.join(name);
     std::fs::create_dir_all(prefix.join("logs")).map_err(|e| e.to_string())?;
     let conf = format!(
@@ -78,12 +84,24 @@ fn nginx(dir: &Path, name: &str, port: u16, server: &str, extra_http: &str) -> R
 /// Requests wrk completed in `seconds` at `connections`.
 fn wrk_requests(url: &str, connections: u32, seconds: u32) -> Result<u64, String> {
     let out = Command::new("wrk")
-        .args(["-t", "1", "-c", &connections.to_string(), "-d", &format!("{seconds}s"), url])
+        .args([
+            "-t",
+            "1",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            url,
+        ])
         .output()
         .map_err(|e| format!("wrk: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
-        .find_map(|l| l.trim().split_once(" requests in").map(|(n, _)| n.trim().parse::<u64>()))
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in")
+                .map(|(n, _)| n.trim().parse::<u64>())
+        })
         .and_then(Result::ok)
         .ok_or_else(|| format!("wrk printed no request count:\n{text}"))
 }
@@ -91,7 +109,12 @@ fn wrk_requests(url: &str, connections: u32, seconds: u32) -> Result<u64, String
 /// User-space instructions per request (every thread), counted by valgrind's callgrind while
 /// wrk loads `port` with 8 connections: a figure that does not move with the machine's load,
 /// as times here do. `None` without valgrind.
-fn instructions_per_request(dir: &Path, name: &str, port: u16, command: &mut Command) -> Result<Option<u64>, String> {
+fn instructions_per_request(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    command: &mut Command,
+) -> Result<Option<u64>, String> {
     if Command::new("valgrind").arg("--version").output().is_err() {
         return Ok(None);
     }
@@ -376,13 +399,7 @@ pub(crate) fn run(root: &Path, target: &Path) -> Result<(), String> {
     // Instructions per request, one worker each: nginx in front (a second instance, under
     // valgrind) and the proxy.
     let counted_port = free_port()?;
-    let (prefix, file) = nginx_conf(
-        &dir,
-        "front-counted",
-        counted_port,
-        front_server,
-        &front_upstream,
-    )?;
+    let (prefix, file) = nginx_conf(&dir, "front-counted", counted_port, front_server, &front_upstream)?;
     let nginx_counted = instructions_per_request(
         &dir,
         "nginx",
