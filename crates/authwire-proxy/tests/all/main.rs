@@ -187,5 +187,15 @@ async fn proxy_to(upstream: &str, authorizer: Authorizer) -> (Running, SocketAdd
     (running, addr)
 }
 
+/// What the proxy's metrics listener serves at `/metrics`.
+async fn metrics_text(running: &Running) -> String {
+    reqwest::get(format!("http://{}/metrics", running.metrics_addr().unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The secret of the testkit's confidential client: it must never show.
 const SECRET: &str = Client::CONFIDENTIAL_SECRET;

@@ -113,12 +113,7 @@ async fn a_rejected_token_is_refreshed_once_and_the_request_replayed() {
     assert_eq!(big.status(), 401);
     assert_eq!(upstream.seen().len(), 4, "not sent again");
 
-    let metrics = reqwest::get(format!("http://{}/metrics", running.metrics_addr().unwrap()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&running).await;
     assert!(
         metrics.contains("authwire_proxy_replays_total{route=\"r\"} 1"),
         "{metrics}"
@@ -370,12 +365,7 @@ async fn workers_share_the_listener_one_token_and_one_set_of_figures() {
     assert_eq!(upstream.seen().len(), 30);
     assert_eq!(idp.tokens_issued(), 1, "one token for every worker");
     assert_eq!(running.requests_answered(), 30, "every worker's answers counted");
-    let metrics = reqwest::get(format!("http://{}/metrics", running.metrics_addr().unwrap()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&running).await;
     assert!(
         metrics.contains("authwire_proxy_requests_total{route=\"r\",class=\"2xx\"} 30\n"),
         "{metrics}"
