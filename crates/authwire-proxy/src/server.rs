@@ -294,6 +294,8 @@ enum SharedListener {
 impl SharedListener {
     /// Another handle on the same socket; `owner`'s removes a unix socket's file at the end.
     fn share(&self, owner: bool, route: &str) -> Result<Self, ProxyError> {
+        #[cfg(not(unix))]
+        let _ = owner; // only a unix socket has a file to remove
         let fail =
             |e: std::io::Error| ProxyError::config(format!("route {route}: cannot share the listener: {e}"));
         match self {
