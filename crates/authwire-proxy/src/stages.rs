@@ -189,9 +189,12 @@ fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let mut connection = headers.get_all(header::CONNECTION).iter();
     let first = connection.next().cloned();
     let more: Vec<HeaderValue> = connection.cloned().collect();
+    // `TE` listed as a connection option is this hop's only (RFC 9110 section 10.1.4).
+    let mut te_listed = false;
     for value in first.iter().chain(&more) {
         for name in value.to_str().unwrap_or_default().split(',') {
             let name = name.trim();
+            te_listed |= name.eq_ignore_ascii_case("te");
             let fixed = name.is_empty()
                 || name.eq_ignore_ascii_case("close")
                 || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h));
@@ -200,9 +203,10 @@ fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             }
         }
     }
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let te_trailers = !te_listed
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     // The fixed names and every `Proxy-*`: found among the names present (a request or an
     // answer carries a handful), each removed by its name, no allocation.
     let doomed = |k: &&HeaderName| is_hop_by_hop(k) && !(keep_upgrade && *k == header::UPGRADE);
@@ -469,6 +473,13 @@ mod tests {
         grpc.insert("te", HeaderValue::from_static("trailers"));
         upstream_request_filter(&mut grpc, false);
         assert_eq!(grpc["te"], "trailers", "gRPC's TE: trailers goes end to end");
+
+        // `TE: trailers` that `Connection` lists is this hop's (HTTP/1.1): not passed on.
+        let mut h1 = HeaderMap::new();
+        h1.insert("te", HeaderValue::from_static("trailers"));
+        h1.insert("connection", HeaderValue::from_static("TE"));
+        upstream_request_filter(&mut h1, false);
+        assert!(h1.is_empty(), "{h1:?}");
 
         let mut ws = HeaderMap::new();
         ws.insert("connection", HeaderValue::from_static("Upgrade"));
