@@ -276,7 +276,7 @@ pub(crate) async fn login(
         subject: None,
     };
     inner.check_id_token(&token, &expect).await?;
-    Ok(token)
+    Ok(crate::provider::person_login(token, "authorization_code"))
 }
 
 impl Inner {

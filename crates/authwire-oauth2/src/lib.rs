@@ -35,7 +35,8 @@
 //! - **Refresh tokens**: when the current token has one, it is used first; a rotated one replaces
 //!   it, and when the server sends none the old one is kept. If the server rejects it
 //!   (`invalid_grant`), the configured grant runs instead, except for a person's login (a token
-//!   with an ID token), whose refusal is returned: the client's own token never replaces it.
+//!   a browser or device login marked) under a grant that needs no person: its refusal is
+//!   returned, and the client's own token never replaces it.
 //! - **Security**: credentials go only over https, or plain http to a loopback address, unless
 //!   [`allow_insecure_http`](OAuth2ProviderBuilder::allow_insecure_http) is called; redirects
 //!   are not followed; bodies are read up to [`MAX_RESPONSE_BYTES`] and never logged; the client

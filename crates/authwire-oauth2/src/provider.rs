@@ -344,6 +344,17 @@ impl fmt::Debug for OAuth2Provider {
     }
 }
 
+/// The extra a token gets when a person logged in (a browser or device login), kept through its
+/// refreshes and stored with it: the grant it came from. A refused refresh token of such a
+/// token is not replaced by the configured grant's token (the client's own identity). A token
+/// response cannot set it (`response.rs` drops the name).
+pub(crate) const PERSON_LOGIN: &str = "authwire_person_login";
+
+/// `token`, marked as a person's login by `grant`.
+pub(crate) fn person_login(token: Token, grant: &str) -> Token {
+    token.with_extra(PERSON_LOGIN, grant)
+}
+
 #[async_trait]
 impl IdentityProvider for OAuth2Provider {
     async fn fetch_token(&self, current: Option<&Token>) -> Result<Token, ProviderError> {
@@ -354,14 +365,15 @@ impl IdentityProvider for OAuth2Provider {
             match inner.refresh_keeping(current, refresh_token, None).await {
                 Ok(token) => return Ok(token),
                 // A refused refresh token falls back to the configured grant, which gets the
-                // same client its token again. Not when the token is a person's login (it
-                // carries an ID token: OpenID Connect issues none to a client alone): the
-                // configured grant would answer with the client's own identity instead of the
-                // person's, silently. The refusal is returned: log in again.
+                // same client its token again. Not when the token is a person's login (marked
+                // so by the login, not inferred from an ID token: some servers give one to a
+                // client credentials token): the configured grant would answer with the
+                // client's own identity instead of the person's, silently. The refusal is
+                // returned: log in again.
                 Err(e)
                     if e.error_code() == Some("invalid_grant")
                         && !matches!(inner.grant, Grant::RefreshToken)
-                        && current.id_token().is_none() =>
+                        && !(current.extra(PERSON_LOGIN).is_some() && inner.grant.needs_no_person()) =>
                 {
                     info!(client_id = %inner.client_id, "refresh token rejected (invalid_grant); using the {} grant", inner.grant.name());
                 }
@@ -394,13 +406,12 @@ impl IdentityProvider for OAuth2Provider {
                 {
                     return inner.refresh_keeping(current, refresh_token, claims).await;
                 }
-                match inner.grant {
-                    Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_) => {
-                        inner.run_grant_with(claims).await
-                    }
-                    _ => Err(ProviderError::permanent(
+                if inner.grant.needs_no_person() {
+                    inner.run_grant_with(claims).await
+                } else {
+                    Err(ProviderError::permanent(
                         "a claims challenge needs a refresh token or a new login: log in again",
-                    )),
+                    ))
                 }
             }
             authwire::StepUpReason::Authentication => match &inner.step_up_login {

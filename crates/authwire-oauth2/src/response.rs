@@ -113,6 +113,8 @@ fn parse_token_object(
         "refresh_token",
         "id_token",
         "scope",
+        // Ours (a person's login), never the server's to set.
+        crate::provider::PERSON_LOGIN,
     ];
     for (name, value) in object
         .iter()
@@ -405,6 +407,9 @@ mod tests {
         assert_eq!(t.extra("tenant").and_then(|v| v.as_str()), Some("t1"));
         assert!(t.extra("mfa_token").is_none() && t.extra("client_secret").is_none());
         assert!(!format!("{t:?}").contains("SECRET"));
+        // A server cannot mark its answer as a person's login.
+        let t = ok(r#"{"access_token":"a","authwire_person_login":"authorization_code"}"#).unwrap();
+        assert!(t.extra(crate::provider::PERSON_LOGIN).is_none());
     }
 
     #[test]

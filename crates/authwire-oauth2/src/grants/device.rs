@@ -73,7 +73,7 @@ impl Inner {
                     // (OpenID Connect Core 3.1.3.7) before it is kept.
                     self.check_id_token(&token, &crate::oidc::Expect::default())
                         .await?;
-                    return Ok(token);
+                    return Ok(crate::provider::person_login(token, "device_code"));
                 }
                 Err(e) => match e.error_code() {
                     Some("authorization_pending") => continue,

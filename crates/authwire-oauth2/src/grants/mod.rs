@@ -65,6 +65,15 @@ impl Grant {
         Grant::DeviceCode(DevicePromptFn(Arc::new(prompt)))
     }
 
+    /// Whether the grant gets a token with no person present (the client's own, or an
+    /// assertion's or a subject token's identity): not a login.
+    pub(crate) fn needs_no_person(&self) -> bool {
+        matches!(
+            self,
+            Grant::ClientCredentials | Grant::JwtBearer(_) | Grant::TokenExchange(_)
+        )
+    }
+
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Grant::ClientCredentials => "client_credentials",
@@ -382,6 +391,12 @@ impl Inner {
         }
         if token.id_token().is_none() {
             token.set_id_token(current.id_token().cloned());
+        }
+        // A person's login stays one through its refreshes.
+        if let Some(login) = current.extra(crate::provider::PERSON_LOGIN)
+            && token.extra(crate::provider::PERSON_LOGIN).is_none()
+        {
+            token = token.with_extra(crate::provider::PERSON_LOGIN, login.clone());
         }
         Ok(token)
     }

@@ -115,6 +115,15 @@ async fn a_browser_login_uses_pkce_s256_and_state_and_yields_a_refresh_token() {
     let refreshed = provider.fetch_token(Some(&token)).await.unwrap();
     assert!(refreshed.refresh_token().is_some());
     assert!(refreshed.id_token().is_some());
+
+    // A person's login, and still one after its refresh (what keeps a refused refresh token
+    // from being replaced by a client's own token; grants.rs).
+    for t in [&token, &refreshed] {
+        assert_eq!(
+            t.extra("authwire_person_login").and_then(|v| v.as_str()),
+            Some("authorization_code")
+        );
+    }
 }
 
 #[tokio::test]

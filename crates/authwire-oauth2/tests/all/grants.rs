@@ -110,11 +110,13 @@ async fn refresh_token_is_used_first_and_its_rotation_is_kept() {
 async fn a_persons_refused_login_is_not_replaced_by_the_clients_own_token() {
     let idp = IdentityServer::start().await;
     let provider = confidential(&idp).build().unwrap();
-    // What a confidential client's login left: a person's tokens, an ID token among them. The
-    // server no longer knows the refresh token (revoked, expired, reused).
+    // What a confidential client's login left (a browser login marks its token; see
+    // browser.rs): a person's tokens. The server no longer knows the refresh token (revoked,
+    // expired, reused).
     let login = Token::new("a-persons-access-token")
         .with_refresh_token("a-refresh-token-the-server-refuses")
-        .with_id_token("a.persons.id-token");
+        .with_id_token("a.persons.id-token")
+        .with_extra("authwire_person_login", "authorization_code");
     let e = provider.fetch_token(Some(&login)).await.unwrap_err();
     assert_eq!(e.error_code(), Some("invalid_grant"), "{e}");
     assert_eq!(idp.grant_count("refresh_token"), 1);
@@ -124,9 +126,11 @@ async fn a_persons_refused_login_is_not_replaced_by_the_clients_own_token() {
         "the person's identity is not swapped for the client's"
     );
 
-    // Without an ID token (a client credentials token the server gave a refresh token), the
-    // configured grant gets the client its token again, as before.
-    let own = Token::new("the-clients-access-token").with_refresh_token("refused-too");
+    // The client's own token (a refresh token and even an ID token, as some servers give a
+    // client credentials answer): the configured grant gets the client its token again.
+    let own = Token::new("the-clients-access-token")
+        .with_refresh_token("refused-too")
+        .with_id_token("a.service-account.id-token");
     assert!(provider.fetch_token(Some(&own)).await.is_ok());
     assert_eq!(idp.grant_count("client_credentials"), 1);
 }
