@@ -31,7 +31,7 @@ fn spawn_child(config: &str) -> tokio::process::Child {
         ])
         .env(CHILD_ENV, config)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap()
@@ -45,7 +45,13 @@ async fn report(child: tokio::process::Child) -> serde_json::Value {
         .lines()
         .find_map(|l| l.split_once("FLEET-RESULT ").map(|(_, json)| json))
         .unwrap_or_else(|| panic!("no report from the child: {stdout}"));
-    serde_json::from_str(line).unwrap()
+    let mut report: serde_json::Value = serde_json::from_str(line).unwrap();
+    // What the child warned of (store errors, say): shown with the report when a check fails.
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    if !warnings.trim().is_empty() {
+        report["warnings"] = warnings.trim().into();
+    }
+    report
 }
 
 /// Run as a child process: an authorizer over the shared Redis (if any) sending requests to the
@@ -60,6 +66,12 @@ async fn fleet_child() {
         return;
     };
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    // Warnings go to the parent (stderr is piped to it), with the time they were seen.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
     let provider = authwire_testkit::confidential_client(config["token_url"].as_str().unwrap())
         .build()
         .unwrap();
@@ -133,8 +145,46 @@ impl Fleet {
         Self::start_with(processes, seconds, Some(redis_url), settings).await
     }
 
+    /// Like [`start`](Self::start), but the fleet's first token is fetched by this process and
+    /// saved in the store before the children start, who begin by reading it (one `GET`).
+    /// For the failover tests: what they count is then the failover's doing, not a race over
+    /// the very first lease on a machine so loaded that the replicas of a cluster just formed
+    /// cannot acknowledge it within the children's 500 ms (each child then fetches its own first
+    /// token, as designed; the other fleet tests check a fleet's first token).
+    pub(crate) async fn start_from_a_stored_token(
+        processes: usize,
+        seconds: u64,
+        redis_url: &str,
+        settings: Settings,
+    ) -> Self {
+        let idp = IdentityServer::builder().settings(settings).start().await;
+        let store = RedisStore::from_url(redis_url)
+            .lease_ack_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap();
+        let first = Authorizer::builder(
+            authwire_testkit::confidential_client(idp.token_url())
+                .build()
+                .unwrap(),
+        )
+        .store(store)
+        .store_timeout(Duration::from_secs(15))
+        .build();
+        first
+            .authorization_header()
+            .await
+            .expect("the fleet's first token");
+        assert_eq!(first.metrics().store_errors, 0, "the first token was saved");
+        Self::spawn(idp, processes, seconds, Some(redis_url)).await
+    }
+
     async fn start_with(processes: usize, seconds: u64, redis_url: Option<&str>, settings: Settings) -> Self {
         let idp = IdentityServer::builder().settings(settings).start().await;
+        Self::spawn(idp, processes, seconds, redis_url).await
+    }
+
+    async fn spawn(idp: IdentityServer, processes: usize, seconds: u64, redis_url: Option<&str>) -> Self {
         let api = ResourceServer::start(&idp).await;
         let config = child_config(&idp, &api, redis_url, seconds);
         let children = (0..processes).map(|_| spawn_child(&config)).collect();

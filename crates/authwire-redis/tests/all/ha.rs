@@ -9,7 +9,12 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_a_token_and_its_lease_share_a_slot_and_the_fenced_save_runs() {
     let cluster = RedisCluster::start().await;
-    let store = RedisStore::from_url(&cluster.url()).connect().await.unwrap();
+    // Acknowledged in time even on a loaded machine: this test is about slots, not timing.
+    let store = RedisStore::from_url(&cluster.url())
+        .lease_ack_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .unwrap();
     let key = CacheKey::new("cluster-slot");
     assert_eq!(
         cluster.slot_of(&store.token_key(&key)).await,
@@ -178,7 +183,9 @@ async fn just_before_a_refresh(idp: &authwire_testkit::IdentityServer) -> usize 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_on_a_cluster_survives_its_master_being_killed_without_redeeming_a_refresh_token_twice() {
     let mut cluster = RedisCluster::start().await;
-    let fleet = crate::fleet::Fleet::start(4, 28, &cluster.url(), crate::fleet::rotating(10)).await;
+    let fleet =
+        crate::fleet::Fleet::start_from_a_stored_token(4, 28, &cluster.url(), crate::fleet::rotating(10))
+            .await;
     let store = RedisStore::from_url(&cluster.url()).connect().await.unwrap();
     let slot = cluster
         .slot_of(&store.token_key(&fleet_cache_key(&fleet.idp)))
@@ -193,7 +200,8 @@ async fn a_fleet_on_a_cluster_survives_its_master_being_killed_without_redeeming
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_behind_sentinel_survives_a_failover_without_redeeming_a_refresh_token_twice() {
     let mut group = RedisSentinel::start().await;
-    let fleet = crate::fleet::Fleet::start(4, 28, &group.url(), crate::fleet::rotating(10)).await;
+    let fleet =
+        crate::fleet::Fleet::start_from_a_stored_token(4, 28, &group.url(), crate::fleet::rotating(10)).await;
     let refreshes = just_before_a_refresh(&fleet.idp).await;
     let new_master = group.kill_master().await;
     eprintln!("the master was killed; the sentinels promoted port {new_master}");
