@@ -328,25 +328,36 @@ pub(crate) fn run(root: &Path, target: &Path) -> Result<(), String> {
             "none".to_owned(),
         ]
     };
+    // The proxy as it starts by default (a worker per core), and with one worker, as the
+    // nginx in front has.
+    let start_proxy = |port: u16, workers: &[&str]| -> Result<Killed, String> {
+        let proxy = Killed(
+            Command::new(target.join("release/authwire"))
+                .args(proxy_args(port))
+                .args(workers)
+                .env("AUTHWIRE_CLIENT_SECRET", "s3cret:with%special+chars")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("authwire proxy: {e}"))?,
+        );
+        wait_listening(port)?;
+        // One request fetches the token.
+        wrk(&format!("http://127.0.0.1:{port}/"), 1, None)?;
+        Ok(proxy)
+    };
     let proxy_port = free_port()?;
-    let proxy = Killed(
-        Command::new(target.join("release/authwire"))
-            .args(proxy_args(proxy_port))
-            .env("AUTHWIRE_CLIENT_SECRET", "s3cret:with%special+chars")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("authwire proxy: {e}"))?,
-    );
-    wait_listening(proxy_port)?;
+    let proxy = start_proxy(proxy_port, &[])?;
     let pid = proxy.0.id();
-    // One request fetches the token; idle memory after it.
-    wrk(&format!("http://127.0.0.1:{proxy_port}/"), 1, None).map(|_| ())?;
+    // Idle memory after the first request.
     let idle = rss_kib(pid)?;
+    let one_worker_port = free_port()?;
+    let one_worker = start_proxy(one_worker_port, &["--workers", "1"])?;
 
     let direct = format!("http://127.0.0.1:{upstream_port}/");
     let via_nginx = format!("http://127.0.0.1:{nginx_port}/");
     let via_proxy = format!("http://127.0.0.1:{proxy_port}/");
+    let via_one_worker = format!("http://127.0.0.1:{one_worker_port}/");
     let ticks = clock_ticks();
     println!("wrk, 1 thread, {SECONDS} s each; the upstream is nginx answering 200 ok (worker_processes 1)");
     println!(
@@ -364,6 +375,12 @@ pub(crate) fn run(root: &Path, target: &Path) -> Result<(), String> {
             ),
             ("nginx adding a static header", &via_nginx, None, _front.0.id()),
             ("authwire proxy", &via_proxy, None, pid),
+            (
+                "authwire proxy, 1 worker",
+                &via_one_worker,
+                None,
+                one_worker.0.id(),
+            ),
         ] {
             let before = cpu_micros(measured, ticks)?;
             let (rps, p50, p99) = wrk(url, connections, header)?;
@@ -395,6 +412,7 @@ pub(crate) fn run(root: &Path, target: &Path) -> Result<(), String> {
     );
     drop(held);
     drop(proxy);
+    drop(one_worker);
 
     // Instructions per request, one worker each: nginx in front (a second instance, under
     // valgrind) and the proxy.
