@@ -128,6 +128,9 @@ async fn proxy(state: &RouteState, mut request: Request<Incoming>) -> Result<Res
         state.counters().replayed();
         tracing::debug!(route = %state.route.name, "token rejected; refreshed and replayed once");
         let again = build(&parts.method, &uri, &headers, full(bytes));
+        // The rejected answer goes first: the connection it came by is then closed (its body
+        // unread) or back in the pool, not held while the replay is sent.
+        drop(response);
         response = forward(state, again, upgrade, inbound_h2).await?;
     }
     if let (Some(program_side), StatusCode::SWITCHING_PROTOCOLS) = (program_side, response.status()) {
@@ -138,7 +141,7 @@ async fn proxy(state: &RouteState, mut request: Request<Incoming>) -> Result<Res
         &mut parts.headers,
         parts.status == StatusCode::SWITCHING_PROTOCOLS,
     );
-    Ok(Response::from_parts(parts, ProxyBody::Incoming(body)))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Stage 1: the upstream URI for the request's path and query.
@@ -182,23 +185,29 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Drop hop-by-hop headers: those `Connection` lists, the fixed ones, every `Proxy-*`. With
 /// `keep_upgrade`, `Upgrade` stays and `Connection: upgrade` is set (a WebSocket handshake).
 fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // The names `Connection` lists, removed by name as written (no header name is built: most
-    // are not standard ones, and building one allocates). Its values are cheap to clone. The
-    // usual tokens (`keep-alive`, `close`, `upgrade`) name a header dropped below, or none:
-    // no lookup for them.
-    let mut connection = headers.get_all(header::CONNECTION).iter();
-    let first = connection.next().cloned();
-    let more: Vec<HeaderValue> = connection.cloned().collect();
+    // `Connection` itself goes first, its values taken out with it (one lookup, no copy); the
+    // names it lists are removed by name as written (no header name is built: most are not
+    // standard ones, and building one allocates). The usual tokens (`keep-alive`, `close`,
+    // `upgrade`) name a header dropped below, or none: no lookup for them.
+    let (first, more) = match headers.entry(header::CONNECTION) {
+        header::Entry::Occupied(entry) => {
+            let mut values = entry.remove_entry_mult().1;
+            let first = values.next();
+            let more: Vec<HeaderValue> = values.collect();
+            (first, more)
+        }
+        header::Entry::Vacant(_) => (None, Vec::new()),
+    };
     // `TE` listed as a connection option is this hop's only (RFC 9110 section 10.1.4).
     let mut te_listed = false;
     for value in first.iter().chain(&more) {
-        for name in value.to_str().unwrap_or_default().split(',') {
-            let name = name.trim();
-            te_listed |= name.eq_ignore_ascii_case("te");
+        for name in value.as_bytes().split(|b| *b == b',') {
+            let name = name.trim_ascii();
+            te_listed |= name.eq_ignore_ascii_case(b"te");
             let fixed = name.is_empty()
-                || name.eq_ignore_ascii_case("close")
-                || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h));
-            if !fixed {
+                || name.eq_ignore_ascii_case(b"close")
+                || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()));
+            if !fixed && let Ok(name) = std::str::from_utf8(name) {
                 headers.remove(name);
             }
         }
@@ -210,8 +219,10 @@ fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // The fixed names and every `Proxy-*`: found among the names present (a request or an
     // answer carries a handful), each removed by its name, no allocation.
     let doomed = |k: &&HeaderName| is_hop_by_hop(k) && !(keep_upgrade && *k == header::UPGRADE);
-    while let Some(name) = headers.keys().find(doomed).cloned() {
-        headers.remove(name);
+    if headers.keys().any(|k| doomed(&k)) {
+        while let Some(name) = headers.keys().find(doomed).cloned() {
+            headers.remove(name);
+        }
     }
     // `TE: trailers` is end to end in HTTP/2, and gRPC needs it.
     if te_trailers {
@@ -265,7 +276,7 @@ async fn forward(
     request: Request<ProxyBody>,
     upgrade: bool,
     inbound_h2: bool,
-) -> Result<Response<Incoming>, Failure> {
+) -> Result<Response<ProxyBody>, Failure> {
     let started = state.clock.now();
     let sent = state.clients.send(request, upgrade, inbound_h2);
     let answer = tokio::time::timeout(state.upstream_timeout, sent)
@@ -274,8 +285,8 @@ async fn forward(
         .map_err(|e| {
             // io::Error hides what it wraps from `source`: the certificate problem is looked
             // for explicitly.
-            let chain = authwire::error_chain(&e);
-            Failure::Upstream(match authwire_http::CertificateProblem::find_in(&e) {
+            let chain = authwire::error_chain(&*e);
+            Failure::Upstream(match authwire_http::CertificateProblem::find_in(&*e) {
                 Some(problem) => format!("{chain}: {}", problem.describe()),
                 None => chain,
             })
@@ -290,7 +301,7 @@ async fn forward(
 async fn judge(
     state: &RouteState,
     target: &Target<'_>,
-    response: &Response<Incoming>,
+    response: &Response<ProxyBody>,
     sent: &HeaderValue,
     replayable: bool,
 ) -> Option<authwire::request::Retry> {
@@ -503,5 +514,32 @@ mod tests {
         upstream_request_filter(&mut listed, false);
         let names: Vec<&str> = listed.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn an_answer_loses_its_hop_by_hop_headers_and_keeps_the_rest() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("server", "nginx"),
+            ("content-type", "text/plain"),
+            ("content-length", "3"),
+            ("connection", "keep-alive"),
+            ("connection", "x-upstream-hop"),
+            ("x-upstream-hop", "1"),
+            ("keep-alive", "timeout=60"),
+            ("proxy-authenticate", "Basic"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        upstream_response_filter(&mut h, false);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["server", "content-type", "content-length"]);
+
+        let mut switching = HeaderMap::new();
+        switching.insert("connection", HeaderValue::from_static("Upgrade"));
+        switching.insert("upgrade", HeaderValue::from_static("websocket"));
+        upstream_response_filter(&mut switching, true);
+        assert_eq!(switching["upgrade"], "websocket");
+        assert_eq!(switching["connection"], "upgrade");
     }
 }
