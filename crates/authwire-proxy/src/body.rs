@@ -23,8 +23,10 @@ pub(crate) enum ProxyBody {
     Full(http_body_util::Full<Bytes>),
     /// A program's request body on its way to the upstream, a copy kept for a replay.
     Tee(Tee<Incoming>),
-    /// The upstream's answer on its way to the program.
+    /// The upstream's answer on its way to the program (hyper-util's clients).
     Incoming(Incoming),
+    /// The upstream's answer by the HTTP/1.1 lane.
+    Lane(crate::client::LaneBody),
 }
 
 impl ProxyBody {
@@ -52,6 +54,7 @@ impl Body for ProxyBody {
             Self::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
             Self::Tee(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Lane(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
@@ -60,6 +63,7 @@ impl Body for ProxyBody {
             Self::Full(b) => b.is_end_stream(),
             Self::Tee(b) => b.is_end_stream(),
             Self::Incoming(b) => b.is_end_stream(),
+            Self::Lane(b) => b.is_end_stream(),
         }
     }
 
@@ -68,6 +72,7 @@ impl Body for ProxyBody {
             Self::Full(b) => b.size_hint(),
             Self::Tee(b) => b.size_hint(),
             Self::Incoming(b) => b.size_hint(),
+            Self::Lane(b) => b.size_hint(),
         }
     }
 }

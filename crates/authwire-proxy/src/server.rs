@@ -169,7 +169,7 @@ pub(crate) async fn start(routes: Vec<Route>, settings: Settings) -> Result<Runn
         let shared = listener.into_shared(&route.name)?;
         for (worker, routes) in serving.iter_mut().enumerate() {
             let state = Arc::new(RouteState {
-                clients: Clients::new(&route)?,
+                clients: Clients::new(&route, settings.clock.clone())?,
                 metrics: metrics.clone(),
                 worker,
                 clock: settings.clock.clone(),

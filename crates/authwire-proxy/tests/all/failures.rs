@@ -90,6 +90,50 @@ async fn a_program_that_leaves_mid_body_breaks_nothing() {
     assert_eq!(ok.status(), 200);
 }
 
+/// The upstream answers an upload before the program has sent it, and the program stalls: the
+/// connection that answer came by is still in the middle of the upload, and the next request
+/// must not wait for it (it would meet the upstream timeout, a `504`): it goes by another
+/// connection at once. (hyper closes such a connection; the lane never waits on one either.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_came_before_its_upload_ended_holds_up_no_other_request() {
+    let idp = IdentityServer::start().await;
+    let upstream = Upstream::start().await;
+    let route = Route::new(
+        "r",
+        "127.0.0.1:0".parse().unwrap(),
+        &upstream.url(),
+        authorizer(&idp),
+    )
+    .unwrap();
+    // One worker, one idle list; an upstream timeout a stuck request would meet.
+    let running = Proxy::builder()
+        .route(route)
+        .workers(1)
+        .upstream_timeout(std::time::Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    let addr = running.local_addr("r").unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nthe start")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).await.unwrap();
+    assert_eq!(
+        &head, b"HTTP/1.1 200",
+        "the upstream's early answer reached the program"
+    );
+
+    // The upload stalls; another program's request goes by another connection at once.
+    let after = reqwest::get(format!("http://{addr}/after")).await.unwrap();
+    assert_eq!(after.status(), 200, "{:?}", after.text().await);
+    assert_eq!(upstream.seen().last().unwrap().target, "/after");
+    drop(stalled);
+    assert!(running.shutdown().await);
+}
+
 /// Send raw bytes and read every answer until the proxy closes the connection.
 async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -27,6 +27,10 @@ struct Seen {
     version: hyper::Version,
     headers: hyper::HeaderMap,
     body_len: usize,
+    /// The request target was in absolute form (`http://host/path`), not a path.
+    absolute: bool,
+    /// The proxy's end of the connection it came by.
+    peer: SocketAddr,
 }
 
 /// How the upstream answers.
@@ -38,6 +42,8 @@ struct Script {
     reject_header: Mutex<Option<String>>,
     /// Answer rejections the gRPC way: 200, `grpc-status: 16`, no body.
     grpc: std::sync::atomic::AtomicBool,
+    /// Close the connection after the n-th `200` answer from now (`Connection: close`).
+    close: AtomicUsize,
 }
 
 /// An upstream on loopback (HTTP/1.1 and h2c on one port) that records what it sees.
@@ -45,27 +51,56 @@ struct Upstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     script: Arc<Script>,
+    /// Connections accepted so far.
+    connections: Arc<AtomicUsize>,
+    /// Served over TLS.
+    tls: bool,
     _task: tokio::task::JoinHandle<()>,
 }
 
 impl Upstream {
     async fn start() -> Self {
+        Self::serve(None).await
+    }
+
+    /// The same over TLS by `acceptor` (its certificate, its ALPN protocols).
+    async fn start_tls(acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        Self::serve(Some(acceptor)).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let secure = tls.is_some();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let script: Arc<Script> = Arc::default();
-        let (s, sc) = (seen.clone(), script.clone());
+        let connections: Arc<AtomicUsize> = Arc::default();
+        let (s, sc, c) = (seen.clone(), script.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
-                let (s, sc) = (s.clone(), sc.clone());
+                c.fetch_add(1, Ordering::SeqCst);
+                let (s, sc, tls) = (s.clone(), sc.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |r| answer(r, s.clone(), sc.clone()));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let service = hyper::service::service_fn(move |r| answer(r, peer, s.clone(), sc.clone()));
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => {
+                            server
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            server
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
+                        }
+                    };
                 });
             }
         });
@@ -73,12 +108,15 @@ impl Upstream {
             addr,
             seen,
             script,
+            connections,
+            tls: secure,
             _task: task,
         }
     }
 
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -100,6 +138,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 
 async fn answer(
     mut request: Request<Incoming>,
+    peer: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     script: Arc<Script>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
@@ -110,6 +149,10 @@ async fn answer(
         .uri
         .path_and_query()
         .map_or("/".into(), |p| p.as_str().to_owned());
+    if target.starts_with("/early") {
+        // Answers at once, the request body unread (as a server refusing an upload does).
+        return Ok(text(StatusCode::OK, "early"));
+    }
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
@@ -117,6 +160,8 @@ async fn answer(
         version: parts.version,
         headers: parts.headers.clone(),
         body_len: body.len(),
+        absolute: parts.uri.scheme().is_some(),
+        peer,
     });
     if let Some(on_upgrade) = on_upgrade {
         // Echo every byte after the switch.
@@ -161,7 +206,12 @@ async fn answer(
     let echo =
         serde_json::json!({ "target": target, "authorization": authorization, "body_len": body.len() });
     let mut r = text(StatusCode::OK, echo.to_string());
-    r.headers_mut().insert("connection", "x-hop".parse().unwrap());
+    let close = script
+        .close
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        == Ok(1);
+    let connection = if close { "close, x-hop" } else { "x-hop" };
+    r.headers_mut().insert("connection", connection.parse().unwrap());
     r.headers_mut().insert("x-hop", "dropped".parse().unwrap());
     r.headers_mut()
         .insert("proxy-authenticate", "Basic".parse().unwrap());

@@ -44,7 +44,7 @@ async fn grpc_over_h2c_keeps_te_and_trailers_and_unauthenticated_is_replayed_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_https_upstream_with_a_private_ca_speaks_h2_by_alpn() {
+async fn an_https_upstream_with_a_private_ca_is_trusted_by_that_ca_only() {
     let idp = IdentityServer::start().await;
     let api = authwire_testkit::ResourceServer::start_tls(&idp).await;
     let transport = authwire_http::Transport::new()
@@ -82,6 +82,56 @@ async fn an_https_upstream_with_a_private_ca_speaks_h2_by_alpn() {
         "names the certificate problem"
     );
     assert_eq!(api.requests(), 1);
+}
+
+/// A program's HTTP/1.1 requests to an https upstream: HTTP/1.1 over TLS, one connection for
+/// requests one after the other, when the upstream offers only http/1.1 by ALPN; HTTP/2 when
+/// it chooses h2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_gets_the_protocol_it_chooses_by_alpn() {
+    let idp = IdentityServer::start().await;
+    let ca = authwire_testkit::TestCa::new();
+    for (alpn, version) in [
+        (vec![b"http/1.1".to_vec()], hyper::Version::HTTP_11),
+        (vec![b"h2".to_vec(), b"http/1.1".to_vec()], hyper::Version::HTTP_2),
+    ] {
+        let mut config = (**ca.acceptor(false).config()).clone();
+        config.alpn_protocols = alpn;
+        let upstream = Upstream::start_tls(tokio_rustls::TlsAcceptor::from(Arc::new(config))).await;
+        let transport = authwire_http::Transport::new()
+            .root_certificates_pem(ca.ca_pem())
+            .unwrap();
+        let route = Route::new(
+            "tls",
+            "127.0.0.1:0".parse().unwrap(),
+            &upstream.url(),
+            authorizer(&idp),
+        )
+        .unwrap()
+        .transport(transport);
+        let running = Proxy::builder().route(route).workers(1).start().await.unwrap();
+        let addr = running.local_addr("tls").unwrap();
+        let program = reqwest::Client::builder().http1_only().build().unwrap();
+        for _ in 0..3 {
+            let answer = program.get(format!("http://{addr}/v1")).send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+        }
+        let seen = upstream.seen();
+        assert_eq!(seen.len(), 3);
+        let versions: Vec<_> = seen.iter().map(|s| s.version).collect();
+        assert!(
+            versions.iter().all(|v| *v == version),
+            "{version:?}: {versions:?}"
+        );
+        let connections = upstream.connections.load(Ordering::SeqCst);
+        if version == hyper::Version::HTTP_11 {
+            assert_eq!(connections, 1, "one connection for requests one after the other");
+        } else {
+            // The connection that learnt the upstream speaks h2, then the one all requests share.
+            assert!(connections <= 2, "{connections} connections");
+        }
+        assert!(running.shutdown().await);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

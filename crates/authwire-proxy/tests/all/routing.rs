@@ -403,3 +403,120 @@ async fn a_thread_name_that_cannot_be_one_is_refused_not_a_panic() {
         .expect("refused");
     assert!(refused.to_string().contains("NUL"), "{refused}");
 }
+
+/// A program's HTTP/1.1 connection (hyper's client, kept alive).
+async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// `GET path` on `program`'s connection, its answer read to the end.
+async fn get(program: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>, path: &str) -> StatusCode {
+    let request = Request::get(path)
+        .header("host", "program")
+        .body(Full::default())
+        .unwrap();
+    let answer = program
+        .send_request(request)
+        .await
+        .expect("the proxy kept the program's connection open");
+    let status = answer.status();
+    answer.into_body().collect().await.unwrap();
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_connection_serves_the_next_request_whichever_program_connection_sends_it() {
+    let idp = IdentityServer::start().await;
+    let upstream = Upstream::start().await;
+    let route = Route::new(
+        "r",
+        "127.0.0.1:0".parse().unwrap(),
+        &upstream.url(),
+        authorizer(&idp),
+    )
+    .unwrap();
+    // One worker: one list of idle upstream connections.
+    let running = Proxy::builder().route(route).workers(1).start().await.unwrap();
+    let addr = running.local_addr("r").unwrap();
+    let connections = || upstream.connections.load(Ordering::SeqCst);
+
+    // A program connection's requests, one after the other, go by one upstream connection,
+    // in origin form; so does a `HEAD` (an answer without a body is over at its head).
+    let mut a = h1(addr).await;
+    for _ in 0..3 {
+        assert_eq!(get(&mut a, "/a").await, StatusCode::OK);
+    }
+    let head = Request::head("/h")
+        .header("host", "program")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(a.send_request(head).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get(&mut a, "/a").await, StatusCode::OK);
+    assert_eq!(connections(), 1);
+    assert!(
+        upstream.seen().iter().all(|s| !s.absolute),
+        "HTTP/1.1 to an origin server: the target in origin form"
+    );
+
+    // Another program connection, the first still open, takes the same idle one: an upstream
+    // connection is given back when its answer has been read, not when the program leaves.
+    let mut b = h1(addr).await;
+    assert_eq!(get(&mut b, "/b").await, StatusCode::OK);
+    assert_eq!(connections(), 1);
+    let seen = upstream.seen();
+    assert!(seen.windows(2).all(|w| w[0].peer == w[1].peer), "{seen:?}");
+
+    // The upstream closes its connection after an answer: the next request goes by a new
+    // one, and the program's connection stays open (that `Connection: close` was the
+    // upstream's hop, not the program's).
+    upstream.script.close.store(1, Ordering::SeqCst);
+    assert_eq!(get(&mut a, "/closing").await, StatusCode::OK);
+    assert_eq!(get(&mut a, "/after").await, StatusCode::OK);
+    assert_eq!(connections(), 2);
+    let seen = upstream.seen();
+    let last = &seen[seen.len() - 2..];
+    assert_ne!(
+        last[0].peer, last[1].peer,
+        "the closed connection was not used again"
+    );
+    assert_eq!(idp.tokens_issued(), 1);
+    assert!(running.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_connection_idle_for_90_seconds_is_not_used_again() {
+    let idp = IdentityServer::start().await;
+    let upstream = Upstream::start().await;
+    let route = Route::new(
+        "r",
+        "127.0.0.1:0".parse().unwrap(),
+        &upstream.url(),
+        authorizer(&idp),
+    )
+    .unwrap();
+    let clock = authwire::ManualClock::new(std::time::SystemTime::now());
+    let running = Proxy::builder()
+        .route(route)
+        .workers(1)
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    let addr = running.local_addr("r").unwrap();
+    let mut program = h1(addr).await;
+    let connections = || upstream.connections.load(Ordering::SeqCst);
+
+    assert_eq!(get(&mut program, "/first").await, StatusCode::OK);
+    clock.advance(std::time::Duration::from_secs(89));
+    assert_eq!(get(&mut program, "/within").await, StatusCode::OK);
+    assert_eq!(connections(), 1, "idle for 89 s: used again");
+    clock.advance(std::time::Duration::from_secs(90));
+    assert_eq!(get(&mut program, "/after").await, StatusCode::OK);
+    assert_eq!(connections(), 2, "idle for 90 s: a new connection");
+    assert!(running.shutdown().await);
+}
