@@ -499,7 +499,7 @@ async fn an_upstream_connection_idle_for_90_seconds_is_not_used_again() {
         authorizer(&idp),
     )
     .unwrap();
-    let clock = authwire::ManualClock::new(std::time::SystemTime::now());
+    let clock = authwire::ManualClock::new(authwire::Clock::now(&authwire::SystemClock));
     let running = Proxy::builder()
         .route(route)
         .workers(1)
