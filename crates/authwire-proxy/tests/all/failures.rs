@@ -98,13 +98,7 @@ async fn a_program_that_leaves_mid_body_breaks_nothing() {
 async fn an_answer_that_came_before_its_upload_ended_holds_up_no_other_request() {
     let idp = IdentityServer::start().await;
     let upstream = Upstream::start().await;
-    let route = Route::new(
-        "r",
-        "127.0.0.1:0".parse().unwrap(),
-        &upstream.url(),
-        authorizer(&idp),
-    )
-    .unwrap();
+    let route = route_r(&upstream.url(), authorizer(&idp));
     // One worker, one idle list; an upstream timeout a stuck request would meet.
     let running = Proxy::builder()
         .route(route)

@@ -223,9 +223,14 @@ fn authorizer(idp: &IdentityServer) -> Authorizer {
     Authorizer::new(idp.confidential_client().build().unwrap())
 }
 
+/// Route `r`: a loopback port of its own to `upstream`, with `authorizer`'s token.
+fn route_r(upstream: &str, authorizer: Authorizer) -> Route {
+    Route::new("r", "127.0.0.1:0".parse().unwrap(), upstream, authorizer).unwrap()
+}
+
 /// A proxy with one route `r` on a loopback port to `upstream`.
 async fn proxy_to(upstream: &str, authorizer: Authorizer) -> (Running, SocketAddr) {
-    let route = Route::new("r", "127.0.0.1:0".parse().unwrap(), upstream, authorizer).unwrap();
+    let route = route_r(upstream, authorizer);
     let running = Proxy::builder()
         .route(route)
         .metrics("127.0.0.1:0".parse().unwrap())

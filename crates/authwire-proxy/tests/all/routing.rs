@@ -317,13 +317,7 @@ fn thread_names() -> Vec<String> {
 async fn workers_share_the_listener_one_token_and_one_set_of_figures() {
     let idp = IdentityServer::start().await;
     let upstream = Upstream::start().await;
-    let route = Route::new(
-        "r",
-        "127.0.0.1:0".parse().unwrap(),
-        &upstream.url(),
-        authorizer(&idp),
-    )
-    .unwrap();
+    let route = route_r(&upstream.url(), authorizer(&idp));
     let running = Proxy::builder()
         .route(route)
         .metrics("127.0.0.1:0".parse().unwrap())
@@ -433,13 +427,7 @@ async fn get(program: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 async fn an_upstream_connection_serves_the_next_request_whichever_program_connection_sends_it() {
     let idp = IdentityServer::start().await;
     let upstream = Upstream::start().await;
-    let route = Route::new(
-        "r",
-        "127.0.0.1:0".parse().unwrap(),
-        &upstream.url(),
-        authorizer(&idp),
-    )
-    .unwrap();
+    let route = route_r(&upstream.url(), authorizer(&idp));
     // One worker: one list of idle upstream connections.
     let running = Proxy::builder().route(route).workers(1).start().await.unwrap();
     let addr = running.local_addr("r").unwrap();
@@ -492,13 +480,7 @@ async fn an_upstream_connection_serves_the_next_request_whichever_program_connec
 async fn an_upstream_connection_idle_for_90_seconds_is_not_used_again() {
     let idp = IdentityServer::start().await;
     let upstream = Upstream::start().await;
-    let route = Route::new(
-        "r",
-        "127.0.0.1:0".parse().unwrap(),
-        &upstream.url(),
-        authorizer(&idp),
-    )
-    .unwrap();
+    let route = route_r(&upstream.url(), authorizer(&idp));
     let clock = authwire::ManualClock::new(authwire::Clock::now(&authwire::SystemClock));
     let running = Proxy::builder()
         .route(route)
