@@ -414,10 +414,12 @@ async fn get(program: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
         .header("host", "program")
         .body(Full::default())
         .unwrap();
-    let answer = program
-        .send_request(request)
+    // Ready once its last answer was read (hyper's client says so a moment later).
+    program
+        .ready()
         .await
         .expect("the proxy kept the program's connection open");
+    let answer = program.send_request(request).await.unwrap();
     let status = answer.status();
     answer.into_body().collect().await.unwrap();
     status
@@ -443,6 +445,7 @@ async fn an_upstream_connection_serves_the_next_request_whichever_program_connec
         .header("host", "program")
         .body(Full::default())
         .unwrap();
+    a.ready().await.unwrap();
     assert_eq!(a.send_request(head).await.unwrap().status(), StatusCode::OK);
     assert_eq!(get(&mut a, "/a").await, StatusCode::OK);
     assert_eq!(connections(), 1);
