@@ -79,8 +79,13 @@ pub(crate) async fn exec(action: &str) -> Result<u8, CliError> {
                 env!("CARGO_PKG_VERSION")
             ));
         }
-        // docker login stores what it was given; authwire owns its cache, so nothing to keep.
-        "store" => return Ok(0),
+        // docker login stores what it was given; authwire owns its cache, so nothing is kept.
+        // The input (the registry's password among it) is still read to its end, then wiped:
+        // a helper that exits before its input is written breaks the writer's pipe.
+        "store" => {
+            drop(authwire::secrecy::zeroize::Zeroizing::new(read_stdin()?));
+            return Ok(0);
+        }
         "get" | "list" | "erase" => {}
         other => {
             return Err(CliError::config(format!(

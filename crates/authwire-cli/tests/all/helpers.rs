@@ -428,6 +428,23 @@ async fn docker_credential_helper_protocol() {
             .status
             .success()
     );
+    // `store` reads its input to the end before it answers: it used to exit at once, and
+    // docker (or this test) writing the input then met a broken pipe, now and then.
+    let mut store = std::process::Command::new(&link)
+        .arg("store")
+        .env("HOME", sb.path("home"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        store.try_wait().unwrap().is_none(),
+        "store answered before its input ended"
+    );
+    drop(store.stdin.take());
+    assert!(store.wait().unwrap().success());
     // erase forgets the cached token: the next get fetches a new one.
     assert!(helper("erase", &format!("https://{registry}\n")).status.success());
     let again = helper("get", &format!("https://{registry}\n"));
