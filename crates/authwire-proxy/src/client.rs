@@ -55,6 +55,9 @@ struct Lane {
     idle: Arc<Idle>,
     /// The upstream chose h2 by ALPN: its requests go by `auto`, which multiplexes them.
     upstream_h2: AtomicBool,
+    /// The sweep of the idle list runs (started with the first connection, on the worker's
+    /// runtime).
+    sweeping: AtomicBool,
 }
 
 /// Idle upstream connections, each with the time it became idle, newest last. One worker's:
@@ -68,7 +71,7 @@ impl Idle {
     /// The newest connection young enough and ready for a request (the others are dropped,
     /// which closes them).
     fn take(&self) -> Option<http1::SendRequest<ProxyBody>> {
-        let now = self.clock.now();
+        let now = self.clock.now_coarse();
         let mut idle = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some((sender, since)) = idle.pop() {
             if young(now, since) && sender.is_ready() {
@@ -81,13 +84,33 @@ impl Idle {
     /// `sender`'s exchange is over: keep it for the next request (the oldest, if too old or
     /// beyond [`MAX_IDLE`], goes).
     fn put(&self, sender: http1::SendRequest<ProxyBody>) {
-        let now = self.clock.now();
+        let now = self.clock.now_coarse();
         let mut idle = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.first().is_some_and(|(_, since)| !young(now, *since)) || idle.len() >= MAX_IDLE {
             idle.remove(0);
         }
         idle.push((sender, now));
     }
+}
+
+/// Every half [`IDLE_TIMEOUT`] on `idle`'s clock, drop the connections idle for that long (which
+/// closes them), so that a proxy gone quiet holds no upstream connection past it; ends with
+/// the list.
+fn sweep(idle: &Arc<Idle>) {
+    let (list, clock) = (Arc::downgrade(idle), idle.clock.clone());
+    tokio::spawn(async move {
+        loop {
+            clock.sleep(IDLE_TIMEOUT / 2).await;
+            let Some(idle) = list.upgrade() else {
+                return;
+            };
+            let now = clock.now_coarse();
+            idle.connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|(_, since)| young(now, *since));
+        }
+    });
 }
 
 /// Idle since `since`, and not for [`IDLE_TIMEOUT`] yet at `now` (a clock set back counts as
@@ -194,6 +217,7 @@ impl Clients {
                     clock,
                 }),
                 upstream_h2: AtomicBool::new(false),
+                sweeping: AtomicBool::new(false),
             },
         })
     }
@@ -269,6 +293,9 @@ impl Lane {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            sweep(&self.idle);
+        }
         let response = sender.send_request(request).await?;
         Ok(self.answer(response, sender))
     }

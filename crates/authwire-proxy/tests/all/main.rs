@@ -53,6 +53,8 @@ struct Upstream {
     script: Arc<Script>,
     /// Connections accepted so far.
     connections: Arc<AtomicUsize>,
+    /// Connections that ended (closed by either side).
+    closed: Arc<AtomicUsize>,
     /// Served over TLS.
     tls: bool,
     _task: tokio::task::JoinHandle<()>,
@@ -75,14 +77,15 @@ impl Upstream {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let script: Arc<Script> = Arc::default();
         let connections: Arc<AtomicUsize> = Arc::default();
-        let (s, sc, c) = (seen.clone(), script.clone(), connections.clone());
+        let closed: Arc<AtomicUsize> = Arc::default();
+        let (s, sc, c, ended) = (seen.clone(), script.clone(), connections.clone(), closed.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (s, sc, tls) = (s.clone(), sc.clone(), tls.clone());
+                let (s, sc, tls, ended) = (s.clone(), sc.clone(), tls.clone(), ended.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |r| answer(r, peer, s.clone(), sc.clone()));
                     let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -92,15 +95,16 @@ impl Upstream {
                                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                                 .await
                         }
-                        Some(acceptor) => {
-                            let Ok(stream) = acceptor.accept(stream).await else {
-                                return;
-                            };
-                            server
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                .await
-                        }
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => {
+                                server
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .await
+                            }
+                            Err(_) => Ok(()),
+                        },
                     };
+                    ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -109,6 +113,7 @@ impl Upstream {
             seen,
             script,
             connections,
+            closed,
             tls: secure,
             _task: task,
         }

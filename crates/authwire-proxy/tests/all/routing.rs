@@ -460,7 +460,8 @@ async fn an_upstream_connection_serves_the_next_request_whichever_program_connec
     assert_eq!(get(&mut b, "/b").await, StatusCode::OK);
     assert_eq!(connections(), 1);
     let seen = upstream.seen();
-    assert!(seen.windows(2).all(|w| w[0].peer == w[1].peer), "{seen:?}");
+    let peers: Vec<SocketAddr> = seen.iter().map(|s| s.peer).collect();
+    assert!(peers.windows(2).all(|w| w[0] == w[1]), "{peers:?}");
 
     // The upstream closes its connection after an answer: the next request goes by a new
     // one, and the program's connection stays open (that `Connection: close` was the
@@ -503,5 +504,17 @@ async fn an_upstream_connection_idle_for_90_seconds_is_not_used_again() {
     clock.advance(std::time::Duration::from_secs(90));
     assert_eq!(get(&mut program, "/after").await, StatusCode::OK);
     assert_eq!(connections(), 2, "idle for 90 s: a new connection");
+
+    // A proxy gone quiet closes its idle connections too: no request comes, the sweep (on
+    // the same clock) drops the one that served `/after` once it has been idle for 90 s.
+    authwire_testkit::wait_until(|| clock.sleepers() > 0).await;
+    let ended = || upstream.closed.load(Ordering::SeqCst);
+    // The stale one was closed (passed over by `/after`, or swept).
+    authwire_testkit::wait_until(|| ended() == 1).await;
+    assert_eq!(ended(), 1);
+    clock.advance(std::time::Duration::from_secs(91));
+    authwire_testkit::wait_until(|| ended() == 2).await;
+    assert_eq!(ended(), 2, "the idle connection was closed without a request");
+    assert_eq!(connections(), 2);
     assert!(running.shutdown().await);
 }
