@@ -354,7 +354,7 @@ impl RedisSentinel {
         }
         for sentinel in &group.sentinels {
             wait_for(
-                20,
+                60,
                 "every sentinel knows both replicas and the other sentinels",
                 || async {
                     let replicas = cli(sentinel.port, &["SENTINEL", "REPLICAS", &group.master_name]).await;
